@@ -1,0 +1,261 @@
+//! Per-enclave state held by the SECS (spec §0.3): the parameters ECREATE validated, the
+//! running measurement, the identity EINIT established, the tracking epoch and the child
+//! count. [`Enclave::to_secs_page`] and [`Enclave::from_secs_page`] give its 4 KiB image,
+//! so EWB/ELDU of a SECS round-trip everything, hidden fields included.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use sgxemu_arch::{Attributes, AttributesFlags, Miscselect, PAGE_SIZE, Secs};
+use sgxemu_crypto::MeasurementState;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::epc::EpcIndex;
+use crate::tracking::Tracking;
+
+/// What ECREATE fixed for the enclave's lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EnclaveParams {
+    pub(crate) baseaddr: u64,
+    pub(crate) size: u64,
+    pub(crate) ssaframesize: u32,
+    pub(crate) miscselect: Miscselect,
+    /// ATTRIBUTES without INIT.
+    pub(crate) attributes: Attributes,
+    pub(crate) configid: [u8; 64],
+    pub(crate) configsvn: u16,
+}
+
+impl EnclaveParams {
+    pub(crate) fn flags(&self) -> AttributesFlags {
+        self.attributes.flags()
+    }
+
+    /// True if `la` lies in ELRANGE.
+    pub(crate) fn contains(&self, la: u64) -> bool {
+        la >= self.baseaddr && la - self.baseaddr < self.size
+    }
+
+    /// Size of one SSA frame in bytes.
+    pub(crate) fn frame_bytes(&self) -> u64 {
+        u64::from(self.ssaframesize) * PAGE_SIZE as u64
+    }
+}
+
+/// What EINIT established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) mrenclave: [u8; 32],
+    pub(crate) mrsigner: [u8; 32],
+    pub(crate) isvprodid: u16,
+    pub(crate) isvsvn: u16,
+    pub(crate) isvextprodid: [u8; 16],
+    pub(crate) isvfamilyid: [u8; 16],
+    pub(crate) padding: [u8; 352],
+}
+
+/// Hidden-state layout inside the SECS image (emulator-private, never software-visible).
+mod hidden {
+    pub(super) const EID: usize = 1024;
+    pub(super) const FLAGS: usize = 1032;
+    pub(super) const MEASUREMENT: usize = 1040;
+    pub(super) const EPOCH: usize = 1080;
+    pub(super) const ISVEXTPRODID: usize = 1088;
+    pub(super) const ISVFAMILYID: usize = 1104;
+    pub(super) const PADDING: usize = 1120;
+    pub(super) const END: usize = PADDING + 352;
+    pub(super) const FLAG_INITIALIZED: u8 = 1;
+}
+
+/// One enclave, as its SECS page holds it.
+#[derive(Debug)]
+pub(crate) struct Enclave {
+    pub(crate) eid: u64,
+    /// The EPC page holding this SECS.
+    pub(crate) secs_page: EpcIndex,
+    pub(crate) params: EnclaveParams,
+    pub(crate) identity: OnceLock<Identity>,
+    /// The running MRENCLAVE; `try_lock` failure is the "measurement busy" #GP.
+    pub(crate) measurement: Mutex<MeasurementState>,
+    pub(crate) tracking: Mutex<Tracking>,
+    /// EPC pages (REG/TCS/TRIM) this SECS owns.
+    pub(crate) children: AtomicU64,
+}
+
+impl Enclave {
+    pub(crate) fn new(
+        eid: u64,
+        secs_page: EpcIndex,
+        params: EnclaveParams,
+        measurement: MeasurementState,
+    ) -> Self {
+        Enclave {
+            eid,
+            secs_page,
+            params,
+            identity: OnceLock::new(),
+            measurement: Mutex::new(measurement),
+            tracking: Mutex::new(Tracking::default()),
+            children: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn is_initialized(&self) -> bool {
+        self.identity.get().is_some()
+    }
+
+    /// ATTRIBUTES as software sees them in REPORTs: INIT set once initialized.
+    pub(crate) fn attributes(&self) -> Attributes {
+        let mut attrs = self.params.attributes;
+        if self.is_initialized() {
+            attrs.flags |= AttributesFlags::INIT.bits();
+        }
+        attrs
+    }
+
+    pub(crate) fn child_count(&self) -> u64 {
+        self.children.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_child(&self) {
+        self.children.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn remove_child(&self) {
+        self.children.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The SECS page image: architectural fields plus hidden state (for EWB).
+    pub(crate) fn to_secs_page(&self) -> Box<[u8; PAGE_SIZE]> {
+        let p = &self.params;
+        let mut secs: Secs = FromZeros::new_zeroed();
+        secs.size = p.size;
+        secs.baseaddr = p.baseaddr;
+        secs.ssaframesize = p.ssaframesize;
+        secs.miscselect = p.miscselect.bits();
+        secs.attributes = self.attributes();
+        secs.configid = p.configid;
+        secs.configsvn = p.configsvn;
+        let mut page = Box::new([0u8; PAGE_SIZE]);
+        let mut flags = 0;
+        if let Some(id) = self.identity.get() {
+            secs.mrenclave = id.mrenclave;
+            secs.mrsigner = id.mrsigner;
+            secs.isvprodid = id.isvprodid;
+            secs.isvsvn = id.isvsvn;
+            flags |= hidden::FLAG_INITIALIZED;
+            page[hidden::ISVEXTPRODID..hidden::ISVEXTPRODID + 16].copy_from_slice(&id.isvextprodid);
+            page[hidden::ISVFAMILYID..hidden::ISVFAMILYID + 16].copy_from_slice(&id.isvfamilyid);
+            page[hidden::PADDING..hidden::END].copy_from_slice(&id.padding);
+        }
+        page[..262].copy_from_slice(&secs.as_bytes()[..262]);
+        page[hidden::EID..hidden::EID + 8].copy_from_slice(&self.eid.to_le_bytes());
+        page[hidden::FLAGS] = flags;
+        page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40]
+            .copy_from_slice(&self.measurement.lock().to_bytes());
+        page[hidden::EPOCH..hidden::EPOCH + 8]
+            .copy_from_slice(&self.tracking.lock().epoch.to_le_bytes());
+        page
+    }
+
+    /// Rebuilds the enclave from a SECS image written by [`Enclave::to_secs_page`] (ELDU).
+    pub(crate) fn from_secs_page(page: &[u8; PAGE_SIZE], secs_page: EpcIndex) -> Self {
+        let secs = Secs::read_from_bytes(&page[..]).expect("a page is exactly one SECS");
+        let u64_at =
+            |off: usize| u64::from_le_bytes(page[off..off + 8].try_into().expect("8 bytes"));
+        let mut attributes = secs.attributes;
+        attributes.flags &= !AttributesFlags::INIT.bits();
+        let params = EnclaveParams {
+            baseaddr: secs.baseaddr,
+            size: secs.size,
+            ssaframesize: secs.ssaframesize,
+            miscselect: Miscselect::from_bits_retain(secs.miscselect),
+            attributes,
+            configid: secs.configid,
+            configsvn: secs.configsvn,
+        };
+        let measurement = MeasurementState::from_bytes(
+            page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40]
+                .try_into()
+                .expect("40 bytes"),
+        );
+        let enclave = Enclave::new(u64_at(hidden::EID), secs_page, params, measurement);
+        *enclave.tracking.lock() = Tracking::with_epoch(u64_at(hidden::EPOCH));
+        if page[hidden::FLAGS] & hidden::FLAG_INITIALIZED != 0 {
+            let arr16 =
+                |off: usize| -> [u8; 16] { page[off..off + 16].try_into().expect("16 bytes") };
+            let identity = Identity {
+                mrenclave: secs.mrenclave,
+                mrsigner: secs.mrsigner,
+                isvprodid: secs.isvprodid,
+                isvsvn: secs.isvsvn,
+                isvextprodid: arr16(hidden::ISVEXTPRODID),
+                isvfamilyid: arr16(hidden::ISVFAMILYID),
+                padding: page[hidden::PADDING..hidden::END]
+                    .try_into()
+                    .expect("352 bytes"),
+            };
+            let _ = enclave.identity.set(identity);
+        }
+        enclave
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Enclave {
+        let params = EnclaveParams {
+            baseaddr: 0x10_0000_0000,
+            size: 1 << 30,
+            ssaframesize: 1,
+            miscselect: Miscselect::EXINFO,
+            attributes: Attributes {
+                flags: 0x6,
+                xfrm: 3,
+            },
+            configid: [9; 64],
+            configsvn: 0,
+        };
+        let mut m = MeasurementState::new();
+        m.ecreate(1, 1 << 30);
+        Enclave::new(42, EpcIndex(5), params, m)
+    }
+
+    #[test]
+    fn secs_image_round_trips_uninitialized_state() {
+        let e = sample();
+        e.tracking.lock().epoch = 7;
+        let back = Enclave::from_secs_page(&e.to_secs_page(), EpcIndex(9));
+        assert_eq!(back.eid, 42);
+        assert_eq!(back.params, e.params);
+        assert_eq!(*back.measurement.lock(), *e.measurement.lock());
+        assert_eq!(back.tracking.lock().epoch, 7);
+        assert!(!back.is_initialized());
+    }
+
+    #[test]
+    fn secs_image_round_trips_identity() {
+        let e = sample();
+        let id = Identity {
+            mrenclave: [1; 32],
+            mrsigner: [2; 32],
+            isvprodid: 3,
+            isvsvn: 4,
+            isvextprodid: [5; 16],
+            isvfamilyid: [6; 16],
+            padding: [7; 352],
+        };
+        e.identity.set(id.clone()).unwrap();
+        let back = Enclave::from_secs_page(&e.to_secs_page(), EpcIndex(9));
+        assert_eq!(back.identity.get(), Some(&id));
+        assert_eq!(
+            back.attributes().flags & 1,
+            1,
+            "INIT visible once initialized"
+        );
+        assert_eq!(back.params.attributes.flags & 1, 0);
+    }
+}

@@ -1,0 +1,232 @@
+//! The processor: EPC, EPCM and platform state, plus the helpers every leaf shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use sgxemu_arch::{PAGE_SIZE, xsave_size};
+use sgxemu_crypto::PagingKey;
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::config::{ConfigError, PlatformConfig};
+use crate::enclave::Enclave;
+use crate::epc::{EpcIndex, EpcMemory, SparseEpc};
+use crate::epcm::{Epcm, EpcmView, PageLock};
+use crate::fault::Exception;
+use crate::lp::{Lp, LpId};
+use crate::memory::Memory;
+use crate::secrets::{PlatformSecrets, RandomnessError};
+
+/// Why a processor could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No randomness for fresh platform secrets.
+    #[error(transparent)]
+    Randomness(#[from] RandomnessError),
+    /// The supplied EPC storage has a different size than the configuration.
+    #[error("EPC storage holds {storage} pages but the configuration asks for {config}")]
+    EpcStorageSize {
+        /// Pages in the storage.
+        storage: u64,
+        /// Pages in the configuration.
+        config: u64,
+    },
+}
+
+/// An emulated SGX2 processor package: shared by all its logical processors ([`Lp`]).
+///
+/// Every method is safe to call from many threads at once; leaves on different pages run
+/// in parallel, and leaves on the same page conflict exactly as spec §0.4 describes.
+#[derive(Debug)]
+pub struct Processor {
+    pub(crate) config: PlatformConfig,
+    pub(crate) secrets: PlatformSecrets,
+    pub(crate) epc: Arc<dyn EpcMemory>,
+    pub(crate) epcm: Epcm,
+    pub(crate) paging_key: PagingKey,
+    next_eid: AtomicU64,
+    paging_version: AtomicU64,
+    next_lp: AtomicU32,
+    pub(crate) pending_unmasked_events: AtomicU32,
+    /// Size of the XSAVE image for the part's full XFRM mask.
+    pub(crate) max_xsave_size: usize,
+}
+
+impl Processor {
+    /// A processor with lazily allocated EPC storage.
+    pub fn new(config: PlatformConfig) -> Result<Self, ProcessorError> {
+        config.validate()?;
+        let epc = Arc::new(SparseEpc::new(config.epc_pages()));
+        Self::with_epc_memory(config, epc)
+    }
+
+    /// A processor over caller-supplied EPC storage (e.g. host memory that natively running
+    /// enclave code maps as well).
+    pub fn with_epc_memory(
+        config: PlatformConfig,
+        epc: Arc<dyn EpcMemory>,
+    ) -> Result<Self, ProcessorError> {
+        config.validate()?;
+        if epc.pages() != config.epc_pages() {
+            return Err(ProcessorError::EpcStorageSize {
+                storage: epc.pages(),
+                config: config.epc_pages(),
+            });
+        }
+        let secrets = match &config.secrets {
+            Some(s) => s.clone(),
+            None => PlatformSecrets::random()?,
+        };
+        Ok(Processor {
+            epcm: Epcm::new(config.epc_pages()),
+            paging_key: PagingKey::new(&secrets.paging_key),
+            max_xsave_size: xsave_size(config.xfrm),
+            config,
+            secrets,
+            epc,
+            next_eid: AtomicU64::new(1),
+            paging_version: AtomicU64::new(1),
+            next_lp: AtomicU32::new(0),
+            pending_unmasked_events: AtomicU32::new(0),
+        })
+    }
+
+    /// The configuration this part was built from.
+    pub fn config(&self) -> &PlatformConfig {
+        &self.config
+    }
+
+    /// The EPC storage.
+    pub fn epc_memory(&self) -> &Arc<dyn EpcMemory> {
+        &self.epc
+    }
+
+    /// A new logical processor (XCR0 = every XFRM feature of the part, 64-bit mode).
+    pub fn new_lp(&self) -> Lp {
+        let id = LpId(self.next_lp.fetch_add(1, Ordering::Relaxed));
+        Lp::new(id, self.config.xfrm, self.max_xsave_size)
+    }
+
+    /// Physical (and ring-0 linear) address of an EPC page.
+    pub fn epc_addr(&self, index: EpcIndex) -> u64 {
+        self.config.epc_base + u64::from(index.0) * PAGE_SIZE as u64
+    }
+
+    /// The EPC page holding `addr`, if `addr` is inside the EPC.
+    pub fn epc_index(&self, addr: u64) -> Option<EpcIndex> {
+        let off = addr.checked_sub(self.config.epc_base)?;
+        (off < self.config.epc_size).then(|| EpcIndex((off / PAGE_SIZE as u64) as u32))
+    }
+
+    /// Number of EPC pages.
+    pub fn epc_pages(&self) -> u64 {
+        self.config.epc_pages()
+    }
+
+    /// A snapshot of one EPCM entry (tests, invariant checks, debuggers; the driver never
+    /// looks, as the kernel cannot).
+    pub fn epcm_view(&self, index: EpcIndex) -> EpcmView {
+        let entry = self.epcm.snapshot(index).unwrap_or_default();
+        EpcmView {
+            valid: entry.valid,
+            page_type: entry.page_type,
+            flags: entry.secinfo_flags(),
+            blocked: entry.blocked,
+            enclave_address: entry.enclave_address,
+            eid: entry.enclave.as_ref().map(|e| e.eid),
+            secs: entry.enclave.as_ref().map(|e| e.secs_page),
+        }
+    }
+
+    /// Makes the next `count` EINITs return SGX_UNMASKED_EVENT (spec §4.4 step 4), to
+    /// exercise a driver's retry loop.
+    pub fn inject_unmasked_events(&self, count: u32) {
+        self.pending_unmasked_events.store(count, Ordering::Relaxed);
+    }
+
+    /// The logical processors currently executing inside the enclave whose SECS is at
+    /// `secs` (what a driver's IPI must reach, spec §7).
+    pub fn lps_inside(&self, secs: u64) -> Vec<LpId> {
+        let Some(index) = self.epc_index(secs) else {
+            return Vec::new();
+        };
+        let entry = self.epcm.entry(index);
+        match (&entry.enclave, entry.valid) {
+            (Some(e), true) => e.tracking.lock().inside().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn next_eid(&self) -> u64 {
+        self.next_eid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh, unique, non-zero EWB version (spec §11.4).
+    pub(crate) fn next_paging_version(&self) -> u64 {
+        self.paging_version.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The EPC page of an operand that must be in the EPC; otherwise #PF on it (spec §3.4).
+    pub(crate) fn epc_operand(&self, addr: u64, write: bool) -> Result<EpcIndex, Exception> {
+        self.epc_index(addr)
+            .ok_or_else(|| Exception::epcm_pf(addr, write))
+    }
+
+    /// Reads a structure from ordinary memory. An operand that points into the EPC reads
+    /// as abort-page data (all ones, spec §6.2).
+    pub(crate) fn read_operand<T: FromBytes + IntoBytes>(
+        &self,
+        mem: &dyn Memory,
+        addr: u64,
+    ) -> Result<T, Exception> {
+        let mut value = T::new_zeroed();
+        self.read_bytes(mem, addr, value.as_mut_bytes())?;
+        Ok(value)
+    }
+
+    pub(crate) fn read_bytes(
+        &self,
+        mem: &dyn Memory,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> Result<(), Exception> {
+        if self.epc_index(addr).is_some() {
+            buf.fill(0xFF);
+            return Ok(());
+        }
+        mem.read(addr, buf)
+    }
+
+    /// Writes to ordinary memory; writes into the EPC are dropped (abort page).
+    pub(crate) fn write_bytes(
+        &self,
+        mem: &mut dyn Memory,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(), Exception> {
+        if self.epc_index(addr).is_some() {
+            return Ok(());
+        }
+        mem.write(addr, data)
+    }
+
+    /// Takes a SECS operand shared: #GP on a lock conflict, #PF(addr) unless it is a valid
+    /// SECS page (spec §4.2 step 5 and its siblings).
+    pub(crate) fn lock_secs_shared(
+        &self,
+        index: EpcIndex,
+        addr: u64,
+    ) -> Result<(PageLock<'_>, Arc<Enclave>), Exception> {
+        let lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
+        let enclave = {
+            let entry = lock.entry();
+            match (&entry.enclave, entry.valid, entry.page_type) {
+                (Some(e), true, sgxemu_arch::PageType::Secs) => e.clone(),
+                _ => return Err(Exception::epcm_pf(addr, false)),
+            }
+        };
+        Ok((lock, enclave))
+    }
+}
