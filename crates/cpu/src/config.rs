@@ -1,6 +1,6 @@
 //! The emulated part: what CPUID leaf 0x12 enumerates and the platform secrets.
 
-use sgxemu_arch::{AttributesFlags, Miscselect, PAGE_SIZE, cpuid};
+use sgxemu_arch::{AttributesFlags, Miscselect, PAGE_SIZE, cpuid, msr};
 
 /// Default EPC size: 128 MiB, a common client-part size.
 pub const DEFAULT_EPC_SIZE: u64 = 128 << 20;
@@ -61,6 +61,9 @@ pub struct PlatformConfig {
     pub max_enclave_size_64_log2: u8,
     /// log2 of the maximum enclave size outside 64-bit mode (CPUID.(12h,0).EDX[7:0]).
     pub max_enclave_size_32_log2: u8,
+    /// Flexible launch control: IA32_SGXLEPUBKEYHASH0..3 writable (CPUID.7.ECX[30] and
+    /// IA32_FEATURE_CONTROL.SGX_LC_ENABLE). Linux requires it.
+    pub flexible_launch_control: bool,
     /// Platform root secrets; `None` draws fresh random ones (a "power cycle").
     pub secrets: Option<crate::secrets::PlatformSecrets>,
 }
@@ -80,6 +83,7 @@ impl Default for PlatformConfig {
             xfrm: 0x7,
             max_enclave_size_64_log2: 36,
             max_enclave_size_32_log2: 31,
+            flexible_launch_control: true,
             secrets: None,
         }
     }
@@ -155,7 +159,22 @@ impl PlatformConfig {
 
     /// The SGX bits of CPUID leaf 7 sub-leaf 0: (EBX bits to set, ECX bits to set).
     pub fn cpuid_leaf7_sgx_bits(&self) -> (u32, u32) {
-        (cpuid::CPUID7_EBX_SGX, cpuid::CPUID7_ECX_SGX_LC)
+        let lc = if self.flexible_launch_control {
+            cpuid::CPUID7_ECX_SGX_LC
+        } else {
+            0
+        };
+        (cpuid::CPUID7_EBX_SGX, lc)
+    }
+
+    /// IA32_FEATURE_CONTROL as firmware left it: locked, SGX enabled, and launch control
+    /// enabled when the part has it.
+    pub fn feature_control(&self) -> u64 {
+        let mut value = msr::FEATURE_CONTROL_LOCK | msr::FEATURE_CONTROL_SGX_ENABLE;
+        if self.flexible_launch_control {
+            value |= msr::FEATURE_CONTROL_SGX_LC_ENABLE;
+        }
+        value
     }
 }
 

@@ -42,6 +42,7 @@ mod processor;
 pub mod regs;
 mod secrets;
 mod stats;
+pub mod testkit;
 mod tracking;
 
 pub use access::Access;

@@ -159,6 +159,37 @@ impl Processor {
         }
     }
 
+    /// WRMSR of the launch-control MSRs (0x8C..0x8F) on `lp`: #GP without flexible launch
+    /// control or for any other MSR (spec §10.3).
+    pub fn wrmsr(&self, lp: &mut Lp, msr: u32, value: u64) -> Result<(), Exception> {
+        let index = msr.wrapping_sub(sgxemu_arch::IA32_SGXLEPUBKEYHASH0) as usize;
+        if !self.config.flexible_launch_control || index >= lp.lepubkeyhash.len() {
+            return Err(Exception::Gp);
+        }
+        lp.lepubkeyhash[index] = value;
+        Ok(())
+    }
+
+    /// RDMSR of IA32_FEATURE_CONTROL (0x3A) or the launch-control MSRs; #GP otherwise.
+    pub fn rdmsr(&self, lp: &Lp, msr: u32) -> Result<u64, Exception> {
+        if msr == sgxemu_arch::IA32_FEATURE_CONTROL {
+            return Ok(self.config.feature_control());
+        }
+        let index = msr.wrapping_sub(sgxemu_arch::IA32_SGXLEPUBKEYHASH0) as usize;
+        lp.lepubkeyhash.get(index).copied().ok_or(Exception::Gp)
+    }
+
+    /// The MRENCLAVE EINIT would compute now for the SECS at `secs` (a debugging view of
+    /// hidden SECS state, for tests and tools; `None` if `secs` is not a valid SECS).
+    pub fn mrenclave_so_far(&self, secs: u64) -> Option<[u8; 32]> {
+        let entry = self.epcm.snapshot(self.epc_index(secs)?)?;
+        let enclave = entry
+            .enclave
+            .filter(|_| entry.valid && entry.page_type == sgxemu_arch::PageType::Secs)?;
+        let value = enclave.measurement.lock().finalize();
+        Some(value)
+    }
+
     pub(crate) fn next_eid(&self) -> u64 {
         self.next_eid.fetch_add(1, Ordering::Relaxed)
     }

@@ -6,7 +6,7 @@ use sgxemu_arch::{
     xsave_size,
 };
 use sgxemu_crypto::MeasurementState;
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::enclave::{Enclave, EnclaveParams, Identity};
 use crate::epcm::EpcmEntry;
@@ -184,7 +184,7 @@ impl Processor {
         let is_tcs = page_type == Some(PageType::Tcs);
         let mode64 = enclave.params.flags().contains(AttributesFlags::MODE64BIT);
         if is_tcs {
-            let tcs = Tcs::ref_from_bytes(&page[..]).map_err(|_| Exception::Gp)?;
+            let tcs = Tcs::read_from_bytes(&page[..]).map_err(|_| Exception::Gp)?;
             if tcs.reserved.iter().any(|&b| b != 0) {
                 return Err(Exception::Gp);
             }
@@ -205,11 +205,12 @@ impl Processor {
         // 9.
         if is_tcs {
             flags.remove(SecinfoFlags::PERM_MASK);
-            let tcs = Tcs::mut_from_bytes(&mut page[..]).map_err(|_| Exception::Gp)?;
+            let mut tcs = Tcs::read_from_bytes(&page[..]).map_err(|_| Exception::Gp)?;
             tcs.flags &= !sgxemu_arch::TcsFlags::DBGOPTIN.bits();
             tcs.cssa = 0;
             tcs.aep = 0;
             tcs.state = 0;
+            page.copy_from_slice(tcs.as_bytes());
         }
         // 10.
         measurement.eadd(info.linaddr - enclave.params.baseaddr, flags.bits());

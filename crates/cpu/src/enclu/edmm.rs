@@ -128,7 +128,7 @@ impl Processor {
     fn new_tcs_ok(&self, index: EpcIndex, ctx: &EnclaveContext) -> bool {
         let mut page = [0u8; PAGE_SIZE];
         self.epc.read(index, 0, &mut page);
-        let Ok(tcs) = Tcs::ref_from_bytes(&page[..]) else {
+        let Ok(tcs) = Tcs::read_from_bytes(&page[..]) else {
             return false;
         };
         let mode64 = ctx

@@ -1,0 +1,176 @@
+//! End-to-end flows over the bare processor: build, measure, sign, initialize, enter,
+//! take an exception, resume, exit, grow and shrink with SGX2, page out and back in.
+
+use sgxemu_arch::{ErrorCode, PAGE_SIZE, PageType, SecinfoFlags, Vector};
+use sgxemu_cpu::testkit::{Harness, TestEnclave, layout, scratch};
+use sgxemu_cpu::{AccessKind, AexEvent, Exception, Memory, Regs, Status};
+
+const AEP: u64 = 0x40_1000;
+
+#[test]
+fn build_enter_exit() {
+    let mut h = Harness::new();
+    let e = TestEnclave::build(&mut h);
+    let mut regs = Regs {
+        rsp: 0x7fff_0000,
+        rbp: 0x7fff_0100,
+        rip: 0x40_0000,
+        ..Regs::default()
+    };
+    h.eenter(&mut regs, e.tcs, AEP).unwrap();
+    assert_eq!(regs.rip, e.base + layout::CODE);
+    assert_eq!(regs.rax, 0, "CSSA");
+    assert_eq!(regs.rcx, 0x40_0003, "RCX = address after ENCLU");
+    assert_eq!(regs.fsbase, e.base + layout::DATA);
+    assert!(h.lp.in_enclave());
+    h.eexit(&mut regs, 0x40_0003).unwrap();
+    assert_eq!(regs.rip, 0x40_0003);
+    assert_eq!(regs.rcx, AEP);
+    assert!(!h.lp.in_enclave());
+    h.cpu.check_invariants().unwrap();
+}
+
+#[test]
+fn aex_and_eresume_round_trip_registers() {
+    let mut h = Harness::new();
+    let e = TestEnclave::build(&mut h);
+    let mut regs = Regs {
+        rsp: 0x7fff_0000,
+        rbp: 0x7fff_0100,
+        rip: 0x40_0000,
+        ..Regs::default()
+    };
+    h.eenter(&mut regs, e.tcs, AEP).unwrap();
+    regs.r12 = 0x1234;
+    regs.rip = e.base + layout::CODE + 3;
+    let report = h
+        .cpu
+        .aex(
+            &mut h.lp,
+            &mut regs,
+            AexEvent::from_exception(Exception::Ud),
+        )
+        .unwrap();
+    assert_eq!(report.vector, Some(Vector::Ud));
+    assert_eq!(
+        (regs.rax, regs.rbx, regs.rcx, regs.rip),
+        (3, e.tcs, AEP, AEP)
+    );
+    assert_eq!(
+        (regs.rsp, regs.rbp, regs.r12),
+        (0x7fff_0000, 0x7fff_0100, 0)
+    );
+    h.eresume(&mut regs, e.tcs, AEP).unwrap();
+    assert_eq!(regs.rip, e.base + layout::CODE + 3);
+    assert_eq!(regs.r12, 0x1234);
+    h.eexit(&mut regs, 0).unwrap();
+}
+
+#[test]
+fn eaug_eaccept_trim_remove() {
+    let mut h = Harness::new();
+    let e = TestEnclave::build(&mut h);
+    let la = e.base + layout::HEAP;
+    let page = h.alloc_page();
+    h.put_pageinfo(la, 0, 0, e.secs);
+    h.cpu
+        .eaug(&mut h.lp, &mut h.mem, scratch::PAGEINFO, page)
+        .unwrap();
+    h.map(la, page, true, false);
+    let mut regs = Regs::default();
+    h.eenter(&mut regs, e.tcs, AEP).unwrap();
+    // SECINFO for EACCEPT lives in enclave memory: the data page.
+    let secinfo_la = e.base + layout::DATA;
+    let write_secinfo = |h: &mut Harness, flags: SecinfoFlags| {
+        let epc = h.cpu.epc_index(e.pages[&secinfo_la]).unwrap();
+        let mut bytes = [0u8; 64];
+        bytes[..8].copy_from_slice(&flags.bits().to_le_bytes());
+        h.cpu.write_epc(epc, 0, &bytes);
+    };
+    let reg = |f: SecinfoFlags| f.with_page_type(PageType::Reg);
+    write_secinfo(
+        &mut h,
+        reg(SecinfoFlags::R | SecinfoFlags::W | SecinfoFlags::PENDING),
+    );
+    assert_eq!(
+        h.cpu
+            .check_access(&h.lp, &h.pt, la, AccessKind::Read)
+            .unwrap_err()
+            .is_sgx_pf(),
+        true
+    );
+    regs.rbx = secinfo_la;
+    regs.rcx = la;
+    assert_eq!(
+        h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt),
+        Ok(Status::Success)
+    );
+    assert!(
+        h.cpu
+            .check_access(&h.lp, &h.pt, la, AccessKind::Write)
+            .is_ok()
+    );
+    h.eexit(&mut regs, 0).unwrap();
+    h.put_secinfo(SecinfoFlags::empty().with_page_type(PageType::Trim));
+    assert_eq!(
+        h.cpu.emodt(&mut h.lp, &mut h.mem, scratch::SECINFO, page),
+        Ok(Status::Success)
+    );
+    assert_eq!(h.cpu.etrack(&mut h.lp, e.secs), Ok(Status::Success));
+    h.eenter(&mut regs, e.tcs, AEP).unwrap();
+    write_secinfo(
+        &mut h,
+        SecinfoFlags::MODIFIED.with_page_type(PageType::Trim),
+    );
+    regs.rbx = secinfo_la;
+    regs.rcx = la;
+    assert_eq!(
+        h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt),
+        Ok(Status::Success)
+    );
+    h.eexit(&mut regs, 0).unwrap();
+    assert_eq!(h.cpu.eremove(&mut h.lp, page), Ok(Status::Success));
+    h.cpu.check_invariants().unwrap();
+}
+
+#[test]
+fn ewb_eldu_round_trip() {
+    let mut h = Harness::new();
+    let e = TestEnclave::build(&mut h);
+    let data_epc = e.pages[&(e.base + layout::DATA)];
+    let va = h.alloc_page();
+    h.cpu.epa(&mut h.lp, 3, va).unwrap();
+    assert_eq!(h.cpu.eblock(&mut h.lp, data_epc), Ok(Status::Success));
+    h.put_pageinfo(0, scratch::PAGE, scratch::SECINFO, 0);
+    assert_eq!(
+        h.cpu
+            .ewb(&mut h.lp, &mut h.mem, scratch::PAGEINFO, data_epc, va),
+        Ok(Status::Error(ErrorCode::NotTracked))
+    );
+    h.cpu.etrack(&mut h.lp, e.secs).unwrap();
+    assert_eq!(
+        h.cpu
+            .ewb(&mut h.lp, &mut h.mem, scratch::PAGEINFO, data_epc, va),
+        Ok(Status::Success)
+    );
+    let mut cipher = vec![0u8; PAGE_SIZE];
+    h.mem.read(scratch::PAGE, &mut cipher).unwrap();
+    assert_ne!(cipher, vec![0x11; PAGE_SIZE]);
+    let target = h.alloc_page();
+    h.put_pageinfo(
+        e.base + layout::DATA,
+        scratch::PAGE,
+        scratch::SECINFO,
+        e.secs,
+    );
+    assert_eq!(
+        h.cpu
+            .eldu(&mut h.lp, &mut h.mem, scratch::PAGEINFO, target, va),
+        Ok(Status::Success)
+    );
+    let mut back = vec![0u8; PAGE_SIZE];
+    h.cpu
+        .read_epc(h.cpu.epc_index(target).unwrap(), 0, &mut back);
+    assert_eq!(back, vec![0x11; PAGE_SIZE]);
+    h.cpu.check_invariants().unwrap();
+}
