@@ -8,9 +8,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 ///
 /// `flags` is kept as a raw `u64` so reserved bits survive; read it through
 /// [`Attributes::flags`].
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Attributes {
     /// Attribute flags, see [`AttributesFlags`].
@@ -30,10 +28,7 @@ impl Attributes {
     /// Builds ATTRIBUTES from typed flags and an XFRM mask.
     #[must_use]
     pub const fn new(flags: AttributesFlags, xfrm: u64) -> Self {
-        Self {
-            flags: flags.bits(),
-            xfrm,
-        }
+        Self { flags: flags.bits(), xfrm }
     }
 
     /// The FLAGS word as typed flags; reserved bits are kept (`from_bits_retain`).
@@ -46,10 +41,7 @@ impl Attributes {
     /// EGETKEY applies KEYREQUEST.ATTRIBUTEMASK).
     #[must_use]
     pub const fn and(self, mask: Attributes) -> Attributes {
-        Attributes {
-            flags: self.flags & mask.flags,
-            xfrm: self.xfrm & mask.xfrm,
-        }
+        Attributes { flags: self.flags & mask.flags, xfrm: self.xfrm & mask.xfrm }
     }
 }
 
@@ -115,10 +107,7 @@ mod tests {
     #[test]
     fn flags_round_trip_keeps_reserved_bits() {
         let raw = 0x8000_0000_0000_0008 | AttributesFlags::DEBUG.bits();
-        let attrs = Attributes {
-            flags: raw,
-            xfrm: 3,
-        };
+        let attrs = Attributes { flags: raw, xfrm: 3 };
         let flags = attrs.flags();
         assert!(flags.contains(AttributesFlags::DEBUG));
         assert_eq!(flags.bits(), raw);
@@ -127,21 +116,9 @@ mod tests {
 
     #[test]
     fn and_masks_both_words() {
-        let a = Attributes {
-            flags: 0xF6,
-            xfrm: 0xE7,
-        };
-        let mask = Attributes {
-            flags: 0x04,
-            xfrm: 0x03,
-        };
-        assert_eq!(
-            a.and(mask),
-            Attributes {
-                flags: 0x04,
-                xfrm: 0x03
-            }
-        );
+        let a = Attributes { flags: 0xF6, xfrm: 0xE7 };
+        let mask = Attributes { flags: 0x04, xfrm: 0x03 };
+        assert_eq!(a.and(mask), Attributes { flags: 0x04, xfrm: 0x03 });
         assert_eq!(a.and(Attributes::default()), Attributes::default());
     }
 }

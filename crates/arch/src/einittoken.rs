@@ -111,13 +111,7 @@ mod tests {
     #[test]
     fn default_is_invalid() {
         assert!(!Einittoken::default().is_valid());
-        assert!(
-            Einittoken {
-                valid: 0xFFFF_FFFF,
-                ..Einittoken::default()
-            }
-            .is_valid()
-        );
+        assert!(Einittoken { valid: 0xFFFF_FFFF, ..Einittoken::default() }.is_valid());
         assert_eq!(size_of::<Einittoken>(), 304);
     }
 }

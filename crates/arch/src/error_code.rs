@@ -82,13 +82,7 @@ impl ErrorCode {
     /// spec §3.2.
     #[must_use]
     pub const fn is_informational(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Blkstate
-                | ErrorCode::Notblockable
-                | ErrorCode::PgIsSecs
-                | ErrorCode::VaSlotOccupied
-        )
+        matches!(self, ErrorCode::Blkstate | ErrorCode::Notblockable | ErrorCode::PgIsSecs | ErrorCode::VaSlotOccupied)
     }
 }
 
@@ -140,10 +134,7 @@ mod tests {
     #[test]
     fn gaps_are_unknown() {
         for value in (0..=300).filter(|v| !TABLE.iter().any(|&(t, _)| t == *v)) {
-            assert_eq!(
-                ErrorCode::try_from(value),
-                Err(ArchError::UnknownErrorCode(value))
-            );
+            assert_eq!(ErrorCode::try_from(value), Err(ArchError::UnknownErrorCode(value)));
         }
     }
 
@@ -152,11 +143,7 @@ mod tests {
         assert_eq!(ErrorCode::INVALID_EINIT_ATTRIBUTE.raw(), 2);
         assert_eq!(ErrorCode::INVALID_LICENSE.raw(), 16);
         assert_eq!(ErrorCode::LOCKFAIL.raw(), 7);
-        let info: Vec<u32> = ErrorCode::ALL
-            .iter()
-            .filter(|c| c.is_informational())
-            .map(|c| c.raw())
-            .collect();
+        let info: Vec<u32> = ErrorCode::ALL.iter().filter(|c| c.is_informational()).map(|c| c.raw()).collect();
         assert_eq!(info, [3, 5, 12, 18]);
     }
 }

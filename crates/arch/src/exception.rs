@@ -69,10 +69,7 @@ mod tests {
             assert_eq!(Vector::try_from(v.raw()), Ok(v));
         }
         for missing in [2, 8, 15, 18, 20, 22, 255] {
-            assert_eq!(
-                Vector::try_from(missing),
-                Err(ArchError::UnknownVector(missing))
-            );
+            assert_eq!(Vector::try_from(missing), Err(ArchError::UnknownVector(missing)));
         }
         assert_eq!(Vector::Pf.to_string(), "#PF");
     }
@@ -81,9 +78,6 @@ mod tests {
     fn pf_error_code_bits() {
         let epcm_write = PfErrorCode::P | PfErrorCode::W | PfErrorCode::U | PfErrorCode::SGX;
         assert_eq!(epcm_write.bits(), 0x8007);
-        assert_eq!(
-            PfErrorCode::I.bits() | PfErrorCode::PK.bits() | PfErrorCode::RSVD.bits(),
-            0x38
-        );
+        assert_eq!(PfErrorCode::I.bits() | PfErrorCode::PK.bits() | PfErrorCode::RSVD.bits(), 0x38);
     }
 }

@@ -134,24 +134,15 @@ mod tests {
         assert_eq!(Keyname::ALL.len(), 5);
         assert_eq!(Keyname::try_from(4), Ok(Keyname::Seal));
         assert_eq!(Keyname::try_from(5), Err(ArchError::UnknownKeyname(5)));
-        assert_eq!(
-            Keyname::try_from(0xFFFF),
-            Err(ArchError::UnknownKeyname(0xFFFF))
-        );
+        assert_eq!(Keyname::try_from(0xFFFF), Err(ArchError::UnknownKeyname(0xFFFF)));
     }
 
     #[test]
     fn keypolicy_masks() {
         assert_eq!(KEYPOLICY_KSS_MASK | KEYPOLICY_RESERVED | 0x3, 0xFFFF);
-        let req = Keyrequest {
-            keypolicy: 0x8002,
-            ..Keyrequest::default()
-        };
+        let req = Keyrequest { keypolicy: 0x8002, ..Keyrequest::default() };
         assert_eq!(req.keypolicy().bits(), 0x8002);
         assert!(req.keypolicy().contains(Keypolicy::MRSIGNER));
-        assert_ne!(
-            req.keypolicy,
-            req.keypolicy().intersection(Keypolicy::all()).bits()
-        );
+        assert_ne!(req.keypolicy, req.keypolicy().intersection(Keypolicy::all()).bits());
     }
 }

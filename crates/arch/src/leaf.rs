@@ -118,25 +118,14 @@ mod tests {
     fn unknown_leaves() {
         assert_eq!(Encls::try_from(0x10), Err(ArchError::UnknownLeaf(0x10)));
         assert_eq!(Enclu::try_from(8), Err(ArchError::UnknownLeaf(8)));
-        assert_eq!(
-            Enclu::try_from(u32::MAX),
-            Err(ArchError::UnknownLeaf(u32::MAX))
-        );
+        assert_eq!(Enclu::try_from(u32::MAX), Err(ArchError::UnknownLeaf(u32::MAX)));
     }
 
     #[test]
     fn sgx2_leaves() {
-        let sgx2: Vec<_> = Encls::ALL
-            .iter()
-            .filter(|l| l.is_sgx2())
-            .map(|l| l.raw())
-            .collect();
+        let sgx2: Vec<_> = Encls::ALL.iter().filter(|l| l.is_sgx2()).map(|l| l.raw()).collect();
         assert_eq!(sgx2, [0xD, 0xE, 0xF]);
-        let sgx2: Vec<_> = Enclu::ALL
-            .iter()
-            .filter(|l| l.is_sgx2())
-            .map(|l| l.raw())
-            .collect();
+        let sgx2: Vec<_> = Enclu::ALL.iter().filter(|l| l.is_sgx2()).map(|l| l.raw()).collect();
         assert_eq!(sgx2, [5, 6, 7]);
     }
 

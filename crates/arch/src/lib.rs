@@ -121,13 +121,13 @@ pub use exception::{PfErrorCode, Vector};
 pub use keyrequest::{KEYPOLICY_KSS_MASK, KEYPOLICY_RESERVED, Keyname, Keypolicy, Keyrequest};
 pub use leaf::{ENCLS_OPCODE, ENCLU_OPCODE, Encls, Enclu};
 pub use measurement::{
-    EADD_SECINFO_BYTES, EEXTEND_CHUNK_SIZE, MEAS_EADD, MEAS_ECREATE, MEAS_EEXTEND,
-    MEAS_RECORD_SIZE, MEAS_UNMEASURED, MEAS_UNSIZED,
+    EADD_SECINFO_BYTES, EEXTEND_CHUNK_SIZE, MEAS_EADD, MEAS_ECREATE, MEAS_EEXTEND, MEAS_RECORD_SIZE, MEAS_UNMEASURED,
+    MEAS_UNSIZED,
 };
 pub use msr::{
-    FEATURE_CONTROL_LOCK, FEATURE_CONTROL_SGX_ENABLE, FEATURE_CONTROL_SGX_LC_ENABLE,
-    IA32_FEATURE_CONTROL, IA32_SGXLEPUBKEYHASH, IA32_SGXLEPUBKEYHASH0, IA32_SGXLEPUBKEYHASH1,
-    IA32_SGXLEPUBKEYHASH2, IA32_SGXLEPUBKEYHASH3, INTEL_LE_PUBKEY_HASH,
+    FEATURE_CONTROL_LOCK, FEATURE_CONTROL_SGX_ENABLE, FEATURE_CONTROL_SGX_LC_ENABLE, IA32_FEATURE_CONTROL,
+    IA32_SGXLEPUBKEYHASH, IA32_SGXLEPUBKEYHASH0, IA32_SGXLEPUBKEYHASH1, IA32_SGXLEPUBKEYHASH2, IA32_SGXLEPUBKEYHASH3,
+    INTEL_LE_PUBKEY_HASH,
 };
 pub use pageinfo::Pageinfo;
 pub use pcmd::Pcmd;
@@ -140,10 +140,9 @@ pub use targetinfo::Targetinfo;
 pub use tcs::{TCS_ARCH_SIZE, Tcs, TcsFlags};
 pub use va::{VA_SLOT_SIZE, VA_SLOTS_PER_PAGE};
 pub use xsave::{
-    FCW_INIT, FCW_OFFSET, FSW_OFFSET, FTW_OFFSET, LEGACY_REGION_SIZE, MIN_XSAVE_SIZE, MXCSR_INIT,
-    MXCSR_MASK_OFFSET, MXCSR_OFFSET, XCOMP_BV_OFFSET, XFRM_LEGACY, XFRM_SUPPORTED_MASK,
-    XSAVE_COMPONENTS, XSAVE_HEADER_SIZE, XSTATE_BV_OFFSET, XsaveComponent, xfrm_is_consistent,
-    xsave_size,
+    FCW_INIT, FCW_OFFSET, FSW_OFFSET, FTW_OFFSET, LEGACY_REGION_SIZE, MIN_XSAVE_SIZE, MXCSR_INIT, MXCSR_MASK_OFFSET,
+    MXCSR_OFFSET, XCOMP_BV_OFFSET, XFRM_LEGACY, XFRM_SUPPORTED_MASK, XSAVE_COMPONENTS, XSAVE_HEADER_SIZE,
+    XSTATE_BV_OFFSET, XsaveComponent, xfrm_is_consistent, xsave_size,
 };
 
 /// zerocopy's conversion traits, re-exported so that users of these types need not name
@@ -201,29 +200,11 @@ mod tests {
 
     #[test]
     fn errors_display_the_value() {
-        assert_eq!(
-            ArchError::UnknownPageType(0x7f).to_string(),
-            "unknown SECINFO page type 0x7f"
-        );
-        assert_eq!(
-            ArchError::UnknownErrorCode(22).to_string(),
-            "unknown SGX return code 22"
-        );
-        assert_eq!(
-            ArchError::UnknownLeaf(0x10).to_string(),
-            "unknown SGX leaf 0x10"
-        );
-        assert_eq!(
-            ArchError::UnknownKeyname(5).to_string(),
-            "unknown KEYREQUEST key name 5"
-        );
-        assert_eq!(
-            ArchError::UnknownVector(2).to_string(),
-            "unknown exception vector 2"
-        );
-        assert_eq!(
-            ArchError::UnknownExitType(1).to_string(),
-            "unknown EXITINFO exit type 1"
-        );
+        assert_eq!(ArchError::UnknownPageType(0x7f).to_string(), "unknown SECINFO page type 0x7f");
+        assert_eq!(ArchError::UnknownErrorCode(22).to_string(), "unknown SGX return code 22");
+        assert_eq!(ArchError::UnknownLeaf(0x10).to_string(), "unknown SGX leaf 0x10");
+        assert_eq!(ArchError::UnknownKeyname(5).to_string(), "unknown KEYREQUEST key name 5");
+        assert_eq!(ArchError::UnknownVector(2).to_string(), "unknown exception vector 2");
+        assert_eq!(ArchError::UnknownExitType(1).to_string(), "unknown EXITINFO exit type 1");
     }
 }

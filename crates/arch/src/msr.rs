@@ -23,20 +23,12 @@ pub const IA32_SGXLEPUBKEYHASH2: u32 = 0x8E;
 pub const IA32_SGXLEPUBKEYHASH3: u32 = 0x8F;
 
 /// The four LE public-key hash MSRs, in digest order.
-pub const IA32_SGXLEPUBKEYHASH: [u32; 4] = [
-    IA32_SGXLEPUBKEYHASH0,
-    IA32_SGXLEPUBKEYHASH1,
-    IA32_SGXLEPUBKEYHASH2,
-    IA32_SGXLEPUBKEYHASH3,
-];
+pub const IA32_SGXLEPUBKEYHASH: [u32; 4] =
+    [IA32_SGXLEPUBKEYHASH0, IA32_SGXLEPUBKEYHASH1, IA32_SGXLEPUBKEYHASH2, IA32_SGXLEPUBKEYHASH3];
 
 /// Reset value of IA32_SGXLEPUBKEYHASH0..3 (Intel's launch-enclave key hash), MSR 0x8C first.
-pub const INTEL_LE_PUBKEY_HASH: [u64; 4] = [
-    0xa605_3e05_1270_b7ac,
-    0x6cfb_e8ba_8b3b_413d,
-    0xc491_6d99_f2b3_735d,
-    0xd4f8_c059_09f9_bb3b,
-];
+pub const INTEL_LE_PUBKEY_HASH: [u64; 4] =
+    [0xa605_3e05_1270_b7ac, 0x6cfb_e8ba_8b3b_413d, 0xc491_6d99_f2b3_735d, 0xd4f8_c059_09f9_bb3b];
 
 /// The 32-byte digest held by four LE-hash MSR values (each a little-endian u64).
 #[must_use]
@@ -68,19 +60,13 @@ mod tests {
     fn msr_numbers() {
         assert_eq!(IA32_SGXLEPUBKEYHASH, [0x8C, 0x8D, 0x8E, 0x8F]);
         assert_eq!(IA32_FEATURE_CONTROL, 0x3A);
-        assert_eq!(
-            FEATURE_CONTROL_SGX_LC_ENABLE | FEATURE_CONTROL_SGX_ENABLE | FEATURE_CONTROL_LOCK,
-            0x6_0001
-        );
+        assert_eq!(FEATURE_CONTROL_SGX_LC_ENABLE | FEATURE_CONTROL_SGX_ENABLE | FEATURE_CONTROL_LOCK, 0x6_0001);
     }
 
     #[test]
     fn digest_round_trip() {
         let bytes = le_pubkey_hash_bytes(INTEL_LE_PUBKEY_HASH);
-        assert_eq!(
-            &bytes[..8],
-            &[0xac, 0xb7, 0x70, 0x12, 0x05, 0x3e, 0x05, 0xa6]
-        );
+        assert_eq!(&bytes[..8], &[0xac, 0xb7, 0x70, 0x12, 0x05, 0x3e, 0x05, 0xa6]);
         assert_eq!(le_pubkey_hash_msrs(&bytes), INTEL_LE_PUBKEY_HASH);
     }
 }

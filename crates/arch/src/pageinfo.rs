@@ -4,9 +4,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// PAGEINFO (32 bytes, 32-byte aligned): the operand block of ECREATE, EADD, EAUG, EWB,
 /// ELDB and ELDU. All four fields are linear addresses.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C, align(32))]
 pub struct Pageinfo {
     /// Enclave linear address of the page (EADD, EAUG, ELDB/ELDU; output of EWB).
@@ -44,12 +42,7 @@ mod tests {
     fn size_and_byte_order() {
         assert_eq!(size_of::<Pageinfo>(), 32);
         assert_eq!(align_of::<Pageinfo>(), 32);
-        let p = Pageinfo {
-            linaddr: 0x0102,
-            srcpge: 0,
-            secinfo: 0,
-            secs: 0xAA00_0000_0000_0000,
-        };
+        let p = Pageinfo { linaddr: 0x0102, srcpge: 0, secinfo: 0, secs: 0xAA00_0000_0000_0000 };
         let b = p.as_bytes();
         assert_eq!(&b[..2], &[0x02, 0x01]);
         assert_eq!(b[31], 0xAA);

@@ -113,12 +113,7 @@ mod tests {
 
     #[test]
     fn mac_data_stops_before_keyid() {
-        let r = Report {
-            keyid: [0xEE; 32],
-            mac: [0xFF; 16],
-            reportdata: [7; 64],
-            ..Report::default()
-        };
+        let r = Report { keyid: [0xEE; 32], mac: [0xFF; 16], reportdata: [7; 64], ..Report::default() };
         let data = r.mac_data();
         assert_eq!(data.len(), 384);
         assert!(data[320..384].iter().all(|&b| b == 7));
@@ -130,13 +125,6 @@ mod tests {
     fn constants() {
         assert_eq!((REPORTDATA_SIZE, REPORTDATA_ALIGN), (64, 128));
         assert_eq!(size_of::<Report>(), 432);
-        assert_eq!(
-            Report {
-                miscselect: 1,
-                ..Report::default()
-            }
-            .miscselect(),
-            Miscselect::EXINFO
-        );
+        assert_eq!(Report { miscselect: 1, ..Report::default() }.miscselect(), Miscselect::EXINFO);
     }
 }

@@ -36,10 +36,7 @@ impl Secinfo {
     /// A SECINFO with `flags` and zero reserved bytes.
     #[must_use]
     pub const fn new(flags: SecinfoFlags) -> Self {
-        Secinfo {
-            flags: flags.bits(),
-            reserved: [0; 56],
-        }
+        Secinfo { flags: flags.bits(), reserved: [0; 56] }
     }
 
     /// FLAGS as typed flags; page type and reserved bits are kept.
@@ -91,13 +88,9 @@ bitflags::bitflags! {
 
 impl SecinfoFlags {
     /// The permission bits R, W and X.
-    pub const PERM_MASK: SecinfoFlags = SecinfoFlags::R
-        .union(SecinfoFlags::W)
-        .union(SecinfoFlags::X);
+    pub const PERM_MASK: SecinfoFlags = SecinfoFlags::R.union(SecinfoFlags::W).union(SecinfoFlags::X);
     /// The EPCM state bits PENDING, MODIFIED and PR.
-    pub const STATE_MASK: SecinfoFlags = SecinfoFlags::PENDING
-        .union(SecinfoFlags::MODIFIED)
-        .union(SecinfoFlags::PR);
+    pub const STATE_MASK: SecinfoFlags = SecinfoFlags::PENDING.union(SecinfoFlags::MODIFIED).union(SecinfoFlags::PR);
     /// Mask of the PAGE_TYPE field, bits 15:8.
     pub const PAGE_TYPE_MASK: u64 = 0xFF00;
     /// Shift of the PAGE_TYPE field.
@@ -182,19 +175,14 @@ mod tests {
             assert_eq!(PageType::try_from(pt.raw()), Ok(pt));
         }
         // Replacing keeps the other bits and clears the old type.
-        let f = SecinfoFlags::W
-            .with_page_type(PageType::Trim)
-            .with_page_type(PageType::Tcs);
+        let f = SecinfoFlags::W.with_page_type(PageType::Trim).with_page_type(PageType::Tcs);
         assert_eq!(f.bits(), 0x102);
     }
 
     #[test]
     fn unknown_page_types() {
         assert_eq!(PageType::try_from(7), Err(ArchError::UnknownPageType(7)));
-        assert_eq!(
-            PageType::try_from(0xFF),
-            Err(ArchError::UnknownPageType(0xFF))
-        );
+        assert_eq!(PageType::try_from(0xFF), Err(ArchError::UnknownPageType(0xFF)));
         assert_eq!(SecinfoFlags::from_bits_retain(0x0700).page_type(), None);
         assert_eq!(PageType::Trim.name(), "PT_TRIM");
         assert_eq!(PageType::SsRest.to_string(), "PT_SS_REST");
@@ -204,22 +192,11 @@ mod tests {
     fn reserved_bits() {
         assert_eq!(SECINFO_FLAGS_RESERVED, !0xFF3F);
         assert!(
-            !Secinfo::new(
-                SecinfoFlags::PERM_MASK
-                    .union(SecinfoFlags::STATE_MASK)
-                    .with_page_type(PageType::SsRest)
-            )
-            .has_reserved_bits()
+            !Secinfo::new(SecinfoFlags::PERM_MASK.union(SecinfoFlags::STATE_MASK).with_page_type(PageType::SsRest))
+                .has_reserved_bits()
         );
         for bit in [6, 7, 16, 40, 63] {
-            assert!(
-                Secinfo {
-                    flags: 1 << bit,
-                    ..Secinfo::default()
-                }
-                .has_reserved_bits(),
-                "bit {bit}"
-            );
+            assert!(Secinfo { flags: 1 << bit, ..Secinfo::default() }.has_reserved_bits(), "bit {bit}");
         }
         let mut s = Secinfo::default();
         s.reserved[55] = 1;
@@ -228,10 +205,7 @@ mod tests {
 
     #[test]
     fn flags_keep_unknown_bits() {
-        let s = Secinfo {
-            flags: 0x8000_0000_0000_0205,
-            ..Secinfo::default()
-        };
+        let s = Secinfo { flags: 0x8000_0000_0000_0205, ..Secinfo::default() };
         assert_eq!(s.flags().bits(), 0x8000_0000_0000_0205);
         assert_eq!(s.flags().page_type(), Some(PageType::Reg));
         assert_eq!(SecinfoFlags::PERM_MASK.bits(), 0x7);

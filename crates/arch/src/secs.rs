@@ -104,19 +104,9 @@ mod tests {
 
     #[test]
     fn typed_views_keep_reserved_bits() {
-        let secs = Secs {
-            miscselect: 0x8000_0001,
-            attributes: Attributes {
-                flags: 0x6,
-                xfrm: 3,
-            },
-            ..Secs::default()
-        };
+        let secs = Secs { miscselect: 0x8000_0001, attributes: Attributes { flags: 0x6, xfrm: 3 }, ..Secs::default() };
         assert!(secs.miscselect().contains(Miscselect::EXINFO));
         assert_eq!(secs.miscselect().bits(), 0x8000_0001);
-        assert_eq!(
-            secs.attribute_flags(),
-            AttributesFlags::DEBUG | AttributesFlags::MODE64BIT
-        );
+        assert_eq!(secs.attribute_flags(), AttributesFlags::DEBUG | AttributesFlags::MODE64BIT);
     }
 }

@@ -11,14 +11,12 @@ use crate::attributes::{Attributes, Miscselect};
 ///
 /// Intel's SDK signer may set bit 31 of bytes 12..15 ("type"); EINIT's tolerance of that is a
 /// **\[DESIGN\]** choice of the CPU model (spec §13 item 7).
-pub const SIGSTRUCT_HEADER: [u8; 16] = [
-    0x06, 0x00, 0x00, 0x00, 0xE1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
-];
+pub const SIGSTRUCT_HEADER: [u8; 16] =
+    [0x06, 0x00, 0x00, 0x00, 0xE1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00];
 
 /// The fixed second header (SIGSTRUCT bytes `[24, 40)`).
-pub const SIGSTRUCT_HEADER2: [u8; 16] = [
-    0x01, 0x01, 0x00, 0x00, 0x60, 0x00, 0x00, 0x00, 0x60, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
-];
+pub const SIGSTRUCT_HEADER2: [u8; 16] =
+    [0x01, 0x01, 0x00, 0x00, 0x60, 0x00, 0x00, 0x00, 0x60, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00];
 
 /// SIGSTRUCT.VENDOR of an Intel-signed enclave; the only other valid value is 0.
 pub const VENDOR_INTEL: u32 = 0x8086;
@@ -183,12 +181,7 @@ mod tests {
         assert_eq!(&bytes[24..40], &SIGSTRUCT_HEADER2);
         assert_eq!(&bytes[512..516], &[3, 0, 0, 0]);
         let nonzero: usize = bytes.iter().filter(|&&b| b != 0).count();
-        let expected = SIGSTRUCT_HEADER
-            .iter()
-            .chain(&SIGSTRUCT_HEADER2)
-            .filter(|&&b| b != 0)
-            .count()
-            + 1;
+        let expected = SIGSTRUCT_HEADER.iter().chain(&SIGSTRUCT_HEADER2).filter(|&&b| b != 0).count() + 1;
         assert_eq!(nonzero, expected);
     }
 
@@ -223,10 +216,7 @@ mod tests {
 
     #[test]
     fn miscselect_view() {
-        let s = Sigstruct {
-            miscselect: 1,
-            ..Sigstruct::new_unsigned()
-        };
+        let s = Sigstruct { miscselect: 1, ..Sigstruct::new_unsigned() };
         assert_eq!(s.miscselect(), Miscselect::EXINFO);
     }
 }

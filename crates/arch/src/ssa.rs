@@ -16,14 +16,9 @@ pub const GPRSGX_SIZE: usize = 184;
 pub const EXINFO_SIZE: usize = 16;
 
 /// GPRSGX: the general-purpose register state AEX saves and ERESUME restores (184 bytes).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
-#[expect(
-    missing_docs,
-    reason = "general-purpose registers are named after themselves"
-)]
+#[expect(missing_docs, reason = "general-purpose registers are named after themselves")]
 pub struct Gprsgx {
     pub rax: u64,
     pub rcx: u64,
@@ -100,9 +95,7 @@ impl Gprsgx {
 /// The EXITINFO word of GPRSGX (spec §1.5): bits 7:0 vector, bits 10:8 exit type, bit 31
 /// valid, all else zero. It is [`ExitInfo::NONE`] for interrupts and for exceptions not
 /// reported inside the enclave.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(transparent)]
 pub struct ExitInfo(pub u32);
 
@@ -166,9 +159,7 @@ numeric_enum! {
 }
 
 /// EXINFO (16 bytes): the fault details AEX saves when MISCSELECT.EXINFO is set (spec §1.5).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Exinfo {
     /// Faulting linear address for #PF; 0 for #GP.
@@ -231,10 +222,7 @@ mod tests {
 
     #[test]
     fn gprsgx_exit_info_view() {
-        let g = Gprsgx {
-            exitinfo: 0x8000_0306,
-            ..Gprsgx::default()
-        };
+        let g = Gprsgx { exitinfo: 0x8000_0306, ..Gprsgx::default() };
         assert_eq!(g.exit_info().vector(), 6);
     }
 }

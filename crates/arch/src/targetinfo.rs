@@ -101,10 +101,7 @@ mod tests {
             cpusvn: [1; 16],
             miscselect: 0x1,
             cet_attributes: 0x3,
-            attributes: Attributes {
-                flags: 0x87,
-                xfrm: 0xE7,
-            },
+            attributes: Attributes { flags: 0x87, xfrm: 0xE7 },
             mrenclave: [0x11; 32],
             mrsigner: [0x22; 32],
             configid: [0x33; 64],
@@ -124,19 +121,13 @@ mod tests {
         assert_eq!(ti.configsvn, 0x4455);
         assert_eq!(ti.cet_attributes, 3);
         assert!(!ti.has_reserved_bits(true));
-        assert!(
-            ti.has_reserved_bits(false),
-            "CET_ATTRIBUTES is reserved without CET"
-        );
+        assert!(ti.has_reserved_bits(false), "CET_ATTRIBUTES is reserved without CET");
     }
 
     #[test]
     fn reserved_fields() {
         assert!(!Targetinfo::default().has_reserved_bits(false));
-        let mut ti = Targetinfo {
-            reserved1: 1,
-            ..Targetinfo::default()
-        };
+        let mut ti = Targetinfo { reserved1: 1, ..Targetinfo::default() };
         assert!(ti.has_reserved_bits(true));
         ti.reserved1 = 0;
         ti.reserved2[7] = 1;
@@ -144,13 +135,6 @@ mod tests {
         ti.reserved2[7] = 0;
         ti.reserved3[383] = 1;
         assert!(ti.has_reserved_bits(true));
-        assert_eq!(
-            Targetinfo {
-                miscselect: 1,
-                ..Targetinfo::default()
-            }
-            .miscselect(),
-            Miscselect::EXINFO
-        );
+        assert_eq!(Targetinfo { miscselect: 1, ..Targetinfo::default() }.miscselect(), Miscselect::EXINFO);
     }
 }

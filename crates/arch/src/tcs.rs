@@ -103,10 +103,7 @@ mod tests {
 
     #[test]
     fn flags_round_trip() {
-        let tcs = Tcs {
-            flags: 0x10 | 1,
-            ..Tcs::default()
-        };
+        let tcs = Tcs { flags: 0x10 | 1, ..Tcs::default() };
         assert!(tcs.flags().contains(TcsFlags::DBGOPTIN));
         assert!(!tcs.flags().contains(TcsFlags::AEXNOTIFY));
         assert_eq!(tcs.flags().bits(), 0x11);

@@ -78,60 +78,15 @@ impl XsaveComponent {
 /// The extended components (bits ≥ 2) this model supports, in bit order. Bits 0 (x87) and 1
 /// (SSE) live in the legacy region and are not listed.
 pub const XSAVE_COMPONENTS: [XsaveComponent; 9] = [
-    XsaveComponent {
-        bit: 2,
-        name: "AVX",
-        offset: 576,
-        size: 256,
-    },
-    XsaveComponent {
-        bit: 3,
-        name: "BNDREGS",
-        offset: 960,
-        size: 64,
-    },
-    XsaveComponent {
-        bit: 4,
-        name: "BNDCSR",
-        offset: 1024,
-        size: 64,
-    },
-    XsaveComponent {
-        bit: 5,
-        name: "opmask",
-        offset: 1088,
-        size: 64,
-    },
-    XsaveComponent {
-        bit: 6,
-        name: "ZMM_Hi256",
-        offset: 1152,
-        size: 512,
-    },
-    XsaveComponent {
-        bit: 7,
-        name: "Hi16_ZMM",
-        offset: 1664,
-        size: 1024,
-    },
-    XsaveComponent {
-        bit: 9,
-        name: "PKRU",
-        offset: 2688,
-        size: 8,
-    },
-    XsaveComponent {
-        bit: 17,
-        name: "XTILECFG",
-        offset: 2752,
-        size: 64,
-    },
-    XsaveComponent {
-        bit: 18,
-        name: "XTILEDATA",
-        offset: 2816,
-        size: 8192,
-    },
+    XsaveComponent { bit: 2, name: "AVX", offset: 576, size: 256 },
+    XsaveComponent { bit: 3, name: "BNDREGS", offset: 960, size: 64 },
+    XsaveComponent { bit: 4, name: "BNDCSR", offset: 1024, size: 64 },
+    XsaveComponent { bit: 5, name: "opmask", offset: 1088, size: 64 },
+    XsaveComponent { bit: 6, name: "ZMM_Hi256", offset: 1152, size: 512 },
+    XsaveComponent { bit: 7, name: "Hi16_ZMM", offset: 1664, size: 1024 },
+    XsaveComponent { bit: 9, name: "PKRU", offset: 2688, size: 8 },
+    XsaveComponent { bit: 17, name: "XTILECFG", offset: 2752, size: 64 },
+    XsaveComponent { bit: 18, name: "XTILEDATA", offset: 2816, size: 8192 },
 ];
 
 /// x87 state, XCR0 bit 0.
@@ -235,12 +190,7 @@ mod tests {
         assert_eq!(XSAVE_COMPONENTS[0].offset, MIN_XSAVE_SIZE);
         for pair in XSAVE_COMPONENTS.windows(2) {
             assert!(pair[0].bit < pair[1].bit);
-            assert!(
-                pair[0].end() <= pair[1].offset,
-                "{} overlaps {}",
-                pair[0].name,
-                pair[1].name
-            );
+            assert!(pair[0].end() <= pair[1].offset, "{} overlaps {}", pair[0].name, pair[1].name);
         }
         assert_eq!(component(9).map(|c| c.name), Some("PKRU"));
         assert_eq!(component(8), None);
@@ -258,9 +208,7 @@ mod tests {
 
     #[test]
     fn consistency_rules() {
-        for ok in [
-            0x1, 0x3, 0x7, 0x1F, 0xE7, 0xFF, 0x207, 0x2FF, 0x6_0003, 0x6_02FF,
-        ] {
+        for ok in [0x1, 0x3, 0x7, 0x1F, 0xE7, 0xFF, 0x207, 0x2FF, 0x6_0003, 0x6_02FF] {
             assert!(xfrm_is_consistent(ok), "{ok:#x} should be consistent");
         }
         let bad = [
@@ -279,10 +227,7 @@ mod tests {
             (0x3 | 1 << 63, "bit 63 unsupported"),
         ];
         for (xfrm, why) in bad {
-            assert!(
-                !xfrm_is_consistent(xfrm),
-                "{xfrm:#x} should be rejected: {why}"
-            );
+            assert!(!xfrm_is_consistent(xfrm), "{xfrm:#x} should be rejected: {why}");
         }
     }
 }

@@ -22,10 +22,9 @@
 use core::mem::{align_of, size_of};
 
 use sgxemu_arch::{
-    Attributes, AttributesFlags, Einittoken, Encls, Enclu, ErrorCode, FromBytes, IntoBytes,
-    Keyname, Keypolicy, Keyrequest, Miscselect, PageType, Pageinfo, Pcmd, Report, SIGSTRUCT_HEADER,
-    SIGSTRUCT_HEADER2, Secinfo, SecinfoFlags, Secs, Sigstruct, Targetinfo, Tcs, TcsFlags,
-    measurement,
+    Attributes, AttributesFlags, Einittoken, Encls, Enclu, ErrorCode, FromBytes, IntoBytes, Keyname, Keypolicy,
+    Keyrequest, Miscselect, PageType, Pageinfo, Pcmd, Report, SIGSTRUCT_HEADER, SIGSTRUCT_HEADER2, Secinfo,
+    SecinfoFlags, Secs, Sigstruct, Targetinfo, Tcs, TcsFlags, measurement,
 };
 
 /// Deterministic non-repeating bytes (xorshift), different per `seed`, so that a field read
@@ -100,14 +99,8 @@ fn tcs() {
     assert_eq!(ours.gslimit, theirs.gslimit);
     assert_eq!(ours.reserved, theirs._reserved3);
 
-    assert_eq!(
-        TcsFlags::DBGOPTIN.bits(),
-        sgx_isa::TcsFlags::DBGOPTIN.bits()
-    );
-    assert!(
-        sgx_isa::TcsFlags::from_bits(TcsFlags::AEXNOTIFY.bits()).is_none(),
-        "sgx-isa lacks AEXNOTIFY"
-    );
+    assert_eq!(TcsFlags::DBGOPTIN.bits(), sgx_isa::TcsFlags::DBGOPTIN.bits());
+    assert!(sgx_isa::TcsFlags::from_bits(TcsFlags::AEXNOTIFY.bits()).is_none(), "sgx-isa lacks AEXNOTIFY");
 }
 
 #[test]
@@ -139,16 +132,10 @@ fn secinfo_and_page_types() {
         match (ours, theirs) {
             (Some(o), Some(t)) => {
                 assert_eq!(o.raw(), t as u8);
-                assert_eq!(
-                    SecinfoFlags::from(o).bits(),
-                    sgx_isa::SecinfoFlags::from(t).bits()
-                );
+                assert_eq!(SecinfoFlags::from(o).bits(), sgx_isa::SecinfoFlags::from(t).bits());
             }
             (None, None) => {}
-            (Some(o), None) => assert!(
-                matches!(o, PageType::SsFirst | PageType::SsRest),
-                "only CET types are extra"
-            ),
+            (Some(o), None) => assert!(matches!(o, PageType::SsFirst | PageType::SsRest), "only CET types are extra"),
             (None, Some(t)) => panic!("sgx-isa knows page type {t:?} that we do not"),
         }
     }
@@ -188,11 +175,7 @@ fn sigstruct() {
     assert_eq!(Sigstruct::SIZE, sgx_isa::Sigstruct::UNPADDED_SIZE);
     assert_eq!(Sigstruct::SIZE, size_of::<Sigstruct>());
     assert_eq!(Sigstruct::ALIGN, align_of::<sgx_isa::Sigstruct>());
-    assert_eq!(
-        size_of::<sgx_isa::Sigstruct>(),
-        4096,
-        "sgx-isa pads SIGSTRUCT to its address alignment"
-    );
+    assert_eq!(size_of::<sgx_isa::Sigstruct>(), 4096, "sgx-isa pads SIGSTRUCT to its address alignment");
     assert_eq!(SIGSTRUCT_HEADER, sgx_isa::SIGSTRUCT_HEADER1);
     assert_eq!(SIGSTRUCT_HEADER2, sgx_isa::SIGSTRUCT_HEADER2);
 
@@ -296,10 +279,7 @@ fn targetinfo() {
     assert_eq!(ours.miscselect, theirs.miscselect.bits());
     // Gaps: CET_ATTRIBUTES, CONFIGSVN and CONFIGID are reserved bytes in sgx-isa.
     let [lo, hi] = ours.configsvn.to_le_bytes();
-    assert_eq!(
-        [ours.cet_attributes, ours.reserved1, lo, hi],
-        theirs._reserved1
-    );
+    assert_eq!([ours.cet_attributes, ours.reserved1, lo, hi], theirs._reserved1);
     assert_eq!(ours.reserved2, theirs._reserved2[..8]);
     assert_eq!(ours.configid, theirs._reserved2[8..72]);
     assert_eq!(ours.reserved3, theirs._reserved2[72..]);
@@ -315,14 +295,8 @@ fn targetinfo() {
     assert_eq!(ours.miscselect, theirs.miscselect.bits());
     assert_eq!(ours.configid, ours_report.configid);
     assert_eq!(ours.configsvn, ours_report.configsvn);
-    assert!(
-        theirs._reserved2.iter().all(|&b| b == 0),
-        "sgx-isa drops CONFIGID"
-    );
-    assert_eq!(
-        theirs._reserved1, [0; 4],
-        "sgx-isa drops CONFIGSVN and CET_ATTRIBUTES"
-    );
+    assert!(theirs._reserved2.iter().all(|&b| b == 0), "sgx-isa drops CONFIGID");
+    assert_eq!(theirs._reserved1, [0; 4], "sgx-isa drops CONFIGSVN and CET_ATTRIBUTES");
 }
 
 #[test]
@@ -350,19 +324,9 @@ fn keyrequest() {
         let theirs = sgx_isa::Keyname::try_from(raw).ok().map(|k| k as u16);
         assert_eq!(ours, theirs, "KEYNAME {raw}");
     }
-    assert_eq!(
-        Keypolicy::MRENCLAVE.bits(),
-        sgx_isa::Keypolicy::MRENCLAVE.bits()
-    );
-    assert_eq!(
-        Keypolicy::MRSIGNER.bits(),
-        sgx_isa::Keypolicy::MRSIGNER.bits()
-    );
-    assert_eq!(
-        sgx_isa::Keypolicy::all().bits(),
-        0x3,
-        "sgx-isa lacks the KSS key-policy bits"
-    );
+    assert_eq!(Keypolicy::MRENCLAVE.bits(), sgx_isa::Keypolicy::MRENCLAVE.bits());
+    assert_eq!(Keypolicy::MRSIGNER.bits(), sgx_isa::Keypolicy::MRSIGNER.bits());
+    assert_eq!(sgx_isa::Keypolicy::all().bits(), 0x3, "sgx-isa lacks the KSS key-policy bits");
 }
 
 #[test]
@@ -370,18 +334,9 @@ fn attribute_and_miscselect_bits() {
     for (ours, theirs) in [
         (AttributesFlags::INIT, sgx_isa::AttributesFlags::INIT),
         (AttributesFlags::DEBUG, sgx_isa::AttributesFlags::DEBUG),
-        (
-            AttributesFlags::MODE64BIT,
-            sgx_isa::AttributesFlags::MODE64BIT,
-        ),
-        (
-            AttributesFlags::PROVISIONKEY,
-            sgx_isa::AttributesFlags::PROVISIONKEY,
-        ),
-        (
-            AttributesFlags::EINITTOKENKEY,
-            sgx_isa::AttributesFlags::EINITTOKENKEY,
-        ),
+        (AttributesFlags::MODE64BIT, sgx_isa::AttributesFlags::MODE64BIT),
+        (AttributesFlags::PROVISIONKEY, sgx_isa::AttributesFlags::PROVISIONKEY),
+        (AttributesFlags::EINITTOKENKEY, sgx_isa::AttributesFlags::EINITTOKENKEY),
         (AttributesFlags::CET, sgx_isa::AttributesFlags::CET),
         (AttributesFlags::KSS, sgx_isa::AttributesFlags::KSS),
     ] {
@@ -392,39 +347,23 @@ fn attribute_and_miscselect_bits() {
         AttributesFlags::AEXNOTIFY.bits(),
         "sgx-isa lacks AEXNOTIFY only"
     );
-    assert_eq!(
-        Miscselect::EXINFO.bits(),
-        sgx_isa::Miscselect::EXINFO.bits()
-    );
-    assert_eq!(
-        Miscselect::all().bits() & !sgx_isa::Miscselect::all().bits(),
-        Miscselect::CPINFO.bits()
-    );
+    assert_eq!(Miscselect::EXINFO.bits(), sgx_isa::Miscselect::EXINFO.bits());
+    assert_eq!(Miscselect::all().bits() & !sgx_isa::Miscselect::all().bits(), Miscselect::CPINFO.bits());
 }
 
 #[test]
 fn error_codes() {
     for &code in ErrorCode::ALL {
-        let theirs =
-            sgx_isa::ErrorCode::try_from(code.raw()).expect("sgx-isa knows every code we do");
+        let theirs = sgx_isa::ErrorCode::try_from(code.raw()).expect("sgx-isa knows every code we do");
         assert_eq!(theirs as u32, code.raw());
     }
-    assert_eq!(
-        sgx_isa::ErrorCode::try_from(7),
-        Ok(sgx_isa::ErrorCode::Lockfail)
-    );
+    assert_eq!(sgx_isa::ErrorCode::try_from(7), Ok(sgx_isa::ErrorCode::Lockfail));
     for raw in 0..=1024_u32 {
         let ours = ErrorCode::try_from(raw).is_ok();
         let theirs = sgx_isa::ErrorCode::try_from(raw).is_ok();
         match raw {
-            0 => assert!(
-                theirs && !ours,
-                "sgx-isa lists Success; 0 is not a code for us"
-            ),
-            28 => assert!(
-                theirs && !ours,
-                "InvalidReportMacStruct (256-bit reports) is out of scope"
-            ),
+            0 => assert!(theirs && !ours, "sgx-isa lists Success; 0 is not a code for us"),
+            28 => assert!(theirs && !ours, "InvalidReportMacStruct (256-bit reports) is out of scope"),
             _ => assert_eq!(ours, theirs, "code {raw}"),
         }
     }
@@ -440,11 +379,7 @@ fn leaf_numbers() {
         let ours = Enclu::try_from(raw).ok().map(Enclu::raw);
         let theirs = sgx_isa::Enclu::try_from(raw).ok().map(|l| l as u32);
         if raw == 8 {
-            assert_eq!(
-                (ours, theirs),
-                (None, Some(8)),
-                "EVERIFYREPORT2 is out of scope"
-            );
+            assert_eq!((ours, theirs), (None, Some(8)), "EVERIFYREPORT2 is out of scope");
         } else {
             assert_eq!(ours, theirs, "ENCLU leaf {raw}");
         }

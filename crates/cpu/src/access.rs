@@ -33,13 +33,7 @@ impl Processor {
     /// Classifies an access of `kind` at `la` by `lp` through `pt`: allowed (and where it
     /// lands), an ordinary #PF (paging said no; bit 15 clear), a #PF with the SGX bit (the
     /// EPCM said no), or #GP (enclave-mode fetch outside ELRANGE) — spec §6.1, §6.2.
-    pub fn check_access(
-        &self,
-        lp: &Lp,
-        pt: &dyn PageTable,
-        la: u64,
-        kind: AccessKind,
-    ) -> Result<Access, Exception> {
+    pub fn check_access(&self, lp: &Lp, pt: &dyn PageTable, la: u64, kind: AccessKind) -> Result<Access, Exception> {
         // 1. Ordinary paging first: EPCM checks only ever restrict further.
         let pa = walk(pt, la, kind)? + la % PAGE_SIZE as u64;
         let Some(ctx) = &lp.enclave else {
@@ -55,10 +49,7 @@ impl Processor {
             return Ok(self.outside_access(pa));
         }
         // 3.
-        let epcm_fault = || Exception::Pf {
-            addr: la,
-            code: PfErrorCode::P | PfErrorCode::SGX | kind.pf_bits(),
-        };
+        let epcm_fault = || Exception::Pf { addr: la, code: PfErrorCode::P | PfErrorCode::SGX | kind.pf_bits() };
         let page = self.epc_index(pa).ok_or_else(epcm_fault)?;
         let entry = self.epcm.entry(page);
         let needed = match kind {
@@ -77,18 +68,11 @@ impl Processor {
         if !allowed {
             return Err(epcm_fault());
         }
-        Ok(Access::Enclave {
-            page,
-            offset: (la % PAGE_SIZE as u64) as usize,
-        })
+        Ok(Access::Enclave { page, offset: (la % PAGE_SIZE as u64) as usize })
     }
 
     fn outside_access(&self, pa: u64) -> Access {
-        if self.epc_index(pa).is_some() {
-            Access::AbortPage
-        } else {
-            Access::Normal { pa }
-        }
+        if self.epc_index(pa).is_some() { Access::AbortPage } else { Access::Normal { pa } }
     }
 
     /// Reads bytes of an EPC page (for platforms that performed [`Processor::check_access`]

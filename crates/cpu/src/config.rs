@@ -19,17 +19,13 @@ pub enum ConfigError {
         size: u64,
     },
     /// EPC base not page aligned or the section would pass 2^52.
-    #[error(
-        "EPC base {base:#x} is invalid: use a 4 KiB-aligned physical address below 2^52 - size"
-    )]
+    #[error("EPC base {base:#x} is invalid: use a 4 KiB-aligned physical address below 2^52 - size")]
     EpcBase {
         /// The rejected base.
         base: u64,
     },
     /// The XFRM mask lacks x87/SSE or is not XSETBV-consistent.
-    #[error(
-        "XFRM mask {xfrm:#x} is invalid: it must include x87|SSE (0x3) and be XSETBV-consistent"
-    )]
+    #[error("XFRM mask {xfrm:#x} is invalid: it must include x87|SSE (0x3) and be XSETBV-consistent")]
     Xfrm {
         /// The rejected mask.
         xfrm: u64,
@@ -94,15 +90,11 @@ impl PlatformConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let page = PAGE_SIZE as u64;
         if self.epc_size == 0 || self.epc_size % page != 0 || self.epc_size > MAX_EPC_SIZE {
-            return Err(ConfigError::EpcSize {
-                size: self.epc_size,
-            });
+            return Err(ConfigError::EpcSize { size: self.epc_size });
         }
         let end = self.epc_base.checked_add(self.epc_size);
         if self.epc_base % page != 0 || end.is_none_or(|end| end > 1 << 52) {
-            return Err(ConfigError::EpcBase {
-                base: self.epc_base,
-            });
+            return Err(ConfigError::EpcBase { base: self.epc_base });
         }
         if self.xfrm & 0x3 != 0x3 || !sgxemu_arch::xfrm_is_consistent(self.xfrm) {
             return Err(ConfigError::Xfrm { xfrm: self.xfrm });
@@ -110,9 +102,7 @@ impl PlatformConfig {
         if self.attributes.contains(AttributesFlags::INIT)
             || AttributesFlags::from_bits(self.attributes.bits()).is_none()
         {
-            return Err(ConfigError::Attributes {
-                mask: self.attributes.bits(),
-            });
+            return Err(ConfigError::Attributes { mask: self.attributes.bits() });
         }
         Ok(())
     }
@@ -130,18 +120,12 @@ impl PlatformConfig {
                 if self.sgx2 {
                     eax |= cpuid::SGX2;
                 }
-                let edx = u32::from(self.max_enclave_size_32_log2)
-                    | (u32::from(self.max_enclave_size_64_log2) << 8);
+                let edx = u32::from(self.max_enclave_size_32_log2) | (u32::from(self.max_enclave_size_64_log2) << 8);
                 [eax, self.miscselect.bits(), 0, edx]
             }
             1 => {
                 let attrs = self.attributes.bits();
-                [
-                    attrs as u32,
-                    (attrs >> 32) as u32,
-                    self.xfrm as u32,
-                    (self.xfrm >> 32) as u32,
-                ]
+                [attrs as u32, (attrs >> 32) as u32, self.xfrm as u32, (self.xfrm >> 32) as u32]
             }
             2 => {
                 let base = self.epc_base;
@@ -159,11 +143,7 @@ impl PlatformConfig {
 
     /// The SGX bits of CPUID leaf 7 sub-leaf 0: (EBX bits to set, ECX bits to set).
     pub fn cpuid_leaf7_sgx_bits(&self) -> (u32, u32) {
-        let lc = if self.flexible_launch_control {
-            cpuid::CPUID7_ECX_SGX_LC
-        } else {
-            0
-        };
+        let lc = if self.flexible_launch_control { cpuid::CPUID7_ECX_SGX_LC } else { 0 };
         (cpuid::CPUID7_EBX_SGX, lc)
     }
 
@@ -192,57 +172,33 @@ mod tests {
         assert_eq!(edx, 0x241F);
         let [eax, _, ecx, edx] = cfg.cpuid_leaf12(2);
         assert_eq!(eax & 0xF, 1);
-        assert_eq!(
-            u64::from(ecx & 0xFFFF_F000) | (u64::from(edx) << 32),
-            DEFAULT_EPC_SIZE
-        );
+        assert_eq!(u64::from(ecx & 0xFFFF_F000) | (u64::from(edx) << 32), DEFAULT_EPC_SIZE);
         assert_eq!(cfg.cpuid_leaf12(3), [0; 4]);
     }
 
     #[test]
     fn large_epc_sizes_encode_high_bits() {
-        let cfg = PlatformConfig {
-            epc_size: 64 << 30,
-            ..Default::default()
-        };
+        let cfg = PlatformConfig { epc_size: 64 << 30, ..Default::default() };
         cfg.validate().unwrap();
         let [_, _, ecx, edx] = cfg.cpuid_leaf12(2);
-        assert_eq!(
-            u64::from(ecx & 0xFFFF_F000) | (u64::from(edx) << 32),
-            64 << 30
-        );
+        assert_eq!(u64::from(ecx & 0xFFFF_F000) | (u64::from(edx) << 32), 64 << 30);
     }
 
     #[test]
     fn sgx1_part_clears_the_sgx2_bit() {
-        let cfg = PlatformConfig {
-            sgx2: false,
-            ..Default::default()
-        };
+        let cfg = PlatformConfig { sgx2: false, ..Default::default() };
         assert_eq!(cfg.cpuid_leaf12(0)[0] & 0x3, 0x1);
     }
 
     #[test]
     fn bad_configs_are_rejected() {
         for size in [0, 4095, (64 << 30) + 4096] {
-            let cfg = PlatformConfig {
-                epc_size: size,
-                ..Default::default()
-            };
+            let cfg = PlatformConfig { epc_size: size, ..Default::default() };
             assert_eq!(cfg.validate(), Err(ConfigError::EpcSize { size }));
         }
-        let cfg = PlatformConfig {
-            xfrm: 0x1,
-            ..Default::default()
-        };
+        let cfg = PlatformConfig { xfrm: 0x1, ..Default::default() };
         assert_eq!(cfg.validate(), Err(ConfigError::Xfrm { xfrm: 0x1 }));
-        let cfg = PlatformConfig {
-            attributes: AttributesFlags::INIT,
-            ..Default::default()
-        };
-        assert!(matches!(
-            cfg.validate(),
-            Err(ConfigError::Attributes { .. })
-        ));
+        let cfg = PlatformConfig { attributes: AttributesFlags::INIT, ..Default::default() };
+        assert!(matches!(cfg.validate(), Err(ConfigError::Attributes { .. })));
     }
 }

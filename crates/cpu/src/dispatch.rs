@@ -16,12 +16,7 @@ impl Processor {
     /// Executes ENCLS at `regs.rip` (ring 0): EAX selects the leaf, RBX/RCX/RDX are its
     /// operands. On success RAX/RFLAGS (and RBX for EDBGRD) hold the results and RIP moves
     /// past the instruction; on an exception nothing changed and the caller delivers it.
-    pub fn encls(
-        &self,
-        lp: &mut Lp,
-        regs: &mut Regs,
-        mem: &mut dyn Memory,
-    ) -> Result<(), Exception> {
+    pub fn encls(&self, lp: &mut Lp, regs: &mut Regs, mem: &mut dyn Memory) -> Result<(), Exception> {
         // Upper 32 bits of RAX are ignored (spec §3.3).
         let leaf = Encls::try_from(regs.rax as u32).map_err(|_| Exception::Gp)?;
         if leaf.is_sgx2() && !self.config.sgx2 {

@@ -84,12 +84,7 @@ pub(crate) struct Enclave {
 }
 
 impl Enclave {
-    pub(crate) fn new(
-        eid: u64,
-        secs_page: EpcIndex,
-        params: EnclaveParams,
-        measurement: MeasurementState,
-    ) -> Self {
+    pub(crate) fn new(eid: u64, secs_page: EpcIndex, params: EnclaveParams, measurement: MeasurementState) -> Self {
         Enclave {
             eid,
             secs_page,
@@ -152,18 +147,15 @@ impl Enclave {
         page[..262].copy_from_slice(&secs.as_bytes()[..262]);
         page[hidden::EID..hidden::EID + 8].copy_from_slice(&self.eid.to_le_bytes());
         page[hidden::FLAGS] = flags;
-        page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40]
-            .copy_from_slice(&self.measurement.lock().to_bytes());
-        page[hidden::EPOCH..hidden::EPOCH + 8]
-            .copy_from_slice(&self.tracking.lock().epoch.to_le_bytes());
+        page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40].copy_from_slice(&self.measurement.lock().to_bytes());
+        page[hidden::EPOCH..hidden::EPOCH + 8].copy_from_slice(&self.tracking.lock().epoch.to_le_bytes());
         page
     }
 
     /// Rebuilds the enclave from a SECS image written by [`Enclave::to_secs_page`] (ELDU).
     pub(crate) fn from_secs_page(page: &[u8; PAGE_SIZE], secs_page: EpcIndex) -> Self {
         let secs = Secs::read_from_bytes(&page[..]).expect("a page is exactly one SECS");
-        let u64_at =
-            |off: usize| u64::from_le_bytes(page[off..off + 8].try_into().expect("8 bytes"));
+        let u64_at = |off: usize| u64::from_le_bytes(page[off..off + 8].try_into().expect("8 bytes"));
         let mut attributes = secs.attributes;
         attributes.flags &= !AttributesFlags::INIT.bits();
         let params = EnclaveParams {
@@ -176,15 +168,12 @@ impl Enclave {
             configsvn: secs.configsvn,
         };
         let measurement = MeasurementState::from_bytes(
-            page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40]
-                .try_into()
-                .expect("40 bytes"),
+            page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40].try_into().expect("40 bytes"),
         );
         let enclave = Enclave::new(u64_at(hidden::EID), secs_page, params, measurement);
         *enclave.tracking.lock() = Tracking::with_epoch(u64_at(hidden::EPOCH));
         if page[hidden::FLAGS] & hidden::FLAG_INITIALIZED != 0 {
-            let arr16 =
-                |off: usize| -> [u8; 16] { page[off..off + 16].try_into().expect("16 bytes") };
+            let arr16 = |off: usize| -> [u8; 16] { page[off..off + 16].try_into().expect("16 bytes") };
             let identity = Identity {
                 mrenclave: secs.mrenclave,
                 mrsigner: secs.mrsigner,
@@ -192,9 +181,7 @@ impl Enclave {
                 isvsvn: secs.isvsvn,
                 isvextprodid: arr16(hidden::ISVEXTPRODID),
                 isvfamilyid: arr16(hidden::ISVFAMILYID),
-                padding: page[hidden::PADDING..hidden::END]
-                    .try_into()
-                    .expect("352 bytes"),
+                padding: page[hidden::PADDING..hidden::END].try_into().expect("352 bytes"),
             };
             let _ = enclave.identity.set(identity);
         }
@@ -212,10 +199,7 @@ mod tests {
             size: 1 << 30,
             ssaframesize: 1,
             miscselect: Miscselect::EXINFO,
-            attributes: Attributes {
-                flags: 0x6,
-                xfrm: 3,
-            },
+            attributes: Attributes { flags: 0x6, xfrm: 3 },
             configid: [9; 64],
             configsvn: 0,
         };
@@ -251,11 +235,7 @@ mod tests {
         e.identity.set(id.clone()).unwrap();
         let back = Enclave::from_secs_page(&e.to_secs_page(), EpcIndex(9));
         assert_eq!(back.identity.get(), Some(&id));
-        assert_eq!(
-            back.attributes().flags & 1,
-            1,
-            "INIT visible once initialized"
-        );
+        assert_eq!(back.attributes().flags & 1, 1, "INIT visible once initialized");
         assert_eq!(back.params.attributes.flags & 1, 0);
     }
 }

@@ -48,10 +48,7 @@ pub struct SparseEpc {
 impl std::fmt::Debug for SparseEpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let allocated = self.chunks.iter().filter(|c| c.get().is_some()).count();
-        f.debug_struct("SparseEpc")
-            .field("pages", &self.pages)
-            .field("allocated_chunks", &allocated)
-            .finish()
+        f.debug_struct("SparseEpc").field("pages", &self.pages).field("allocated_chunks", &allocated).finish()
     }
 }
 
@@ -59,10 +56,7 @@ impl SparseEpc {
     /// Storage for `pages` EPC pages; allocates only the chunk index.
     pub fn new(pages: u64) -> Self {
         let chunks = (pages as usize).div_ceil(CHUNK_PAGES);
-        SparseEpc {
-            pages,
-            chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-        }
+        SparseEpc { pages, chunks: (0..chunks).map(|_| OnceLock::new()).collect() }
     }
 
     fn existing(&self, page: EpcIndex) -> Option<&Page> {
@@ -71,11 +65,8 @@ impl SparseEpc {
     }
 
     fn page(&self, page: EpcIndex) -> &Page {
-        let chunk = self.chunks[page.as_usize() / CHUNK_PAGES].get_or_init(|| {
-            (0..CHUNK_PAGES)
-                .map(|_| RwLock::new([0; PAGE_SIZE]))
-                .collect()
-        });
+        let chunk = self.chunks[page.as_usize() / CHUNK_PAGES]
+            .get_or_init(|| (0..CHUNK_PAGES).map(|_| RwLock::new([0; PAGE_SIZE])).collect());
         &chunk[page.as_usize() % CHUNK_PAGES]
     }
 

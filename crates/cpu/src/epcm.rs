@@ -72,16 +72,11 @@ impl EpcmEntry {
 
     /// True for REG/TCS/TRIM pages (children of a SECS).
     pub fn is_child(&self) -> bool {
-        matches!(
-            self.page_type,
-            PageType::Reg | PageType::Tcs | PageType::Trim
-        )
+        matches!(self.page_type, PageType::Reg | PageType::Tcs | PageType::Trim)
     }
 
     pub(crate) fn owned_by(&self, enclave: &Arc<Enclave>) -> bool {
-        self.enclave
-            .as_ref()
-            .is_some_and(|e| Arc::ptr_eq(e, enclave))
+        self.enclave.as_ref().is_some_and(|e| Arc::ptr_eq(e, enclave))
     }
 }
 
@@ -122,10 +117,7 @@ impl LeafLock {
             if cur & EXCLUSIVE != 0 || cur & SHARED_MASK == SHARED_MASK {
                 return false;
             }
-            match self
-                .0
-                .compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -133,9 +125,7 @@ impl LeafLock {
     }
 
     fn try_exclusive(&self) -> bool {
-        self.0
-            .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        self.0.compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
     /// Marks an SGX2 leaf on a page already held shared by the caller.
@@ -203,35 +193,25 @@ pub(crate) struct Epcm {
 impl Epcm {
     pub(crate) fn new(pages: u64) -> Self {
         let chunks = (pages as usize).div_ceil(CHUNK);
-        Epcm {
-            chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-        }
+        Epcm { chunks: (0..chunks).map(|_| OnceLock::new()).collect() }
     }
 
     fn slot(&self, index: EpcIndex) -> &EpcmSlot {
-        let chunk = self.chunks[index.as_usize() / CHUNK]
-            .get_or_init(|| (0..CHUNK).map(|_| EpcmSlot::default()).collect());
+        let chunk =
+            self.chunks[index.as_usize() / CHUNK].get_or_init(|| (0..CHUNK).map(|_| EpcmSlot::default()).collect());
         &chunk[index.as_usize() % CHUNK]
     }
 
     /// Tries to take `index`'s leaf lock shared.
     pub(crate) fn try_shared(&self, index: EpcIndex) -> Option<PageLock<'_>> {
         let slot = self.slot(index);
-        slot.lock.try_shared().then_some(PageLock {
-            slot,
-            exclusive: false,
-            sgx2: false,
-        })
+        slot.lock.try_shared().then(|| PageLock { slot, exclusive: false, sgx2: false })
     }
 
     /// Tries to take `index`'s leaf lock exclusive.
     pub(crate) fn try_exclusive(&self, index: EpcIndex) -> Option<PageLock<'_>> {
         let slot = self.slot(index);
-        slot.lock.try_exclusive().then_some(PageLock {
-            slot,
-            exclusive: true,
-            sgx2: false,
-        })
+        slot.lock.try_exclusive().then(|| PageLock { slot, exclusive: true, sgx2: false })
     }
 
     /// Locks an entry without taking the leaf lock: for enclave-mode memory accesses, which
@@ -248,14 +228,10 @@ impl Epcm {
 
     /// Indices of chunks that have been allocated (for scans over used pages).
     pub(crate) fn allocated_ranges(&self) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
-        self.chunks
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.get().is_some())
-            .map(|(i, _)| {
-                let start = (i * CHUNK) as u32;
-                start..start + CHUNK as u32
-            })
+        self.chunks.iter().enumerate().filter(|(_, c)| c.get().is_some()).map(|(i, _)| {
+            let start = (i * CHUNK) as u32;
+            start..start + CHUNK as u32
+        })
     }
 }
 
@@ -301,9 +277,6 @@ mod tests {
         assert_eq!(epcm.allocated_ranges().count(), 0);
         epcm.entry(EpcIndex(2000)).valid = true;
         assert!(epcm.snapshot(EpcIndex(2000)).unwrap().valid);
-        assert_eq!(
-            epcm.allocated_ranges().collect::<Vec<_>>(),
-            vec![1536..2048]
-        );
+        assert_eq!(epcm.allocated_ranges().collect::<Vec<_>>(), vec![1536..2048]);
     }
 }

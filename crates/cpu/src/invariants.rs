@@ -66,17 +66,11 @@ impl Processor {
                         children.entry(page).or_default();
                     }
                     _ => {
-                        let owner = entry
-                            .enclave
-                            .as_ref()
-                            .ok_or(InvariantViolation::DanglingOwner { page })?;
+                        let owner = entry.enclave.as_ref().ok_or(InvariantViolation::DanglingOwner { page })?;
                         let secs_entry = self.epcm.snapshot(owner.secs_page).unwrap_or_default();
                         let same = secs_entry.valid
                             && secs_entry.page_type == PageType::Secs
-                            && secs_entry
-                                .enclave
-                                .as_ref()
-                                .is_some_and(|e| Arc::ptr_eq(e, owner));
+                            && secs_entry.enclave.as_ref().is_some_and(|e| Arc::ptr_eq(e, owner));
                         if !same {
                             return Err(InvariantViolation::DanglingOwner { page });
                         }
@@ -89,21 +83,13 @@ impl Processor {
             let entry = self.epcm.snapshot(secs).unwrap_or_default();
             let counter = entry.enclave.map_or(0, |e| e.child_count());
             if counter != actual {
-                return Err(InvariantViolation::ChildCount {
-                    secs,
-                    counter,
-                    actual,
-                });
+                return Err(InvariantViolation::ChildCount { secs, counter, actual });
             }
         }
         Ok(())
     }
 
-    fn collect_versions(
-        &self,
-        page: EpcIndex,
-        versions: &mut HashSet<u64>,
-    ) -> Result<(), InvariantViolation> {
+    fn collect_versions(&self, page: EpcIndex, versions: &mut HashSet<u64>) -> Result<(), InvariantViolation> {
         let mut bytes = vec![0u8; VA_SLOTS_PER_PAGE * 8];
         self.epc.read(page, 0, &mut bytes);
         for slot in bytes.chunks_exact(8) {
@@ -122,20 +108,10 @@ impl Processor {
 fn check_state(page: EpcIndex, e: &crate::epcm::EpcmEntry) -> Result<(), InvariantViolation> {
     let reg = e.page_type == PageType::Reg;
     let ok = (!e.pending || (reg && !e.modified && !e.pr))
-        && (!e.modified
-            || (matches!(e.page_type, PageType::Tcs | PageType::Trim)
-                && e.perms.is_empty()
-                && !e.pr))
+        && (!e.modified || (matches!(e.page_type, PageType::Tcs | PageType::Trim) && e.perms.is_empty() && !e.pr))
         && (!e.pr || (reg && !e.pending))
         && (e.mod_epoch.is_some() == (e.pr || e.modified))
         && (reg || e.perms.is_empty())
         && (!e.perms.contains(SecinfoFlags::W) || e.perms.contains(SecinfoFlags::R));
-    if ok {
-        Ok(())
-    } else {
-        Err(InvariantViolation::StateMix {
-            page,
-            flags: e.secinfo_flags(),
-        })
-    }
+    if ok { Ok(()) } else { Err(InvariantViolation::StateMix { page, flags: e.secinfo_flags() }) }
 }

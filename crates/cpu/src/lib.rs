@@ -62,8 +62,5 @@ pub use stats::LeafStats;
 /// True if SECINFO has bits a leaf other than EACCEPT must reject: the architecturally
 /// reserved flag bits and bytes, and (spec §1.7 [DESIGN]) PENDING, MODIFIED and PR.
 pub(crate) fn secinfo_reserved(secinfo: &sgxemu_arch::Secinfo) -> bool {
-    secinfo.has_reserved_bits()
-        || secinfo
-            .flags()
-            .intersects(sgxemu_arch::SecinfoFlags::STATE_MASK)
+    secinfo.has_reserved_bits() || secinfo.flags().intersects(sgxemu_arch::SecinfoFlags::STATE_MASK)
 }

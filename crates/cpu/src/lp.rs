@@ -80,9 +80,7 @@ impl Lp {
 
     /// ELRANGE (base, size) of the enclave being executed.
     pub fn elrange(&self) -> Option<(u64, u64)> {
-        self.enclave
-            .as_ref()
-            .map(|c| (c.enclave.params.baseaddr, c.enclave.params.size))
+        self.enclave.as_ref().map(|c| (c.enclave.params.baseaddr, c.enclave.params.size))
     }
 
     /// Linear address of the TCS in use.
@@ -108,9 +106,7 @@ impl Lp {
     /// Resets x87/SSE/AVX state to the XRSTOR-INIT values (FCW 0x037F, MXCSR 0x1F80).
     pub(crate) fn reset_extended_state(&mut self) {
         self.xsave.fill(0);
-        self.xsave[sgxemu_arch::FCW_OFFSET..sgxemu_arch::FCW_OFFSET + 2]
-            .copy_from_slice(&FCW_INIT.to_le_bytes());
-        self.xsave[sgxemu_arch::MXCSR_OFFSET..sgxemu_arch::MXCSR_OFFSET + 4]
-            .copy_from_slice(&MXCSR_INIT.to_le_bytes());
+        self.xsave[sgxemu_arch::FCW_OFFSET..sgxemu_arch::FCW_OFFSET + 2].copy_from_slice(&FCW_INIT.to_le_bytes());
+        self.xsave[sgxemu_arch::MXCSR_OFFSET..sgxemu_arch::MXCSR_OFFSET + 4].copy_from_slice(&MXCSR_INIT.to_le_bytes());
     }
 }

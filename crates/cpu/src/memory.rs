@@ -71,28 +71,14 @@ pub fn walk(pt: &dyn PageTable, la: u64, kind: AccessKind) -> Result<u64, Except
         return Err(Exception::Gp);
     }
     match pt.translate(la) {
-        Translation::NotPresent => Err(Exception::Pf {
-            addr: la,
-            code: kind.pf_bits(),
-        }),
-        Translation::Present {
-            writable,
-            executable,
-            pa,
-        } => {
+        Translation::NotPresent => Err(Exception::Pf { addr: la, code: kind.pf_bits() }),
+        Translation::Present { writable, executable, pa } => {
             let denied = match kind {
                 AccessKind::Read => false,
                 AccessKind::Write => !writable,
                 AccessKind::Execute => !executable,
             };
-            if denied {
-                Err(Exception::Pf {
-                    addr: la,
-                    code: kind.pf_bits() | PfErrorCode::P,
-                })
-            } else {
-                Ok(pa)
-            }
+            if denied { Err(Exception::Pf { addr: la, code: kind.pf_bits() | PfErrorCode::P }) } else { Ok(pa) }
         }
     }
 }
@@ -126,15 +112,8 @@ impl SparseMemory {
         let last = (end.max(addr + 1) - 1) / PAGE_SIZE as u64;
         if let Some(&page) = self.unmapped.range(first..=last).next() {
             let fault_addr = (page * PAGE_SIZE as u64).max(addr);
-            let code = if write {
-                PfErrorCode::W
-            } else {
-                PfErrorCode::empty()
-            };
-            return Err(Exception::Pf {
-                addr: fault_addr,
-                code,
-            });
+            let code = if write { PfErrorCode::W } else { PfErrorCode::empty() };
+            return Err(Exception::Pf { addr: fault_addr, code });
         }
         Ok(())
     }
@@ -164,10 +143,7 @@ impl Memory for SparseMemory {
             let a = addr + done as u64;
             let off = (a % PAGE_SIZE as u64) as usize;
             let n = (PAGE_SIZE - off).min(data.len() - done);
-            let page = self
-                .pages
-                .entry(a / PAGE_SIZE as u64)
-                .or_insert_with(|| Box::new([0; PAGE_SIZE]));
+            let page = self.pages.entry(a / PAGE_SIZE as u64).or_insert_with(|| Box::new([0; PAGE_SIZE]));
             page[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
@@ -190,14 +166,7 @@ impl MapPageTable {
     /// Maps the page at `la` to physical `pa` with the given PTE permissions.
     pub fn map(&mut self, la: u64, pa: u64, writable: bool, executable: bool) {
         let page = la & !(PAGE_SIZE as u64 - 1);
-        self.entries.insert(
-            page,
-            Translation::Present {
-                pa: pa & !(PAGE_SIZE as u64 - 1),
-                writable,
-                executable,
-            },
-        );
+        self.entries.insert(page, Translation::Present { pa: pa & !(PAGE_SIZE as u64 - 1), writable, executable });
     }
 
     /// Removes the PTE for the page at `la`.
@@ -208,10 +177,7 @@ impl MapPageTable {
 
 impl PageTable for MapPageTable {
     fn translate(&self, la: u64) -> Translation {
-        self.entries
-            .get(&(la & !(PAGE_SIZE as u64 - 1)))
-            .copied()
-            .unwrap_or(Translation::NotPresent)
+        self.entries.get(&(la & !(PAGE_SIZE as u64 - 1))).copied().unwrap_or(Translation::NotPresent)
     }
 }
 
@@ -234,20 +200,8 @@ mod tests {
         let mut mem = SparseMemory::new();
         mem.unmap(0x5000);
         let mut buf = [0u8; 16];
-        assert_eq!(
-            mem.read(0x4FF8, &mut buf),
-            Err(Exception::Pf {
-                addr: 0x5000,
-                code: PfErrorCode::empty()
-            })
-        );
-        assert_eq!(
-            mem.write(0x5008, &buf),
-            Err(Exception::Pf {
-                addr: 0x5008,
-                code: PfErrorCode::W
-            })
-        );
+        assert_eq!(mem.read(0x4FF8, &mut buf), Err(Exception::Pf { addr: 0x5000, code: PfErrorCode::empty() }));
+        assert_eq!(mem.write(0x5008, &buf), Err(Exception::Pf { addr: 0x5008, code: PfErrorCode::W }));
         assert_eq!(mem.read(0x8000_0000_0000, &mut buf), Err(Exception::Gp));
     }
 
@@ -257,17 +211,11 @@ mod tests {
         pt.map(0x1000, 0x9000, false, false);
         assert_eq!(walk(&pt, 0x1010, AccessKind::Read), Ok(0x9000));
         let pf = |addr, code| Err(Exception::Pf { addr, code });
-        assert_eq!(
-            walk(&pt, 0x1010, AccessKind::Write),
-            pf(0x1010, PfErrorCode::P | PfErrorCode::W | PfErrorCode::U)
-        );
+        assert_eq!(walk(&pt, 0x1010, AccessKind::Write), pf(0x1010, PfErrorCode::P | PfErrorCode::W | PfErrorCode::U));
         assert_eq!(
             walk(&pt, 0x1010, AccessKind::Execute),
             pf(0x1010, PfErrorCode::P | PfErrorCode::I | PfErrorCode::U)
         );
-        assert_eq!(
-            walk(&pt, 0x2000, AccessKind::Read),
-            pf(0x2000, PfErrorCode::U)
-        );
+        assert_eq!(walk(&pt, 0x2000, AccessKind::Read), pf(0x2000, PfErrorCode::U));
     }
 }

@@ -64,16 +64,10 @@ impl Processor {
 
     /// A processor over caller-supplied EPC storage (e.g. host memory that natively running
     /// enclave code maps as well).
-    pub fn with_epc_memory(
-        config: PlatformConfig,
-        epc: Arc<dyn EpcMemory>,
-    ) -> Result<Self, ProcessorError> {
+    pub fn with_epc_memory(config: PlatformConfig, epc: Arc<dyn EpcMemory>) -> Result<Self, ProcessorError> {
         config.validate()?;
         if epc.pages() != config.epc_pages() {
-            return Err(ProcessorError::EpcStorageSize {
-                storage: epc.pages(),
-                config: config.epc_pages(),
-            });
+            return Err(ProcessorError::EpcStorageSize { storage: epc.pages(), config: config.epc_pages() });
         }
         let secrets = match &config.secrets {
             Some(s) => s.clone(),
@@ -183,9 +177,7 @@ impl Processor {
     /// hidden SECS state, for tests and tools; `None` if `secs` is not a valid SECS).
     pub fn mrenclave_so_far(&self, secs: u64) -> Option<[u8; 32]> {
         let entry = self.epcm.snapshot(self.epc_index(secs)?)?;
-        let enclave = entry
-            .enclave
-            .filter(|_| entry.valid && entry.page_type == sgxemu_arch::PageType::Secs)?;
+        let enclave = entry.enclave.filter(|_| entry.valid && entry.page_type == sgxemu_arch::PageType::Secs)?;
         let value = enclave.measurement.lock().finalize();
         Some(value)
     }
@@ -201,28 +193,18 @@ impl Processor {
 
     /// The EPC page of an operand that must be in the EPC; otherwise #PF on it (spec §3.4).
     pub(crate) fn epc_operand(&self, addr: u64, write: bool) -> Result<EpcIndex, Exception> {
-        self.epc_index(addr)
-            .ok_or_else(|| Exception::epcm_pf(addr, write))
+        self.epc_index(addr).ok_or_else(|| Exception::epcm_pf(addr, write))
     }
 
     /// Reads a structure from ordinary memory. An operand that points into the EPC reads
     /// as abort-page data (all ones, spec §6.2).
-    pub(crate) fn read_operand<T: FromBytes + IntoBytes>(
-        &self,
-        mem: &dyn Memory,
-        addr: u64,
-    ) -> Result<T, Exception> {
+    pub(crate) fn read_operand<T: FromBytes + IntoBytes>(&self, mem: &dyn Memory, addr: u64) -> Result<T, Exception> {
         let mut value = T::new_zeroed();
         self.read_bytes(mem, addr, value.as_mut_bytes())?;
         Ok(value)
     }
 
-    pub(crate) fn read_bytes(
-        &self,
-        mem: &dyn Memory,
-        addr: u64,
-        buf: &mut [u8],
-    ) -> Result<(), Exception> {
+    pub(crate) fn read_bytes(&self, mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<(), Exception> {
         if self.epc_index(addr).is_some() {
             buf.fill(0xFF);
             return Ok(());
@@ -231,12 +213,7 @@ impl Processor {
     }
 
     /// Writes to ordinary memory; writes into the EPC are dropped (abort page).
-    pub(crate) fn write_bytes(
-        &self,
-        mem: &mut dyn Memory,
-        addr: u64,
-        data: &[u8],
-    ) -> Result<(), Exception> {
+    pub(crate) fn write_bytes(&self, mem: &mut dyn Memory, addr: u64, data: &[u8]) -> Result<(), Exception> {
         if self.epc_index(addr).is_some() {
             return Ok(());
         }

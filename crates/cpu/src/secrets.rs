@@ -24,9 +24,7 @@ pub struct PlatformSecrets {
 impl std::fmt::Debug for PlatformSecrets {
     // Secrets never reach logs; the CPUSVN is public (it is in every REPORT).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlatformSecrets")
-            .field("cpusvn", &self.cpusvn)
-            .finish_non_exhaustive()
+        f.debug_struct("PlatformSecrets").field("cpusvn", &self.cpusvn).finish_non_exhaustive()
     }
 }
 

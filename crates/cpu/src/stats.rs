@@ -24,14 +24,8 @@ impl LeafStats {
 
     /// Adds another LP's counters to these.
     pub fn merge(&mut self, other: &LeafStats) {
-        self.encls
-            .iter_mut()
-            .zip(other.encls)
-            .for_each(|(a, b)| *a += b);
-        self.enclu
-            .iter_mut()
-            .zip(other.enclu)
-            .for_each(|(a, b)| *a += b);
+        self.encls.iter_mut().zip(other.encls).for_each(|(a, b)| *a += b);
+        self.enclu.iter_mut().zip(other.enclu).for_each(|(a, b)| *a += b);
         self.aex += other.aex;
     }
 }

@@ -23,10 +23,7 @@ pub(crate) struct Tracking {
 impl Tracking {
     /// A tracking state restored with an epoch (after ELDU of a SECS; nobody is inside).
     pub(crate) fn with_epoch(epoch: u64) -> Self {
-        Tracking {
-            epoch,
-            inside: Vec::new(),
-        }
+        Tracking { epoch, inside: Vec::new() }
     }
 
     /// ETRACK (spec §4.8 step 4).
@@ -78,10 +75,7 @@ mod tests {
         let bepoch = t.epoch; // EBLOCK
         assert!(!t.is_tracked(bepoch), "EWB before ETRACK is NOT_TRACKED");
         t.etrack().unwrap();
-        assert!(
-            !t.is_tracked(bepoch),
-            "LP 1 entered before the ETRACK and is still inside"
-        );
+        assert!(!t.is_tracked(bepoch), "LP 1 entered before the ETRACK and is still inside");
         t.leave(LpId(1)); // the IPI forced an AEX
         assert!(t.is_tracked(bepoch));
     }

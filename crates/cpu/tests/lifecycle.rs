@@ -11,12 +11,7 @@ const AEP: u64 = 0x40_1000;
 fn build_enter_exit() {
     let mut h = Harness::new();
     let e = TestEnclave::build(&mut h);
-    let mut regs = Regs {
-        rsp: 0x7fff_0000,
-        rbp: 0x7fff_0100,
-        rip: 0x40_0000,
-        ..Regs::default()
-    };
+    let mut regs = Regs { rsp: 0x7fff_0000, rbp: 0x7fff_0100, rip: 0x40_0000, ..Regs::default() };
     h.eenter(&mut regs, e.tcs, AEP).unwrap();
     assert_eq!(regs.rip, e.base + layout::CODE);
     assert_eq!(regs.rax, 0, "CSSA");
@@ -34,32 +29,14 @@ fn build_enter_exit() {
 fn aex_and_eresume_round_trip_registers() {
     let mut h = Harness::new();
     let e = TestEnclave::build(&mut h);
-    let mut regs = Regs {
-        rsp: 0x7fff_0000,
-        rbp: 0x7fff_0100,
-        rip: 0x40_0000,
-        ..Regs::default()
-    };
+    let mut regs = Regs { rsp: 0x7fff_0000, rbp: 0x7fff_0100, rip: 0x40_0000, ..Regs::default() };
     h.eenter(&mut regs, e.tcs, AEP).unwrap();
     regs.r12 = 0x1234;
     regs.rip = e.base + layout::CODE + 3;
-    let report = h
-        .cpu
-        .aex(
-            &mut h.lp,
-            &mut regs,
-            AexEvent::from_exception(Exception::Ud),
-        )
-        .unwrap();
+    let report = h.cpu.aex(&mut h.lp, &mut regs, AexEvent::from_exception(Exception::Ud)).unwrap();
     assert_eq!(report.vector, Some(Vector::Ud));
-    assert_eq!(
-        (regs.rax, regs.rbx, regs.rcx, regs.rip),
-        (3, e.tcs, AEP, AEP)
-    );
-    assert_eq!(
-        (regs.rsp, regs.rbp, regs.r12),
-        (0x7fff_0000, 0x7fff_0100, 0)
-    );
+    assert_eq!((regs.rax, regs.rbx, regs.rcx, regs.rip), (3, e.tcs, AEP, AEP));
+    assert_eq!((regs.rsp, regs.rbp, regs.r12), (0x7fff_0000, 0x7fff_0100, 0));
     h.eresume(&mut regs, e.tcs, AEP).unwrap();
     assert_eq!(regs.rip, e.base + layout::CODE + 3);
     assert_eq!(regs.r12, 0x1234);
@@ -73,9 +50,7 @@ fn eaug_eaccept_trim_remove() {
     let la = e.base + layout::HEAP;
     let page = h.alloc_page();
     h.put_pageinfo(la, 0, 0, e.secs);
-    h.cpu
-        .eaug(&mut h.lp, &mut h.mem, scratch::PAGEINFO, page)
-        .unwrap();
+    h.cpu.eaug(&mut h.lp, &mut h.mem, scratch::PAGEINFO, page).unwrap();
     h.map(la, page, true, false);
     let mut regs = Regs::default();
     h.eenter(&mut regs, e.tcs, AEP).unwrap();
@@ -88,46 +63,21 @@ fn eaug_eaccept_trim_remove() {
         h.cpu.write_epc(epc, 0, &bytes);
     };
     let reg = |f: SecinfoFlags| f.with_page_type(PageType::Reg);
-    write_secinfo(
-        &mut h,
-        reg(SecinfoFlags::R | SecinfoFlags::W | SecinfoFlags::PENDING),
-    );
-    assert_eq!(
-        h.cpu
-            .check_access(&h.lp, &h.pt, la, AccessKind::Read)
-            .unwrap_err()
-            .is_sgx_pf(),
-        true
-    );
+    write_secinfo(&mut h, reg(SecinfoFlags::R | SecinfoFlags::W | SecinfoFlags::PENDING));
+    assert_eq!(h.cpu.check_access(&h.lp, &h.pt, la, AccessKind::Read).unwrap_err().is_sgx_pf(), true);
     regs.rbx = secinfo_la;
     regs.rcx = la;
-    assert_eq!(
-        h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt),
-        Ok(Status::Success)
-    );
-    assert!(
-        h.cpu
-            .check_access(&h.lp, &h.pt, la, AccessKind::Write)
-            .is_ok()
-    );
+    assert_eq!(h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt), Ok(Status::Success));
+    assert!(h.cpu.check_access(&h.lp, &h.pt, la, AccessKind::Write).is_ok());
     h.eexit(&mut regs, 0).unwrap();
     h.put_secinfo(SecinfoFlags::empty().with_page_type(PageType::Trim));
-    assert_eq!(
-        h.cpu.emodt(&mut h.lp, &mut h.mem, scratch::SECINFO, page),
-        Ok(Status::Success)
-    );
+    assert_eq!(h.cpu.emodt(&mut h.lp, &mut h.mem, scratch::SECINFO, page), Ok(Status::Success));
     assert_eq!(h.cpu.etrack(&mut h.lp, e.secs), Ok(Status::Success));
     h.eenter(&mut regs, e.tcs, AEP).unwrap();
-    write_secinfo(
-        &mut h,
-        SecinfoFlags::MODIFIED.with_page_type(PageType::Trim),
-    );
+    write_secinfo(&mut h, SecinfoFlags::MODIFIED.with_page_type(PageType::Trim));
     regs.rbx = secinfo_la;
     regs.rcx = la;
-    assert_eq!(
-        h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt),
-        Ok(Status::Success)
-    );
+    assert_eq!(h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt), Ok(Status::Success));
     h.eexit(&mut regs, 0).unwrap();
     assert_eq!(h.cpu.eremove(&mut h.lp, page), Ok(Status::Success));
     h.cpu.check_invariants().unwrap();
@@ -143,34 +93,19 @@ fn ewb_eldu_round_trip() {
     assert_eq!(h.cpu.eblock(&mut h.lp, data_epc), Ok(Status::Success));
     h.put_pageinfo(0, scratch::PAGE, scratch::SECINFO, 0);
     assert_eq!(
-        h.cpu
-            .ewb(&mut h.lp, &mut h.mem, scratch::PAGEINFO, data_epc, va),
+        h.cpu.ewb(&mut h.lp, &mut h.mem, scratch::PAGEINFO, data_epc, va),
         Ok(Status::Error(ErrorCode::NotTracked))
     );
     h.cpu.etrack(&mut h.lp, e.secs).unwrap();
-    assert_eq!(
-        h.cpu
-            .ewb(&mut h.lp, &mut h.mem, scratch::PAGEINFO, data_epc, va),
-        Ok(Status::Success)
-    );
+    assert_eq!(h.cpu.ewb(&mut h.lp, &mut h.mem, scratch::PAGEINFO, data_epc, va), Ok(Status::Success));
     let mut cipher = vec![0u8; PAGE_SIZE];
     h.mem.read(scratch::PAGE, &mut cipher).unwrap();
     assert_ne!(cipher, vec![0x11; PAGE_SIZE]);
     let target = h.alloc_page();
-    h.put_pageinfo(
-        e.base + layout::DATA,
-        scratch::PAGE,
-        scratch::SECINFO,
-        e.secs,
-    );
-    assert_eq!(
-        h.cpu
-            .eldu(&mut h.lp, &mut h.mem, scratch::PAGEINFO, target, va),
-        Ok(Status::Success)
-    );
+    h.put_pageinfo(e.base + layout::DATA, scratch::PAGE, scratch::SECINFO, e.secs);
+    assert_eq!(h.cpu.eldu(&mut h.lp, &mut h.mem, scratch::PAGEINFO, target, va), Ok(Status::Success));
     let mut back = vec![0u8; PAGE_SIZE];
-    h.cpu
-        .read_epc(h.cpu.epc_index(target).unwrap(), 0, &mut back);
+    h.cpu.read_epc(h.cpu.epc_index(target).unwrap(), 0, &mut back);
     assert_eq!(back, vec![0x11; PAGE_SIZE]);
     h.cpu.check_invariants().unwrap();
 }

@@ -31,10 +31,8 @@ pub fn aes128_cmac_verify(key: &[u8; 16], data: &[u8], mac: &[u8; 16]) -> bool {
 mod tests {
     use super::*;
 
-    const KEY: [u8; 16] = [
-        0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf, 0x4f,
-        0x3c,
-    ];
+    const KEY: [u8; 16] =
+        [0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf, 0x4f, 0x3c];
 
     fn hex16(s: &str) -> [u8; 16] {
         let mut out = [0u8; 16];
@@ -46,19 +44,13 @@ mod tests {
 
     #[test]
     fn rfc4493_empty() {
-        assert_eq!(
-            aes128_cmac(&KEY, b""),
-            hex16("bb1d6929e95937287fa37d129b756746")
-        );
+        assert_eq!(aes128_cmac(&KEY, b""), hex16("bb1d6929e95937287fa37d129b756746"));
     }
 
     #[test]
     fn rfc4493_one_block() {
         let msg = hex16("6bc1bee22e409f96e93d7e117393172a");
-        assert_eq!(
-            aes128_cmac(&KEY, &msg),
-            hex16("070a16b46b4d4144f79bdd9dd04a287c")
-        );
+        assert_eq!(aes128_cmac(&KEY, &msg), hex16("070a16b46b4d4144f79bdd9dd04a287c"));
     }
 
     #[test]
@@ -72,14 +64,8 @@ mod tests {
         .iter()
         .flat_map(|s| hex16(s))
         .collect();
-        assert_eq!(
-            aes128_cmac(&KEY, &m[..40]),
-            hex16("dfa66747de9ae63030ca32611497c827")
-        );
-        assert_eq!(
-            aes128_cmac(&KEY, &m),
-            hex16("51f0bebf7e3b9d92fc49741779363cfe")
-        );
+        assert_eq!(aes128_cmac(&KEY, &m[..40]), hex16("dfa66747de9ae63030ca32611497c827"));
+        assert_eq!(aes128_cmac(&KEY, &m), hex16("51f0bebf7e3b9d92fc49741779363cfe"));
     }
 
     #[test]

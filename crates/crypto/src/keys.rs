@@ -109,10 +109,7 @@ impl KeyDependencies {
     #[must_use]
     pub fn serialize(&self) -> [u8; KEY_DEPENDENCIES_SIZE] {
         let mut buf = [0u8; KEY_DEPENDENCIES_SIZE];
-        let mut w = Writer {
-            buf: &mut buf,
-            pos: 0,
-        };
+        let mut w = Writer { buf: &mut buf, pos: 0 };
         w.put(&self.keyname.to_le_bytes());
         w.put(&self.isvprodid.to_le_bytes());
         w.put(&self.isvsvn.to_le_bytes());
@@ -201,21 +198,12 @@ mod tests {
 
     #[test]
     fn default_is_all_zero() {
-        assert!(
-            KeyDependencies::default()
-                .serialize()
-                .iter()
-                .all(|&b| b == 0)
-        );
+        assert!(KeyDependencies::default().serialize().iter().all(|&b| b == 0));
     }
 
     #[test]
     fn same_deps_same_key() {
-        let d = KeyDependencies {
-            keyname: 4,
-            mrenclave: [7; 32],
-            ..KeyDependencies::default()
-        };
+        let d = KeyDependencies { keyname: 4, mrenclave: [7; 32], ..KeyDependencies::default() };
         assert_eq!(derive_key(&ROOT, &d), derive_key(&ROOT, &d.clone()));
         assert_ne!(derive_key(&ROOT, &d), derive_key(&[0; 16], &d));
     }
@@ -244,20 +232,14 @@ mod tests {
             ("isvfamilyid", |d| d.isvfamilyid[0] ^= 1),
             ("isvextprodid", |d| d.isvextprodid[15] ^= 1),
         ];
-        let base = KeyDependencies {
-            padding: crate::PKCS1_SHA256_PADDING,
-            ..KeyDependencies::default()
-        };
+        let base = KeyDependencies { padding: crate::PKCS1_SHA256_PADDING, ..KeyDependencies::default() };
         let base_key = derive_key(&ROOT, &base);
         let mut seen = vec![base_key];
         for (name, mutate) in mutators {
             let mut d = base.clone();
             mutate(&mut d);
             let k = derive_key(&ROOT, &d);
-            assert!(
-                !seen.contains(&k),
-                "changing {name} did not give a fresh key"
-            );
+            assert!(!seen.contains(&k), "changing {name} did not give a fresh key");
             seen.push(k);
         }
     }

@@ -62,15 +62,10 @@ pub mod sigstruct;
 
 pub use crate::cmac::{aes128_cmac, aes128_cmac_verify};
 pub use crate::keys::{KEY_DEPENDENCIES_SIZE, KeyDependencies, derive_key};
-pub use crate::measure::{
-    MEASUREMENT_STATE_SIZE, MeasurementState, eadd_record, ecreate_record, eextend_record,
-};
-pub use crate::paging::{
-    MAC_HEADER_SIZE, MacMismatch, PagingKey, build_mac_header, open_page, seal_page,
-};
+pub use crate::measure::{MEASUREMENT_STATE_SIZE, MeasurementState, eadd_record, ecreate_record, eextend_record};
+pub use crate::paging::{MAC_HEADER_SIZE, MacMismatch, PagingKey, build_mac_header, open_page, seal_page};
 pub use crate::sigstruct::{
-    KeyError, PKCS1_SHA256_PADDING, PublicKey, SignatureError, SigningKey, VerifiedSigstruct,
-    mrsigner, sign, verify,
+    KeyError, PKCS1_SHA256_PADDING, PublicKey, SignatureError, SigningKey, VerifiedSigstruct, mrsigner, sign, verify,
 };
 
 /// Any error of this crate, for callers that do not care which stage failed.

@@ -17,16 +17,8 @@ pub use sgxemu_arch::measurement::{
 pub const MEASUREMENT_STATE_SIZE: usize = 40;
 
 /// SHA-256 initial hash value (FIPS 180-4 §5.3.3).
-const SHA256_IV: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
+const SHA256_IV: [u32; 8] =
+    [0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19];
 
 /// The ECREATE record: tag ‖ SSAFRAMESIZE u32 ‖ SIZE u64 ‖ 44 zero bytes (§9.1).
 #[must_use]
@@ -100,10 +92,7 @@ impl MeasurementState {
     /// The empty measurement: SHA-256 IV and zero blocks (what ECREATE starts from).
     #[must_use]
     pub const fn new() -> Self {
-        Self {
-            h: SHA256_IV,
-            blocks: 0,
-        }
+        Self { h: SHA256_IV, blocks: 0 }
     }
 
     /// Serialises the state: H0..H7 as little-endian u32 (bytes 0..32), then the block
@@ -128,10 +117,7 @@ impl MeasurementState {
         }
         let mut c = [0u8; 8];
         c.copy_from_slice(count);
-        Self {
-            h,
-            blocks: u64::from_le_bytes(c),
-        }
+        Self { h, blocks: u64::from_le_bytes(c) }
     }
 
     /// Hashes whole 64-byte records into the measurement, in order.
@@ -188,10 +174,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
@@ -206,10 +189,7 @@ mod tests {
         let r = ecreate_record(0x0102_0304, 0x1122_3344_5566_7788);
         assert_eq!(&r[..8], b"ECREATE\0");
         assert_eq!(&r[8..12], &[4, 3, 2, 1]);
-        assert_eq!(
-            &r[12..20],
-            &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
-        );
+        assert_eq!(&r[12..20], &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
         assert!(r[20..].iter().all(|&b| b == 0));
 
         let r = eadd_record(0x3000, 0x205);
@@ -226,10 +206,7 @@ mod tests {
 
     #[test]
     fn empty_state_is_sha256_of_nothing() {
-        assert_eq!(
-            MeasurementState::new().finalize().as_slice(),
-            Sha256::digest(b"").as_slice()
-        );
+        assert_eq!(MeasurementState::new().finalize().as_slice(), Sha256::digest(b"").as_slice());
     }
 
     /// Builds a pseudo-random enclave: ECREATE, then several pages, each with an EADD
@@ -292,10 +269,7 @@ mod tests {
             m.eextend(c * 256, &[0u8; 256]);
         }
         assert_eq!(m.blocks, 2 + 16 * 5);
-        assert_eq!(
-            m.finalize().to_vec(),
-            hex("1f2cf80bd03ffd8bfac33f7cba128aff511c3af666b93bb66e7ef718418bdade")
-        );
+        assert_eq!(m.finalize().to_vec(), hex("1f2cf80bd03ffd8bfac33f7cba128aff511c3af666b93bb66e7ef718418bdade"));
     }
 
     #[test]

@@ -17,12 +17,7 @@ pub const PAGE_SIZE: usize = 4096;
 /// MODIFIED and PR fields of the EPCM entry; `pcmd_reserved` is the PCMD's reserved area
 /// (zero when EWB writes it, copied back by ELDU so tampering breaks the MAC).
 #[must_use]
-pub fn build_mac_header(
-    eid: u64,
-    secinfo_flags: u64,
-    linaddr: u64,
-    pcmd_reserved: &[u8; 40],
-) -> [u8; MAC_HEADER_SIZE] {
+pub fn build_mac_header(eid: u64, secinfo_flags: u64, linaddr: u64, pcmd_reserved: &[u8; 40]) -> [u8; MAC_HEADER_SIZE] {
     let mut h = [0u8; MAC_HEADER_SIZE];
     h[0..8].copy_from_slice(&eid.to_le_bytes());
     h[8..16].copy_from_slice(&secinfo_flags.to_le_bytes());
@@ -51,9 +46,7 @@ impl PagingKey {
     /// Expands a 128-bit paging key.
     #[must_use]
     pub fn new(key: &[u8; 16]) -> Self {
-        Self {
-            cipher: Aes128Gcm::new(&(*key).into()),
-        }
+        Self { cipher: Aes128Gcm::new(&(*key).into()) }
     }
 
     /// Draws a fresh random paging key from `rng` (a "power cycle", §11.4).
@@ -96,10 +89,7 @@ pub fn seal_page(
     header: &[u8; MAC_HEADER_SIZE],
     page: &mut [u8; PAGE_SIZE],
 ) -> [u8; 16] {
-    match key
-        .cipher
-        .encrypt_inout_detached(&nonce(version), header, page.as_mut_slice().into())
-    {
+    match key.cipher.encrypt_inout_detached(&nonce(version), header, page.as_mut_slice().into()) {
         Ok(tag) => tag.into(),
         // AES-GCM only fails for messages or AAD beyond 2^36 bytes.
         Err(_) => unreachable!("4 KiB page and 128-byte header are within GCM limits"),
@@ -150,12 +140,7 @@ mod tests {
         let mut rsvd = [0u8; 40];
         rsvd[0] = 0xAA;
         rsvd[39] = 0xBB;
-        let h = build_mac_header(
-            0x0102_0304_0506_0708,
-            0x0000_0000_0001_0203,
-            0xdead_b000,
-            &rsvd,
-        );
+        let h = build_mac_header(0x0102_0304_0506_0708, 0x0000_0000_0001_0203, 0xdead_b000, &rsvd);
         assert_eq!(&h[0..8], &0x0102_0304_0506_0708u64.to_le_bytes());
         assert_eq!(&h[8..16], &0x0001_0203u64.to_le_bytes());
         assert!(h[16..72].iter().all(|&b| b == 0));
@@ -184,15 +169,8 @@ mod tests {
         n[..8].copy_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
         let mut a = sample_page();
         let mut b = a;
-        let ta = cipher
-            .encrypt_inout_detached(&n.into(), &header(), a.as_mut_slice().into())
-            .unwrap();
-        let tb = seal_page(
-            &PagingKey::new(&KEY),
-            0x0102_0304_0506_0708,
-            &header(),
-            &mut b,
-        );
+        let ta = cipher.encrypt_inout_detached(&n.into(), &header(), a.as_mut_slice().into()).unwrap();
+        let tb = seal_page(&PagingKey::new(&KEY), 0x0102_0304_0506_0708, &header(), &mut b);
         assert_eq!(a, b);
         assert_eq!(<[u8; 16]>::from(ta), tb);
     }
@@ -210,10 +188,7 @@ mod tests {
         for pos in [0, 1, 2047, 4095] {
             let mut p = page;
             p[pos] ^= 0x01;
-            assert_eq!(
-                open_page(&key, 7, &header(), &mut p, &tag),
-                Err(MacMismatch)
-            );
+            assert_eq!(open_page(&key, 7, &header(), &mut p, &tag), Err(MacMismatch));
         }
     }
 
@@ -256,17 +231,11 @@ mod tests {
         let (key, page, tag) = sealed();
         for v in [6, 8, 7 | (1 << 63)] {
             let mut p = page;
-            assert_eq!(
-                open_page(&key, v, &header(), &mut p, &tag),
-                Err(MacMismatch)
-            );
+            assert_eq!(open_page(&key, v, &header(), &mut p, &tag), Err(MacMismatch));
         }
         let mut p = page;
         let other = PagingKey::new(&[0; 16]);
-        assert_eq!(
-            open_page(&other, 7, &header(), &mut p, &tag),
-            Err(MacMismatch)
-        );
+        assert_eq!(open_page(&other, 7, &header(), &mut p, &tag), Err(MacMismatch));
     }
 
     #[test]

@@ -24,10 +24,8 @@ pub const RSA_BYTES: usize = 384;
 pub const SIGSTRUCT_EXPONENT: u32 = 3;
 
 /// DER DigestInfo prefix for SHA-256 (RFC 8017 §9.2 note 1).
-const SHA256_DIGEST_INFO: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
+const SHA256_DIGEST_INFO: [u8; 19] =
+    [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
 
 /// The first 352 bytes of every valid EMSA-PKCS1-v1_5 / SHA-256 encoding for a 3072-bit
 /// key: `00 01 FF×330 00 ‖ 30 31 30 0d 06 09 60 86 48 01 65 03 04 02 01 05 00 04 20`.
@@ -73,9 +71,7 @@ pub enum KeyError {
         exponent: u64,
     },
     /// The text has no PEM block with a private-key label this crate reads.
-    #[error(
-        "no `RSA PRIVATE KEY` (PKCS#1) or `PRIVATE KEY` (PKCS#8) PEM block found (label: {label:?})"
-    )]
+    #[error("no `RSA PRIVATE KEY` (PKCS#1) or `PRIVATE KEY` (PKCS#8) PEM block found (label: {label:?})")]
     UnsupportedPem {
         /// The label of the first PEM block, if there is one.
         label: Option<String>,
@@ -195,9 +191,7 @@ pub struct PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublicKey")
-            .field("mrsigner", &Hex(&self.mrsigner()))
-            .finish_non_exhaustive()
+        f.debug_struct("PublicKey").field("mrsigner", &Hex(&self.mrsigner())).finish_non_exhaustive()
     }
 }
 
@@ -231,9 +225,7 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("mrsigner", &Hex(&self.mrsigner()))
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("mrsigner", &Hex(&self.mrsigner())).finish_non_exhaustive()
     }
 }
 
@@ -244,12 +236,8 @@ impl SigningKey {
     /// # Errors
     /// [`KeyError::Rsa`] if the RNG fails.
     pub fn generate<R: rand_core::CryptoRng + ?Sized>(rng: &mut R) -> Result<Self> {
-        let key = PrivateKey::new_with_exp(
-            rng,
-            MODULUS_BITS as usize,
-            BoxedUint::from(u64::from(SIGSTRUCT_EXPONENT)),
-        )
-        .map_err(KeyError::Rsa)?;
+        let key = PrivateKey::new_with_exp(rng, MODULUS_BITS as usize, BoxedUint::from(u64::from(SIGSTRUCT_EXPONENT)))
+            .map_err(KeyError::Rsa)?;
         Self::from_rsa(key)
     }
 
@@ -260,18 +248,13 @@ impl SigningKey {
     pub fn from_rsa(key: PrivateKey) -> Result<Self> {
         let e = BigUint::from_bytes_be(&key.e_bytes());
         if e != BigUint::from(SIGSTRUCT_EXPONENT) {
-            return Err(KeyError::WrongExponent {
-                exponent: u64::try_from(&e).unwrap_or(u64::MAX),
-            });
+            return Err(KeyError::WrongExponent { exponent: u64::try_from(&e).unwrap_or(u64::MAX) });
         }
         let n = BigUint::from_bytes_be(&key.n_bytes());
         if n.bits() != u64::from(MODULUS_BITS) {
             return Err(KeyError::WrongModulusSize { bits: n.bits() });
         }
-        Ok(Self {
-            modulus_le: to_le_384(&n),
-            key,
-        })
+        Ok(Self { modulus_le: to_le_384(&n), key })
     }
 
     /// Reads a PEM private key: PKCS#1 (`-----BEGIN RSA PRIVATE KEY-----`) or unencrypted
@@ -283,22 +266,12 @@ impl SigningKey {
     pub fn from_pem(pem: &str) -> Result<Self> {
         let label = pem_label(pem);
         let key = match label {
-            Some("RSA PRIVATE KEY") => {
-                PrivateKey::from_pkcs1_pem(pem).map_err(|e| KeyError::BadPem {
-                    format: PemFormat::Pkcs1,
-                    source: rsa::Error::Pkcs1(e),
-                })?
-            }
-            Some("PRIVATE KEY") => {
-                PrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::BadPem {
-                    format: PemFormat::Pkcs8,
-                    source: rsa::Error::Pkcs8(e),
-                })?
-            }
+            Some("RSA PRIVATE KEY") => PrivateKey::from_pkcs1_pem(pem)
+                .map_err(|e| KeyError::BadPem { format: PemFormat::Pkcs1, source: rsa::Error::Pkcs1(e) })?,
+            Some("PRIVATE KEY") => PrivateKey::from_pkcs8_pem(pem)
+                .map_err(|e| KeyError::BadPem { format: PemFormat::Pkcs8, source: rsa::Error::Pkcs8(e) })?,
             other => {
-                return Err(KeyError::UnsupportedPem {
-                    label: other.map(str::to_owned),
-                });
+                return Err(KeyError::UnsupportedPem { label: other.map(str::to_owned) });
             }
         };
         Self::from_rsa(key)
@@ -312,10 +285,7 @@ impl SigningKey {
         self.key
             .to_pkcs1_pem(LineEnding::LF)
             .map(|s| s.as_str().to_owned())
-            .map_err(|e| KeyError::Encode {
-                format: PemFormat::Pkcs1,
-                source: rsa::Error::Pkcs1(e),
-            })
+            .map_err(|e| KeyError::Encode { format: PemFormat::Pkcs1, source: rsa::Error::Pkcs1(e) })
     }
 
     /// The key as PKCS#8 PEM (`PRIVATE KEY`, LF line endings).
@@ -326,10 +296,7 @@ impl SigningKey {
         self.key
             .to_pkcs8_pem(LineEnding::LF)
             .map(|s| s.as_str().to_owned())
-            .map_err(|e| KeyError::Encode {
-                format: PemFormat::Pkcs8,
-                source: rsa::Error::Pkcs8(e),
-            })
+            .map_err(|e| KeyError::Encode { format: PemFormat::Pkcs8, source: rsa::Error::Pkcs8(e) })
     }
 
     /// The modulus as SIGSTRUCT stores it (little-endian).
@@ -347,9 +314,7 @@ impl SigningKey {
     /// The public half.
     #[must_use]
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            modulus_le: self.modulus_le,
-        }
+        PublicKey { modulus_le: self.modulus_le }
     }
 
     /// The wrapped RSA key.
@@ -378,10 +343,7 @@ pub fn sign(sig: &mut Sigstruct, key: &SigningKey) -> Result<()> {
     sig.modulus = key.modulus_le;
     sig.exponent = SIGSTRUCT_EXPONENT;
     let msg = sig.signed_message();
-    let s_be = key
-        .key
-        .pkcs1v15_sign::<Sha256>(&msg)
-        .map_err(KeyError::Rsa)?;
+    let s_be = key.key.pkcs1v15_sign::<Sha256>(&msg).map_err(KeyError::Rsa)?;
     let s = BigUint::from_bytes_be(&s_be);
     let n = BigUint::from_bytes_le(&key.modulus_le);
     let (q1, q2, _) = quotients(&s, &n);
@@ -403,9 +365,7 @@ pub fn sign(sig: &mut Sigstruct, key: &SigningKey) -> Result<()> {
 /// The first failing check, as a [`SignatureError`].
 pub fn verify(sig: &Sigstruct) -> core::result::Result<VerifiedSigstruct, SignatureError> {
     if sig.exponent != SIGSTRUCT_EXPONENT {
-        return Err(SignatureError::WrongExponent {
-            exponent: sig.exponent,
-        });
+        return Err(SignatureError::WrongExponent { exponent: sig.exponent });
     }
     let n = BigUint::from_bytes_le(&sig.modulus);
     if n.bits() != u64::from(MODULUS_BITS) {
@@ -432,10 +392,7 @@ pub fn verify(sig: &Sigstruct) -> core::result::Result<VerifiedSigstruct, Signat
     }
     let mut padding = [0u8; 352];
     padding.copy_from_slice(prefix);
-    Ok(VerifiedSigstruct {
-        mrsigner: mrsigner(&sig.modulus),
-        padding,
-    })
+    Ok(VerifiedSigstruct { mrsigner: mrsigner(&sig.modulus), padding })
 }
 
 /// Lower-case hex for `Debug` output.
@@ -476,14 +433,8 @@ mod tests {
 
     #[test]
     fn pem_labels() {
-        assert_eq!(
-            pem_label("-----BEGIN RSA PRIVATE KEY-----\nabc"),
-            Some("RSA PRIVATE KEY")
-        );
-        assert_eq!(
-            pem_label("junk\n-----BEGIN PRIVATE KEY-----\n"),
-            Some("PRIVATE KEY")
-        );
+        assert_eq!(pem_label("-----BEGIN RSA PRIVATE KEY-----\nabc"), Some("RSA PRIVATE KEY"));
+        assert_eq!(pem_label("junk\n-----BEGIN PRIVATE KEY-----\n"), Some("PRIVATE KEY"));
         assert_eq!(pem_label("no pem here"), None);
     }
 }

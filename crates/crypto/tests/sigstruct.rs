@@ -4,9 +4,7 @@
 
 use sgxemu_arch::{FromBytes, IntoBytes, Sigstruct};
 use sgxemu_crypto::sigstruct::PemFormat;
-use sgxemu_crypto::{
-    KeyError, PKCS1_SHA256_PADDING, SignatureError, SigningKey, mrsigner, sign, verify,
-};
+use sgxemu_crypto::{KeyError, PKCS1_SHA256_PADDING, SignatureError, SigningKey, mrsigner, sign, verify};
 use sha2::{Digest, Sha256};
 
 const KEY_PKCS8: &str = include_str!("data/test-key.pem");
@@ -17,10 +15,7 @@ const VECTOR_MRSIGNER: &str = "0358a1f034d9dd9a4e9948a757dde41b3d77c0fc51e94e865
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn test_key() -> SigningKey {
@@ -107,10 +102,7 @@ fn pem_round_trips() {
     let p8 = key.to_pkcs8_pem().unwrap();
     assert!(p8.starts_with("-----BEGIN PRIVATE KEY-----"));
     for pem in [p1, p8] {
-        assert_eq!(
-            SigningKey::from_pem(&pem).unwrap().modulus_le(),
-            key.modulus_le()
-        );
+        assert_eq!(SigningKey::from_pem(&pem).unwrap().modulus_le(), key.modulus_le());
     }
 }
 
@@ -128,26 +120,11 @@ fn rejects_wrong_keys_and_bad_pem() {
         Err(KeyError::UnsupportedPem { label: Some(l) }) => assert_eq!(l, "PUBLIC KEY"),
         other => panic!("expected UnsupportedPem, got {other:?}"),
     }
-    assert!(matches!(
-        SigningKey::from_pem("not a key"),
-        Err(KeyError::UnsupportedPem { label: None })
-    ));
+    assert!(matches!(SigningKey::from_pem("not a key"), Err(KeyError::UnsupportedPem { label: None })));
     let garbled = KEY_PKCS1.replacen("MII", "MIA", 1);
-    assert!(matches!(
-        SigningKey::from_pem(&garbled),
-        Err(KeyError::BadPem {
-            format: PemFormat::Pkcs1,
-            ..
-        })
-    ));
+    assert!(matches!(SigningKey::from_pem(&garbled), Err(KeyError::BadPem { format: PemFormat::Pkcs1, .. })));
     let garbled = KEY_PKCS8.replacen("MII", "MIA", 1);
-    assert!(matches!(
-        SigningKey::from_pem(&garbled),
-        Err(KeyError::BadPem {
-            format: PemFormat::Pkcs8,
-            ..
-        })
-    ));
+    assert!(matches!(SigningKey::from_pem(&garbled), Err(KeyError::BadPem { format: PemFormat::Pkcs8, .. })));
 }
 
 #[test]
@@ -160,11 +137,7 @@ fn debug_does_not_leak_the_private_key() {
 /// Byte offsets to tamper with in `range`: a stride through it plus its first and last
 /// bytes, each paired with a bit that varies along the range.
 fn sample(range: core::ops::Range<usize>) -> Vec<(usize, u8)> {
-    let mut v: Vec<(usize, u8)> = range
-        .clone()
-        .step_by(11)
-        .map(|i| (i, 1 << (i % 8)))
-        .collect();
+    let mut v: Vec<(usize, u8)> = range.clone().step_by(11).map(|i| (i, 1 << (i % 8))).collect();
     for bit in 0..8 {
         v.push((range.start, 1 << bit));
         v.push((range.end - 1, 1 << bit));
@@ -177,10 +150,7 @@ fn assert_each_flip_fails(region: &str, range: core::ops::Range<usize>) {
     for (off, mask) in sample(range) {
         let mut s = good;
         s.as_mut_bytes()[off] ^= mask;
-        assert!(
-            verify(&s).is_err(),
-            "{region}: flipping byte {off} mask {mask:#04x} still verifies"
-        );
+        assert!(verify(&s).is_err(), "{region}: flipping byte {off} mask {mask:#04x} still verifies");
     }
 }
 
@@ -251,10 +221,7 @@ fn exponent_other_than_3_fails() {
     for e in [0, 1, 2, 5, 17, 65537, u32::MAX] {
         let mut s = signed();
         s.exponent = e;
-        assert_eq!(
-            verify(&s),
-            Err(SignatureError::WrongExponent { exponent: e })
-        );
+        assert_eq!(verify(&s), Err(SignatureError::WrongExponent { exponent: e }));
     }
 }
 
@@ -262,15 +229,9 @@ fn exponent_other_than_3_fails() {
 fn short_modulus_fails() {
     let mut s = signed();
     s.modulus[383] &= 0x7F;
-    assert_eq!(
-        verify(&s),
-        Err(SignatureError::WrongModulusSize { bits: 3071 })
-    );
+    assert_eq!(verify(&s), Err(SignatureError::WrongModulusSize { bits: 3071 }));
     s.modulus = [0; 384];
-    assert_eq!(
-        verify(&s),
-        Err(SignatureError::WrongModulusSize { bits: 0 })
-    );
+    assert_eq!(verify(&s), Err(SignatureError::WrongModulusSize { bits: 0 }));
 }
 
 #[test]
@@ -315,12 +276,7 @@ struct CounterRng {
 
 impl CounterRng {
     fn new(seed: &[u8]) -> Self {
-        Self {
-            seed: Sha256::digest(seed).into(),
-            counter: 0,
-            buf: [0; 32],
-            used: 32,
-        }
+        Self { seed: Sha256::digest(seed).into(), counter: 0, buf: [0; 32], used: 32 }
     }
 }
 

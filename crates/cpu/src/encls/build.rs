@@ -1,9 +1,8 @@
 //! Building an enclave: ECREATE, EADD, EEXTEND, EINIT (spec §4.1–§4.4).
 
 use sgxemu_arch::{
-    AttributesFlags, EEXTEND_CHUNK_SIZE, Einittoken, Encls, ErrorCode, Miscselect, PAGE_SIZE,
-    PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs, xfrm_is_consistent,
-    xsave_size,
+    AttributesFlags, EEXTEND_CHUNK_SIZE, Einittoken, Encls, ErrorCode, Miscselect, PAGE_SIZE, PageType, Pageinfo,
+    Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs, xfrm_is_consistent, xsave_size,
 };
 use sgxemu_crypto::MeasurementState;
 use zerocopy::{FromBytes, IntoBytes};
@@ -23,13 +22,7 @@ const GPRSGX_AND_EXINFO: u64 = sgxemu_arch::GPRSGX_SIZE as u64;
 impl Processor {
     /// ECREATE (RBX = PAGEINFO, RCX = EPC page): creates a SECS from the image at
     /// PAGEINFO.SRCPGE, in the check order of spec §4.1.
-    pub fn ecreate(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-    ) -> Result<(), Exception> {
+    pub fn ecreate(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Ecreate);
         // 1.
         if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
@@ -46,8 +39,7 @@ impl Processor {
         }
         // 3.
         let secinfo: Secinfo = self.read_operand(mem, info.secinfo)?;
-        if crate::secinfo_reserved(&secinfo) || secinfo.flags().page_type() != Some(PageType::Secs)
-        {
+        if crate::secinfo_reserved(&secinfo) || secinfo.flags().page_type() != Some(PageType::Secs) {
             return Err(Exception::Gp);
         }
         // 4.
@@ -82,11 +74,7 @@ impl Processor {
         if secs.miscselect & !cfg.miscselect.bits() != 0 {
             return Err(Exception::Gp);
         }
-        let misc_size = if miscselect.contains(Miscselect::EXINFO) {
-            sgxemu_arch::EXINFO_SIZE as u64
-        } else {
-            0
-        };
+        let misc_size = if miscselect.contains(Miscselect::EXINFO) { sgxemu_arch::EXINFO_SIZE as u64 } else { 0 };
         let needed = xsave_size(xfrm) as u64 + GPRSGX_AND_EXINFO + misc_size;
         if u64::from(secs.ssaframesize) * (PAGE_SIZE as u64) < needed {
             return Err(Exception::Gp);
@@ -96,18 +84,11 @@ impl Processor {
         if (mode64 && !is_canonical(secs.baseaddr)) || (!mode64 && secs.baseaddr >= 1 << 32) {
             return Err(Exception::Gp);
         }
-        let max_log2 = if mode64 {
-            cfg.max_enclave_size_64_log2
-        } else {
-            cfg.max_enclave_size_32_log2
-        };
+        let max_log2 = if mode64 { cfg.max_enclave_size_64_log2 } else { cfg.max_enclave_size_32_log2 };
         if secs.size >= 1u64 << max_log2 {
             return Err(Exception::Gp);
         }
-        if secs.size < 2 * PAGE_SIZE as u64
-            || !secs.size.is_power_of_two()
-            || secs.baseaddr & (secs.size - 1) != 0
-        {
+        if secs.size < 2 * PAGE_SIZE as u64 || !secs.size.is_power_of_two() || secs.baseaddr & (secs.size - 1) != 0 {
             return Err(Exception::Gp);
         }
         if secs.attributes.flags & !cfg.attributes.bits() != 0 {
@@ -120,9 +101,7 @@ impl Processor {
         if !reserved_clear {
             return Err(Exception::Gp);
         }
-        if (secs.configid != [0; 64] || secs.configsvn != 0)
-            && !flags.contains(AttributesFlags::KSS)
-        {
+        if (secs.configid != [0; 64] || secs.configsvn != 0) && !flags.contains(AttributesFlags::KSS) {
             return Err(Exception::Gp);
         }
         Ok(EnclaveParams {
@@ -138,13 +117,7 @@ impl Processor {
 
     /// EADD (RBX = PAGEINFO, RCX = EPC page): adds a REG or TCS page before EINIT and
     /// extends MRENCLAVE with its EADD record (spec §4.2).
-    pub fn eadd(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-    ) -> Result<(), Exception> {
+    pub fn eadd(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Eadd);
         // 1.
         if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
@@ -165,9 +138,7 @@ impl Processor {
         let secinfo: Secinfo = self.read_operand(mem, info.secinfo)?;
         let mut flags = secinfo.flags();
         let page_type = flags.page_type();
-        if crate::secinfo_reserved(&secinfo)
-            || !matches!(page_type, Some(PageType::Reg | PageType::Tcs))
-        {
+        if crate::secinfo_reserved(&secinfo) || !matches!(page_type, Some(PageType::Reg | PageType::Tcs)) {
             return Err(Exception::Gp);
         }
         // 4.
@@ -253,9 +224,7 @@ impl Processor {
             (entry.enclave.clone(), entry.enclave_address)
         };
         // 4.
-        let enclave = enclave
-            .filter(|e| e.secs_page == secs_index)
-            .ok_or(Exception::Gp)?;
+        let enclave = enclave.filter(|e| e.secs_page == secs_index).ok_or(Exception::Gp)?;
         let mut measurement = enclave.measurement.try_lock().ok_or(Exception::Gp)?;
         if enclave.is_initialized() {
             return Err(Exception::Gp);
@@ -271,14 +240,7 @@ impl Processor {
 
     /// EINIT (RBX = SIGSTRUCT, RCX = SECS, RDX = EINITTOKEN): verifies the signature and
     /// launch policy and finalizes MRENCLAVE (spec §4.4, checks in its order).
-    pub fn einit(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        sigstruct: u64,
-        secs: u64,
-        token: u64,
-    ) -> LeafResult {
+    pub fn einit(&self, lp: &mut Lp, mem: &mut dyn Memory, sigstruct: u64, secs: u64, token: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Einit);
         // 1.
         if sigstruct % Sigstruct::ALIGN as u64 != 0 || secs % PAGE_SIZE as u64 != 0 {
@@ -340,8 +302,7 @@ impl Processor {
             if !launch_hash_matches {
                 return fail(ErrorCode::InvalidEinittoken);
             }
-        } else if let Some(code) = self.check_einittoken(lp, &token, &enclave, mrenclave, mrsigner)
-        {
+        } else if let Some(code) = self.check_einittoken(lp, &token, &enclave, mrenclave, mrsigner) {
             return fail(code);
         }
         // 15.
@@ -350,16 +311,8 @@ impl Processor {
             mrsigner,
             isvprodid: sig.isvprodid,
             isvsvn: sig.isvsvn,
-            isvextprodid: if secs_flags.contains(AttributesFlags::KSS) {
-                sig.isvextprodid
-            } else {
-                [0; 16]
-            },
-            isvfamilyid: if secs_flags.contains(AttributesFlags::KSS) {
-                sig.isvfamilyid
-            } else {
-                [0; 16]
-            },
+            isvextprodid: if secs_flags.contains(AttributesFlags::KSS) { sig.isvextprodid } else { [0; 16] },
+            isvfamilyid: if secs_flags.contains(AttributesFlags::KSS) { sig.isvfamilyid } else { [0; 16] },
             padding: verified.padding,
         };
         // The measurement lock is held, so no other EINIT can have set it.
@@ -368,9 +321,7 @@ impl Processor {
     }
 
     fn take_unmasked_event(&self) -> bool {
-        self.pending_unmasked_events
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+        self.pending_unmasked_events.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
     }
 
     /// The token checks of spec §4.4 step 14 for a VALID token.
@@ -382,10 +333,7 @@ impl Processor {
         mrenclave: [u8; 32],
         mrsigner: [u8; 32],
     ) -> Option<ErrorCode> {
-        let masked_debug = token
-            .maskedattributesle
-            .flags()
-            .contains(AttributesFlags::DEBUG);
+        let masked_debug = token.maskedattributesle.flags().contains(AttributesFlags::DEBUG);
         if masked_debug && !enclave.params.flags().contains(AttributesFlags::DEBUG) {
             return Some(ErrorCode::InvalidEinittoken);
         }

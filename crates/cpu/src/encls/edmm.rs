@@ -11,22 +11,12 @@ use crate::processor::Processor;
 impl Processor {
     /// #GP for SGX2 leaves on an SGX1-only part (an unsupported leaf, spec §3.3).
     pub(crate) fn require_sgx2(&self) -> Result<(), Exception> {
-        if self.config.sgx2 {
-            Ok(())
-        } else {
-            Err(Exception::Gp)
-        }
+        if self.config.sgx2 { Ok(()) } else { Err(Exception::Gp) }
     }
 
     /// EAUG (RBX = PAGEINFO, RCX = EPC page): adds a zeroed, PENDING, RW regular page to an
     /// initialized enclave (spec §4.12).
-    pub fn eaug(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-    ) -> Result<(), Exception> {
+    pub fn eaug(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64) -> Result<(), Exception> {
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Eaug);
         // 1.
@@ -71,13 +61,7 @@ impl Processor {
     /// EMODPR (RBX = SECINFO, RCX = EPC page): restricts a regular page's permissions to
     /// SECINFO's RWX and marks it PR until the enclave accepts (spec §4.13, checks in order;
     /// PENDING/MODIFIED is checked before the page type, which REMOVE_PAGES relies on).
-    pub fn emodpr(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        secinfo: u64,
-        target: u64,
-    ) -> LeafResult {
+    pub fn emodpr(&self, lp: &mut Lp, mem: &mut dyn Memory, secinfo: u64, target: u64) -> LeafResult {
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Emodpr);
         // 1.
@@ -88,9 +72,7 @@ impl Processor {
         // 2.
         let request: Secinfo = self.read_operand(mem, secinfo)?;
         let perms = request.flags() & SecinfoFlags::PERM_MASK;
-        if crate::secinfo_reserved(&request)
-            || (perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R))
-        {
+        if crate::secinfo_reserved(&request) || (perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R)) {
             return Err(Exception::Gp);
         }
         // 3.
@@ -124,13 +106,7 @@ impl Processor {
 
     /// EMODT (RBX = SECINFO, RCX = EPC page): changes a page's type to TCS or TRIM, pending
     /// the enclave's EACCEPT (spec §4.14).
-    pub fn emodt(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        secinfo: u64,
-        target: u64,
-    ) -> LeafResult {
+    pub fn emodt(&self, lp: &mut Lp, mem: &mut dyn Memory, secinfo: u64, target: u64) -> LeafResult {
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Emodt);
         // 1.
@@ -141,9 +117,7 @@ impl Processor {
         // 2.
         let request: Secinfo = self.read_operand(mem, secinfo)?;
         let new_type = request.flags().page_type();
-        if crate::secinfo_reserved(&request)
-            || !matches!(new_type, Some(PageType::Tcs | PageType::Trim))
-        {
+        if crate::secinfo_reserved(&request) || !matches!(new_type, Some(PageType::Tcs | PageType::Trim)) {
             return Err(Exception::Gp);
         }
         let new_type = new_type.unwrap_or(PageType::Trim);
@@ -156,8 +130,8 @@ impl Processor {
             return Err(Exception::epcm_pf(target, false));
         }
         // 4.
-        let allowed = entry.page_type == PageType::Reg
-            || (entry.page_type == PageType::Tcs && new_type == PageType::Trim);
+        let allowed =
+            entry.page_type == PageType::Reg || (entry.page_type == PageType::Tcs && new_type == PageType::Trim);
         if !allowed {
             return Err(Exception::epcm_pf(target, false));
         }

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use sgxemu_arch::{
-    Encls, ErrorCode, PAGE_SIZE, PageType, Pageinfo, Pcmd, SecinfoFlags, VA_SLOT_SIZE,
-};
+use sgxemu_arch::{Encls, ErrorCode, PAGE_SIZE, PageType, Pageinfo, Pcmd, SecinfoFlags, VA_SLOT_SIZE};
 use sgxemu_crypto::{build_mac_header, open_page, seal_page};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -32,11 +30,7 @@ impl Processor {
             return Err(Exception::epcm_pf(target, true));
         }
         self.epc.zero(index);
-        *lock.entry() = EpcmEntry {
-            valid: true,
-            page_type: PageType::Va,
-            ..EpcmEntry::default()
-        };
+        *lock.entry() = EpcmEntry { valid: true, page_type: PageType::Va, ..EpcmEntry::default() };
         Ok(())
     }
 
@@ -69,10 +63,7 @@ impl Processor {
             return Ok(Status::Info(ErrorCode::Blkstate));
         }
         entry.blocked = true;
-        entry.bepoch = entry
-            .enclave
-            .as_ref()
-            .map_or(0, |e| e.tracking.lock().epoch);
+        entry.bepoch = entry.enclave.as_ref().map_or(0, |e| e.tracking.lock().epoch);
         Ok(Status::Success)
     }
 
@@ -103,14 +94,7 @@ impl Processor {
 
     /// EWB (RBX = PAGEINFO, RCX = EPC page, RDX = VA slot): encrypts a page out of the EPC
     /// with a fresh version recorded in the slot (spec §4.10).
-    pub fn ewb(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-        va_slot: u64,
-    ) -> LeafResult {
+    pub fn ewb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Ewb);
         // 1.
         if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
@@ -186,8 +170,7 @@ impl Processor {
         self.write_bytes(mem, pageinfo, info.as_bytes())?;
         // 10.
         let old = self.read_va_slot(va_index, va_slot);
-        self.epc
-            .write(va_index, slot_offset(va_slot), &version.to_le_bytes());
+        self.epc.write(va_index, slot_offset(va_slot), &version.to_le_bytes());
         // 11.
         if entry.is_child() {
             if let Some(enclave) = &entry.enclave {
@@ -203,39 +186,18 @@ impl Processor {
 
     /// ELDU (RBX = PAGEINFO, RCX = EPC page, RDX = VA slot): decrypts an evicted page back
     /// into the EPC, unblocked (spec §4.11).
-    pub fn eldu(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-        va_slot: u64,
-    ) -> LeafResult {
+    pub fn eldu(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Eldu);
         self.load_page(mem, pageinfo, target, va_slot, false)
     }
 
     /// ELDB: as [`Processor::eldu`], but the reloaded child page comes back blocked.
-    pub fn eldb(
-        &self,
-        lp: &mut Lp,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-        va_slot: u64,
-    ) -> LeafResult {
+    pub fn eldb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Eldb);
         self.load_page(mem, pageinfo, target, va_slot, true)
     }
 
-    fn load_page(
-        &self,
-        mem: &mut dyn Memory,
-        pageinfo: u64,
-        target: u64,
-        va_slot: u64,
-        blocked: bool,
-    ) -> LeafResult {
+    fn load_page(&self, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64, blocked: bool) -> LeafResult {
         // 1.
         if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
             return Err(Exception::Gp);
@@ -262,10 +224,7 @@ impl Processor {
         let flags = pcmd.secinfo.flags();
         let page_type = flags.page_type();
         // 5.
-        let is_child = matches!(
-            page_type,
-            Some(PageType::Reg | PageType::Tcs | PageType::Trim)
-        );
+        let is_child = matches!(page_type, Some(PageType::Reg | PageType::Tcs | PageType::Trim));
         let (_secs_lock, owner) = if is_child {
             if info.secs % PAGE_SIZE as u64 != 0 {
                 return Err(Exception::Gp);
@@ -285,15 +244,13 @@ impl Processor {
         let mut page = Box::new([0u8; PAGE_SIZE]);
         self.read_bytes(mem, info.srcpge, &mut page[..])?;
         let version = self.read_va_slot(va_index, va_slot);
-        let (Some(page_type), Ok(())) = (
-            page_type,
-            open_page(&self.paging_key, version, &header, &mut page, &pcmd.mac),
-        ) else {
+        let (Some(page_type), Ok(())) =
+            (page_type, open_page(&self.paging_key, version, &header, &mut page, &pcmd.mac))
+        else {
             return fail(ErrorCode::MacCompareFail);
         };
         // 7.
-        self.epc
-            .write(va_index, slot_offset(va_slot), &0u64.to_le_bytes());
+        self.epc.write(va_index, slot_offset(va_slot), &0u64.to_le_bytes());
         // 8.
         let enclave = match (page_type, owner) {
             (PageType::Secs, _) => Some(Arc::new(Enclave::from_secs_page(&page, index))),
@@ -315,11 +272,7 @@ impl Processor {
             pending: flags.contains(SecinfoFlags::PENDING),
             modified: flags.contains(SecinfoFlags::MODIFIED),
             pr: flags.contains(SecinfoFlags::PR),
-            enclave_address: if page_type == PageType::Secs || page_type == PageType::Va {
-                0
-            } else {
-                info.linaddr
-            },
+            enclave_address: if page_type == PageType::Secs || page_type == PageType::Va { 0 } else { info.linaddr },
             enclave,
             bepoch: 0,
             mod_epoch: None,
@@ -340,9 +293,5 @@ fn slot_offset(va_slot: u64) -> usize {
 
 /// The VA operand must be a valid PT_VA page (#PF on the slot address otherwise).
 fn check_va_page(entry: &EpcmEntry, va_slot: u64) -> Result<(), Exception> {
-    if entry.valid && entry.page_type == PageType::Va {
-        Ok(())
-    } else {
-        Err(Exception::epcm_pf(va_slot, true))
-    }
+    if entry.valid && entry.page_type == PageType::Va { Ok(()) } else { Err(Exception::epcm_pf(va_slot, true)) }
 }

@@ -40,10 +40,7 @@ impl Processor {
             }
             // 6. and 7.
             _ => {
-                if enclave
-                    .as_ref()
-                    .is_some_and(|e| e.tracking.lock().anyone_inside())
-                {
+                if enclave.as_ref().is_some_and(|e| e.tracking.lock().anyone_inside()) {
                     return fail(ErrorCode::EnclaveAct);
                 }
             }
@@ -72,14 +69,7 @@ impl Processor {
         if entry.page_type == PageType::Va {
             // Version values are never disclosed, only whether the slot is in use.
             let in_use = value & !0x7 != 0;
-            return Ok((
-                Status::Success,
-                if in_use {
-                    u64::MAX >> (64 - 8 * width)
-                } else {
-                    0
-                },
-            ));
+            return Ok((Status::Success, if in_use { u64::MAX >> (64 - 8 * width) } else { 0 }));
         }
         Ok((Status::Success, value))
     }
@@ -99,10 +89,7 @@ impl Processor {
 
     /// The shared checks of EDBGRD/EDBGWR. The outer error is an exception, the inner one a
     /// ZF-error status; success gives the page, the offset in it and a snapshot of its entry.
-    #[allow(
-        clippy::type_complexity,
-        reason = "two distinct failure kinds, documented above"
-    )]
+    #[allow(clippy::type_complexity, reason = "two distinct failure kinds, documented above")]
     fn debug_access(
         &self,
         addr: u64,
@@ -135,21 +122,14 @@ impl Processor {
         // 4.
         let offset = (addr % PAGE_SIZE as u64) as usize;
         if entry.page_type == PageType::Tcs {
-            let permitted = if write {
-                offset == TCS_FLAGS_OFFSET
-            } else {
-                offset < TCS_ARCH_SIZE
-            };
+            let permitted = if write { offset == TCS_FLAGS_OFFSET } else { offset < TCS_ARCH_SIZE };
             if !permitted {
                 return Err(Exception::Gp);
             }
         }
         // 5.
         if entry.page_type != PageType::Va {
-            let debug = entry
-                .enclave
-                .as_ref()
-                .is_some_and(|e| e.params.flags().contains(AttributesFlags::DEBUG));
+            let debug = entry.enclave.as_ref().is_some_and(|e| e.params.flags().contains(AttributesFlags::DEBUG));
             if !debug {
                 return Err(Exception::Gp);
             }

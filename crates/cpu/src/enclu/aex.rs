@@ -1,16 +1,12 @@
 //! Asynchronous Enclave Exit (spec §5.4): state into the SSA frame, synthetic state out.
 
-use sgxemu_arch::{
-    Exinfo, ExitInfo, ExitType, GPRSGX_SIZE, Gprsgx, Miscselect, PAGE_SIZE, Tcs, Vector, xsave_size,
-};
+use sgxemu_arch::{Exinfo, ExitInfo, ExitType, GPRSGX_SIZE, Gprsgx, Miscselect, PAGE_SIZE, Tcs, Vector, xsave_size};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::fault::Exception;
 use crate::lp::Lp;
 use crate::processor::Processor;
-use crate::regs::{
-    RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_RF, RFLAGS_SF, RFLAGS_ZF, Regs,
-};
+use crate::regs::{RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_RF, RFLAGS_SF, RFLAGS_ZF, Regs};
 
 use super::entry::FrameAccess;
 
@@ -42,30 +38,16 @@ impl AexEvent {
     /// AEX caused by an exception a leaf or an access raised.
     pub fn from_exception(exception: Exception) -> Self {
         let kind = match exception {
-            Exception::Gp => EventKind::Exception {
-                vector: Vector::Gp,
-                error_code: 0,
-                addr: 0,
-            },
-            Exception::Ud => EventKind::Exception {
-                vector: Vector::Ud,
-                error_code: 0,
-                addr: 0,
-            },
-            Exception::Pf { addr, code } => EventKind::Exception {
-                vector: Vector::Pf,
-                error_code: code.bits(),
-                addr,
-            },
+            Exception::Gp => EventKind::Exception { vector: Vector::Gp, error_code: 0, addr: 0 },
+            Exception::Ud => EventKind::Exception { vector: Vector::Ud, error_code: 0, addr: 0 },
+            Exception::Pf { addr, code } => EventKind::Exception { vector: Vector::Pf, error_code: code.bits(), addr },
         };
         AexEvent { kind }
     }
 
     /// AEX caused by an interrupt (e.g. the driver's IPI).
     pub fn interrupt() -> Self {
-        AexEvent {
-            kind: EventKind::Interrupt,
-        }
+        AexEvent { kind: EventKind::Interrupt }
     }
 }
 
@@ -85,14 +67,7 @@ pub struct AexReport {
 fn always_reported(vector: Vector) -> bool {
     matches!(
         vector,
-        Vector::De
-            | Vector::Db
-            | Vector::Bp
-            | Vector::Br
-            | Vector::Ud
-            | Vector::Mf
-            | Vector::Ac
-            | Vector::Xm
+        Vector::De | Vector::Db | Vector::Bp | Vector::Br | Vector::Ud | Vector::Mf | Vector::Ac | Vector::Xm
     )
 }
 
@@ -145,15 +120,11 @@ impl Processor {
         };
         frame.write(gpr_offset, gpr.as_bytes());
         if let Some(exinfo) = exinfo {
-            frame.write(
-                gpr_offset - sgxemu_arch::EXINFO_SIZE as u64,
-                exinfo.as_bytes(),
-            );
+            frame.write(gpr_offset - sgxemu_arch::EXINFO_SIZE as u64, exinfo.as_bytes());
         }
         // 3. Synthetic state.
         let mut aep = [0u8; 8];
-        self.epc
-            .read(ctx.tcs_page, std::mem::offset_of!(Tcs, aep), &mut aep);
+        self.epc.read(ctx.tcs_page, std::mem::offset_of!(Tcs, aep), &mut aep);
         let aep = u64::from_le_bytes(aep);
         *regs = Regs {
             rax: sgxemu_arch::Enclu::Eresume as u64,
@@ -162,14 +133,7 @@ impl Processor {
             rip: aep,
             rsp: old.ursp,
             rbp: old.urbp,
-            rflags: regs.rflags
-                & !(RFLAGS_CF
-                    | RFLAGS_PF
-                    | RFLAGS_AF
-                    | RFLAGS_ZF
-                    | RFLAGS_SF
-                    | RFLAGS_OF
-                    | RFLAGS_RF),
+            rflags: regs.rflags & !(RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF | RFLAGS_RF),
             ..Regs::default()
         };
         lp.reset_extended_state();
@@ -188,26 +152,9 @@ impl Processor {
     }
 
     /// EXITINFO, EXINFO and the delivered event for an AEX (spec §1.5, §5.4 steps 2 and 5).
-    fn describe_event(
-        &self,
-        miscselect: &Miscselect,
-        event: AexEvent,
-    ) -> (ExitInfo, Option<Exinfo>, AexReport) {
-        let EventKind::Exception {
-            vector,
-            error_code,
-            addr,
-        } = event.kind
-        else {
-            return (
-                ExitInfo::NONE,
-                None,
-                AexReport {
-                    vector: None,
-                    error_code: 0,
-                    cr2: 0,
-                },
-            );
+    fn describe_event(&self, miscselect: &Miscselect, event: AexEvent) -> (ExitInfo, Option<Exinfo>, AexReport) {
+        let EventKind::Exception { vector, error_code, addr } = event.kind else {
+            return (ExitInfo::NONE, None, AexReport { vector: None, error_code: 0, cr2: 0 });
         };
         let exinfo_enabled = miscselect.contains(Miscselect::EXINFO);
         let gp_or_pf = matches!(vector, Vector::Gp | Vector::Pf);
@@ -217,31 +164,15 @@ impl Processor {
             ExitType::HardwareException
         };
         let valid = always_reported(vector) || (gp_or_pf && exinfo_enabled);
-        let exitinfo = if valid {
-            ExitInfo::new(vector as u8, exit_type)
-        } else {
-            ExitInfo::NONE
-        };
+        let exitinfo = if valid { ExitInfo::new(vector as u8, exit_type) } else { ExitInfo::NONE };
         let exinfo = (gp_or_pf && exinfo_enabled).then(|| {
             let mut e = Exinfo::new_zeroed();
             e.maddr = if vector == Vector::Pf { addr } else { 0 };
             e.errcd = error_code;
             e
         });
-        let cr2 = if vector == Vector::Pf {
-            addr & !(PAGE_SIZE as u64 - 1)
-        } else {
-            0
-        };
-        (
-            exitinfo,
-            exinfo,
-            AexReport {
-                vector: Some(vector),
-                error_code,
-                cr2,
-            },
-        )
+        let cr2 = if vector == Vector::Pf { addr & !(PAGE_SIZE as u64 - 1) } else { 0 };
+        (exitinfo, exinfo, AexReport { vector: Some(vector), error_code, cr2 })
     }
 
     /// #MF and #XM leave the x87/SSE status that lets the OS classify the exception

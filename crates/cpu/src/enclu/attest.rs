@@ -1,8 +1,8 @@
 //! EREPORT and EGETKEY (spec §5.5, §5.6).
 
 use sgxemu_arch::{
-    Attributes, AttributesFlags, Enclu, ErrorCode, KEYPOLICY_KSS_MASK, KEYPOLICY_RESERVED, Keyname,
-    Keypolicy, Keyrequest, Report, Targetinfo,
+    Attributes, AttributesFlags, Enclu, ErrorCode, KEYPOLICY_KSS_MASK, KEYPOLICY_RESERVED, Keyname, Keypolicy,
+    Keyrequest, Report, Targetinfo,
 };
 use sgxemu_crypto::{KeyDependencies, aes128_cmac};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -26,12 +26,7 @@ const KEY_SIZE: u64 = 16;
 impl Processor {
     /// EREPORT (RBX = TARGETINFO, RCX = REPORTDATA, RDX = output REPORT): a REPORT of the
     /// current enclave, MACed with the target's REPORT key (spec §5.5).
-    pub fn ereport(
-        &self,
-        lp: &mut Lp,
-        regs: &mut Regs,
-        pt: &dyn PageTable,
-    ) -> Result<(), Exception> {
+    pub fn ereport(&self, lp: &mut Lp, regs: &mut Regs, pt: &dyn PageTable) -> Result<(), Exception> {
         lp.stats.count_enclu(Enclu::Ereport);
         let ctx = Self::context(lp)?;
         let (ti_la, data_la, out_la) = (regs.rbx, regs.rcx, regs.rdx);
@@ -39,11 +34,7 @@ impl Processor {
         let aligned = ti_la % Targetinfo::ALIGN as u64 == 0
             && data_la % REPORTDATA_ALIGN == 0
             && out_la % Report::ALIGN as u64 == 0;
-        if !aligned
-            || !elrange.contains(ti_la)
-            || !elrange.contains(data_la)
-            || !elrange.contains(out_la)
-        {
+        if !aligned || !elrange.contains(ti_la) || !elrange.contains(data_la) || !elrange.contains(out_la) {
             return Err(Exception::Gp);
         }
         let ti_page = self.own_reg_page(ctx, pt, ti_la, Need::Read)?;
@@ -61,12 +52,7 @@ impl Processor {
         Ok(())
     }
 
-    fn build_report(
-        &self,
-        ctx: &EnclaveContext,
-        targetinfo: &Targetinfo,
-        reportdata: [u8; 64],
-    ) -> Report {
+    fn build_report(&self, ctx: &EnclaveContext, targetinfo: &Targetinfo, reportdata: [u8; 64]) -> Report {
         let enclave = &ctx.enclave;
         let identity = enclave.identity.get();
         let mut report = Report::new_zeroed();
@@ -141,10 +127,7 @@ impl Processor {
         let p = &enclave.params;
         let kss = p.flags().contains(AttributesFlags::KSS);
         // 1.
-        if req.reserved1 != 0
-            || req.reserved2.iter().any(|&b| b != 0)
-            || req.keypolicy & KEYPOLICY_RESERVED != 0
-        {
+        if req.reserved1 != 0 || req.reserved2.iter().any(|&b| b != 0) || req.keypolicy & KEYPOLICY_RESERVED != 0 {
             return Err(Exception::Gp);
         }
         // 2.
@@ -220,16 +203,8 @@ impl Processor {
                 kss_selected(KeyDependencies {
                     ownerepoch: self.secrets.owner_epoch,
                     attributemask: attributes_bytes(req.attributemask),
-                    mrenclave: if policy.contains(Keypolicy::MRENCLAVE) {
-                        id.mrenclave
-                    } else {
-                        [0; 32]
-                    },
-                    mrsigner: if policy.contains(Keypolicy::MRSIGNER) {
-                        id.mrsigner
-                    } else {
-                        [0; 32]
-                    },
+                    mrenclave: if policy.contains(Keypolicy::MRENCLAVE) { id.mrenclave } else { [0; 32] },
+                    mrsigner: if policy.contains(Keypolicy::MRSIGNER) { id.mrsigner } else { [0; 32] },
                     keyid: req.keyid,
                     seal_key_fuses: self.secrets.seal_fuses,
                     miscmask: !req.miscmask,
@@ -268,10 +243,7 @@ impl Processor {
                     ..common
                 };
                 if keyname == Keyname::ProvisionSeal {
-                    kss_selected(KeyDependencies {
-                        seal_key_fuses: self.secrets.seal_fuses,
-                        ..base
-                    })
+                    kss_selected(KeyDependencies { seal_key_fuses: self.secrets.seal_fuses, ..base })
                 } else {
                     base
                 }

@@ -16,12 +16,7 @@ use super::entry::ENCLU_LEN;
 impl Processor {
     /// The SECINFO operand of EACCEPT/EACCEPTCOPY/EMODPE (step 1 of each): 64-byte aligned,
     /// in ELRANGE (#GP), a readable regular page of this enclave (#PF).
-    fn secinfo_operand(
-        &self,
-        ctx: &EnclaveContext,
-        pt: &dyn PageTable,
-        la: u64,
-    ) -> Result<Secinfo, Exception> {
+    fn secinfo_operand(&self, ctx: &EnclaveContext, pt: &dyn PageTable, la: u64) -> Result<Secinfo, Exception> {
         if la % Secinfo::ALIGN as u64 != 0 || !ctx.enclave.params.contains(la) {
             return Err(Exception::Gp);
         }
@@ -131,11 +126,7 @@ impl Processor {
         let Ok(tcs) = Tcs::read_from_bytes(&page[..]) else {
             return false;
         };
-        let mode64 = ctx
-            .enclave
-            .params
-            .flags()
-            .contains(sgxemu_arch::AttributesFlags::MODE64BIT);
+        let mode64 = ctx.enclave.params.flags().contains(sgxemu_arch::AttributesFlags::MODE64BIT);
         let limits_ok = mode64 || (tcs.fslimit & 0xFFF == 0xFFF && tcs.gslimit & 0xFFF == 0xFFF);
         tcs.reserved.iter().all(|&b| b == 0)
             && tcs.flags & TcsFlags::DBGOPTIN.bits() == 0
@@ -177,11 +168,7 @@ impl Processor {
         }
         // 4.
         let dest_ok = |e: &crate::epcm::EpcmEntry| {
-            e.valid
-                && e.pending
-                && !e.modified
-                && e.page_type == PageType::Reg
-                && e.owned_by(&ctx.enclave)
+            e.valid && e.pending && !e.modified && e.page_type == PageType::Reg && e.owned_by(&ctx.enclave)
         };
         if !dest_ok(&self.epcm.entry(dest)) {
             return fail(ErrorCode::PageAttributesMismatch);
@@ -206,12 +193,7 @@ impl Processor {
 
     /// EMODPE (RBX = SECINFO, RCX = page): extends a regular page's EPCM permissions
     /// (spec §5.9). Needs no tracking: extension is always safe.
-    pub fn emodpe(
-        &self,
-        lp: &mut Lp,
-        regs: &mut Regs,
-        pt: &dyn PageTable,
-    ) -> Result<(), Exception> {
+    pub fn emodpe(&self, lp: &mut Lp, regs: &mut Regs, pt: &dyn PageTable) -> Result<(), Exception> {
         self.require_sgx2()?;
         lp.stats.count_enclu(Enclu::Emodpe);
         let ctx = Self::context(lp)?;

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use sgxemu_arch::{
-    AttributesFlags, Enclu, GPRSGX_SIZE, Gprsgx, PAGE_SIZE, PageType, Tcs, TcsFlags, xsave_size,
-};
+use sgxemu_arch::{AttributesFlags, Enclu, GPRSGX_SIZE, Gprsgx, PAGE_SIZE, PageType, Tcs, TcsFlags, xsave_size};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::enclave::Enclave;
@@ -31,45 +29,24 @@ struct Entry {
 impl Processor {
     /// EENTER (RBX = TCS, RCX = AEP): enters the enclave at OENTRY (spec §5.1).
     /// `regs.rip` is the address of the ENCLU instruction.
-    pub fn eenter(
-        &self,
-        lp: &mut Lp,
-        regs: &mut Regs,
-        pt: &dyn PageTable,
-    ) -> Result<(), Exception> {
+    pub fn eenter(&self, lp: &mut Lp, regs: &mut Regs, pt: &dyn PageTable) -> Result<(), Exception> {
         lp.stats.count_enclu(Enclu::Eenter);
         self.enter(lp, regs, pt, false)
     }
 
     /// ERESUME (RBX = TCS, RCX = AEP): resumes from SSA frame CSSA−1 (spec §5.2).
-    pub fn eresume(
-        &self,
-        lp: &mut Lp,
-        regs: &mut Regs,
-        pt: &dyn PageTable,
-    ) -> Result<(), Exception> {
+    pub fn eresume(&self, lp: &mut Lp, regs: &mut Regs, pt: &dyn PageTable) -> Result<(), Exception> {
         lp.stats.count_enclu(Enclu::Eresume);
         self.enter(lp, regs, pt, true)
     }
 
-    fn enter(
-        &self,
-        lp: &mut Lp,
-        regs: &mut Regs,
-        pt: &dyn PageTable,
-        resume: bool,
-    ) -> Result<(), Exception> {
+    fn enter(&self, lp: &mut Lp, regs: &mut Regs, pt: &dyn PageTable, resume: bool) -> Result<(), Exception> {
         if lp.in_enclave() {
             return Err(Exception::Gp);
         }
         let tcs_la = regs.rbx;
         let aep = regs.rcx;
-        let Entry {
-            enclave,
-            secs_page,
-            tcs_page,
-            tcs,
-        } = self.entry_checks(lp, tcs_la, aep, pt)?;
+        let Entry { enclave, secs_page, tcs_page, tcs } = self.entry_checks(lp, tcs_la, aep, pt)?;
         let p = &enclave.params;
         // 10.
         let frame_index = if resume {
@@ -81,17 +58,9 @@ impl Processor {
             tcs.cssa
         };
         // 11.
-        let frame_la = p
-            .baseaddr
-            .wrapping_add(tcs.ossa)
-            .wrapping_add(u64::from(frame_index) * p.frame_bytes());
+        let frame_la = p.baseaddr.wrapping_add(tcs.ossa).wrapping_add(u64::from(frame_index) * p.frame_bytes());
         let frame_pages = self.validate_ssa_frame(&enclave, pt, frame_la)?;
-        let ctx_probe = FrameAccess {
-            processor: self,
-            frame_la,
-            frame_bytes: p.frame_bytes(),
-            pages: &frame_pages,
-        };
+        let ctx_probe = FrameAccess { processor: self, frame_la, frame_bytes: p.frame_bytes(), pages: &frame_pages };
         // 12.
         let (target, fsbase, gsbase, gpr) = if resume {
             let gpr: Gprsgx = ctx_probe.read_obj(p.frame_bytes() - GPRSGX_SIZE as u64);
@@ -130,14 +99,9 @@ impl Processor {
                 return Err(Exception::Gp);
             }
             self.epc.write(tcs_page, 0, &1u64.to_le_bytes());
-            self.epc
-                .write(tcs_page, std::mem::offset_of!(Tcs, aep), &aep.to_le_bytes());
+            self.epc.write(tcs_page, std::mem::offset_of!(Tcs, aep), &aep.to_le_bytes());
             if resume {
-                self.epc.write(
-                    tcs_page,
-                    std::mem::offset_of!(Tcs, cssa),
-                    &frame_index.to_le_bytes(),
-                );
+                self.epc.write(tcs_page, std::mem::offset_of!(Tcs, cssa), &frame_index.to_le_bytes());
             }
         }
         // Effects.
@@ -166,14 +130,9 @@ impl Processor {
             }
             _ => {
                 let ursp_urbp = [regs.rsp, regs.rbp];
-                let offset = p.frame_bytes() - GPRSGX_SIZE as u64
-                    + std::mem::offset_of!(Gprsgx, ursp) as u64;
-                let frame = FrameAccess {
-                    processor: self,
-                    frame_la,
-                    frame_bytes: p.frame_bytes(),
-                    pages: &ctx.frame_pages,
-                };
+                let offset = p.frame_bytes() - GPRSGX_SIZE as u64 + std::mem::offset_of!(Gprsgx, ursp) as u64;
+                let frame =
+                    FrameAccess { processor: self, frame_la, frame_bytes: p.frame_bytes(), pages: &ctx.frame_pages };
                 frame.write(offset, ursp_urbp.as_bytes());
                 regs.rcx = regs.rip.wrapping_add(ENCLU_LEN);
                 regs.rax = u64::from(tcs.cssa);
@@ -190,13 +149,7 @@ impl Processor {
     }
 
     /// Checks 2–9 of EENTER/ERESUME.
-    fn entry_checks(
-        &self,
-        lp: &Lp,
-        tcs_la: u64,
-        aep: u64,
-        pt: &dyn PageTable,
-    ) -> Result<Entry, Exception> {
+    fn entry_checks(&self, lp: &Lp, tcs_la: u64, aep: u64, pt: &dyn PageTable) -> Result<Entry, Exception> {
         // 2.
         if tcs_la % PAGE_SIZE as u64 != 0 {
             return Err(Exception::Gp);
@@ -222,8 +175,7 @@ impl Processor {
             }
         };
         let mut tcs = Tcs::new_zeroed();
-        self.epc
-            .read(tcs_page, 0, &mut tcs.as_mut_bytes()[..TCS_FIELDS]);
+        self.epc.read(tcs_page, 0, &mut tcs.as_mut_bytes()[..TCS_FIELDS]);
         let p = &enclave.params;
         // 5.
         let aligned = |v: u64| v % PAGE_SIZE as u64 == 0;
@@ -231,9 +183,7 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 6.
-        if !is_canonical(p.baseaddr.wrapping_add(tcs.ofsbase))
-            || !is_canonical(p.baseaddr.wrapping_add(tcs.ogsbase))
-        {
+        if !is_canonical(p.baseaddr.wrapping_add(tcs.ofsbase)) || !is_canonical(p.baseaddr.wrapping_add(tcs.ogsbase)) {
             return Err(Exception::Gp);
         }
         // 7.
@@ -241,8 +191,7 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 8.
-        if !enclave.is_initialized() || lp.mode64 != p.flags().contains(AttributesFlags::MODE64BIT)
-        {
+        if !enclave.is_initialized() || lp.mode64 != p.flags().contains(AttributesFlags::MODE64BIT) {
             return Err(Exception::Gp);
         }
         // 9.
@@ -250,12 +199,7 @@ impl Processor {
         if !lp.osfxsr || (!lp.osxsave && xfrm != 0x3) || (lp.osxsave && xfrm & !lp.xcr0 != 0) {
             return Err(Exception::Gp);
         }
-        Ok(Entry {
-            secs_page: enclave.secs_page,
-            enclave,
-            tcs_page,
-            tcs,
-        })
+        Ok(Entry { secs_page: enclave.secs_page, enclave, tcs_page, tcs })
     }
 
     /// SSA frame validation (spec §5 preamble): every page of the XSAVE area and the page
@@ -270,10 +214,8 @@ impl Processor {
         let page = PAGE_SIZE as u64;
         let xsave_end = frame_la.wrapping_add(xsave_size(p.attributes.xfrm) as u64);
         let gpr_page = frame_la.wrapping_add(p.frame_bytes() - GPRSGX_SIZE as u64) & !(page - 1);
-        let mut pages: Vec<u64> = (0..)
-            .map(|i| frame_la.wrapping_add(i * page))
-            .take_while(|&la| la < xsave_end)
-            .collect();
+        let mut pages: Vec<u64> =
+            (0..).map(|i| frame_la.wrapping_add(i * page)).take_while(|&la| la < xsave_end).collect();
         if !pages.contains(&gpr_page) {
             pages.push(gpr_page);
         }
@@ -289,13 +231,8 @@ impl Processor {
                     && e.enclave_address == la
                     && e.page_type == PageType::Reg
                     && e.owned_by(enclave)
-                    && e.perms
-                        .contains(sgxemu_arch::SecinfoFlags::R | sgxemu_arch::SecinfoFlags::W);
-                if ok {
-                    Ok((la, index))
-                } else {
-                    Err(Exception::epcm_pf(la, true))
-                }
+                    && e.perms.contains(sgxemu_arch::SecinfoFlags::R | sgxemu_arch::SecinfoFlags::W);
+                if ok { Ok((la, index)) } else { Err(Exception::epcm_pf(la, true)) }
             })
             .collect()
     }
@@ -312,8 +249,7 @@ impl Processor {
             return Err(Exception::Gp);
         };
         let mut aep = [0u8; 8];
-        self.epc
-            .read(ctx.tcs_page, std::mem::offset_of!(Tcs, aep), &mut aep);
+        self.epc.read(ctx.tcs_page, std::mem::offset_of!(Tcs, aep), &mut aep);
         regs.rip = regs.rbx;
         regs.rcx = u64::from_le_bytes(aep);
         self.leave_enclave(lp, regs, ctx);
@@ -347,12 +283,7 @@ pub(crate) struct FrameAccess<'a> {
 }
 
 impl FrameAccess<'_> {
-    fn for_each_page(
-        &self,
-        offset: u64,
-        len: usize,
-        mut f: impl FnMut(EpcIndex, usize, std::ops::Range<usize>),
-    ) {
+    fn for_each_page(&self, offset: u64, len: usize, mut f: impl FnMut(EpcIndex, usize, std::ops::Range<usize>)) {
         debug_assert!(offset + len as u64 <= self.frame_bytes);
         let mut done = 0;
         while done < len {
@@ -389,8 +320,7 @@ impl FrameAccess<'_> {
 /// XRSTOR's header checks on a non-compacted image: XSTATE_BV ⊆ XFRM, XCOMP_BV = 0, the
 /// rest of the header zero (spec §5.2: a malformed image makes ERESUME #GP).
 fn xsave_image_ok(image: &[u8], xfrm: u64) -> bool {
-    let header = &image[sgxemu_arch::XSTATE_BV_OFFSET
-        ..sgxemu_arch::XSTATE_BV_OFFSET + sgxemu_arch::XSAVE_HEADER_SIZE];
+    let header = &image[sgxemu_arch::XSTATE_BV_OFFSET..sgxemu_arch::XSTATE_BV_OFFSET + sgxemu_arch::XSAVE_HEADER_SIZE];
     let xstate_bv = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
     let xcomp_bv = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
     xstate_bv & !xfrm == 0 && xcomp_bv == 0 && header[16..].iter().all(|&b| b == 0)

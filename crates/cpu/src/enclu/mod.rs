@@ -39,8 +39,7 @@ impl Processor {
         kind: AccessKind,
     ) -> Result<EpcIndex, Exception> {
         let pa = walk(pt, la, kind)?;
-        self.epc_index(pa)
-            .ok_or_else(|| Exception::epcm_pf(la, kind == AccessKind::Write))
+        self.epc_index(pa).ok_or_else(|| Exception::epcm_pf(la, kind == AccessKind::Write))
     }
 
     /// An operand that must be a regular page of the current enclave at its own address,
@@ -53,11 +52,7 @@ impl Processor {
         la: u64,
         need: Need,
     ) -> Result<EpcIndex, Exception> {
-        let kind = if need == Need::Read {
-            AccessKind::Read
-        } else {
-            AccessKind::Write
-        };
+        let kind = if need == Need::Read { AccessKind::Read } else { AccessKind::Write };
         let index = self.translate_operand(pt, la, kind)?;
         let entry = self.epcm.entry(index);
         if !is_own_reg_page(&entry, ctx, la, need) {
@@ -70,10 +65,7 @@ impl Processor {
 /// Completes a code-returning ENCLU leaf: on success (of the instruction, whatever the
 /// code) RAX and RFLAGS take the status and RIP moves past ENCLU; on an exception the
 /// registers are untouched.
-pub(crate) fn complete_with_status(
-    regs: &mut Regs,
-    result: crate::fault::LeafResult,
-) -> crate::fault::LeafResult {
+pub(crate) fn complete_with_status(regs: &mut Regs, result: crate::fault::LeafResult) -> crate::fault::LeafResult {
     if let Ok(status) = result {
         regs.rax = status.rax();
         regs.rflags = status.apply_to_rflags(regs.rflags);
@@ -86,12 +78,7 @@ fn page_of(la: u64) -> u64 {
     la & !(sgxemu_arch::PAGE_SIZE as u64 - 1)
 }
 
-pub(crate) fn is_own_reg_page(
-    entry: &EpcmEntry,
-    ctx: &EnclaveContext,
-    la: u64,
-    need: Need,
-) -> bool {
+pub(crate) fn is_own_reg_page(entry: &EpcmEntry, ctx: &EnclaveContext, la: u64, need: Need) -> bool {
     use sgxemu_arch::SecinfoFlags as F;
     let perms_ok = match need {
         Need::Read => entry.perms.contains(F::R),

@@ -7,15 +7,13 @@
 use std::collections::BTreeMap;
 
 use sgxemu_arch::{
-    Attributes, AttributesFlags, Miscselect, PAGE_SIZE, PageType, Pageinfo, Secinfo, SecinfoFlags,
-    Secs, Sigstruct, Tcs,
+    Attributes, AttributesFlags, Miscselect, PAGE_SIZE, PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs,
 };
 use sgxemu_crypto::SigningKey;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::{
-    Exception, LeafResult, Lp, MapPageTable, Memory, PlatformConfig, PlatformSecrets, Processor,
-    Regs, SparseMemory,
+    Exception, LeafResult, Lp, MapPageTable, Memory, PlatformConfig, PlatformSecrets, Processor, Regs, SparseMemory,
 };
 
 /// Kernel-memory addresses the harness uses for leaf operands.
@@ -68,18 +66,10 @@ impl Harness {
 
     /// A harness on `config`; secrets are seeded unless the config brings its own.
     pub fn with_config(mut config: PlatformConfig) -> Self {
-        config
-            .secrets
-            .get_or_insert_with(|| PlatformSecrets::from_seed([0x5A; 16]));
+        config.secrets.get_or_insert_with(|| PlatformSecrets::from_seed([0x5A; 16]));
         let cpu = Processor::new(config).expect("test configuration is valid");
         let lp = cpu.new_lp();
-        Harness {
-            cpu,
-            lp,
-            mem: SparseMemory::new(),
-            pt: MapPageTable::new(),
-            next_page: 0,
-        }
+        Harness { cpu, lp, mem: SparseMemory::new(), pt: MapPageTable::new(), next_page: 0 }
     }
 
     /// The EPC address of a never-used EPC page.
@@ -91,34 +81,22 @@ impl Harness {
 
     /// Writes PAGEINFO at [`scratch::PAGEINFO`].
     pub fn put_pageinfo(&mut self, linaddr: u64, srcpge: u64, secinfo: u64, secs: u64) {
-        let info = Pageinfo {
-            linaddr,
-            srcpge,
-            secinfo,
-            secs,
-        };
-        self.mem
-            .write(scratch::PAGEINFO, info.as_bytes())
-            .expect("scratch memory is mapped");
+        let info = Pageinfo { linaddr, srcpge, secinfo, secs };
+        self.mem.write(scratch::PAGEINFO, info.as_bytes()).expect("scratch memory is mapped");
     }
 
     /// Writes SECINFO at [`scratch::SECINFO`].
     pub fn put_secinfo(&mut self, flags: SecinfoFlags) {
-        self.mem
-            .write(scratch::SECINFO, Secinfo::new(flags).as_bytes())
-            .expect("scratch memory is mapped");
+        self.mem.write(scratch::SECINFO, Secinfo::new(flags).as_bytes()).expect("scratch memory is mapped");
     }
 
     /// ECREATE of `secs` into a fresh EPC page; returns the SECS's EPC address.
     pub fn ecreate(&mut self, secs: &Secs) -> Result<u64, Exception> {
         let target = self.alloc_page();
-        self.mem
-            .write(scratch::SECS, secs.as_bytes())
-            .expect("scratch memory is mapped");
+        self.mem.write(scratch::SECS, secs.as_bytes()).expect("scratch memory is mapped");
         self.put_secinfo(SecinfoFlags::empty().with_page_type(PageType::Secs));
         self.put_pageinfo(0, scratch::SECS, scratch::SECINFO, 0);
-        self.cpu
-            .ecreate(&mut self.lp, &mut self.mem, scratch::PAGEINFO, target)?;
+        self.cpu.ecreate(&mut self.lp, &mut self.mem, scratch::PAGEINFO, target)?;
         Ok(target)
     }
 
@@ -132,13 +110,10 @@ impl Harness {
         data: &[u8; PAGE_SIZE],
     ) -> Result<u64, Exception> {
         let target = self.alloc_page();
-        self.mem
-            .write(scratch::PAGE, data)
-            .expect("scratch memory is mapped");
+        self.mem.write(scratch::PAGE, data).expect("scratch memory is mapped");
         self.put_secinfo(flags);
         self.put_pageinfo(linaddr, scratch::PAGE, scratch::SECINFO, secs);
-        self.cpu
-            .eadd(&mut self.lp, &mut self.mem, scratch::PAGEINFO, target)?;
+        self.cpu.eadd(&mut self.lp, &mut self.mem, scratch::PAGEINFO, target)?;
         Ok(target)
     }
 
@@ -156,27 +131,11 @@ impl Harness {
         let hash = sgxemu_crypto::mrsigner(&sig.modulus);
         for (i, chunk) in hash.chunks_exact(8).enumerate() {
             let value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-            self.cpu
-                .wrmsr(
-                    &mut self.lp,
-                    sgxemu_arch::IA32_SGXLEPUBKEYHASH0 + i as u32,
-                    value,
-                )
-                .expect("FLC enabled");
+            self.cpu.wrmsr(&mut self.lp, sgxemu_arch::IA32_SGXLEPUBKEYHASH0 + i as u32, value).expect("FLC enabled");
         }
-        self.mem
-            .write(scratch::SIGSTRUCT, sig.as_bytes())
-            .expect("scratch memory is mapped");
-        self.mem
-            .write(scratch::TOKEN, &[0u8; 304])
-            .expect("scratch memory is mapped");
-        self.cpu.einit(
-            &mut self.lp,
-            &mut self.mem,
-            scratch::SIGSTRUCT,
-            secs,
-            scratch::TOKEN,
-        )
+        self.mem.write(scratch::SIGSTRUCT, sig.as_bytes()).expect("scratch memory is mapped");
+        self.mem.write(scratch::TOKEN, &[0u8; 304]).expect("scratch memory is mapped");
+        self.cpu.einit(&mut self.lp, &mut self.mem, scratch::SIGSTRUCT, secs, scratch::TOKEN)
     }
 
     /// Maps enclave page `la` to EPC page `epc` in the page table.
@@ -299,25 +258,13 @@ impl TestEnclave {
             let epc = h.eadd(secs, la, flags, &data).expect("EADD of a test page");
             h.eextend_page(secs, epc).expect("EEXTEND of a test page");
             let tcs = flags.page_type() == Some(PageType::Tcs);
-            h.map(
-                la,
-                epc,
-                flags.contains(SecinfoFlags::W) || tcs,
-                flags.contains(SecinfoFlags::X),
-            );
+            h.map(la, epc, flags.contains(SecinfoFlags::W) || tcs, flags.contains(SecinfoFlags::X));
             pages.insert(la, epc);
         }
         let sigstruct = sign_for(h, secs, &secs_image);
         let status = h.einit(secs, &sigstruct).expect("EINIT does not fault");
         assert_eq!(status, crate::Status::Success, "EINIT of the test enclave");
-        TestEnclave {
-            secs,
-            base,
-            size: secs_image.size,
-            tcs: base + layout::TCS,
-            sigstruct,
-            pages,
-        }
+        TestEnclave { secs, base, size: secs_image.size, tcs: base + layout::TCS, sigstruct, pages }
     }
 }
 
@@ -328,10 +275,7 @@ fn sign_for(h: &Harness, secs: u64, image: &Secs) -> Sigstruct {
     let mut sig = Sigstruct::new_unsigned();
     sig.enclavehash = h.cpu.mrenclave_so_far(secs).expect("SECS is valid");
     sig.attributes = image.attributes;
-    sig.attributemask = Attributes {
-        flags: !0,
-        xfrm: !0,
-    };
+    sig.attributemask = Attributes { flags: !0, xfrm: !0 };
     sig.miscselect = image.miscselect;
     sig.miscmask = !0;
     sig.isvprodid = 7;
