@@ -1,1 +1,41 @@
-fn main() {}
+//! `sgxemu`: the command line of the SGX2 emulator.
+//!
+//! Exit status: 0 on success, 1 when a command fails (one line on stderr says why and what
+//! to do), 2 for invalid arguments (clap's usage message).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod platform;
+mod size;
+
+/// Run, inspect and test SGX2 enclave programs on any x86-64 Linux machine.
+#[derive(Debug, Parser)]
+#[command(name = "sgxemu", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the emulated platform: CPUID leaf 0x12 as a program reads it, EPC size,
+    /// SGX1/SGX2, the MISCSELECT/ATTRIBUTES/XFRM masks.
+    Info(commands::info::InfoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => commands::info::run(&args, &mut std::io::stdout().lock()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sgxemu: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -13,7 +13,7 @@ pub const DEFAULT_EPC_BASE: u64 = 0x80_0000_0000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// EPC size not a positive multiple of 4 KiB, or above [`MAX_EPC_SIZE`].
-    #[error("EPC size {size:#x} is invalid: use a multiple of 4 KiB between 4 KiB and 64 GiB")]
+    #[error("EPC size of {size} bytes is invalid: use a multiple of 4 KiB between 4 KiB and 64 GiB")]
     EpcSize {
         /// The rejected size in bytes.
         size: u64,

@@ -226,6 +226,9 @@ pub struct TestEnclave {
     pub sigstruct: Sigstruct,
     /// EPC address of each EADDed page, by linear address.
     pub pages: BTreeMap<u64, u64>,
+    /// Every TCS (the first is [`TestEnclave::tcs`]); extra ones sit at the top of ELRANGE,
+    /// each followed by its own two SSA frames.
+    pub threads: Vec<u64>,
 }
 
 impl TestEnclave {
@@ -236,6 +239,11 @@ impl TestEnclave {
 
     /// Builds from a given SECS image (same page layout).
     pub fn build_with(h: &mut Harness, secs_image: Secs) -> Self {
+        Self::build_with_threads(h, secs_image, 1)
+    }
+
+    /// Builds with `threads` TCSs (at least one).
+    pub fn build_with_threads(h: &mut Harness, secs_image: Secs, threads: usize) -> Self {
         let base = secs_image.baseaddr;
         let secs = h.ecreate(&secs_image).expect("ECREATE of the test SECS");
         let reg = |perms: SecinfoFlags| perms.with_page_type(PageType::Reg);
@@ -244,7 +252,7 @@ impl TestEnclave {
         let mut code = [0u8; PAGE_SIZE];
         code[..4].copy_from_slice(&[0x0f, 0x01, 0xd7, 0xcc]); // ENCLU; INT3
         let rw = reg(SecinfoFlags::R | SecinfoFlags::W);
-        let plan: [(u64, SecinfoFlags, [u8; PAGE_SIZE]); 6] = [
+        let mut plan: Vec<(u64, SecinfoFlags, [u8; PAGE_SIZE])> = vec![
             (layout::TCS, tcs_flags, tcs_page),
             (layout::SSA, rw, [0; PAGE_SIZE]),
             (layout::SSA + 0x1000, rw, [0; PAGE_SIZE]),
@@ -252,6 +260,14 @@ impl TestEnclave {
             (layout::DATA, rw, [0x11; PAGE_SIZE]),
             (layout::RODATA, reg(SecinfoFlags::R), [0x22; PAGE_SIZE]),
         ];
+        let mut thread_tcs = vec![base + layout::TCS];
+        for i in 1..threads as u64 {
+            let tcs = secs_image.size - i * 0x3000;
+            plan.push((tcs, tcs_flags, tcs_image(tcs + 0x1000, layout::NSSA, layout::CODE, layout::DATA)));
+            plan.push((tcs + 0x1000, rw, [0; PAGE_SIZE]));
+            plan.push((tcs + 0x2000, rw, [0; PAGE_SIZE]));
+            thread_tcs.push(base + tcs);
+        }
         let mut pages = BTreeMap::new();
         for (offset, flags, data) in plan {
             let la = base + offset;
@@ -264,13 +280,20 @@ impl TestEnclave {
         let sigstruct = sign_for(h, secs, &secs_image);
         let status = h.einit(secs, &sigstruct).expect("EINIT does not fault");
         assert_eq!(status, crate::Status::Success, "EINIT of the test enclave");
-        TestEnclave { secs, base, size: secs_image.size, tcs: base + layout::TCS, sigstruct, pages }
+        TestEnclave {
+            secs,
+            base,
+            size: secs_image.size,
+            tcs: base + layout::TCS,
+            sigstruct,
+            pages,
+            threads: thread_tcs,
+        }
     }
 }
 
-/// A SIGSTRUCT for the enclave at `secs` as measured so far, signed with the test key.
-/// Reads the measurement through a throw-away EINIT-free path: it recomputes it from the
-/// processor's view (the harness is the only writer, so the value is final).
+/// A SIGSTRUCT for the enclave at `secs` as measured so far, signed with the test key
+/// (the enclave library computes MRENCLAVE offline; the harness asks the processor).
 fn sign_for(h: &Harness, secs: u64, image: &Secs) -> Sigstruct {
     let mut sig = Sigstruct::new_unsigned();
     sig.enclavehash = h.cpu.mrenclave_so_far(secs).expect("SECS is valid");

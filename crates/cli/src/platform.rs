@@ -1,0 +1,38 @@
+//! Options every command that emulates a platform shares: `--epc` and `--sgx1`, each also
+//! settable from the environment.
+
+use clap::Args;
+use sgxemu_cpu::{PlatformConfig, Processor};
+
+use crate::size::ByteSize;
+
+/// The emulated part.
+#[derive(Debug, Clone, Args)]
+pub struct PlatformArgs {
+    /// EPC size (K, M, G suffixes; a multiple of 4 KiB up to 64 GiB).
+    #[arg(long, value_name = "SIZE", env = "SGXEMU_EPC", default_value = "128M")]
+    pub epc: ByteSize,
+    /// Emulate an SGX1-only part: no EDMM leaves (EAUG, EMODPR, EMODT, EACCEPT, …).
+    #[arg(long, env = "SGXEMU_SGX1")]
+    pub sgx1: bool,
+}
+
+/// Why the platform options were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The processor model refused the configuration.
+    #[error("{0}")]
+    Processor(#[from] sgxemu_cpu::ProcessorError),
+}
+
+impl PlatformArgs {
+    /// The processor configuration these options describe.
+    pub fn config(&self) -> PlatformConfig {
+        PlatformConfig { epc_size: self.epc.0, sgx2: !self.sgx1, ..PlatformConfig::default() }
+    }
+
+    /// A processor for these options (validates them).
+    pub fn processor(&self) -> Result<Processor, PlatformError> {
+        Ok(Processor::new(self.config())?)
+    }
+}
