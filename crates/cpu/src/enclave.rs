@@ -4,7 +4,7 @@
 //! so EWB/ELDU of a SECS round-trip everything, hidden fields included.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::Mutex;
 use sgxemu_arch::{Attributes, AttributesFlags, Miscselect, PAGE_SIZE, Secs};
@@ -12,6 +12,7 @@ use sgxemu_crypto::MeasurementState;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::epc::EpcIndex;
+use crate::lp::LpId;
 use crate::tracking::Tracking;
 
 /// What ECREATE fixed for the enclave's lifetime.
@@ -68,6 +69,31 @@ mod hidden {
     pub(super) const FLAG_INITIALIZED: u8 = 1;
 }
 
+/// Shards of the child counter, one cache line each, picked by logical processor: leaves
+/// adding and removing pages on different LPs never write the same line.
+const CHILD_SHARDS: usize = 16;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(AtomicI64);
+
+/// The number of EPC pages a SECS owns. Adds happen with the SECS held shared and the
+/// readers that act on the total (EREMOVE and EWB of the SECS) hold it exclusive, so the
+/// total they see is exact but for a removal racing with them — a real overlap.
+#[derive(Debug, Default)]
+pub(crate) struct ChildCount([Shard; CHILD_SHARDS]);
+
+impl ChildCount {
+    fn add(&self, lp: LpId, delta: i64) {
+        self.0[lp.0 as usize % CHILD_SHARDS].0.fetch_add(delta, Ordering::AcqRel);
+    }
+
+    fn total(&self) -> u64 {
+        let sum: i64 = self.0.iter().map(|s| s.0.load(Ordering::Acquire)).sum();
+        u64::try_from(sum).unwrap_or(0)
+    }
+}
+
 /// One enclave, as its SECS page holds it.
 #[derive(Debug)]
 pub(crate) struct Enclave {
@@ -78,9 +104,9 @@ pub(crate) struct Enclave {
     pub(crate) identity: OnceLock<Identity>,
     /// The running MRENCLAVE; `try_lock` failure is the "measurement busy" #GP.
     pub(crate) measurement: Mutex<MeasurementState>,
-    pub(crate) tracking: Mutex<Tracking>,
+    pub(crate) tracking: Tracking,
     /// EPC pages (REG/TCS/TRIM) this SECS owns.
-    pub(crate) children: AtomicU64,
+    pub(crate) children: ChildCount,
 }
 
 impl Enclave {
@@ -91,8 +117,8 @@ impl Enclave {
             params,
             identity: OnceLock::new(),
             measurement: Mutex::new(measurement),
-            tracking: Mutex::new(Tracking::default()),
-            children: AtomicU64::new(0),
+            tracking: Tracking::default(),
+            children: ChildCount::default(),
         }
     }
 
@@ -110,15 +136,15 @@ impl Enclave {
     }
 
     pub(crate) fn child_count(&self) -> u64 {
-        self.children.load(Ordering::Acquire)
+        self.children.total()
     }
 
-    pub(crate) fn add_child(&self) {
-        self.children.fetch_add(1, Ordering::AcqRel);
+    pub(crate) fn add_child(&self, lp: LpId) {
+        self.children.add(lp, 1);
     }
 
-    pub(crate) fn remove_child(&self) {
-        self.children.fetch_sub(1, Ordering::AcqRel);
+    pub(crate) fn remove_child(&self, lp: LpId) {
+        self.children.add(lp, -1);
     }
 
     /// The SECS page image: architectural fields plus hidden state (for EWB).
@@ -148,7 +174,7 @@ impl Enclave {
         page[hidden::EID..hidden::EID + 8].copy_from_slice(&self.eid.to_le_bytes());
         page[hidden::FLAGS] = flags;
         page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40].copy_from_slice(&self.measurement.lock().to_bytes());
-        page[hidden::EPOCH..hidden::EPOCH + 8].copy_from_slice(&self.tracking.lock().epoch.to_le_bytes());
+        page[hidden::EPOCH..hidden::EPOCH + 8].copy_from_slice(&self.tracking.epoch().to_le_bytes());
         page
     }
 
@@ -170,8 +196,8 @@ impl Enclave {
         let measurement = MeasurementState::from_bytes(
             page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40].try_into().expect("40 bytes"),
         );
-        let enclave = Enclave::new(u64_at(hidden::EID), secs_page, params, measurement);
-        *enclave.tracking.lock() = Tracking::with_epoch(u64_at(hidden::EPOCH));
+        let mut enclave = Enclave::new(u64_at(hidden::EID), secs_page, params, measurement);
+        enclave.tracking = Tracking::with_epoch(u64_at(hidden::EPOCH));
         if page[hidden::FLAGS] & hidden::FLAG_INITIALIZED != 0 {
             let arr16 = |off: usize| -> [u8; 16] { page[off..off + 16].try_into().expect("16 bytes") };
             let identity = Identity {
@@ -210,13 +236,13 @@ mod tests {
 
     #[test]
     fn secs_image_round_trips_uninitialized_state() {
-        let e = sample();
-        e.tracking.lock().epoch = 7;
+        let mut e = sample();
+        e.tracking = Tracking::with_epoch(7);
         let back = Enclave::from_secs_page(&e.to_secs_page(), EpcIndex(9));
         assert_eq!(back.eid, 42);
         assert_eq!(back.params, e.params);
         assert_eq!(*back.measurement.lock(), *e.measurement.lock());
-        assert_eq!(back.tracking.lock().epoch, 7);
+        assert_eq!(back.tracking.epoch(), 7);
         assert!(!back.is_initialized());
     }
 

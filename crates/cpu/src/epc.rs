@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
-use parking_lot::RwLock;
 use sgxemu_arch::PAGE_SIZE;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Index of a page inside the EPC (0-based). Deliberately no arithmetic: convert with
 /// [`crate::Processor::epc_addr`] / [`crate::Processor::epc_index`].
@@ -35,8 +35,12 @@ pub trait EpcMemory: Send + Sync + std::fmt::Debug {
 
 /// Pages per lazily allocated chunk (2 MiB of EPC).
 const CHUNK_PAGES: usize = 512;
+const WORDS: usize = PAGE_SIZE / 8;
 
-type Page = RwLock<[u8; PAGE_SIZE]>;
+/// One page as 512 atomic words: accesses are lock-free and byte-exact like RAM (racing
+/// accessors see each other's bytes, never a torn lock), and aligned copies compile to
+/// plain loads and stores.
+type Page = [AtomicU64; WORDS];
 
 /// EPC storage allocated in 2 MiB chunks on first write, so a 64 GiB EPC costs memory only
 /// for the pages an enclave actually uses. Never-written pages read as zero.
@@ -66,7 +70,7 @@ impl SparseEpc {
 
     fn page(&self, page: EpcIndex) -> &Page {
         let chunk = self.chunks[page.as_usize() / CHUNK_PAGES]
-            .get_or_init(|| (0..CHUNK_PAGES).map(|_| RwLock::new([0; PAGE_SIZE])).collect());
+            .get_or_init(|| (0..CHUNK_PAGES).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect());
         &chunk[page.as_usize() % CHUNK_PAGES]
     }
 
@@ -76,25 +80,74 @@ impl SparseEpc {
     }
 }
 
+/// Mask selecting bytes `[from, to)` of a little-endian word.
+fn byte_mask(from: usize, to: usize) -> u64 {
+    let bits = |n: usize| if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+    bits(to) & !bits(from)
+}
+
 impl EpcMemory for SparseEpc {
     fn pages(&self) -> u64 {
         self.pages
     }
 
     fn read(&self, page: EpcIndex, offset: usize, buf: &mut [u8]) {
-        match self.existing(page) {
-            Some(p) => buf.copy_from_slice(&p.read()[offset..offset + buf.len()]),
-            None => buf.fill(0),
+        let Some(words) = self.existing(page) else {
+            buf.fill(0);
+            return;
+        };
+        if offset % 8 == 0 && buf.len() % 8 == 0 {
+            // Whole words: plain loads, no per-byte work.
+            for (chunk, word) in buf.chunks_exact_mut(8).zip(&words[offset / 8..]) {
+                chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            }
+            return;
+        }
+        let mut at = offset;
+        let mut out = buf;
+        while !out.is_empty() {
+            let (word, within) = (at / 8, at % 8);
+            let n = (8 - within).min(out.len());
+            let bytes = words[word].load(Ordering::Relaxed).to_le_bytes();
+            out[..n].copy_from_slice(&bytes[within..within + n]);
+            out = &mut out[n..];
+            at += n;
         }
     }
 
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]) {
-        self.page(page).write()[offset..offset + data.len()].copy_from_slice(data);
+        let words = self.page(page);
+        if offset % 8 == 0 && data.len() % 8 == 0 {
+            for (chunk, word) in data.chunks_exact(8).zip(&words[offset / 8..]) {
+                word.store(u64::from_le_bytes(chunk.try_into().expect("eight bytes")), Ordering::Relaxed);
+            }
+            return;
+        }
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (word, within) = (at / 8, at % 8);
+            let n = (8 - within).min(rest.len());
+            if n == 8 {
+                let value = u64::from_le_bytes(rest[..8].try_into().expect("eight bytes"));
+                words[word].store(value, Ordering::Relaxed);
+            } else {
+                // A partial word: replace only its bytes, so racing writers of the
+                // neighbouring bytes are not undone (byte-granular, like RAM).
+                let mut bytes = [0u8; 8];
+                bytes[within..within + n].copy_from_slice(&rest[..n]);
+                let mask = byte_mask(within, within + n);
+                words[word].fetch_and(!mask, Ordering::Relaxed);
+                words[word].fetch_or(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            }
+            rest = &rest[n..];
+            at += n;
+        }
     }
 
     fn zero(&self, page: EpcIndex) {
-        if let Some(p) = self.existing(page) {
-            p.write().fill(0);
+        if let Some(words) = self.existing(page) {
+            words.iter().for_each(|w| w.store(0, Ordering::Relaxed));
         }
     }
 }
@@ -123,5 +176,30 @@ mod tests {
         epc.zero(EpcIndex(1000));
         epc.read(EpcIndex(1000), 4090, &mut buf);
         assert_eq!(buf, [0; 6]);
+    }
+
+    #[test]
+    fn unaligned_partial_writes_touch_only_their_bytes() {
+        let epc = SparseEpc::new(1);
+        let pattern: Vec<u8> = (0..64).collect();
+        epc.write(EpcIndex(0), 0, &pattern);
+        epc.write(EpcIndex(0), 3, &[0xAA, 0xBB]);
+        epc.write(EpcIndex(0), 13, &[0xCC; 7]);
+        let mut back = [0u8; 64];
+        epc.read(EpcIndex(0), 0, &mut back);
+        let mut expected = pattern.clone();
+        expected[3..5].copy_from_slice(&[0xAA, 0xBB]);
+        expected[13..20].copy_from_slice(&[0xCC; 7]);
+        assert_eq!(back.to_vec(), expected);
+        let mut middle = [0u8; 5];
+        epc.read(EpcIndex(0), 11, &mut middle);
+        assert_eq!(middle.to_vec(), expected[11..16].to_vec());
+    }
+
+    #[test]
+    fn byte_masks_cover_exactly_the_range() {
+        assert_eq!(byte_mask(0, 8), u64::MAX);
+        assert_eq!(byte_mask(0, 1), 0xFF);
+        assert_eq!(byte_mask(3, 5), 0xFFFF_0000_00);
     }
 }

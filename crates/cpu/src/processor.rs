@@ -148,7 +148,7 @@ impl Processor {
         };
         let entry = self.epcm.entry(index);
         match (&entry.enclave, entry.valid) {
-            (Some(e), true) => e.tracking.lock().inside().collect(),
+            (Some(e), true) => e.tracking.inside(),
             _ => Vec::new(),
         }
     }

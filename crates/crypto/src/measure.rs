@@ -142,10 +142,13 @@ impl MeasurementState {
     /// Extends the measurement as EEXTEND does for the 256-byte `chunk` at enclave
     /// `offset`: the header record, then the data as four records (§4.3, §9.1).
     pub fn eextend(&mut self, offset: u64, chunk: &[u8; EEXTEND_CHUNK_SIZE]) {
+        // One compression call for the header and the four data blocks.
+        let mut blocks = [[0u8; RECORD_SIZE]; 1 + EEXTEND_CHUNK_SIZE / RECORD_SIZE];
+        blocks[0] = eextend_record(offset);
         let (data, rest) = chunk.as_chunks::<RECORD_SIZE>();
         debug_assert!(rest.is_empty(), "256 is a multiple of 64");
-        self.absorb(&[eextend_record(offset)]);
-        self.absorb(data);
+        blocks[1..].copy_from_slice(data);
+        self.absorb(&blocks);
     }
 
     /// The MRENCLAVE this state finalises to: standard SHA-256 padding for a message of

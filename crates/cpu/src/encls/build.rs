@@ -1,8 +1,8 @@
 //! Building an enclave: ECREATE, EADD, EEXTEND, EINIT (spec §4.1–§4.4).
 
 use sgxemu_arch::{
-    AttributesFlags, EEXTEND_CHUNK_SIZE, Einittoken, Encls, ErrorCode, Miscselect, PAGE_SIZE, PageType, Pageinfo,
-    Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs, xfrm_is_consistent, xsave_size,
+    AttributesFlags, EEXTEND_CHUNK_SIZE, Einittoken, Encls, ErrorCode, MEAS_RECORD_SIZE, Miscselect, PAGE_SIZE,
+    PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs, xfrm_is_consistent, xsave_size,
 };
 use sgxemu_crypto::MeasurementState;
 use zerocopy::{FromBytes, IntoBytes};
@@ -188,7 +188,7 @@ impl Processor {
         drop(measurement);
         // 11.
         self.epc.write(index, 0, &page);
-        enclave.add_child();
+        enclave.add_child(lp.id);
         *lock.entry() = EpcmEntry {
             valid: true,
             page_type: page_type.unwrap_or(PageType::Reg),
@@ -216,25 +216,27 @@ impl Processor {
         let index = self.epc_operand(chunk, false)?;
         // 3.
         let lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
-        let (enclave, linaddr) = {
-            let entry = lock.entry();
-            if !entry.valid || !matches!(entry.page_type, PageType::Reg | PageType::Tcs) {
-                return Err(Exception::epcm_pf(chunk, false));
-            }
-            (entry.enclave.clone(), entry.enclave_address)
-        };
+        // The entry stays locked for the whole leaf: no owner reference is copied out.
+        let entry = lock.entry();
+        if !entry.valid || !matches!(entry.page_type, PageType::Reg | PageType::Tcs) {
+            return Err(Exception::epcm_pf(chunk, false));
+        }
+        let linaddr = entry.enclave_address;
         // 4.
-        let enclave = enclave.filter(|e| e.secs_page == secs_index).ok_or(Exception::Gp)?;
+        let enclave = entry.enclave.as_ref().filter(|e| e.secs_page == secs_index).ok_or(Exception::Gp)?;
         let mut measurement = enclave.measurement.try_lock().ok_or(Exception::Gp)?;
         if enclave.is_initialized() {
             return Err(Exception::Gp);
         }
         // 5.
+        // The header record and the chunk are hashed with one compression call, the chunk
+        // read straight from the EPC into the block buffer.
         let within_page = (chunk % PAGE_SIZE as u64) as usize;
-        let mut data = [0u8; EEXTEND_CHUNK_SIZE];
-        self.epc.read(index, within_page, &mut data);
         let offset = linaddr - enclave.params.baseaddr + within_page as u64;
-        measurement.eextend(offset, &data);
+        let mut blocks = [[0u8; MEAS_RECORD_SIZE]; 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE];
+        blocks[0] = sgxemu_crypto::eextend_record(offset);
+        self.epc.read(index, within_page, blocks[1..].as_flattened_mut());
+        measurement.absorb(&blocks);
         Ok(())
     }
 

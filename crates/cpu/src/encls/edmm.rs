@@ -45,7 +45,7 @@ impl Processor {
         }
         // 5.
         self.epc.zero(index);
-        enclave.add_child();
+        enclave.add_child(lp.id);
         *lock.entry() = EpcmEntry {
             valid: true,
             page_type: PageType::Reg,
@@ -94,13 +94,13 @@ impl Processor {
             return Err(Exception::epcm_pf(target, false));
         }
         // 7.
-        let Some(enclave) = entry.enclave.clone().filter(|e| e.is_initialized()) else {
+        let Some(epoch) = entry.enclave.as_ref().filter(|e| e.is_initialized()).map(|e| e.tracking.epoch()) else {
             return Err(Exception::Gp);
         };
         // 8.
         entry.pr = true;
         entry.perms &= perms;
-        entry.mod_epoch = Some(enclave.tracking.lock().epoch);
+        entry.mod_epoch = Some(epoch);
         Ok(Status::Success)
     }
 
@@ -140,7 +140,7 @@ impl Processor {
             return fail(ErrorCode::PageNotModifiable);
         }
         // 6.
-        let Some(enclave) = entry.enclave.clone().filter(|e| e.is_initialized()) else {
+        let Some(epoch) = entry.enclave.as_ref().filter(|e| e.is_initialized()).map(|e| e.tracking.epoch()) else {
             return Err(Exception::Gp);
         };
         // 7.
@@ -148,7 +148,7 @@ impl Processor {
         entry.modified = true;
         entry.perms = SecinfoFlags::empty();
         entry.page_type = new_type;
-        entry.mod_epoch = Some(enclave.tracking.lock().epoch);
+        entry.mod_epoch = Some(epoch);
         Ok(Status::Success)
     }
 }

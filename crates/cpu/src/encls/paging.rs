@@ -63,7 +63,7 @@ impl Processor {
             return Ok(Status::Info(ErrorCode::Blkstate));
         }
         entry.blocked = true;
-        entry.bepoch = entry.enclave.as_ref().map_or(0, |e| e.tracking.lock().epoch);
+        entry.bepoch = entry.enclave.as_ref().map_or(0, |e| e.tracking.epoch());
         Ok(Status::Success)
     }
 
@@ -84,9 +84,8 @@ impl Processor {
                 _ => return Err(Exception::epcm_pf(secs, false)),
             }
         };
-        let mut tracking = enclave.tracking.try_lock().ok_or(Exception::Gp)?;
         // 4.
-        match tracking.etrack() {
+        match enclave.tracking.etrack().map_err(|_| Exception::Gp)? {
             Ok(()) => Ok(Status::Success),
             Err(_) => fail(ErrorCode::PrevTrkIncmpl),
         }
@@ -138,7 +137,7 @@ impl Processor {
                 if !entry.blocked {
                     return fail(ErrorCode::PageNotBlocked);
                 }
-                if !enclave.tracking.lock().is_tracked(entry.bepoch) {
+                if !enclave.tracking.is_tracked(entry.bepoch) {
                     return fail(ErrorCode::NotTracked);
                 }
                 (enclave.eid, enclave.eid)
@@ -174,7 +173,7 @@ impl Processor {
         // 11.
         if entry.is_child() {
             if let Some(enclave) = &entry.enclave {
-                enclave.remove_child();
+                enclave.remove_child(lp.id);
             }
         }
         *lock.entry() = EpcmEntry::default();
@@ -188,16 +187,24 @@ impl Processor {
     /// into the EPC, unblocked (spec §4.11).
     pub fn eldu(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Eldu);
-        self.load_page(mem, pageinfo, target, va_slot, false)
+        self.load_page(lp.id, mem, pageinfo, target, va_slot, false)
     }
 
     /// ELDB: as [`Processor::eldu`], but the reloaded child page comes back blocked.
     pub fn eldb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Eldb);
-        self.load_page(mem, pageinfo, target, va_slot, true)
+        self.load_page(lp.id, mem, pageinfo, target, va_slot, true)
     }
 
-    fn load_page(&self, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64, blocked: bool) -> LeafResult {
+    fn load_page(
+        &self,
+        lp: crate::lp::LpId,
+        mem: &mut dyn Memory,
+        pageinfo: u64,
+        target: u64,
+        va_slot: u64,
+        blocked: bool,
+    ) -> LeafResult {
         // 1.
         if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
             return Err(Exception::Gp);
@@ -255,7 +262,7 @@ impl Processor {
         let enclave = match (page_type, owner) {
             (PageType::Secs, _) => Some(Arc::new(Enclave::from_secs_page(&page, index))),
             (_, Some(owner)) => {
-                owner.add_child();
+                owner.add_child(lp);
                 self.epc.write(index, 0, &page[..]);
                 Some(owner)
             }

@@ -27,27 +27,27 @@ impl Processor {
         if !entry.valid {
             return Ok(Status::Success);
         }
-        let enclave = entry.enclave.clone();
+        let enclave = entry.enclave.as_ref();
         match entry.page_type {
             // 4.
             PageType::Va => {}
             PageType::Trim if !entry.modified => {}
             // 5.
             PageType::Secs => {
-                if enclave.as_ref().is_some_and(|e| e.child_count() > 0) {
+                if enclave.is_some_and(|e| e.child_count() > 0) {
                     return fail(ErrorCode::ChildPresent);
                 }
             }
             // 6. and 7.
             _ => {
-                if enclave.as_ref().is_some_and(|e| e.tracking.lock().anyone_inside()) {
+                if enclave.is_some_and(|e| e.tracking.anyone_inside()) {
                     return fail(ErrorCode::EnclaveAct);
                 }
             }
         }
         if entry.is_child() {
-            if let Some(e) = &enclave {
-                e.remove_child();
+            if let Some(e) = enclave {
+                e.remove_child(lp.id);
             }
         }
         *entry = EpcmEntry::default();

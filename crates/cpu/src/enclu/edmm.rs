@@ -103,7 +103,7 @@ impl Processor {
         }
         // 8.
         if let Some(captured) = entry.mod_epoch {
-            if !ctx.enclave.tracking.lock().is_tracked(captured) {
+            if !ctx.enclave.tracking.is_tracked(captured) {
                 return fail(ErrorCode::NotTracked);
             }
         }

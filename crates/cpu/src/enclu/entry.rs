@@ -119,7 +119,7 @@ impl Processor {
             saved_xcr0: lp.xcr0,
             saved_tf,
         };
-        enclave.tracking.lock().enter(lp.id);
+        enclave.tracking.enter(lp.id);
         if lp.osxsave {
             lp.xcr0 = p.attributes.xfrm;
         }
@@ -269,7 +269,7 @@ impl Processor {
             let _entry = self.epcm.entry(ctx.tcs_page);
             self.epc.write(ctx.tcs_page, 0, &0u64.to_le_bytes());
         }
-        ctx.enclave.tracking.lock().leave(lp.id);
+        ctx.enclave.tracking.leave(lp.id);
     }
 }
 
