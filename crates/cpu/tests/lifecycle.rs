@@ -109,3 +109,28 @@ fn ewb_eldu_round_trip() {
     assert_eq!(back, vec![0x11; PAGE_SIZE]);
     h.cpu.check_invariants().unwrap();
 }
+
+#[test]
+fn a_64_gib_epc_costs_only_the_pages_used() {
+    use std::sync::Arc;
+
+    use sgxemu_cpu::{PlatformConfig, PlatformSecrets, Processor, SparseEpc};
+
+    let config = PlatformConfig {
+        epc_size: 64 << 30,
+        secrets: Some(PlatformSecrets::from_seed([1; 16])),
+        ..PlatformConfig::default()
+    };
+    let storage = Arc::new(SparseEpc::new(config.epc_pages()));
+    let cpu = Processor::with_epc_memory(config, storage.clone()).unwrap();
+    assert_eq!(cpu.epc_pages(), 16 << 20);
+    let mut lp = cpu.new_lp();
+    let last = cpu.epc_addr(sgxemu_cpu::EpcIndex((16 << 20) - 1));
+    assert_eq!(cpu.epa(&mut lp, 3, last), Ok(()));
+    assert!(cpu.epcm_view(cpu.epc_index(last).unwrap()).valid);
+    assert_eq!(cpu.eremove(&mut lp, last), Ok(Status::Success));
+    // One 2 MiB chunk of page storage, not 64 GiB.
+    assert!(storage.allocated_bytes() <= 2 << 20, "{}", storage.allocated_bytes());
+    // Just past the end is not EPC.
+    assert_eq!(cpu.epa(&mut lp, 3, last + 4096), Err(Exception::epcm_pf(last + 4096, true)));
+}
