@@ -81,7 +81,8 @@ impl Processor {
             secrets,
             epc,
             next_eid: AtomicU64::new(1),
-            paging_version: AtomicU64::new(1),
+            // Start above 7: EDBGRD of a VA slot ignores the low three bits (spec §1.9).
+            paging_version: AtomicU64::new(8),
             next_lp: AtomicU32::new(0),
             pending_unmasked_events: AtomicU32::new(0),
         })
