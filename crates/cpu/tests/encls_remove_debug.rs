@@ -339,13 +339,15 @@ fn concurrent_eremove_and_edbgrd_only_see_allowed_outcomes() {
             let remover = s.spawn(move || {
                 let mut lp = cpu.new_lp();
                 let mut results = Vec::new();
-                // Retry while the page is busy (#GP), as a driver would; bounded.
-                for _ in 0..10_000 {
+                // Retry while the page is busy (#GP), as a driver would; bounded, and yielding
+                // so a preempted reader that holds the page can finish.
+                for _ in 0..100_000 {
                     let r = cpu.eremove(&mut lp, page);
                     results.push(r);
                     if r == Ok(Status::Success) {
                         break;
                     }
+                    thread::yield_now();
                 }
                 results
             });
