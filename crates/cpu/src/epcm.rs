@@ -112,13 +112,18 @@ pub(crate) struct LeafLock(AtomicU32);
 
 impl LeafLock {
     fn try_shared(&self) -> bool {
+        self.try_shared_or_state().is_ok()
+    }
+
+    /// As `try_shared`; on failure, the lock word that refused it.
+    fn try_shared_or_state(&self) -> Result<(), u32> {
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
             if cur & EXCLUSIVE != 0 || cur & SHARED_MASK == SHARED_MASK {
-                return false;
+                return Err(cur);
             }
             match self.0.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => return Ok(()),
                 Err(now) => cur = now,
             }
         }
@@ -126,6 +131,12 @@ impl LeafLock {
 
     fn try_exclusive(&self) -> bool {
         self.0.compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Exclusive for an SGX2 leaf (EMODT): SGX2_BUSY marks the holder, so EMODPR can tell an
+    /// SGX2 conflict (SGX_EPC_PAGE_CONFLICT) from an SGX1 one (#GP) (spec §0.4, §4.13 3–4).
+    fn try_exclusive_sgx2(&self) -> bool {
+        self.0.compare_exchange(0, EXCLUSIVE | SGX2_BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
     /// Marks an SGX2 leaf on a page already held shared by the caller.
@@ -214,6 +225,22 @@ impl Epcm {
         slot.lock.try_exclusive().then(|| PageLock { slot, exclusive: true, sgx2: false })
     }
 
+    /// Tries to take `index`'s leaf lock exclusive for an SGX2 leaf (EMODT).
+    pub(crate) fn try_exclusive_sgx2(&self, index: EpcIndex) -> Option<PageLock<'_>> {
+        let slot = self.slot(index);
+        slot.lock.try_exclusive_sgx2().then(|| PageLock { slot, exclusive: true, sgx2: false })
+    }
+
+    /// Tries to take `index`'s leaf lock shared; `Err(true)` if an SGX2 leaf holds it
+    /// exclusive, `Err(false)` for any other holder.
+    pub(crate) fn try_shared_vs_sgx2(&self, index: EpcIndex) -> Result<PageLock<'_>, bool> {
+        let slot = self.slot(index);
+        match slot.lock.try_shared_or_state() {
+            Ok(()) => Ok(PageLock { slot, exclusive: false, sgx2: false }),
+            Err(state) => Err(state & SGX2_BUSY != 0),
+        }
+    }
+
     /// Locks an entry without taking the leaf lock: for enclave-mode memory accesses, which
     /// hardware performs through cached translations rather than as leaves.
     pub(crate) fn entry(&self, index: EpcIndex) -> MutexGuard<'_, EpcmEntry> {
@@ -268,6 +295,25 @@ mod tests {
         assert!(epcm.try_exclusive(EpcIndex(1)).is_none());
         drop(b);
         assert!(epcm.try_exclusive(EpcIndex(1)).is_some());
+    }
+
+    #[test]
+    fn an_exclusive_sgx2_holder_is_told_apart_from_an_sgx1_one() {
+        let epcm = Epcm::new(1024);
+        let emodt = epcm.try_exclusive_sgx2(EpcIndex(2)).unwrap();
+        assert!(matches!(epcm.try_shared_vs_sgx2(EpcIndex(2)), Err(true)));
+        assert!(epcm.try_shared(EpcIndex(2)).is_none());
+        assert!(epcm.try_exclusive(EpcIndex(2)).is_none());
+        drop(emodt);
+        let ewb = epcm.try_exclusive(EpcIndex(2)).unwrap();
+        assert!(matches!(epcm.try_shared_vs_sgx2(EpcIndex(2)), Err(false)));
+        assert!(epcm.try_exclusive_sgx2(EpcIndex(2)).is_none());
+        drop(ewb);
+        let mut emodpr = epcm.try_shared_vs_sgx2(EpcIndex(2)).unwrap();
+        assert!(emodpr.try_sgx2());
+        assert!(epcm.try_exclusive_sgx2(EpcIndex(2)).is_none());
+        drop(emodpr);
+        assert!(epcm.try_exclusive_sgx2(EpcIndex(2)).is_some());
     }
 
     #[test]

@@ -103,14 +103,15 @@ impl Processor {
 }
 
 /// The per-entry rules: PENDING only on REG pages (not MODIFIED or PR); MODIFIED only on
-/// TCS/TRIM pages with no permissions; PR only on REG pages; a pending or tracked-change
-/// epoch exactly when PR or MODIFIED; no permissions on non-REG pages; W implies R.
+/// TCS/TRIM pages with no permissions; PR only on REG pages; a tracked-change epoch only
+/// with PR or MODIFIED (ELDU clears it and keeps PR/MODIFIED, spec §4.11 step 8); no
+/// permissions on non-REG pages; W implies R.
 fn check_state(page: EpcIndex, e: &crate::epcm::EpcmEntry) -> Result<(), InvariantViolation> {
     let reg = e.page_type == PageType::Reg;
     let ok = (!e.pending || (reg && !e.modified && !e.pr))
         && (!e.modified || (matches!(e.page_type, PageType::Tcs | PageType::Trim) && e.perms.is_empty() && !e.pr))
         && (!e.pr || (reg && !e.pending))
-        && (e.mod_epoch.is_some() == (e.pr || e.modified))
+        && (e.mod_epoch.is_none() || e.pr || e.modified)
         && (reg || e.perms.is_empty())
         && (!e.perms.contains(SecinfoFlags::W) || e.perms.contains(SecinfoFlags::R));
     if ok { Ok(()) } else { Err(InvariantViolation::StateMix { page, flags: e.secinfo_flags() }) }

@@ -27,8 +27,7 @@ pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
 /// `_IOW(0xA4, 0x00, struct sgx_enclave_create)`: create the enclave (ECREATE).
 pub const SGX_IOC_ENCLAVE_CREATE: u32 = ioc(IOC_WRITE, SGX_MAGIC, 0x00, size_of::<SgxEnclaveCreate>());
 /// `_IOWR(0xA4, 0x01, struct sgx_enclave_add_pages)`: EADD (and EEXTEND) pages before INIT.
-pub const SGX_IOC_ENCLAVE_ADD_PAGES: u32 =
-    ioc(IOC_WRITE | IOC_READ, SGX_MAGIC, 0x01, size_of::<SgxEnclaveAddPages>());
+pub const SGX_IOC_ENCLAVE_ADD_PAGES: u32 = ioc(IOC_WRITE | IOC_READ, SGX_MAGIC, 0x01, size_of::<SgxEnclaveAddPages>());
 /// `_IOW(0xA4, 0x02, struct sgx_enclave_init)`: EINIT.
 pub const SGX_IOC_ENCLAVE_INIT: u32 = ioc(IOC_WRITE, SGX_MAGIC, 0x02, size_of::<SgxEnclaveInit>());
 /// `_IOW(0xA4, 0x03, struct sgx_enclave_provision)`: allow PROVISIONKEY (between CREATE and INIT).

@@ -75,8 +75,12 @@ impl Processor {
         if crate::secinfo_reserved(&request) || (perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R)) {
             return Err(Exception::Gp);
         }
-        // 3.
-        let mut lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
+        // 3. (and 4. when the holder is EMODT, an SGX2 leaf holding the page exclusive)
+        let mut lock = match self.epcm.try_shared_vs_sgx2(index) {
+            Ok(lock) => lock,
+            Err(true) => return fail(ErrorCode::EpcPageConflict),
+            Err(false) => return Err(Exception::Gp),
+        };
         if !lock.entry().valid {
             return Err(Exception::epcm_pf(target, false));
         }
@@ -122,7 +126,7 @@ impl Processor {
         }
         let new_type = new_type.unwrap_or(PageType::Trim);
         // 3.
-        let Some(lock) = self.epcm.try_exclusive(index) else {
+        let Some(lock) = self.epcm.try_exclusive_sgx2(index) else {
             return fail(ErrorCode::EpcPageConflict);
         };
         let mut entry = lock.entry();

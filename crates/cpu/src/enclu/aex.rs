@@ -1,6 +1,8 @@
 //! Asynchronous Enclave Exit (spec §5.4): state into the SSA frame, synthetic state out.
 
-use sgxemu_arch::{Exinfo, ExitInfo, ExitType, GPRSGX_SIZE, Gprsgx, Miscselect, PAGE_SIZE, Tcs, Vector, xsave_size};
+use sgxemu_arch::{
+    Exinfo, ExitInfo, ExitType, GPRSGX_SIZE, Gprsgx, Miscselect, PAGE_SIZE, PfErrorCode, Tcs, Vector, xsave_size,
+};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::fault::Exception;
@@ -90,6 +92,13 @@ impl Processor {
         // 2. Save state.
         let xsave_len = xsave_size(p.attributes.xfrm);
         frame.write(0, &lp.xsave[..xsave_len]);
+        // XSAVE with RFBM = XFRM writes only the XSTATE_BV bits of XFRM: state the LP holds
+        // for features outside XFRM must not leak into the header ERESUME checks (spec §5.2).
+        let bv_offset = sgxemu_arch::XSTATE_BV_OFFSET;
+        let live_bv = u64::from_le_bytes(lp.xsave[bv_offset..bv_offset + 8].try_into().unwrap_or_default());
+        if live_bv & !p.attributes.xfrm != 0 {
+            frame.write(bv_offset as u64, &(live_bv & p.attributes.xfrm).to_le_bytes());
+        }
         let old: Gprsgx = frame.read_obj(gpr_offset);
         let (exitinfo, exinfo, report) = self.describe_event(&ctx.enclave.params.miscselect, event);
         let gpr = Gprsgx {
@@ -168,7 +177,8 @@ impl Processor {
         let exinfo = (gp_or_pf && exinfo_enabled).then(|| {
             let mut e = Exinfo::new_zeroed();
             e.maddr = if vector == Vector::Pf { addr } else { 0 };
-            e.errcd = error_code;
+            // #PF codes are reported with U/S forced to 1 (spec §1.5).
+            e.errcd = if vector == Vector::Pf { error_code | PfErrorCode::U.bits() } else { error_code };
             e
         });
         let cr2 = if vector == Vector::Pf { addr & !(PAGE_SIZE as u64 - 1) } else { 0 };

@@ -148,18 +148,28 @@ impl Processor {
         lp.stats.count_enclu(Enclu::Eacceptcopy);
         let ctx = Self::context(lp)?;
         let (secinfo_la, dest_la, src_la) = (regs.rbx, regs.rcx, regs.rdx);
-        // 1.
-        if src_la % PAGE_SIZE as u64 != 0 || !ctx.enclave.params.contains(src_la) {
+        // 1. All alignment and ELRANGE checks (#GP), then the translations in operand order
+        // (#PF), then the SECINFO page's EPCM checks (#PF(RBX)).
+        let elrange = &ctx.enclave.params;
+        let page = PAGE_SIZE as u64;
+        if secinfo_la % Secinfo::ALIGN as u64 != 0 || dest_la % page != 0 || src_la % page != 0 {
             return Err(Exception::Gp);
         }
-        let secinfo = self.secinfo_operand(ctx, pt, secinfo_la)?;
-        let dest = self.target_operand(ctx, pt, dest_la, AccessKind::Write)?;
+        if !elrange.contains(secinfo_la) || !elrange.contains(dest_la) || !elrange.contains(src_la) {
+            return Err(Exception::Gp);
+        }
+        let secinfo_page = self.translate_operand(pt, secinfo_la, AccessKind::Read)?;
+        let dest = self.translate_operand(pt, dest_la, AccessKind::Write)?;
         let src = self.translate_operand(pt, src_la, AccessKind::Read)?;
-        // 2.
+        if !super::is_own_reg_page(&self.epcm.entry(secinfo_page), ctx, secinfo_la, Need::Read) {
+            return Err(Exception::epcm_pf(secinfo_la, false));
+        }
+        let secinfo: Secinfo = self.read_epc_obj(secinfo_page, secinfo_la);
+        // 2. (PENDING/MODIFIED/PR count as reserved outside EACCEPT, spec §1.7.)
         let flags = secinfo.flags();
         let perms = flags & SecinfoFlags::PERM_MASK;
         let w_without_r = perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R);
-        if secinfo.has_reserved_bits() || w_without_r || flags.page_type() != Some(PageType::Reg) {
+        if crate::secinfo_reserved(&secinfo) || w_without_r || flags.page_type() != Some(PageType::Reg) {
             return Err(Exception::Gp);
         }
         // 3.
@@ -198,12 +208,21 @@ impl Processor {
         lp.stats.count_enclu(Enclu::Emodpe);
         let ctx = Self::context(lp)?;
         let (secinfo_la, target_la) = (regs.rbx, regs.rcx);
-        // 1.
-        if target_la % PAGE_SIZE as u64 != 0 || !ctx.enclave.params.contains(target_la) {
+        // 1. Alignment and ELRANGE (#GP), the translations in operand order (#PF), then the
+        // SECINFO page's EPCM checks (#PF(RBX)).
+        let elrange = &ctx.enclave.params;
+        if secinfo_la % Secinfo::ALIGN as u64 != 0 || target_la % PAGE_SIZE as u64 != 0 {
             return Err(Exception::Gp);
         }
-        let secinfo = self.secinfo_operand(ctx, pt, secinfo_la)?;
+        if !elrange.contains(secinfo_la) || !elrange.contains(target_la) {
+            return Err(Exception::Gp);
+        }
+        let secinfo_page = self.translate_operand(pt, secinfo_la, AccessKind::Read)?;
         let index = self.translate_operand(pt, target_la, AccessKind::Read)?;
+        if !super::is_own_reg_page(&self.epcm.entry(secinfo_page), ctx, secinfo_la, Need::Read) {
+            return Err(Exception::epcm_pf(secinfo_la, false));
+        }
+        let secinfo: Secinfo = self.read_epc_obj(secinfo_page, secinfo_la);
         // 2.
         if crate::secinfo_reserved(&secinfo) {
             return Err(Exception::Gp);
