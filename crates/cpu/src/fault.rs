@@ -31,6 +31,14 @@ impl Exception {
         Exception::Pf { addr, code }
     }
 
+    /// An EPCM-induced #PF raised by an ENCLU leaf: user mode, so U/S is set as well.
+    pub fn epcm_pf_user(addr: u64, write: bool) -> Self {
+        match Self::epcm_pf(addr, write) {
+            Exception::Pf { addr, code } => Exception::Pf { addr, code: code | PfErrorCode::U },
+            other => other,
+        }
+    }
+
     /// The vector this exception is delivered on.
     pub fn vector(&self) -> Vector {
         match self {

@@ -623,7 +623,7 @@ fn leaves_meeting_an_ewb_in_progress() {
     );
     assert_eq!(eenter, SUCCESS);
     let mut regs = Regs::default();
-    assert_eq!(h.eenter(&mut regs, e.tcs, AEP), Err(Exception::epcm_pf(e.tcs, true)), "TCS evicted");
+    assert_eq!(h.eenter(&mut regs, e.tcs, AEP), Err(Exception::epcm_pf_user(e.tcs, true)), "TCS evicted");
     h.cpu.check_invariants().unwrap();
 }
 

@@ -662,7 +662,7 @@ fn emodt_allowed_transitions_set_modified_and_clear_rwx_and_pr() {
     assert_eq!(view(&h, ssa).flags, F::MODIFIED.with_page_type(PageType::Trim));
     // Modified pages are no longer usable: the new TCS cannot be entered, data faults.
     let mut regs = Regs::default();
-    assert_eq!(h.eenter(&mut regs, e.threads[1], AEP), Err(pf(e.threads[1], true)));
+    assert_eq!(h.eenter(&mut regs, e.threads[1], AEP), Err(Exception::epcm_pf_user(e.threads[1], true)));
     let inside = enter(&h, e.tcs);
     let la = e.base + layout::RODATA;
     assert_eq!(access(&h, &inside, la, AccessKind::Read), Err(access_pf(la, AccessKind::Read)));
@@ -741,7 +741,7 @@ fn reg_to_tcs_via_emodt_then_eenter_on_the_new_tcs() {
     exit(&h, inside);
     assert_eq!(emodt(&mut h, tcs_page, PageType::Tcs), Ok(Status::Success));
     let mut regs = Regs::default();
-    assert_eq!(h.eenter(&mut regs, tcs_la, AEP), Err(pf(tcs_la, true)), "not yet accepted");
+    assert_eq!(h.eenter(&mut regs, tcs_la, AEP), Err(Exception::epcm_pf_user(tcs_la, true)), "not yet accepted");
     assert_eq!(h.cpu.etrack(&mut h.lp, e.secs), Ok(Status::Success));
     let mut inside = enter(&h, e.tcs);
     assert_eq!(eaccept(&h, &e, &mut inside, tcs_la, F::MODIFIED.with_page_type(PageType::Tcs)), Ok(Status::Success));

@@ -165,7 +165,7 @@ fn assert_key_untouched(h: &Harness, e: &TestEnclave, case: &str) {
 }
 
 fn sgx_pf(addr: u64, write: bool) -> Exception {
-    Exception::epcm_pf(addr, write)
+    Exception::epcm_pf_user(addr, write)
 }
 
 fn eaug(h: &mut Harness, e: &TestEnclave, la: u64) -> u64 {

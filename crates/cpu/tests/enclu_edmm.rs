@@ -203,7 +203,7 @@ fn flags_of(h: &Harness, epc: u64) -> SecinfoFlags {
 }
 
 fn sgx_pf(addr: u64, write: bool) -> Exception {
-    Exception::epcm_pf(addr, write)
+    Exception::epcm_pf_user(addr, write)
 }
 
 fn pf(addr: u64, code: PfErrorCode) -> Exception {

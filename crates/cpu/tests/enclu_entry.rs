@@ -263,7 +263,7 @@ fn xfrm7_enclave(h: &mut Harness) -> TestEnclave {
 }
 
 fn sgx_pf(addr: u64, write: bool) -> Exception {
-    Exception::epcm_pf(addr, write)
+    Exception::epcm_pf_user(addr, write)
 }
 
 fn pf(addr: u64, code: PfErrorCode) -> Exception {

@@ -74,7 +74,7 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 5.
-        let target_fault = || Exception::epcm_pf(target_la, false);
+        let target_fault = || Exception::epcm_pf_user(target_la, false);
         {
             let e = self.epcm.entry(index);
             let ok = e.valid && !e.blocked && e.is_child() && e.owned_by(&ctx.enclave);
@@ -162,7 +162,7 @@ impl Processor {
         let dest = self.translate_operand(pt, dest_la, AccessKind::Write)?;
         let src = self.translate_operand(pt, src_la, AccessKind::Read)?;
         if !super::is_own_reg_page(&self.epcm.entry(secinfo_page), ctx, secinfo_la, Need::Read) {
-            return Err(Exception::epcm_pf(secinfo_la, false));
+            return Err(Exception::epcm_pf_user(secinfo_la, false));
         }
         let secinfo: Secinfo = self.read_epc_obj(secinfo_page, secinfo_la);
         // 2. (PENDING/MODIFIED/PR count as reserved outside EACCEPT, spec §1.7.)
@@ -174,7 +174,7 @@ impl Processor {
         }
         // 3.
         if !super::is_own_reg_page(&self.epcm.entry(src), ctx, src_la, Need::Read) {
-            return Err(Exception::epcm_pf(src_la, false));
+            return Err(Exception::epcm_pf_user(src_la, false));
         }
         // 4.
         let dest_ok = |e: &crate::epcm::EpcmEntry| {
@@ -220,7 +220,7 @@ impl Processor {
         let secinfo_page = self.translate_operand(pt, secinfo_la, AccessKind::Read)?;
         let index = self.translate_operand(pt, target_la, AccessKind::Read)?;
         if !super::is_own_reg_page(&self.epcm.entry(secinfo_page), ctx, secinfo_la, Need::Read) {
-            return Err(Exception::epcm_pf(secinfo_la, false));
+            return Err(Exception::epcm_pf_user(secinfo_la, false));
         }
         let secinfo: Secinfo = self.read_epc_obj(secinfo_page, secinfo_la);
         // 2.
@@ -239,7 +239,7 @@ impl Processor {
         };
         let mut lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
         if !target_ok(&lock.entry()) {
-            return Err(Exception::epcm_pf(target_la, false));
+            return Err(Exception::epcm_pf_user(target_la, false));
         }
         if !lock.try_sgx2() {
             return Err(Exception::Gp);

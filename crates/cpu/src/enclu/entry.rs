@@ -171,7 +171,7 @@ impl Processor {
                 && !e.modified;
             match (&e.enclave, ok) {
                 (Some(enclave), true) => enclave.clone(),
-                _ => return Err(Exception::epcm_pf(tcs_la, true)),
+                _ => return Err(Exception::epcm_pf_user(tcs_la, true)),
             }
         };
         let mut tcs = Tcs::new_zeroed();
@@ -232,7 +232,7 @@ impl Processor {
                     && e.page_type == PageType::Reg
                     && e.owned_by(enclave)
                     && e.perms.contains(sgxemu_arch::SecinfoFlags::R | sgxemu_arch::SecinfoFlags::W);
-                if ok { Ok((la, index)) } else { Err(Exception::epcm_pf(la, true)) }
+                if ok { Ok((la, index)) } else { Err(Exception::epcm_pf_user(la, true)) }
             })
             .collect()
     }

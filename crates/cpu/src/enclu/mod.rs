@@ -39,7 +39,7 @@ impl Processor {
         kind: AccessKind,
     ) -> Result<EpcIndex, Exception> {
         let pa = walk(pt, la, kind)?;
-        self.epc_index(pa).ok_or_else(|| Exception::epcm_pf(la, kind == AccessKind::Write))
+        self.epc_index(pa).ok_or_else(|| Exception::epcm_pf_user(la, kind == AccessKind::Write))
     }
 
     /// An operand that must be a regular page of the current enclave at its own address,
@@ -56,7 +56,7 @@ impl Processor {
         let index = self.translate_operand(pt, la, kind)?;
         let entry = self.epcm.entry(index);
         if !is_own_reg_page(&entry, ctx, la, need) {
-            return Err(Exception::epcm_pf(la, need != Need::Read));
+            return Err(Exception::epcm_pf_user(la, need != Need::Read));
         }
         Ok(index)
     }
