@@ -453,7 +453,7 @@ fn eenter_on_blocked_tcs_is_pf() {
     let (mut h, e, _) = setup();
     assert_eq!(h.cpu.eblock(&mut h.lp, tcs_page(&e)), Ok(Status::Success));
     let mut regs = Regs::default();
-    assert_eq!(h.eenter(&mut regs, e.tcs, AEP), Err(pf(e.tcs, true)));
+    assert_eq!(h.eenter(&mut regs, e.tcs, AEP), Err(Exception::epcm_pf_user(e.tcs, true)));
     assert!(!h.lp.in_enclave());
 }
 
@@ -463,7 +463,7 @@ fn eenter_with_blocked_ssa_page_is_pf() {
     let ssa_la = e.base + layout::SSA;
     assert_eq!(h.cpu.eblock(&mut h.lp, e.pages[&ssa_la]), Ok(Status::Success));
     let mut regs = Regs::default();
-    assert_eq!(h.eenter(&mut regs, e.tcs, AEP), Err(pf(ssa_la, true)));
+    assert_eq!(h.eenter(&mut regs, e.tcs, AEP), Err(Exception::epcm_pf_user(ssa_la, true)));
     assert!(!h.lp.in_enclave());
 }
 
