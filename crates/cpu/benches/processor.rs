@@ -29,6 +29,9 @@ fn timed(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
+/// A benchmark: `(runs, quick) -> row`.
+type Bench = fn(usize, bool) -> Row;
+
 struct Row {
     name: &'static str,
     ours: String,
@@ -44,7 +47,7 @@ fn main() {
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let runs = if quick { 2 } else { 5 };
-    let benches: [(&str, fn(usize, bool) -> Row); 4] = [
+    let benches: [(&str, Bench); 4] = [
         ("measurement", measurement),
         ("paging", paging),
         ("lifecycle-1", lifecycle_one),

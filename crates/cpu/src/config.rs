@@ -89,11 +89,11 @@ impl PlatformConfig {
     /// Checks every field; a processor is only built from a valid configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let page = PAGE_SIZE as u64;
-        if self.epc_size == 0 || self.epc_size % page != 0 || self.epc_size > MAX_EPC_SIZE {
+        if self.epc_size == 0 || !self.epc_size.is_multiple_of(page) || self.epc_size > MAX_EPC_SIZE {
             return Err(ConfigError::EpcSize { size: self.epc_size });
         }
         let end = self.epc_base.checked_add(self.epc_size);
-        if self.epc_base % page != 0 || end.is_none_or(|end| end > 1 << 52) {
+        if !self.epc_base.is_multiple_of(page) || end.is_none_or(|end| end > 1 << 52) {
             return Err(ConfigError::EpcBase { base: self.epc_base });
         }
         if self.xfrm & 0x3 != 0x3 || !sgxemu_arch::xfrm_is_consistent(self.xfrm) {

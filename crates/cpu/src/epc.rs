@@ -96,7 +96,7 @@ impl EpcMemory for SparseEpc {
             buf.fill(0);
             return;
         };
-        if offset % 8 == 0 && buf.len() % 8 == 0 {
+        if offset.is_multiple_of(8) && buf.len().is_multiple_of(8) {
             // Whole words: plain loads, no per-byte work.
             for (chunk, word) in buf.chunks_exact_mut(8).zip(&words[offset / 8..]) {
                 chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
@@ -117,7 +117,7 @@ impl EpcMemory for SparseEpc {
 
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]) {
         let words = self.page(page);
-        if offset % 8 == 0 && data.len() % 8 == 0 {
+        if offset.is_multiple_of(8) && data.len().is_multiple_of(8) {
             for (chunk, word) in data.chunks_exact(8).zip(&words[offset / 8..]) {
                 word.store(u64::from_le_bytes(chunk.try_into().expect("eight bytes")), Ordering::Relaxed);
             }
@@ -200,6 +200,6 @@ mod tests {
     fn byte_masks_cover_exactly_the_range() {
         assert_eq!(byte_mask(0, 8), u64::MAX);
         assert_eq!(byte_mask(0, 1), 0xFF);
-        assert_eq!(byte_mask(3, 5), 0xFFFF_0000_00);
+        assert_eq!(byte_mask(3, 5), 0x00FF_FF00_0000);
     }
 }

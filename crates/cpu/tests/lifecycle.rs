@@ -64,7 +64,7 @@ fn eaug_eaccept_trim_remove() {
     };
     let reg = |f: SecinfoFlags| f.with_page_type(PageType::Reg);
     write_secinfo(&mut h, reg(SecinfoFlags::R | SecinfoFlags::W | SecinfoFlags::PENDING));
-    assert_eq!(h.cpu.check_access(&h.lp, &h.pt, la, AccessKind::Read).unwrap_err().is_sgx_pf(), true);
+    assert!(h.cpu.check_access(&h.lp, &h.pt, la, AccessKind::Read).unwrap_err().is_sgx_pf());
     regs.rbx = secinfo_la;
     regs.rcx = la;
     assert_eq!(h.cpu.eaccept(&mut h.lp, &mut regs, &h.pt), Ok(Status::Success));

@@ -25,13 +25,13 @@ impl Processor {
     pub fn ecreate(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Ecreate);
         // 1.
-        if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !pageinfo.is_multiple_of(Pageinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, true)?;
         // 2.
         let info: Pageinfo = self.read_operand(mem, pageinfo)?;
-        if info.srcpge % PAGE_SIZE as u64 != 0 || info.secinfo % Secinfo::ALIGN as u64 != 0 {
+        if !info.srcpge.is_multiple_of(PAGE_SIZE as u64) || !info.secinfo.is_multiple_of(Secinfo::ALIGN as u64) {
             return Err(Exception::Gp);
         }
         if info.linaddr != 0 || info.secs != 0 {
@@ -120,17 +120,17 @@ impl Processor {
     pub fn eadd(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Eadd);
         // 1.
-        if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !pageinfo.is_multiple_of(Pageinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, true)?;
         // 2.
         let info: Pageinfo = self.read_operand(mem, pageinfo)?;
-        let page_aligned = |a: u64| a % PAGE_SIZE as u64 == 0;
+        let page_aligned = |a: u64| a.is_multiple_of(PAGE_SIZE as u64);
         if !page_aligned(info.srcpge) || !page_aligned(info.secs) || !page_aligned(info.linaddr) {
             return Err(Exception::Gp);
         }
-        if info.secinfo % Secinfo::ALIGN as u64 != 0 {
+        if !info.secinfo.is_multiple_of(Secinfo::ALIGN as u64) {
             return Err(Exception::Gp);
         }
         let secs_index = self.epc_operand(info.secs, false)?;
@@ -205,12 +205,12 @@ impl Processor {
     pub fn eextend(&self, lp: &mut Lp, secs: u64, chunk: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Eextend);
         // 1.
-        if secs % PAGE_SIZE as u64 != 0 {
+        if !secs.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let secs_index = self.epc_operand(secs, false)?;
         // 2.
-        if chunk % EEXTEND_CHUNK_SIZE as u64 != 0 {
+        if !chunk.is_multiple_of(EEXTEND_CHUNK_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(chunk, false)?;
@@ -245,10 +245,10 @@ impl Processor {
     pub fn einit(&self, lp: &mut Lp, mem: &mut dyn Memory, sigstruct: u64, secs: u64, token: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Einit);
         // 1.
-        if sigstruct % Sigstruct::ALIGN as u64 != 0 || secs % PAGE_SIZE as u64 != 0 {
+        if !sigstruct.is_multiple_of(Sigstruct::ALIGN as u64) || !secs.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
-        if token % Einittoken::ALIGN as u64 != 0 {
+        if !token.is_multiple_of(Einittoken::ALIGN as u64) {
             return Err(Exception::Gp);
         }
         let secs_index = self.epc_operand(secs, false)?;

@@ -20,13 +20,13 @@ impl Processor {
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Eaug);
         // 1.
-        if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !pageinfo.is_multiple_of(Pageinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, true)?;
         // 2.
         let info: Pageinfo = self.read_operand(mem, pageinfo)?;
-        if info.secs % PAGE_SIZE as u64 != 0 || info.linaddr % PAGE_SIZE as u64 != 0 {
+        if !info.secs.is_multiple_of(PAGE_SIZE as u64) || !info.linaddr.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         if info.srcpge != 0 || info.secinfo != 0 {
@@ -65,7 +65,7 @@ impl Processor {
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Emodpr);
         // 1.
-        if secinfo % Secinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !secinfo.is_multiple_of(Secinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, false)?;
@@ -114,7 +114,7 @@ impl Processor {
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Emodt);
         // 1.
-        if secinfo % Secinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !secinfo.is_multiple_of(Secinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, false)?;

@@ -21,7 +21,7 @@ impl Processor {
     /// EPA (RBX = PT_VA, RCX = EPC page): makes an empty version-array page (spec §4.9).
     pub fn epa(&self, lp: &mut Lp, rbx: u64, target: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Epa);
-        if rbx != EPA_RBX || target % PAGE_SIZE as u64 != 0 {
+        if rbx != EPA_RBX || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, true)?;
@@ -39,7 +39,7 @@ impl Processor {
     pub fn eblock(&self, lp: &mut Lp, target: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Eblock);
         // 1.
-        if target % PAGE_SIZE as u64 != 0 {
+        if !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, false)?;
@@ -71,7 +71,7 @@ impl Processor {
     pub fn etrack(&self, lp: &mut Lp, secs: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Etrack);
         // 1.
-        if secs % PAGE_SIZE as u64 != 0 {
+        if !secs.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(secs, false)?;
@@ -96,11 +96,11 @@ impl Processor {
     pub fn ewb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Ewb);
         // 1.
-        if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !pageinfo.is_multiple_of(Pageinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, false)?;
-        if va_slot % VA_SLOT_SIZE as u64 != 0 {
+        if !va_slot.is_multiple_of(VA_SLOT_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let va_index = self.epc_operand(va_slot, true)?;
@@ -112,7 +112,7 @@ impl Processor {
         if info.linaddr != 0 || info.secs != 0 {
             return Err(Exception::Gp);
         }
-        if info.secinfo % Pcmd::ALIGN as u64 != 0 || info.srcpge % PAGE_SIZE as u64 != 0 {
+        if !info.secinfo.is_multiple_of(Pcmd::ALIGN as u64) || !info.srcpge.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         // 3.
@@ -171,10 +171,10 @@ impl Processor {
         let old = self.read_va_slot(va_index, va_slot);
         self.epc.write(va_index, slot_offset(va_slot), &version.to_le_bytes());
         // 11.
-        if entry.is_child() {
-            if let Some(enclave) = &entry.enclave {
-                enclave.remove_child(lp.id);
-            }
+        if entry.is_child()
+            && let Some(enclave) = &entry.enclave
+        {
+            enclave.remove_child(lp.id);
         }
         *lock.entry() = EpcmEntry::default();
         if old != 0 {
@@ -206,17 +206,17 @@ impl Processor {
         blocked: bool,
     ) -> LeafResult {
         // 1.
-        if pageinfo % Pageinfo::ALIGN as u64 != 0 || target % PAGE_SIZE as u64 != 0 {
+        if !pageinfo.is_multiple_of(Pageinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, true)?;
-        if va_slot % VA_SLOT_SIZE as u64 != 0 {
+        if !va_slot.is_multiple_of(VA_SLOT_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let va_index = self.epc_operand(va_slot, true)?;
         // 2.
         let info: Pageinfo = self.read_operand(mem, pageinfo)?;
-        if info.secinfo % Pcmd::ALIGN as u64 != 0 || info.srcpge % PAGE_SIZE as u64 != 0 {
+        if !info.secinfo.is_multiple_of(Pcmd::ALIGN as u64) || !info.srcpge.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let lock = self.epcm.try_exclusive(index).ok_or(Exception::Gp)?;
@@ -233,7 +233,7 @@ impl Processor {
         // 5.
         let is_child = matches!(page_type, Some(PageType::Reg | PageType::Tcs | PageType::Trim));
         let (_secs_lock, owner) = if is_child {
-            if info.secs % PAGE_SIZE as u64 != 0 {
+            if !info.secs.is_multiple_of(PAGE_SIZE as u64) {
                 return Err(Exception::Gp);
             }
             let secs_index = self.epc_operand(info.secs, false)?;

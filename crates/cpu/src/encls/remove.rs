@@ -16,7 +16,7 @@ impl Processor {
     pub fn eremove(&self, lp: &mut Lp, target: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Eremove);
         // 1.
-        if target % PAGE_SIZE as u64 != 0 {
+        if !target.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(target, true)?;
@@ -45,10 +45,10 @@ impl Processor {
                 }
             }
         }
-        if entry.is_child() {
-            if let Some(e) = enclave {
-                e.remove_child(lp.id);
-            }
+        if entry.is_child()
+            && let Some(e) = enclave
+        {
+            e.remove_child(lp.id);
         }
         *entry = EpcmEntry::default();
         Ok(Status::Success)
@@ -97,7 +97,7 @@ impl Processor {
         write: bool,
     ) -> Result<Result<(crate::epc::EpcIndex, usize, EpcmEntry), Status>, Exception> {
         // 1.
-        if addr % width as u64 != 0 {
+        if !addr.is_multiple_of(width as u64) {
             return Err(Exception::Gp);
         }
         let index = self.epc_operand(addr, write)?;

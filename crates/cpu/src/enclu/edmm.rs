@@ -17,7 +17,7 @@ impl Processor {
     /// The SECINFO operand of EACCEPT/EACCEPTCOPY/EMODPE (step 1 of each): 64-byte aligned,
     /// in ELRANGE (#GP), a readable regular page of this enclave (#PF).
     fn secinfo_operand(&self, ctx: &EnclaveContext, pt: &dyn PageTable, la: u64) -> Result<Secinfo, Exception> {
-        if la % Secinfo::ALIGN as u64 != 0 || !ctx.enclave.params.contains(la) {
+        if !la.is_multiple_of(Secinfo::ALIGN as u64) || !ctx.enclave.params.contains(la) {
             return Err(Exception::Gp);
         }
         let page = self.own_reg_page(ctx, pt, la, Need::Read)?;
@@ -32,7 +32,7 @@ impl Processor {
         la: u64,
         kind: AccessKind,
     ) -> Result<EpcIndex, Exception> {
-        if la % PAGE_SIZE as u64 != 0 || !ctx.enclave.params.contains(la) {
+        if !la.is_multiple_of(PAGE_SIZE as u64) || !ctx.enclave.params.contains(la) {
             return Err(Exception::Gp);
         }
         self.translate_operand(pt, la, kind)
@@ -102,10 +102,10 @@ impl Processor {
             return fail(ErrorCode::PageAttributesMismatch);
         }
         // 8.
-        if let Some(captured) = entry.mod_epoch {
-            if !ctx.enclave.tracking.is_tracked(captured) {
-                return fail(ErrorCode::NotTracked);
-            }
+        if let Some(captured) = entry.mod_epoch
+            && !ctx.enclave.tracking.is_tracked(captured)
+        {
+            return fail(ErrorCode::NotTracked);
         }
         // 9.
         if entry.page_type == PageType::Tcs && !self.new_tcs_ok(index, ctx) {

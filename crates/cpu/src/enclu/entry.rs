@@ -151,7 +151,7 @@ impl Processor {
     /// Checks 2–9 of EENTER/ERESUME.
     fn entry_checks(&self, lp: &Lp, tcs_la: u64, aep: u64, pt: &dyn PageTable) -> Result<Entry, Exception> {
         // 2.
-        if tcs_la % PAGE_SIZE as u64 != 0 {
+        if !tcs_la.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
         }
         let tcs_page = self.translate_operand(pt, tcs_la, AccessKind::Write)?;
@@ -178,7 +178,7 @@ impl Processor {
         self.epc.read(tcs_page, 0, &mut tcs.as_mut_bytes()[..TCS_FIELDS]);
         let p = &enclave.params;
         // 5.
-        let aligned = |v: u64| v % PAGE_SIZE as u64 == 0;
+        let aligned = |v: u64| v.is_multiple_of(PAGE_SIZE as u64);
         if !aligned(tcs.ossa) || !aligned(tcs.ofsbase) || !aligned(tcs.ogsbase) {
             return Err(Exception::Gp);
         }

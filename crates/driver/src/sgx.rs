@@ -1,0 +1,179 @@
+//! The driver as a whole (the kernel's SGX subsystem): the processor, the EPC allocator, the
+//! platform services, and the device nodes' `open`.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sgxemu_arch::{AttributesFlags, Miscselect};
+use sgxemu_cpu::{EpcIndex, Processor};
+
+use crate::encl::Encl;
+use crate::encls::Cpu;
+use crate::epc::{EpcPool, NR_LOW_PAGES, NR_TO_SCAN};
+use crate::errno::{Errno, KResult};
+use crate::os::{Platform, Task};
+
+/// The SGX driver of one machine: `/dev/sgx_enclave` and `/dev/sgx_provision`.
+pub struct Sgx {
+    pub(crate) processor: Arc<Processor>,
+    pub(crate) pool: EpcPool,
+    pub(crate) platform: Arc<dyn Platform>,
+    /// Attribute bits SIGSTRUCT may not ask for (`sgx_attributes_reserved_mask`).
+    pub(crate) attributes_reserved: u64,
+    /// MISCSELECT bits SIGSTRUCT may not ask for.
+    pub(crate) misc_reserved: u64,
+    /// XFRM bits SIGSTRUCT may not ask for.
+    pub(crate) xfrm_reserved: u64,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Sgx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sgx").field("free_pages", &self.pool.nr_free()).finish_non_exhaustive()
+    }
+}
+
+/// Why the driver did not load (the kernel then registers no `/dev/sgx_enclave`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitError {
+    /// The native driver requires flexible launch control.
+    #[error("the emulated part has no flexible launch control; /dev/sgx_enclave needs it")]
+    NoLaunchControl,
+}
+
+impl Sgx {
+    /// Loads the driver on `processor`: every EPC page starts free (the kernel's sanitization
+    /// with EREMOVE finds a fresh EPC empty).
+    pub fn new(processor: Arc<Processor>, platform: Arc<dyn Platform>) -> Result<Arc<Sgx>, InitError> {
+        let config = processor.config();
+        if !config.flexible_launch_control {
+            return Err(InitError::NoLaunchControl);
+        }
+        let [attr_lo, attr_hi, xfrm_lo, xfrm_hi] = config.cpuid_leaf12(1);
+        let settable_attributes = u64::from(attr_lo) | u64::from(attr_hi) << 32;
+        let settable_xfrm = u64::from(xfrm_lo) | u64::from(xfrm_hi) << 32;
+        let misc = u64::from(config.cpuid_leaf12(0)[1]);
+        Ok(Arc::new(Sgx {
+            pool: EpcPool::new(processor.epc_pages()),
+            attributes_reserved: !settable_attributes | sgxemu_uapi::SGX_ATTR_RESERVED_MASK,
+            misc_reserved: !misc | sgxemu_uapi::SGX_MISC_RESERVED_MASK,
+            // The OS has XSAVE enabled: the part's XFRM mask decides.
+            xfrm_reserved: !settable_xfrm,
+            processor,
+            platform,
+            warnings: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The processor the driver runs on.
+    pub fn processor(&self) -> &Arc<Processor> {
+        &self.processor
+    }
+
+    /// A logical processor for kernel work (each thread that enters the driver owns one).
+    pub fn new_cpu(&self) -> Cpu {
+        Cpu::new(&self.processor)
+    }
+
+    /// `open("/dev/sgx_enclave")`: a new, empty enclave object.
+    pub fn open_enclave(self: &Arc<Self>) -> Arc<Encl> {
+        Arc::new_cyclic(|weak| Encl::new(self.clone(), weak.clone()))
+    }
+
+    /// True if the part has the SGX2 leaves.
+    pub fn sgx2(&self) -> bool {
+        self.processor.config().sgx2
+    }
+
+    /// Free EPC pages.
+    pub fn free_pages(&self) -> usize {
+        self.pool.nr_free()
+    }
+
+    /// Kernel warnings so far (WARN_ON and "EPC page was leaked" messages). A correct run
+    /// has none.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().clone()
+    }
+
+    pub(crate) fn warn(&self, message: String) {
+        self.warnings.lock().push(message);
+    }
+
+    pub(crate) fn epc_addr(&self, page: EpcIndex) -> u64 {
+        self.processor.epc_addr(page)
+    }
+
+    /// `sgx_alloc_epc_page(reclaim)`: a free page, or with `reclaim` run reclaim batches until
+    /// one frees up. ENOMEM if nothing is reclaimable, EBUSY without `reclaim`,
+    /// ERESTARTSYS on a pending signal.
+    pub(crate) fn alloc_epc(&self, cpu: &mut Cpu, reclaim: bool, task: Option<&dyn Task>) -> KResult<EpcIndex> {
+        let result = loop {
+            if let Some(page) = self.pool.take_free() {
+                break Ok(page);
+            }
+            if !self.pool.has_reclaimable() {
+                break Err(Errno::ENOMEM);
+            }
+            if !reclaim {
+                break Err(Errno::EBUSY);
+            }
+            if task.is_some_and(|t| t.signal_pending()) {
+                break Err(Errno::ERESTARTSYS);
+            }
+            crate::reclaim::reclaim_pages(self, cpu, NR_TO_SCAN);
+        };
+        if self.pool.should_reclaim(NR_LOW_PAGES) {
+            self.platform.wake_reclaimer();
+        }
+        result
+    }
+
+    /// `sgx_reclaim_direct`: one batch if free pages are low.
+    pub(crate) fn reclaim_direct(&self, cpu: &mut Cpu) {
+        if self.pool.should_reclaim(NR_LOW_PAGES) {
+            crate::reclaim::reclaim_pages(self, cpu, NR_TO_SCAN);
+        }
+    }
+
+    /// `sgx_encl_free_epc_page`: EREMOVE and return the page; a failing EREMOVE leaks it
+    /// with the kernel's warning.
+    pub(crate) fn free_epc(&self, cpu: &mut Cpu, page: EpcIndex) {
+        if self.pool.is_tracked(page) {
+            self.warn(format!("freeing EPC page {page:?} still tracked by the reclaimer"));
+        }
+        match cpu.eremove(&self.processor, self.epc_addr(page)) {
+            Ok(()) => self.pool.put_free(page),
+            Err(e) => self.warn(format!("EREMOVE returned {e:?} and an EPC page was leaked")),
+        }
+    }
+
+    /// ksgxd's loop body: reclaim while below the high watermark. Returns pages reclaimed.
+    pub fn ksgxd_run(&self, cpu: &mut Cpu) -> usize {
+        let before = self.pool.nr_free();
+        while self.pool.should_reclaim(crate::epc::NR_HIGH_PAGES) {
+            if crate::reclaim::reclaim_pages(self, cpu, NR_TO_SCAN) == 0 {
+                break;
+            }
+        }
+        self.pool.nr_free().saturating_sub(before)
+    }
+
+    /// Whether ksgxd has work (below the high watermark with something reclaimable).
+    pub fn ksgxd_should_run(&self) -> bool {
+        self.pool.should_reclaim(crate::epc::NR_HIGH_PAGES)
+    }
+}
+
+/// Attributes every enclave may have without a token (`SGX_ATTR_UNPRIV_MASK`).
+pub(crate) const UNPRIV_ATTRIBUTES: u64 = sgxemu_uapi::SGX_ATTR_UNPRIV_MASK;
+
+#[allow(dead_code, reason = "documents the relation the uapi mask encodes")]
+const _: () = {
+    let unpriv = AttributesFlags::DEBUG.bits()
+        | AttributesFlags::MODE64BIT.bits()
+        | AttributesFlags::KSS.bits()
+        | AttributesFlags::AEXNOTIFY.bits();
+    assert!(unpriv == UNPRIV_ATTRIBUTES);
+    assert!(Miscselect::EXINFO.bits() == 1);
+};
