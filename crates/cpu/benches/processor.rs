@@ -291,12 +291,17 @@ fn lifecycle_one(runs: usize, quick: bool) -> Row {
 
 fn lifecycle_two(runs: usize, quick: bool) -> Row {
     let batches = if quick { 8 } else { 64 };
-    let one = lifecycle_rate(1, runs, batches);
-    let two = lifecycle_rate(2, runs, batches);
+    // Alternate the two configurations so both see the same machine conditions; keep the
+    // best of each (shared VMs vary by tens of percent from second to second).
+    let (mut one, mut two) = (0f64, 0f64);
+    for _ in 0..runs.max(3) {
+        one = one.max(lifecycle_rate(1, 1, batches));
+        two = two.max(lifecycle_rate(2, 1, batches));
+    }
     Row {
         name: "page lifecycle, 2 threads, disjoint pages",
-        ours: format!("{:.0} pages/s", two),
-        floor: format!("{:.0} pages/s on 1 thread", one),
+        ours: format!("{two:.0} pages/s"),
+        floor: format!("{one:.0} pages/s on 1 thread"),
         ratio: two / one,
         goal: ">= 1.6x",
     }
