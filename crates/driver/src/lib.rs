@@ -30,3 +30,4 @@ pub use epc::{NR_HIGH_PAGES, NR_LOW_PAGES, NR_TO_SCAN};
 pub use errno::{Errno, KResult};
 pub use fault::FaultResult;
 pub use sgx::{InitError, Sgx};
+pub mod sim;
