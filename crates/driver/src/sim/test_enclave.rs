@@ -95,10 +95,16 @@ fn tcs_page(ossa: u64, oentry: u64) -> Vec<u8> {
 impl TestEnclave {
     /// Loads the enclave with `heap_size` bytes of heap (the selftests' `setup_test_encl`).
     pub fn load(thread: &mut SimThread, heap_size: u64) -> Result<TestEnclave, LoadError> {
+        Self::load_sized(thread, heap_size, 0)
+    }
+
+    /// As [`TestEnclave::load`], with an ELRANGE of at least `min_size` bytes (room for
+    /// pages added later by EAUG).
+    pub fn load_sized(thread: &mut SimThread, heap_size: u64, min_size: u64) -> Result<TestEnclave, LoadError> {
         let fail = |step: &'static str| move |errno: Errno| LoadError { step, errno };
         let process = thread.process().clone();
         let image_size = layout::HEAP + heap_size;
-        let size = image_size.next_power_of_two().max(2 * PAGE);
+        let size = image_size.next_power_of_two().max(min_size.next_power_of_two()).max(2 * PAGE);
         let base = ENCLAVE_AREA.div_ceil(size) * size;
         process
             .mmap(SCRATCH, 0x10000, Prot::READ | Prot::WRITE, MapKind::Private, None)
