@@ -299,21 +299,18 @@ impl Encl {
         self.mms.lock().retain(|m| m.id() != id);
     }
 
-    pub(crate) fn live_mms(&self) -> Vec<Arc<dyn AddressSpace>> {
-        self.mms.lock().iter().filter(|m| m.alive()).cloned().collect()
-    }
-
     /// `sgx_zap_enclave_ptes`: removes the PTEs of `addr` in every mm. Called without the
     /// enclave lock.
     pub(crate) fn zap(&self, addr: u64) {
-        for mm in self.live_mms() {
+        // Lock order: the mm list, then each mm's page-table lock.
+        for mm in self.mms.lock().iter().filter(|m| m.alive()) {
             mm.zap(addr);
         }
     }
 
     /// Any mm has a young PTE for `addr` (test-and-clear in all of them).
     pub(crate) fn test_and_clear_young(&self, addr: u64) -> bool {
-        self.live_mms().iter().fold(false, |young, mm| mm.test_and_clear_young(addr) | young)
+        self.mms.lock().iter().filter(|m| m.alive()).fold(false, |young, mm| mm.test_and_clear_young(addr) | young)
     }
 
     // ---- mapping rules -----------------------------------------------------------------

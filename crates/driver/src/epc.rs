@@ -1,7 +1,9 @@
 //! The EPC page allocator and the reclaimer's active list (the kernel's `main.c`):
 //! free pages, pages reclaimable in LRU order, and who owns each.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,7 +33,7 @@ struct ActiveList {
     /// Sequence number → page; the smallest key is the head (oldest).
     order: BTreeMap<u64, EpcIndex>,
     /// Tracked pages: `Some(seq)` while linked, `None` while the reclaimer holds it.
-    tracked: HashMap<EpcIndex, (Option<u64>, Owner)>,
+    tracked: FxHashMap<EpcIndex, (Option<u64>, Owner)>,
     next_seq: u64,
 }
 
