@@ -540,3 +540,52 @@ impl Encl {
         }
     }
 }
+
+impl Encl {
+    /// The VMA's `.access` hook (ptrace, `/proc/PID/mem`): reads (or, with `write`, writes)
+    /// `buf.len()` bytes at `addr` of a debug enclave through EDBGRD/EDBGWR, one aligned
+    /// 8-byte word at a time (driver spec §4.3). `vma_prot` is the VMA's protection, which
+    /// the pages' maximum must allow. Returns the bytes processed.
+    ///
+    /// Mainline's EDBGRD/EDBGWR wrappers clear EAX, so an SGX code (e.g.
+    /// SGX_PAGE_NOT_DEBUGGABLE for a pending page) passes as success with stale data; this
+    /// port reports it as EIO instead.
+    pub fn access(&self, cpu: &mut Cpu, addr: u64, buf: &mut [u8], write: bool, vma_prot: Prot) -> KResult<usize> {
+        if !self.lock().flags.debug {
+            return Err(Errno::EFAULT);
+        }
+        let processor = self.sgx.processor.clone();
+        let mut done = 0;
+        while done < buf.len() {
+            let at = addr + done as u64;
+            let word = at & !7;
+            let within = (at - word) as usize;
+            let n = (8 - within).min(buf.len() - done);
+            loop {
+                let mut st = self.lock();
+                let epc = match self.load_page(&mut st, cpu, word & !(PAGE - 1), Some(vma_prot)) {
+                    Ok(epc) => epc,
+                    // The kernel retries while the page is being reclaimed or EPC is short.
+                    Err(LoadError::Busy) => {
+                        drop(st);
+                        self.sgx.reclaim_direct(cpu);
+                        continue;
+                    }
+                    Err(LoadError::Other(e)) => return Err(e),
+                    Err(LoadError::NoPage | LoadError::Access) => return Err(Errno::EFAULT),
+                };
+                let epc_word = self.sgx.epc_addr(epc) + (word & (PAGE - 1));
+                let mut bytes = cpu.edbgrd(&processor, epc_word).map_err(|_| Errno::EIO)?.to_le_bytes();
+                if write {
+                    bytes[within..within + n].copy_from_slice(&buf[done..done + n]);
+                    cpu.edbgwr(&processor, epc_word, u64::from_le_bytes(bytes)).map_err(|_| Errno::EIO)?;
+                } else {
+                    buf[done..done + n].copy_from_slice(&bytes[within..within + n]);
+                }
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+}
