@@ -1,7 +1,9 @@
 //! Machine-wide services of the in-process platform: IPIs to simulated logical processors,
 //! an in-memory backing store, and a reclaimer that runs when woken.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -60,7 +62,7 @@ impl Backing for MemoryBacking {
 #[derive(Debug, Default)]
 pub struct SimPlatform {
     /// User contexts of the simulated threads, by the LP they enter enclaves on.
-    threads: Mutex<HashMap<LpId, Weak<Mutex<UserContext>>>>,
+    threads: Mutex<FxHashMap<LpId, Weak<Mutex<UserContext>>>>,
     /// Times the reclaimer was woken.
     wakeups: Mutex<u64>,
     /// IPIs sent (one per target LP).

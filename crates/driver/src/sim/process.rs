@@ -1,7 +1,9 @@
 //! A simulated process: its VMAs, page tables, anonymous memory and file descriptors — the
 //! user-space side the driver's `Task`, `AddressSpace` and `Vma` traits describe.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -71,7 +73,7 @@ pub struct Pte {
 #[derive(Debug, Default)]
 struct MmState {
     vmas: BTreeMap<u64, Mapping>,
-    fds: HashMap<i32, File>,
+    fds: FxHashMap<i32, File>,
     next_fd: i32,
 }
 
@@ -98,16 +100,16 @@ pub struct Process {
     /// The mmap lock: VMAs and the fd table.
     mm: RwLock<MmState>,
     /// The page-table lock.
-    ptes: Mutex<HashMap<u64, Pte>>,
+    ptes: Mutex<FxHashMap<u64, Pte>>,
     /// Anonymous memory, by page.
-    memory: Mutex<HashMap<u64, Box<[u8; PAGE_SIZE]>>>,
+    memory: Mutex<FxHashMap<u64, Box<[u8; PAGE_SIZE]>>>,
     alive: AtomicBool,
     /// A signal is pending (tests raise it to exercise ERESTARTSYS paths).
     pub signal_pending: AtomicBool,
     /// The personality has READ_IMPLIES_EXEC.
     pub read_implies_exec: AtomicBool,
     /// The enclave program each TCS runs (keyed by the TCS's linear address).
-    pub(crate) programs: Arc<Mutex<HashMap<u64, super::thread::Program>>>,
+    pub(crate) programs: Arc<Mutex<FxHashMap<u64, super::thread::Program>>>,
 }
 
 impl Process {
@@ -116,12 +118,12 @@ impl Process {
             id: NEXT_MM.fetch_add(1, Ordering::Relaxed),
             sgx,
             mm: RwLock::new(MmState { next_fd: 3, ..MmState::default() }),
-            ptes: Mutex::new(HashMap::new()),
-            memory: Mutex::new(HashMap::new()),
+            ptes: Mutex::new(FxHashMap::default()),
+            memory: Mutex::new(FxHashMap::default()),
             alive: AtomicBool::new(true),
             signal_pending: AtomicBool::new(false),
             read_implies_exec: AtomicBool::new(false),
-            programs: Arc::new(Mutex::new(HashMap::new())),
+            programs: Arc::new(Mutex::new(FxHashMap::default())),
         }
     }
 
@@ -210,6 +212,12 @@ impl Process {
         Ok(addr)
     }
 
+    /// Whether any mapping overlaps `[addr, addr + len)` (e.g. to place an ELRANGE).
+    pub fn is_mapped(&self, addr: u64, len: u64) -> bool {
+        let end = addr.saturating_add(len);
+        self.mm.read().vmas.range(..end).any(|(start, v)| v.end > addr && *start < end)
+    }
+
     /// Marks the anonymous mapping containing `addr` as coming from a noexec mount.
     pub fn set_noexec(&self, addr: u64) {
         let mut mm = self.mm.write();
@@ -271,7 +279,7 @@ impl Process {
         }
     }
 
-    fn unmap_locked(mm: &mut MmState, ptes: &Mutex<HashMap<u64, Pte>>, addr: u64, end: u64) {
+    fn unmap_locked(mm: &mut MmState, ptes: &Mutex<FxHashMap<u64, Pte>>, addr: u64, end: u64) {
         Self::split(mm, addr);
         Self::split(mm, end);
         let starts: Vec<u64> = mm.vmas.range(addr..end).map(|(s, _)| *s).collect();

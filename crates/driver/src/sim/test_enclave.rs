@@ -101,11 +101,26 @@ impl TestEnclave {
     /// As [`TestEnclave::load`], with an ELRANGE of at least `min_size` bytes (room for
     /// pages added later by EAUG).
     pub fn load_sized(thread: &mut SimThread, heap_size: u64, min_size: u64) -> Result<TestEnclave, LoadError> {
+        Self::load_with(thread, heap_size, min_size, AttributesFlags::MODE64BIT)
+    }
+
+    /// As [`TestEnclave::load_sized`], with these SECS attribute flags (e.g. DEBUG) instead
+    /// of MODE64BIT alone; the SIGSTRUCT asks for the same.
+    pub fn load_with(
+        thread: &mut SimThread,
+        heap_size: u64,
+        min_size: u64,
+        flags: AttributesFlags,
+    ) -> Result<TestEnclave, LoadError> {
         let fail = |step: &'static str| move |errno: Errno| LoadError { step, errno };
         let process = thread.process().clone();
         let image_size = layout::HEAP + heap_size;
         let size = image_size.next_power_of_two().max(min_size.next_power_of_two()).max(2 * PAGE);
-        let base = ENCLAVE_AREA.div_ceil(size) * size;
+        // The first free, naturally aligned window (a second enclave goes above the first).
+        let mut base = ENCLAVE_AREA.div_ceil(size) * size;
+        while process.is_mapped(base, size) {
+            base += size;
+        }
         process
             .mmap(SCRATCH, 0x10000, Prot::READ | Prot::WRITE, MapKind::Private, None)
             .map_err(fail("mmap scratch"))?;
@@ -128,7 +143,7 @@ impl TestEnclave {
         secs.baseaddr = base;
         secs.size = size;
         secs.ssaframesize = 1;
-        secs.attributes = Attributes::new(AttributesFlags::MODE64BIT, 0x3);
+        secs.attributes = Attributes::new(flags, 0x3);
         let secs_addr = SCRATCH + 0x1000;
         process.write_user(secs_addr, secs.as_bytes()).map_err(fail("secs"))?;
         process.write_user(SCRATCH, SgxEnclaveCreate { src: secs_addr }.as_bytes()).map_err(fail("arg"))?;
@@ -166,7 +181,7 @@ impl TestEnclave {
         // INIT with a SIGSTRUCT over the offline measurement.
         let mut sig = Sigstruct::new_unsigned();
         sig.vendor = 0;
-        sig.attributes = Attributes::new(AttributesFlags::MODE64BIT, 0x3);
+        sig.attributes = Attributes::new(flags, 0x3);
         sig.enclavehash = measurement.finalize();
         sgxemu_crypto::sign(&mut sig, &sgxemu_cpu::testkit::test_signing_key()).expect("the test key signs");
         let sig_addr = SCRATCH + 0x4000;

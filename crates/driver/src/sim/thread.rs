@@ -2,7 +2,7 @@
 //! enclave programs, entering through the vDSO's ABI, with every fault going through the
 //! processor's access checks, the AEX, the kernel's fault path and the driver.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -119,7 +119,7 @@ pub struct SimThread {
     user: Arc<Mutex<UserContext>>,
     /// The CPU this thread's system calls and faults run on in the kernel.
     pub kernel: Cpu,
-    programs: Arc<Mutex<HashMap<u64, Program>>>,
+    programs: Arc<Mutex<FxHashMap<u64, Program>>>,
     platform: Arc<SimPlatform>,
 }
 
@@ -149,8 +149,42 @@ impl SimThread {
     /// running. Returns like the vDSO: 0 with `run.function == EEXIT`, or 0 with the
     /// exception fields set (function = EAX at the fault), or -EINVAL for a bad leaf.
     pub fn enter(&mut self, tcs: u64, function: u32, program: Option<Vec<Step>>) -> Exit {
-        let mut run = SgxEnclaveRun { tcs, ..SgxEnclaveRun::default() };
-        if !(EENTER..=ERESUME).contains(&function) {
+        self.enter_run(SgxEnclaveRun { tcs, ..SgxEnclaveRun::default() }, function, program)
+    }
+
+    /// `__vdso_sgx_enter_enclave` with `run.user_handler` set (driver spec §1.5 steps 7–8):
+    /// `handler` stands for the user handler and is called with the run struct on both exit
+    /// paths (normal EEXIT and reported exception). A return value ≤ 0 is what the vDSO
+    /// returns; a value > 0 re-enters with that leaf (EENTER runs `program` again; anything
+    /// but EENTER/ERESUME gives -EINVAL without another call). `run` is the caller's struct:
+    /// `tcs`, `user_data` and exception fields from earlier calls persist unless overwritten.
+    pub fn enter_with_handler(
+        &mut self,
+        mut run: SgxEnclaveRun,
+        mut function: u32,
+        program: Option<Vec<Step>>,
+        handler: &mut dyn FnMut(&mut SgxEnclaveRun) -> i32,
+    ) -> Exit {
+        loop {
+            let mut exit = self.enter_run(run, function, program.clone());
+            if exit.ret != 0 {
+                return exit;
+            }
+            let ret = handler(&mut exit.run);
+            if ret <= 0 {
+                exit.ret = ret;
+                return exit;
+            }
+            run = exit.run;
+            function = ret as u32;
+        }
+    }
+
+    /// The vDSO with the caller's `run` struct: -EINVAL for a bad leaf or non-zero reserved
+    /// bytes; otherwise `function` (and on an exception the exception fields) is written.
+    fn enter_run(&mut self, mut run: SgxEnclaveRun, function: u32, program: Option<Vec<Step>>) -> Exit {
+        let tcs = run.tcs;
+        if !(EENTER..=ERESUME).contains(&function) || run.reserved.iter().any(|&q| q != 0) {
             return Exit { ret: -22, run, results: Vec::new() };
         }
         let pending_program = program;
