@@ -108,12 +108,15 @@ pub struct Process {
     pub signal_pending: AtomicBool,
     /// The personality has READ_IMPLIES_EXEC.
     pub read_implies_exec: AtomicBool,
+    /// The kernel CPU final releases run on when no system call provides one (munmap).
+    reaper: Mutex<Cpu>,
     /// The enclave program each TCS runs (keyed by the TCS's linear address).
     pub(crate) programs: Arc<Mutex<FxHashMap<u64, super::thread::Program>>>,
 }
 
 impl Process {
     pub(crate) fn new(sgx: Arc<Sgx>) -> Self {
+        let reaper = Mutex::new(sgx.new_cpu());
         Process {
             id: NEXT_MM.fetch_add(1, Ordering::Relaxed),
             sgx,
@@ -123,6 +126,7 @@ impl Process {
             alive: AtomicBool::new(true),
             signal_pending: AtomicBool::new(false),
             read_implies_exec: AtomicBool::new(false),
+            reaper,
             programs: Arc::new(Mutex::new(FxHashMap::default())),
         }
     }
@@ -190,7 +194,7 @@ impl Process {
     /// `mmap`: anonymous memory when `fd` is `None`, else a mapping of an enclave file at
     /// exactly `addr` (MAP_FIXED).
     pub fn mmap(self: &Arc<Self>, addr: u64, len: u64, prot: Prot, kind: MapKind, fd: Option<i32>) -> KResult<u64> {
-        if addr % PAGE != 0 || len == 0 {
+        if !addr.is_multiple_of(PAGE) || len == 0 {
             return Err(Errno::EINVAL);
         }
         let end = addr.checked_add(len.div_ceil(PAGE) * PAGE).ok_or(Errno::EINVAL)?;
@@ -221,10 +225,10 @@ impl Process {
     /// Marks the anonymous mapping containing `addr` as coming from a noexec mount.
     pub fn set_noexec(&self, addr: u64) {
         let mut mm = self.mm.write();
-        if let Some((_, vma)) = mm.vmas.range_mut(..=addr).next_back() {
-            if let VmaKind::Anon { may_exec } = &mut vma.kind {
-                *may_exec = false;
-            }
+        if let Some((_, vma)) = mm.vmas.range_mut(..=addr).next_back()
+            && let VmaKind::Anon { may_exec } = &mut vma.kind
+        {
+            *may_exec = false;
         }
     }
 
@@ -263,10 +267,28 @@ impl Process {
     }
 
     /// `munmap`.
+    /// Unmapping the last VMA of an enclave whose file is closed releases the enclave, as
+    /// the kernel's final `fput` does (on the process's own kernel CPU).
     pub fn munmap(&self, addr: u64, len: u64) -> KResult<()> {
         let end = addr + len.div_ceil(PAGE) * PAGE;
-        let mut mm = self.mm.write();
-        Self::unmap_locked(&mut mm, &self.ptes, addr, end);
+        let unmapped: Vec<Arc<Encl>> = {
+            let mut mm = self.mm.write();
+            let enclaves = mm
+                .vmas
+                .range(..end)
+                .filter(|(start, v)| v.end > addr && **start < end)
+                .filter_map(|(_, v)| match &v.kind {
+                    VmaKind::Enclave(Some(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            Self::unmap_locked(&mut mm, &self.ptes, addr, end);
+            enclaves
+        };
+        for encl in unmapped {
+            let mut reaper = self.reaper.lock();
+            self.release_if_unused(&mut reaper, &encl);
+        }
         Ok(())
     }
 

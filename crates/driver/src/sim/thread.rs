@@ -202,11 +202,12 @@ impl SimThread {
                 let UserContext { processor, lp, regs } = &mut *guard;
                 let leaf = regs.rax as u32;
                 let result = processor.enclu(lp, regs, &*self.process);
-                if result.is_ok() && leaf == EENTER {
-                    if let Some(steps) = &pending_program {
-                        let program = Program { steps: steps.clone(), entry: regs.rip, results: Vec::new() };
-                        self.programs.lock().insert(tcs, program);
-                    }
+                if result.is_ok()
+                    && leaf == EENTER
+                    && let Some(steps) = &pending_program
+                {
+                    let program = Program { steps: steps.clone(), entry: regs.rip, results: Vec::new() };
+                    self.programs.lock().insert(tcs, program);
                 }
                 result.map_err(|e| (e, regs.rax as u32))
             };
