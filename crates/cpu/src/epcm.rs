@@ -219,6 +219,18 @@ impl Epcm {
         slot.lock.try_shared().then(|| PageLock { slot, exclusive: false, sgx2: false })
     }
 
+    /// The entry, locked, unless a leaf holds the page exclusively (`None`: the caller's
+    /// "page busy" #GP). For short shared leaves (EEXTEND): holding the entry lock for the
+    /// whole leaf serializes it against every leaf that would change the page, which spec
+    /// §0.4 allows, at two atomic operations fewer than the operand lock.
+    pub(crate) fn entry_unless_exclusive(&self, index: EpcIndex) -> Option<MutexGuard<'_, EpcmEntry>> {
+        let slot = self.slot(index);
+        if slot.lock.0.load(Ordering::Acquire) & EXCLUSIVE != 0 {
+            return None;
+        }
+        Some(slot.entry.lock())
+    }
+
     /// Tries to take `index`'s leaf lock exclusive.
     pub(crate) fn try_exclusive(&self, index: EpcIndex) -> Option<PageLock<'_>> {
         let slot = self.slot(index);

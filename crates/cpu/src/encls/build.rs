@@ -215,9 +215,8 @@ impl Processor {
         }
         let index = self.epc_operand(chunk, false)?;
         // 3.
-        let lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
         // The entry stays locked for the whole leaf: no owner reference is copied out.
-        let entry = lock.entry();
+        let entry = self.epcm.entry_unless_exclusive(index).ok_or(Exception::Gp)?;
         if !entry.valid || !matches!(entry.page_type, PageType::Reg | PageType::Tcs) {
             return Err(Exception::epcm_pf(chunk, false));
         }
