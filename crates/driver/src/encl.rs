@@ -497,19 +497,19 @@ impl Encl {
         if st.flags.released {
             return;
         }
+        // Pages the reclaimer holds stay counted in secs_child_cnt: it finds the enclave
+        // released, frees them and then the SECS (`free_orphan`).
+        let mut held = 0;
         let addrs: Vec<u64> = st.pages.keys().copied().collect();
         for addr in addrs {
-            let Some(epc) = st.pages.get(&addr).and_then(|p| p.epc) else {
-                st.pages.remove(&addr);
-                continue;
-            };
+            let Some(page) = st.pages.remove(&addr) else { continue };
+            let Some(epc) = page.epc else { continue };
             if sgx.pool.unmark_reclaimable(epc).is_err() {
-                // The reclaimer holds it; it finds the enclave released and frees the page.
+                held += 1;
                 continue;
             }
             sgx.free_epc(cpu, epc);
             st.secs_child_cnt -= 1;
-            st.pages.remove(&addr);
         }
         if st.secs_child_cnt == 0
             && let Some(secs) = st.secs.epc.take()
@@ -524,7 +524,7 @@ impl Encl {
         st.va_pages.clear();
         st.va_order.clear();
         st.backing = None;
-        if st.secs_child_cnt != 0 || st.secs.epc.is_some() {
+        if st.secs_child_cnt != held || (held == 0 && st.secs.epc.is_some()) {
             sgx.warn(format!("enclave released with {} resident children", st.secs_child_cnt));
         }
         st.flags.released = true;

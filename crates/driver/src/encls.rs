@@ -93,6 +93,8 @@ pub struct Cpu {
     /// The logical processor.
     pub lp: Lp,
     mem: KernelMemory,
+    /// Test hook: EEXTENDs still to succeed before one faults ([`Cpu::inject_eextend_fault`]).
+    eextend_fault_in: Option<u32>,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -104,7 +106,20 @@ impl std::fmt::Debug for Cpu {
 impl Cpu {
     /// A new logical processor of `processor` for kernel work.
     pub fn new(processor: &Processor) -> Self {
-        Cpu { lp: processor.new_lp(), mem: KernelMemory { bytes: Box::new([0; (kaddr::END - kaddr::BASE) as usize]) } }
+        Cpu {
+            lp: processor.new_lp(),
+            mem: KernelMemory { bytes: Box::new([0; (kaddr::END - kaddr::BASE) as usize]) },
+            eextend_fault_in: None,
+        }
+    }
+
+    /// Test hook, not a kernel interface: after `successes` more EEXTENDs on this CPU, the
+    /// next one faults with #PF (as an EPCM conflict would) without reaching the processor.
+    /// The EEXTEND failure path of ADD_PAGES (driver spec §3.2 step 9) cannot be provoked
+    /// through the API: the page is not reclaimable yet and the enclave lock is held.
+    #[doc(hidden)]
+    pub fn inject_eextend_fault(&mut self, successes: u32) {
+        self.eextend_fault_in = Some(successes);
     }
 
     fn pageinfo(&mut self, linaddr: u64, srcpge: u64, secinfo: u64, secs: u64) {
@@ -139,6 +154,14 @@ impl Cpu {
 
     /// EEXTEND of the 256 bytes at EPC address `chunk`.
     pub fn eextend(&mut self, p: &Processor, secs: u64, chunk: u64) -> EnclsResult {
+        match self.eextend_fault_in {
+            Some(0) => {
+                self.eextend_fault_in = None;
+                return Err(EnclsError::Fault(Vector::Pf));
+            }
+            Some(n) => self.eextend_fault_in = Some(n - 1),
+            None => {}
+        }
         p.eextend(&mut self.lp, secs, chunk).map_err(from_exception)
     }
 

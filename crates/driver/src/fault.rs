@@ -46,6 +46,15 @@ impl Encl {
         FaultResult::NoPage
     }
 
+    /// Test hook (driver spec §5.2 step 7): the dynamic-add half of [`Encl::fault`], entered
+    /// for `addr` as a fault continues after step 2 saw no record there. Calling it for an
+    /// address another fault has meanwhile added replays, deterministically, the loser's side
+    /// of two concurrent faults on the same hole.
+    #[doc(hidden)]
+    pub fn fault_after_seeing_a_hole(&self, cpu: &mut Cpu, vma: &mut dyn Vma, addr: u64) -> FaultResult {
+        self.eaug_page(cpu, vma, addr & !(PAGE_SIZE as u64 - 1))
+    }
+
     /// `sgx_encl_eaug_page` (driver spec §5.2). Never reclaims: EPC shortage gives NOPAGE
     /// (retry after ksgxd freed pages) or SIGBUS when nothing is reclaimable.
     fn eaug_page(&self, cpu: &mut Cpu, vma: &mut dyn Vma, addr: u64) -> FaultResult {

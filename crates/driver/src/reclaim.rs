@@ -54,6 +54,12 @@ pub(crate) fn reclaim_pages(sgx: &Sgx, cpu: &mut Cpu, n: usize) -> usize {
     // 5.–6. Write out.
     for (encl, page, addr) in &chosen {
         let mut st = encl.lock();
+        if st.flags.released {
+            // Released after step 3 (its VA pages and backing are gone): free the page.
+            drop(st);
+            freed += free_orphan(sgx, cpu, encl, *page);
+            continue;
+        }
         write_out(sgx, cpu, encl, &mut st, *page, Some(*addr));
         st.secs_child_cnt -= 1;
         if st.secs_child_cnt == 0

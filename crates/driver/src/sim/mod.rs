@@ -65,4 +65,12 @@ impl Machine {
     pub fn kernel_cpu(&self) -> Cpu {
         self.sgx.new_cpu()
     }
+
+    /// Runs exactly one reclaim batch (`sgx_reclaim_pages`: up to `NR_TO_SCAN` pages off the
+    /// head of the active list, aged, written out) on `cpu`, whatever the watermarks, so
+    /// tests can step the reclaimer batch by batch. Returns the EPC pages freed (a written-out
+    /// SECS included).
+    pub fn reclaim_batch(&self, cpu: &mut Cpu) -> usize {
+        crate::reclaim::reclaim_pages(&self.sgx, cpu, crate::epc::NR_TO_SCAN)
+    }
 }

@@ -112,6 +112,10 @@ pub struct Process {
     reaper: Mutex<Cpu>,
     /// The enclave program each TCS runs (keyed by the TCS's linear address).
     pub(crate) programs: Arc<Mutex<FxHashMap<u64, super::thread::Program>>>,
+    /// Held shared by a thread for the duration of one instruction; a PTE zap takes it
+    /// exclusively after removing the PTE — the TLB shootdown that waits until no
+    /// instruction that translated through the old PTE is still in flight.
+    pub(crate) shootdown: RwLock<()>,
 }
 
 impl Process {
@@ -128,6 +132,7 @@ impl Process {
             read_implies_exec: AtomicBool::new(false),
             reaper,
             programs: Arc::new(Mutex::new(FxHashMap::default())),
+            shootdown: RwLock::new(()),
         }
     }
 
@@ -443,6 +448,8 @@ impl AddressSpace for Process {
 
     fn zap(&self, addr: u64) {
         self.ptes.lock().remove(&page_of(addr));
+        // flush_tlb: wait for instructions that may still use the old translation.
+        drop(self.shootdown.write());
     }
 
     fn test_and_clear_young(&self, addr: u64) -> bool {

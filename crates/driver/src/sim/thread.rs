@@ -121,13 +121,34 @@ pub struct SimThread {
     pub kernel: Cpu,
     programs: Arc<Mutex<FxHashMap<u64, Program>>>,
     platform: Arc<SimPlatform>,
+    pause: PauseHook,
+}
+
+/// A one-shot pause inside the enclave ([`SimThread::pause_inside_before`]).
+#[derive(Default)]
+struct PauseHook(Option<(usize, Box<dyn FnOnce() + Send>)>);
+
+impl std::fmt::Debug for PauseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PauseHook").field(&self.0.as_ref().map(|(step, _)| step)).finish()
+    }
 }
 
 impl SimThread {
+    /// Test hook: the next time this thread is about to run step `step` of an enclave
+    /// program, it calls `at_pause` first, while its logical processor is inside the enclave
+    /// between two instructions and holds nothing an IPI needs (e.g. to rendezvous with a
+    /// test that reclaims meanwhile). An IPI taken during the pause makes the step go
+    /// through AEX and ERESUME, as an interrupt between two instructions would.
+    pub fn pause_inside_before(&mut self, step: usize, at_pause: impl FnOnce() + Send + 'static) {
+        self.pause = PauseHook(Some((step, Box::new(at_pause))));
+    }
+
     pub(crate) fn new(process: Arc<Process>, processor: &Arc<Processor>, platform: Arc<SimPlatform>) -> Self {
         let user = UserContext { processor: processor.clone(), lp: processor.new_lp(), regs: Regs::default() };
         let programs = process.programs.clone();
-        SimThread { process, user: Arc::new(Mutex::new(user)), kernel: Cpu::new(processor), programs, platform }
+        let user = Arc::new(Mutex::new(user));
+        SimThread { process, user, kernel: Cpu::new(processor), programs, platform, pause: PauseHook::default() }
     }
 
     pub(crate) fn user(&self) -> &Arc<Mutex<UserContext>> {
@@ -201,7 +222,9 @@ impl SimThread {
                 let mut guard = self.user.lock();
                 let UserContext { processor, lp, regs } = &mut *guard;
                 let leaf = regs.rax as u32;
+                let inflight = self.process.shootdown.read();
                 let result = processor.enclu(lp, regs, &*self.process);
+                drop(inflight);
                 if result.is_ok()
                     && leaf == EENTER
                     && let Some(steps) = &pending_program
@@ -284,6 +307,15 @@ impl SimThread {
             if !lp.in_enclave() {
                 return Inside::Interrupted;
             }
+            let pause_here = |&(at, _): &(usize, _)| {
+                self.programs.lock().get(&tcs).is_some_and(|p| regs.rip.wrapping_sub(p.entry) as usize == at)
+            };
+            if self.pause.0.as_ref().is_some_and(pause_here) {
+                let (_, at_pause) = self.pause.0.take().expect("checked");
+                drop(guard);
+                at_pause();
+                continue;
+            }
             let step = {
                 let programs = self.programs.lock();
                 programs.get(&tcs).and_then(|p| p.steps.get(regs.rip.wrapping_sub(p.entry) as usize).cloned())
@@ -296,7 +328,10 @@ impl SimThread {
                     return Inside::Exited;
                 }
             }
-            match self.execute(processor, lp, regs, tcs, &step) {
+            let inflight = self.process.shootdown.read();
+            let executed = self.execute(processor, lp, regs, tcs, &step);
+            drop(inflight);
+            match executed {
                 Ok(()) => regs.rip += 1,
                 Err(exception) => {
                     let report = processor.aex(lp, regs, AexEvent::from_exception(exception));
