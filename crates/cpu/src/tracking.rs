@@ -9,7 +9,7 @@
 //! numbers the per-page leaves need — the epoch and the oldest entry epoch inside — in
 //! atomics, so EBLOCK, EMODPR, EMODT, EACCEPT and EREMOVE on different pages never contend.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -44,6 +44,8 @@ impl Inside {
 #[derive(Debug)]
 pub(crate) struct Tracking {
     inside: Mutex<Inside>,
+    /// An ETRACK is running (a second one on the same SECS is #GP).
+    etrack_busy: AtomicBool,
     epoch: AtomicU64,
     oldest_inside: AtomicU64,
 }
@@ -59,6 +61,7 @@ impl Tracking {
     pub(crate) fn with_epoch(epoch: u64) -> Self {
         Tracking {
             inside: Mutex::new(Inside { epoch, lps: Vec::new() }),
+            etrack_busy: AtomicBool::new(false),
             epoch: AtomicU64::new(epoch),
             oldest_inside: AtomicU64::new(NOBODY),
         }
@@ -76,13 +79,22 @@ impl Tracking {
 
     /// ETRACK (spec §4.8 steps 2 and 4).
     pub(crate) fn etrack(&self) -> Result<Result<(), PreviousTrackingIncomplete>, TrackingBusy> {
-        let mut inside = self.inside.try_lock().ok_or(TrackingBusy)?;
+        if self.etrack_busy.swap(true, Ordering::AcqRel) {
+            return Err(TrackingBusy);
+        }
+        let result = self.etrack_locked();
+        self.etrack_busy.store(false, Ordering::Release);
+        Ok(result)
+    }
+
+    fn etrack_locked(&self) -> Result<(), PreviousTrackingIncomplete> {
+        let mut inside = self.inside.lock();
         if inside.oldest() < inside.epoch {
-            return Ok(Err(PreviousTrackingIncomplete));
+            return Err(PreviousTrackingIncomplete);
         }
         inside.epoch += 1;
         self.publish(&inside);
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Whether a page captured at `epoch` (EBLOCK's bepoch, EMODPR/EMODT's mod_epoch) is tracked.
@@ -160,7 +172,7 @@ mod tests {
     #[test]
     fn concurrent_etrack_is_busy() {
         let t = Tracking::default();
-        let _held = t.inside.lock();
+        t.etrack_busy.store(true, Ordering::Relaxed);
         assert_eq!(t.etrack(), Err(TrackingBusy));
     }
 }
