@@ -69,7 +69,8 @@
 //!   (`restrict_permissions_bits_and_w_without_r_are_einval`); result/count non-zero on input
 //!   → EINVAL, before the page loop (`sgx2_ioctls_with_result_or_count_set_on_input_are_einval`);
 //!   page_type bits → EINVAL without copy-back, a type other than TCS/TRIM → EINVAL with the
-//!   struct copied back (`modify_types_page_type_rules`); hole → EFAULT
+//!   struct copied back (`modify_types_page_type_rules`); count copy-back failure → EFAULT
+//!   after the pages changed (`sgx2_ioctls_count_copy_back_failure_is_efault`); hole → EFAULT
 //!   (`sgx2_ioctls_on_a_hole_are_efault`); RESTRICT on TCS / TRIM → EINVAL
 //!   (`restrict_permissions_of_a_tcs_or_trim_page_is_einval`); TRIM→TRIM, TRIM→TCS, TCS→TCS →
 //!   EINVAL (`modify_types_illegal_transitions_are_einval`); REG→TCS on RX → EPERM, on an
@@ -1439,6 +1440,29 @@ fn modify_types_page_type_rules() {
         assert_eq!(w.call_read_only(SGX_IOC_ENCLAVE_MODIFY_TYPES, arg), Err(Errno::EFAULT), "copied back");
     }
     assert_eq!(w.record(e.base + layout::HEAP), Some((PageType::Reg, RW, true)));
+    w.teardown();
+}
+
+#[test]
+fn sgx2_ioctls_count_copy_back_failure_is_efault() {
+    let (mut w, e) = World::loaded(Machine::with_epc(EPC), 2);
+    let (heap0, heap1) = (layout::HEAP, layout::HEAP + PAGE);
+    // Each page is changed, but `count` cannot be written back.
+    let restrict = SgxEnclaveRestrictPermissions { offset: heap0, length: PAGE, permissions: 1, result: 0, count: 0 };
+    assert_eq!(w.call_read_only(SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, restrict), Err(Errno::EFAULT));
+    assert_eq!(w.eaccept(&e, e.tcs1(), e.base + heap0, ACCEPT_R_REG_PR), 0, "EMODPR happened");
+    let modify =
+        SgxEnclaveModifyTypes { offset: heap1, length: PAGE, page_type: SGX_PAGE_TYPE_TRIM, result: 0, count: 0 };
+    assert_eq!(w.call_read_only(SGX_IOC_ENCLAVE_MODIFY_TYPES, modify), Err(Errno::EFAULT));
+    assert_eq!(w.record(e.base + heap1), Some((PageType::Trim, RW, true)));
+    assert_eq!(w.eaccept(&e, e.tcs1(), e.base + heap1, ACCEPT_TRIM_MODIFIED), 0);
+    let remove = SgxEnclaveRemovePages { offset: heap1, length: PAGE, count: 0 };
+    assert_eq!(w.call_read_only(SGX_IOC_ENCLAVE_REMOVE_PAGES, remove), Err(Errno::EFAULT));
+    assert_eq!(w.record(e.base + heap1), None);
+    // A failing page copies back too: the copy-back's EFAULT overrides the EPERM.
+    let remove = SgxEnclaveRemovePages { offset: heap0, length: PAGE, count: 0 };
+    assert_eq!(w.call_read_only(SGX_IOC_ENCLAVE_REMOVE_PAGES, remove), Err(Errno::EFAULT));
+    assert_eq!(w.remove(heap0, PAGE).0, Err(Errno::EPERM));
     w.teardown();
 }
 

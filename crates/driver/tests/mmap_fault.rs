@@ -60,7 +60,7 @@
 use std::sync::{Arc, Barrier, Mutex};
 
 use sgxemu_arch::{
-    Attributes, AttributesFlags, PAGE_SIZE, PageType, PfErrorCode, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs,
+    Attributes, AttributesFlags, Encls, PAGE_SIZE, PageType, PfErrorCode, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs,
 };
 use sgxemu_cpu::PlatformConfig;
 use sgxemu_crypto::MeasurementState;
@@ -279,6 +279,12 @@ impl World {
 
     fn free(&self) -> usize {
         self.m.sgx.free_pages()
+    }
+
+    /// EAUGs the test thread's kernel CPU has executed (faults from `fault` and `enter` run
+    /// there).
+    fn eaugs(&self) -> u64 {
+        self.t.kernel.lp.stats().encls[Encls::Eaug as usize]
     }
 
     /// The EPCM's view of the page a PTE points at: (enclave address, page type).
@@ -577,6 +583,7 @@ fn a_hole_on_sgx1_is_sigbus() {
     assert_eq!(w.encl(e.fd).page_record(hole), None);
     assert_eq!(w.free(), free);
     assert_eq!(w.p.pte(hole), None);
+    assert_eq!(w.eaugs(), 0);
     // The TCS2 still works: the failed fault left nothing behind.
     assert_exited(&w.enter(e.tcs2(), e.nop()));
     w.teardown();
@@ -590,9 +597,11 @@ fn a_hole_before_init_is_sigbus() {
     w.map(BASE, SIZE, RW, fd).unwrap();
     let free = w.free();
     assert_eq!(w.fault(BASE + 8 * PAGE, PF_WU), FaultResolution::Bus, "after CREATE");
+    assert_eq!(w.eaugs(), 0, "refused before trying EAUG");
     let sig = w.add_image(fd);
     let free_after_add = w.free();
     assert_eq!(w.fault(BASE + 8 * PAGE, PF_U), FaultResolution::Bus, "after ADD_PAGES");
+    assert_eq!(w.eaugs(), 0);
     assert_eq!(w.encl(fd).page_record(BASE + 8 * PAGE), None);
     assert_eq!(w.free(), free_after_add);
     assert!(free_after_add < free);
@@ -602,6 +611,7 @@ fn a_hole_before_init_is_sigbus() {
     // After INIT the same hole is EAUG'd.
     w.init(fd, &sig);
     assert_eq!(w.fault(BASE + 8 * PAGE, PF_WU), FaultResolution::Retry);
+    assert_eq!(w.eaugs(), 1);
     assert_eq!(w.encl(fd).page_record(BASE + 8 * PAGE), Some((PageType::Reg, RWX, true)));
     w.teardown();
 }
@@ -625,6 +635,7 @@ fn a_write_through_a_read_only_vma_over_a_hole_is_sigsegv_without_eaug() {
         assert_eq!(w.p.pte(addr), None);
     }
     assert_eq!(w.free(), free);
+    assert_eq!(w.eaugs(), 0);
     // A read through the R VMA is allowed to reach the driver: EAUG.
     assert_eq!(w.fault(hole, PF_U), FaultResolution::Retry);
     assert_eq!(w.encl(e.fd).page_record(hole), Some((PageType::Reg, RWX, true)));
@@ -727,6 +738,7 @@ fn eaug_with_the_epc_exhausted_and_nothing_reclaimable_is_sigbus() {
     assert_eq!(w.free(), 0);
     // With the SECS resident: straight to the EPC allocation.
     assert_eq!(w.fault(hole, PF_U), FaultResolution::Bus);
+    assert_eq!(w.eaugs(), 0, "no EPC page to EAUG into");
     let mut vma = TestVma::new(RW);
     assert_eq!(encl.fault(&mut w.t.kernel, Some(&mut vma), hole + PAGE), FaultResult::SigBus);
     assert_eq!(encl.page_record(hole + PAGE), None);
