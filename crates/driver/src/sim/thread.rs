@@ -281,10 +281,13 @@ impl SimThread {
                 match resolution {
                     FaultResolution::Retry => {
                         // The fault path never reclaims; it woke ksgxd and asks for a retry.
-                        // The simulated scheduler runs ksgxd before the thread goes back to
-                        // user mode (unless the test runs a ksgxd thread of its own).
+                        // When no EPC page is free the retry cannot progress, so the
+                        // simulated scheduler runs ksgxd first (unless the test runs a ksgxd
+                        // thread of its own). Waiting for an empty free list, rather than the
+                        // low watermark, keeps tiny EPCs from reclaiming the page a fault just
+                        // mapped before the access is retried.
                         let sgx = self.process.sgx();
-                        if self.platform.inline_ksgxd() && sgx.ksgxd_should_run() {
+                        if self.platform.inline_ksgxd() && sgx.free_pages() == 0 && sgx.ksgxd_should_run() {
                             sgx.ksgxd_run(&mut self.kernel);
                         }
                         Disposition::Retry
