@@ -25,6 +25,9 @@ const ARGS: u64 = 0x0030_0000;
 const PENDING_RW: u64 = 0x20B;
 const TRIM_MODIFIED: u64 = 0x410;
 
+/// A benchmark: `quick -> row`.
+type Bench = fn(bool) -> Row;
+
 struct Row {
     name: String,
     driver: f64,
@@ -54,8 +57,7 @@ fn main() {
     // Other arguments select benchmarks by name (cargo bench itself passes `--bench`).
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    let benches: [(&str, fn(bool) -> Row); 3] =
-        [("eaug", eaug_accept), ("trim", trim_remove), ("touch", touch_twice_the_epc)];
+    let benches: [(&str, Bench); 3] = [("eaug", eaug_accept), ("trim", trim_remove), ("touch", touch_twice_the_epc)];
     let rows: Vec<Row> = benches.iter().filter(|(name, _)| wanted(name)).map(|(_, bench)| bench(quick)).collect();
     println!("\n| flow | through the driver | bare processor leaves | driver overhead | goal |");
     println!("|---|---|---|---|---|");
@@ -146,7 +148,7 @@ fn eaug_accept(quick: bool) -> Row {
         },
     );
     Row {
-        name: format!("EAUG on fault + EACCEPT ({} MiB)", pages * PAGE >> 20),
+        name: format!("EAUG on fault + EACCEPT ({} MiB)", (pages * PAGE) >> 20),
         driver: rate(pages, driver),
         bare: rate(pages, bare),
     }

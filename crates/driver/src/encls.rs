@@ -1,9 +1,9 @@
 //! ENCLS as the kernel issues it (`encls.h`): operands in kernel buffers, results as "0, an
 //! SGX code, or a fault". The driver drives the processor only through these wrappers.
 
-use sgxemu_arch::{ErrorCode, Pageinfo, Pcmd, PfErrorCode, Secinfo, Secs, Sigstruct, Vector};
+use sgxemu_arch::{ErrorCode, Pageinfo, Pcmd, PfErrorCode, Secinfo, SecinfoFlags, Secs, Sigstruct, Vector};
 use sgxemu_cpu::{Exception, Lp, Memory, Processor, Status};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Why an ENCLS leaf did not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,9 +129,7 @@ impl Cpu {
     /// ECREATE of `secs` into `epc`, with a zero SECINFO (as Linux passes it).
     pub fn ecreate(&mut self, p: &Processor, secs: &Secs, epc: u64) -> EnclsResult {
         self.mem.put(kaddr::PAGE, secs.as_bytes());
-        let mut secinfo = Secinfo::new_zeroed();
-        secinfo.flags = 0;
-        self.mem.put(kaddr::SECINFO, secinfo.as_bytes());
+        self.mem.put(kaddr::SECINFO, Secinfo::new_zeroed().as_bytes());
         self.pageinfo(0, kaddr::PAGE, kaddr::SECINFO, 0);
         p.ecreate(&mut self.lp, &mut self.mem, kaddr::PAGEINFO, epc).map_err(from_exception)
     }
@@ -236,17 +234,13 @@ impl Cpu {
 
     /// EMODPR with SECINFO.FLAGS = `perms`.
     pub fn emodpr(&mut self, p: &Processor, perms: u64, epc: u64) -> EnclsResult {
-        let mut secinfo = Secinfo::new_zeroed();
-        secinfo.flags = perms;
-        self.mem.put(kaddr::SECINFO, secinfo.as_bytes());
+        self.mem.put(kaddr::SECINFO, Secinfo::new(SecinfoFlags::from_bits_retain(perms)).as_bytes());
         from_status(p.emodpr(&mut self.lp, &mut self.mem, kaddr::SECINFO, epc))
     }
 
     /// EMODT with SECINFO.FLAGS = `page_type << 8`.
     pub fn emodt(&mut self, p: &Processor, page_type: u64, epc: u64) -> EnclsResult {
-        let mut secinfo = Secinfo::new_zeroed();
-        secinfo.flags = page_type << 8;
-        self.mem.put(kaddr::SECINFO, secinfo.as_bytes());
+        self.mem.put(kaddr::SECINFO, Secinfo::new(SecinfoFlags::from_bits_retain(page_type << 8)).as_bytes());
         from_status(p.emodt(&mut self.lp, &mut self.mem, kaddr::SECINFO, epc))
     }
 
@@ -265,8 +259,3 @@ impl Cpu {
 
 /// A PCMD as bytes, for the backing store.
 pub(crate) const PCMD_SIZE: usize = size_of::<Pcmd>();
-
-/// Parses a PCMD (tests and diagnostics).
-pub fn parse_pcmd(bytes: &[u8]) -> Option<Pcmd> {
-    Pcmd::read_from_bytes(bytes).ok()
-}

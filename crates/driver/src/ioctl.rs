@@ -407,9 +407,10 @@ impl Encl {
         if params.page_type != SGX_PAGE_TYPE_TCS && params.page_type != SGX_PAGE_TYPE_TRIM {
             result = Err(Errno::EINVAL);
         } else {
+            let start = self.lock().base + params.offset;
             while done < params.length {
                 self.sgx.reclaim_direct(cpu);
-                let addr = self.lock().base + params.offset + done;
+                let addr = start + done;
                 match self.modify_page(cpu, addr, params.page_type) {
                     Ok(()) => done += PAGE,
                     Err((e, code)) => {
@@ -485,9 +486,10 @@ impl Encl {
         }
         let mut result = Ok(());
         let mut done = 0;
+        let start = self.lock().base + params.offset;
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
-            let addr = self.lock().base + params.offset + done;
+            let addr = start + done;
             if let Err(e) = self.remove_page(cpu, addr) {
                 result = Err(e);
                 break;

@@ -25,7 +25,7 @@ mod reclaim;
 mod sgx;
 
 pub use encl::{Encl, EnclInfo};
-pub use encls::{Cpu, EnclsError, EnclsResult, parse_pcmd};
+pub use encls::{Cpu, EnclsError, EnclsResult};
 pub use epc::{NR_HIGH_PAGES, NR_LOW_PAGES, NR_TO_SCAN};
 pub use errno::{Errno, KResult};
 pub use fault::FaultResult;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sgxemu_arch::{AttributesFlags, Miscselect};
+use sgxemu_arch::AttributesFlags;
 use sgxemu_cpu::{EpcIndex, Processor};
 
 use crate::encl::Encl;
@@ -168,12 +168,11 @@ impl Sgx {
 /// Attributes every enclave may have without a token (`SGX_ATTR_UNPRIV_MASK`).
 pub(crate) const UNPRIV_ATTRIBUTES: u64 = sgxemu_uapi::SGX_ATTR_UNPRIV_MASK;
 
-#[allow(dead_code, reason = "documents the relation the uapi mask encodes")]
+/// The uapi mask is exactly the architecture's unprivileged attribute bits.
 const _: () = {
     let unpriv = AttributesFlags::DEBUG.bits()
         | AttributesFlags::MODE64BIT.bits()
         | AttributesFlags::KSS.bits()
         | AttributesFlags::AEXNOTIFY.bits();
     assert!(unpriv == UNPRIV_ATTRIBUTES);
-    assert!(Miscselect::EXINFO.bits() == 1);
 };
