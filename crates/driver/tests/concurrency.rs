@@ -27,13 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sgxemu_arch::{PAGE_SIZE, PageType};
 use sgxemu_cpu::EpcIndex;
+use sgxemu_driver::KResult;
 use sgxemu_driver::os::Prot;
-use sgxemu_driver::sim::{Machine, MapKind, SimThread, Step, TestEnclave, layout};
-use sgxemu_driver::{Errno, KResult};
-use sgxemu_uapi::{
-    EENTER, SGX_IOC_ENCLAVE_MODIFY_TYPES, SGX_IOC_ENCLAVE_REMOVE_PAGES, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS,
-    SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM, SgxEnclaveModifyTypes, SgxEnclaveRemovePages, SgxEnclaveRestrictPermissions,
-};
+use sgxemu_driver::sim::{Machine, MapKind, Sgx2Op, SimThread, Step, TestEnclave, ioctl_at, layout, sgx2_range};
+use sgxemu_uapi::{EENTER, SGX_IOC_ENCLAVE_MODIFY_TYPES, SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM, SgxEnclaveModifyTypes};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -51,7 +48,6 @@ const WORKER_PAGES: u64 = 80;
 const WORKER_ROUNDS: u64 = 6;
 const IOCTL_PAGES: u64 = 48;
 const IOCTL_ROUNDS: u64 = 8;
-const MAX_RETRIES: usize = 100_000;
 /// Where the dynamic TCSs, the worker regions and the ioctl region lie in ELRANGE.
 const DYNAMIC: u64 = 0x10_0000;
 const WORKER_AREA: u64 = 0x20_0000;
@@ -68,57 +64,7 @@ fn image(region: u64, round: u64, page: u64) -> Vec<u8> {
 }
 
 fn ioctl<T: IntoBytes + FromBytes + Immutable>(t: &mut SimThread, fd: i32, cmd: u32, arg: T) -> (KResult<()>, T) {
-    let p = t.process().clone();
-    p.write_user(ARGS, arg.as_bytes()).expect("argument page");
-    let result = t.ioctl(fd, cmd, ARGS);
-    let mut bytes = vec![0u8; size_of::<T>()];
-    p.read_user(ARGS, &mut bytes).expect("argument page");
-    (result, T::read_from_bytes(&bytes).expect("size"))
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Sgx2 {
-    Restrict(u64),
-    Modify(u64),
-    Remove,
-}
-
-/// The §3.9 protocol over `[offset, offset + length)`: EAGAIN/EBUSY → advance by `count`,
-/// zero `count` and `result`, re-issue. Returns the retries.
-fn sgx2_range(t: &mut SimThread, fd: i32, mut offset: u64, mut length: u64, op: Sgx2) -> usize {
-    for retries in 0..MAX_RETRIES {
-        let (result, count, code) = match op {
-            Sgx2::Restrict(permissions) => {
-                let arg = SgxEnclaveRestrictPermissions { offset, length, permissions, result: 0, count: 0 };
-                let (r, out) = ioctl(t, fd, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, arg);
-                (r, out.count, out.result)
-            }
-            Sgx2::Modify(page_type) => {
-                let arg = SgxEnclaveModifyTypes { offset, length, page_type, result: 0, count: 0 };
-                let (r, out) = ioctl(t, fd, SGX_IOC_ENCLAVE_MODIFY_TYPES, arg);
-                (r, out.count, out.result)
-            }
-            Sgx2::Remove => {
-                let arg = SgxEnclaveRemovePages { offset, length, count: 0 };
-                let (r, out) = ioctl(t, fd, SGX_IOC_ENCLAVE_REMOVE_PAGES, arg);
-                (r, out.count, 0)
-            }
-        };
-        assert_eq!(code, 0, "{op:?}: no SGX error code");
-        assert!(count.is_multiple_of(PAGE) && count <= length, "count {count:#x} of {length:#x}");
-        match result {
-            Ok(()) => {
-                assert_eq!(count, length);
-                return retries;
-            }
-            Err(e) if e == Errno::EAGAIN || e == Errno::EBUSY => {
-                offset += count;
-                length -= count;
-            }
-            Err(e) => panic!("{op:?} at {offset:#x}: {e:?}"),
-        }
-    }
-    panic!("{op:?}: no progress in {MAX_RETRIES} tries");
+    ioctl_at(t, fd, cmd, ARGS, arg)
 }
 
 /// One enclave call from `tcs` that EACCEPTs `addrs` with `flags`; every EACCEPT succeeds.
@@ -182,14 +128,14 @@ fn ioctl_cycles(t: &mut SimThread, e: &TestEnclave, tcs: u64) -> usize {
         let stores =
             region.iter().enumerate().map(|(i, &a)| Step::Store { addr: a, data: image(WORKERS, round, i as u64) });
         run(t, tcs, stores.collect());
-        retries += sgx2_range(t, e.fd, offset, length, Sgx2::Restrict(0x1));
+        retries += sgx2_range(t, e.fd, ARGS, offset, length, Sgx2Op::Restrict(0x1));
         accept(t, e, tcs, &region, REG_R_PR);
         let values = run(t, tcs, region.iter().map(|&a| Step::Load { addr: a + 8, len: 8 }).collect());
         let expected: Vec<u64> = (0..IOCTL_PAGES).map(|i| pattern(WORKERS, round, i, 1)).collect();
         assert_eq!(values, expected, "ioctl region round {round}");
-        retries += sgx2_range(t, e.fd, offset, length, Sgx2::Modify(SGX_PAGE_TYPE_TRIM));
+        retries += sgx2_range(t, e.fd, ARGS, offset, length, Sgx2Op::Modify(SGX_PAGE_TYPE_TRIM));
         accept(t, e, tcs, &region, TRIM_MODIFIED);
-        retries += sgx2_range(t, e.fd, offset, length, Sgx2::Remove);
+        retries += sgx2_range(t, e.fd, ARGS, offset, length, Sgx2Op::Remove);
     }
     retries
 }

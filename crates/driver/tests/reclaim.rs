@@ -54,13 +54,14 @@ use sgxemu_arch::{
 use sgxemu_cpu::{EpcIndex, PageTable};
 use sgxemu_crypto::MeasurementState;
 use sgxemu_driver::os::Prot;
-use sgxemu_driver::sim::{FaultResolution, Machine, MapKind, Process, SimThread, Step, TestEnclave, layout};
-use sgxemu_driver::{Encl, Errno, KResult, NR_HIGH_PAGES, NR_LOW_PAGES, NR_TO_SCAN};
+use sgxemu_driver::sim::{
+    FaultResolution, Machine, MapKind, Process, Sgx2Op, SimThread, Step, TestEnclave, ioctl_at, layout, sgx2_range,
+};
+use sgxemu_driver::{Encl, KResult, NR_HIGH_PAGES, NR_LOW_PAGES, NR_TO_SCAN};
 use sgxemu_uapi::{
     EENTER, EEXIT, SGX_IOC_ENCLAVE_ADD_PAGES, SGX_IOC_ENCLAVE_CREATE, SGX_IOC_ENCLAVE_INIT,
-    SGX_IOC_ENCLAVE_MODIFY_TYPES, SGX_IOC_ENCLAVE_REMOVE_PAGES, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, SGX_PAGE_MEASURE,
-    SGX_PAGE_TYPE_TRIM, SgxEnclaveAddPages, SgxEnclaveCreate, SgxEnclaveInit, SgxEnclaveModifyTypes,
-    SgxEnclaveRemovePages, SgxEnclaveRestrictPermissions,
+    SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, SGX_PAGE_MEASURE, SGX_PAGE_TYPE_TRIM, SgxEnclaveAddPages, SgxEnclaveCreate,
+    SgxEnclaveInit, SgxEnclaveRestrictPermissions,
 };
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
 
@@ -121,8 +122,8 @@ impl Env {
     /// The §3.9 caller protocol for MODIFY_TYPES / REMOVE_PAGES over
     /// `[offset, offset + length)`: EAGAIN/EBUSY → advance by `count`, zero `count`, retry.
     /// Returns the number of retries.
-    fn sgx2_range(&mut self, offset: u64, length: u64, op: Sgx2) -> usize {
-        sgx2_range(&mut self.t, self.e.fd, offset, length, op)
+    fn sgx2_range(&mut self, offset: u64, length: u64, op: Sgx2Op) -> usize {
+        sgx2_range(&mut self.t, self.e.fd, ARGS, offset, length, op)
     }
 
     /// EACCEPTs every page of `addrs` with `flags` from `tcs` in one enclave call.
@@ -182,50 +183,7 @@ impl Env {
 }
 
 fn ioctl<T: IntoBytes + FromBytes + Immutable>(t: &mut SimThread, fd: i32, cmd: u32, arg: T) -> (KResult<()>, T) {
-    let p = t.process().clone();
-    p.write_user(ARGS, arg.as_bytes()).expect("argument page");
-    let result = t.ioctl(fd, cmd, ARGS);
-    let mut bytes = vec![0u8; size_of::<T>()];
-    p.read_user(ARGS, &mut bytes).expect("argument page");
-    (result, T::read_from_bytes(&bytes).expect("size"))
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Sgx2 {
-    Modify(u64),
-    Remove,
-}
-
-fn sgx2_range(t: &mut SimThread, fd: i32, mut offset: u64, mut length: u64, op: Sgx2) -> usize {
-    for retries in 0..MAX_RETRIES {
-        let (result, count) = match op {
-            Sgx2::Modify(page_type) => {
-                let arg = SgxEnclaveModifyTypes { offset, length, page_type, result: 0, count: 0 };
-                let (r, out) = ioctl(t, fd, SGX_IOC_ENCLAVE_MODIFY_TYPES, arg);
-                assert_eq!(out.result, 0, "no SGX error code");
-                (r, out.count)
-            }
-            Sgx2::Remove => {
-                let (r, out) =
-                    ioctl(t, fd, SGX_IOC_ENCLAVE_REMOVE_PAGES, SgxEnclaveRemovePages { offset, length, count: 0 });
-                (r, out.count)
-            }
-        };
-        assert!(count.is_multiple_of(PAGE) && count <= length, "count {count:#x} of {length:#x}");
-        match result {
-            Ok(()) => {
-                assert_eq!(count, length, "success covers the whole range");
-                return retries;
-            }
-            Err(e) if e == Errno::EAGAIN || e == Errno::EBUSY => {
-                assert!(count < length);
-                offset += count;
-                length -= count;
-            }
-            Err(e) => panic!("{op:?} at {offset:#x}: {e:?}"),
-        }
-    }
-    panic!("{op:?} made no progress in {MAX_RETRIES} tries");
+    ioctl_at(t, fd, cmd, ARGS, arg)
 }
 
 fn accept_program(e: &TestEnclave, tcs: u64, addrs: impl Iterator<Item = u64>, flags: u64) -> Vec<Step> {
@@ -307,10 +265,10 @@ fn three_times_the_epc(env: &mut Env) {
     assert!(env.encl.info().resident < epc_pages);
     // Trim, accept, remove the whole heap.
     let before = env.encl.info();
-    env.sgx2_range(layout::HEAP, heap_pages * PAGE, Sgx2::Modify(SGX_PAGE_TYPE_TRIM));
+    env.sgx2_range(layout::HEAP, heap_pages * PAGE, Sgx2Op::Modify(SGX_PAGE_TYPE_TRIM));
     assert!(heap.iter().all(|&a| env.encl.page_record(a).expect("record").0 == PageType::Trim));
     env.accept(env.e.tcs1(), heap.iter().copied(), TRIM_MODIFIED);
-    env.sgx2_range(layout::HEAP, heap_pages * PAGE, Sgx2::Remove);
+    env.sgx2_range(layout::HEAP, heap_pages * PAGE, Sgx2Op::Remove);
     let after = env.encl.info();
     assert_eq!(after.pages as u64, IMAGE_PAGES);
     assert_eq!(after.page_cnt, before.page_cnt - heap_pages);
@@ -585,9 +543,9 @@ fn va_pages_are_page_cnt_over_512_rounded_up() {
     let info = env.encl.info();
     assert_eq!((info.page_cnt, info.va_pages), (513, 2));
     // Removing it lowers page_cnt but keeps the VA page.
-    env.sgx2_range(hole - env.e.base, PAGE, Sgx2::Modify(SGX_PAGE_TYPE_TRIM));
+    env.sgx2_range(hole - env.e.base, PAGE, Sgx2Op::Modify(SGX_PAGE_TYPE_TRIM));
     env.accept(env.e.tcs1(), [hole].into_iter(), TRIM_MODIFIED);
-    env.sgx2_range(hole - env.e.base, PAGE, Sgx2::Remove);
+    env.sgx2_range(hole - env.e.base, PAGE, Sgx2Op::Remove);
     let info = env.encl.info();
     assert_eq!((info.page_cnt, info.va_pages), (512, 2));
     env.release();

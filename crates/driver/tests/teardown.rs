@@ -29,7 +29,7 @@ use std::sync::{Arc, Barrier};
 use sgxemu_arch::{Attributes, AttributesFlags, PAGE_SIZE, PageType, PfErrorCode, Secinfo, SecinfoFlags, Secs};
 use sgxemu_cpu::EpcIndex;
 use sgxemu_driver::os::{AddressSpace, MmId, Prot};
-use sgxemu_driver::sim::{FaultResolution, Machine, MapKind, Process, SimThread, Step, TestEnclave, layout};
+use sgxemu_driver::sim::{FaultResolution, Machine, MapKind, Process, SimThread, Step, TestEnclave, ioctl_at, layout};
 use sgxemu_driver::{Encl, Errno, KResult};
 use sgxemu_uapi::{
     EENTER, SGX_IOC_ENCLAVE_ADD_PAGES, SGX_IOC_ENCLAVE_CREATE, SGX_IOC_ENCLAVE_MODIFY_TYPES, SGX_PAGE_MEASURE,
@@ -124,12 +124,7 @@ fn assert_released(m: &Machine, encl: &Encl) {
 }
 
 fn ioctl<T: IntoBytes + FromBytes + Immutable>(t: &mut SimThread, fd: i32, cmd: u32, arg: T) -> (KResult<()>, T) {
-    let p = t.process().clone();
-    p.write_user(ARGS, arg.as_bytes()).expect("argument page");
-    let result = t.ioctl(fd, cmd, ARGS);
-    let mut bytes = vec![0u8; size_of::<T>()];
-    p.read_user(ARGS, &mut bytes).expect("argument page");
-    (result, T::read_from_bytes(&bytes).expect("size"))
+    ioctl_at(t, fd, cmd, ARGS, arg)
 }
 
 /// The EPC pages the enclave holds, by EPCM page type.

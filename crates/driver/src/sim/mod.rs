@@ -6,6 +6,7 @@
 
 mod platform;
 mod process;
+mod sgx2;
 mod test_enclave;
 mod thread;
 
@@ -15,6 +16,7 @@ use sgxemu_cpu::{PlatformConfig, PlatformSecrets, Processor};
 
 pub use platform::{MemoryBacking, SimPlatform};
 pub use process::{FaultResolution, File, MapKind, Process, Pte};
+pub use sgx2::{NO_PROGRESS_LIMIT, Sgx2Op, Sgx2Outcome, ioctl_at, sgx2_once, sgx2_range};
 pub use test_enclave::{LoadError, TestEnclave, layout};
 pub use thread::{Exit, SimThread, Step, UserContext, VDSO_ENCLU};
 
