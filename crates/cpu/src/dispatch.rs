@@ -52,6 +52,22 @@ impl Processor {
             regs.rflags = status.apply_to_rflags(regs.rflags);
         }
         regs.rip = regs.rip.wrapping_add(INSN_LEN);
+        // Leaves that can change an EPCM entry's type, permissions or state name the page
+        // in RCX (EPC address).
+        if matches!(
+            leaf,
+            Encls::Eaug
+                | Encls::Eremove
+                | Encls::Eldb
+                | Encls::Eldu
+                | Encls::Eblock
+                | Encls::Ewb
+                | Encls::Emodpr
+                | Encls::Emodt
+        ) && let Some(page) = self.epc_index(rcx)
+        {
+            self.notify_epcm_changed(page);
+        }
         Ok(())
     }
 
@@ -68,7 +84,8 @@ impl Processor {
         if entering == lp.in_enclave() {
             return Err(Exception::Gp);
         }
-        match leaf {
+        let target = regs.rcx;
+        let result = match leaf {
             Enclu::Eenter => self.eenter(lp, regs, pt),
             Enclu::Eresume => self.eresume(lp, regs, pt),
             Enclu::Eexit => self.eexit(lp, regs),
@@ -77,6 +94,14 @@ impl Processor {
             Enclu::Egetkey => self.egetkey(lp, regs, pt).map(drop),
             Enclu::Eaccept => self.eaccept(lp, regs, pt).map(drop),
             Enclu::Eacceptcopy => self.eacceptcopy(lp, regs, pt).map(drop),
+        };
+        // EACCEPT, EACCEPTCOPY and EMODPE change the EPCM entry of the page RCX names.
+        if matches!(leaf, Enclu::Emodpe | Enclu::Eaccept | Enclu::Eacceptcopy)
+            && let crate::memory::Translation::Present { pa, .. } = pt.translate(target)
+            && let Some(page) = self.epc_index(pa)
+        {
+            self.notify_epcm_changed(page);
         }
+        result
     }
 }

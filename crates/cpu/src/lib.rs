@@ -54,7 +54,7 @@ pub use fault::{Exception, LeafResult, Status};
 pub use invariants::InvariantViolation;
 pub use lp::{Lp, LpId};
 pub use memory::{AccessKind, MapPageTable, Memory, PageTable, SparseMemory, Translation, walk};
-pub use processor::{Processor, ProcessorError};
+pub use processor::{EpcmObserver, Processor, ProcessorError};
 pub use regs::{Regs, is_canonical};
 pub use secrets::{PlatformSecrets, RandomnessError};
 pub use stats::LeafStats;

@@ -52,6 +52,17 @@ pub struct Processor {
     pub(crate) pending_unmasked_events: AtomicU32,
     /// Size of the XSAVE image for the part's full XFRM mask.
     pub(crate) max_xsave_size: usize,
+    /// Told about EPCM entries that leaves changed (see [`EpcmObserver`]).
+    observer: std::sync::OnceLock<Arc<dyn EpcmObserver>>,
+}
+
+/// Learns which EPCM entries a leaf may have changed, after the leaf completed and released
+/// every lock it held. A native engine that enforces the EPCM with host page protections
+/// needs this to follow EMODPR, EMODT, EAUG, EREMOVE, EWB/ELDU, EACCEPT and EMODPE; the
+/// deterministic platforms ask [`Processor::check_access`] instead and need no observer.
+pub trait EpcmObserver: Send + Sync + std::fmt::Debug {
+    /// The EPCM entry of `page` may have changed.
+    fn epcm_changed(&self, page: EpcIndex);
 }
 
 impl Processor {
@@ -85,7 +96,19 @@ impl Processor {
             paging_version: AtomicU64::new(8),
             next_lp: AtomicU32::new(0),
             pending_unmasked_events: AtomicU32::new(0),
+            observer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the EPCM observer (once; later calls return false and change nothing).
+    pub fn set_epcm_observer(&self, observer: Arc<dyn EpcmObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    pub(crate) fn notify_epcm_changed(&self, page: EpcIndex) {
+        if let Some(observer) = self.observer.get() {
+            observer.epcm_changed(page);
+        }
     }
 
     /// The configuration this part was built from.

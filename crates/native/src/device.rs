@@ -1,0 +1,201 @@
+//! `/dev/sgx_enclave` and `/dev/sgx_provision` as the program sees them: real file
+//! descriptors (of `/dev/null`, so fd numbers, `dup`-free `close` and `poll` behave), whose
+//! ioctls, mmaps, munmaps and mprotects reach the driver with the kernel's results.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::c_int;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use sgxemu_driver::os::{Prot, SourceVma, Task};
+use sgxemu_driver::{Encl, Errno, KResult};
+
+use crate::engine::Engine;
+use crate::sys;
+
+/// The device nodes the emulator provides.
+pub const ENCLAVE_PATH: &str = "/dev/sgx_enclave";
+/// The provisioning node.
+pub const PROVISION_PATH: &str = "/dev/sgx_provision";
+
+/// An open emulated device.
+#[derive(Clone, Debug)]
+pub enum DeviceFile {
+    /// An enclave (one per open of `/dev/sgx_enclave`).
+    Enclave(Arc<Encl>),
+    /// `/dev/sgx_provision`.
+    Provision,
+}
+
+/// The open emulated devices, by fd.
+#[derive(Debug, Default)]
+pub struct Devices {
+    files: Mutex<FxHashMap<c_int, DeviceFile>>,
+    count: AtomicUsize,
+}
+
+impl Devices {
+    /// Records `fd` as an open device.
+    pub fn insert(&self, fd: c_int, file: DeviceFile) {
+        let mut files = self.files.lock();
+        files.insert(fd, file);
+        self.count.store(files.len(), Ordering::Release);
+    }
+
+    /// The device behind `fd`, if it is one of ours (lock-free when none is open).
+    pub fn get(&self, fd: c_int) -> Option<DeviceFile> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.files.lock().get(&fd).cloned()
+    }
+
+    /// Forgets `fd`; returns what it was.
+    pub fn remove(&self, fd: c_int) -> Option<DeviceFile> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut files = self.files.lock();
+        let file = files.remove(&fd);
+        self.count.store(files.len(), Ordering::Release);
+        file
+    }
+
+    /// Whether any fd still refers to `encl`.
+    pub fn refers_to(&self, encl: &Arc<Encl>) -> bool {
+        self.files.lock().values().any(|f| matches!(f, DeviceFile::Enclave(e) if Arc::ptr_eq(e, encl)))
+    }
+}
+
+/// The calling thread as the driver's `Task`.
+struct NativeTask<'a> {
+    engine: &'a Engine,
+}
+
+impl Task for NativeTask<'_> {
+    fn copy_from_user(&self, addr: u64, buf: &mut [u8]) -> KResult<()> {
+        sys::read_own_memory(addr, buf).map_err(|_| Errno::EFAULT)
+    }
+
+    fn copy_to_user(&self, addr: u64, data: &[u8]) -> KResult<()> {
+        sys::write_own_memory(addr, data).map_err(|_| Errno::EFAULT)
+    }
+
+    fn source_vma(&self, addr: u64) -> Option<SourceVma> {
+        let mut probe = [0u8; 1];
+        sys::read_own_memory(addr, &mut probe).ok()?;
+        Some(SourceVma { may_exec: true })
+    }
+
+    fn signal_pending(&self) -> bool {
+        false
+    }
+
+    fn read_implies_exec(&self) -> bool {
+        // SAFETY: personality(0xffffffff) only queries.
+        let persona = unsafe { libc::personality(0xffff_ffff) };
+        persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
+    }
+
+    fn is_provision_fd(&self, fd: i32) -> Option<bool> {
+        match self.engine.devices.get(fd) {
+            Some(DeviceFile::Provision) => Some(true),
+            Some(DeviceFile::Enclave(_)) => Some(false),
+            // SAFETY: F_GETFD only queries the descriptor table.
+            None => (unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).then_some(false),
+        }
+    }
+}
+
+impl Engine {
+    /// After `open` of a device path returned `fd`: make it an emulated device.
+    pub fn opened(&self, path: &str, fd: c_int) {
+        let file =
+            if path == PROVISION_PATH { DeviceFile::Provision } else { DeviceFile::Enclave(self.sgx.open_enclave()) };
+        self.devices.insert(fd, file);
+    }
+
+    /// `close(fd)` of a device: the enclave is released once nothing maps it.
+    pub fn closed(&self, fd: c_int) {
+        if let Some(DeviceFile::Enclave(encl)) = self.devices.remove(fd) {
+            self.release_if_unused(&encl);
+        }
+    }
+
+    fn release_if_unused(&self, encl: &Arc<Encl>) {
+        if !self.space.maps(encl) && !self.devices.refers_to(encl) {
+            let state = crate::thread::current(&self.processor);
+            encl.release(&mut state.cpus().kcpu);
+        }
+    }
+
+    /// ioctl on a device fd.
+    pub fn ioctl(&self, fd: c_int, cmd: u32, arg: u64) -> KResult<()> {
+        match self.devices.get(fd) {
+            Some(DeviceFile::Enclave(encl)) => {
+                let state = crate::thread::current(&self.processor);
+                encl.ioctl(&mut state.cpus().kcpu, &NativeTask { engine: self }, cmd, arg)
+            }
+            Some(DeviceFile::Provision) => Err(Errno::ENOTTY),
+            None => Err(Errno(libc::EBADF)),
+        }
+    }
+
+    /// mmap of an enclave fd. Returns the address.
+    pub fn mmap(&self, addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int) -> KResult<u64> {
+        let Some(DeviceFile::Enclave(encl)) = self.devices.get(fd) else { return Err(Errno::ENODEV) };
+        if len == 0 || !addr.is_multiple_of(4096) {
+            return Err(Errno::EINVAL);
+        }
+        if flags & libc::MAP_SHARED == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+        let prot = prot_of(prot);
+        let len = len.div_ceil(4096) * 4096;
+        let read_implies_exec = NativeTask { engine: self }.read_implies_exec();
+        if fixed {
+            encl.may_map(addr, addr + len, prot, read_implies_exec)?;
+            let start = self.space.map(addr, len, prot, encl.clone(), true).map_err(io_errno)?;
+            encl.mm_add(self.space.clone());
+            return Ok(start);
+        }
+        // The host picks the address; the driver's rules then apply to where it landed.
+        let start = self.space.map(addr, len, prot, encl.clone(), false).map_err(io_errno)?;
+        if let Err(e) = encl.may_map(start, start + len, prot, read_implies_exec) {
+            let _ = self.space.unmap(start, len);
+            return Err(e);
+        }
+        encl.mm_add(self.space.clone());
+        Ok(start)
+    }
+
+    /// munmap of a range holding enclave mappings.
+    pub fn munmap(&self, addr: u64, len: u64) -> KResult<()> {
+        let touched = self.space.unmap(addr, len).map_err(io_errno)?;
+        for encl in touched {
+            self.release_if_unused(&encl);
+        }
+        Ok(())
+    }
+
+    /// mprotect of a range holding enclave mappings: the driver's per-page maximum applies.
+    pub fn mprotect(&self, addr: u64, len: u64, prot: c_int) -> KResult<()> {
+        let prot = prot_of(prot);
+        let len = len.div_ceil(4096) * 4096;
+        let read_implies_exec = NativeTask { engine: self }.read_implies_exec();
+        for encl in self.space.enclaves_in(addr, len) {
+            encl.may_map(addr, addr + len, prot, read_implies_exec)?;
+        }
+        self.space.protect(addr, len, prot).map_err(io_errno)
+    }
+}
+
+fn prot_of(prot: c_int) -> Prot {
+    Prot::from_bits_truncate((prot & 0x7) as u8)
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno(e.raw_os_error().unwrap_or(libc::ENOMEM))
+}

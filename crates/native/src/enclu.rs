@@ -1,0 +1,362 @@
+//! What the processor does when enclave code, or a program entering it, executes ENCLU or
+//! raises an exception — carried out on a signal frame: the leaf on the processor model,
+//! AEX into the SSA, and the kernel's part (its #PF handler, the vDSO exception fixup, or a
+//! signal for the program).
+
+use std::sync::atomic::Ordering;
+
+use sgxemu_arch::{Enclu, PfErrorCode, Vector};
+use sgxemu_cpu::{AccessKind, AexEvent, EventKind, Exception, Regs};
+
+use crate::context::Frame;
+use crate::engine::Engine;
+use crate::space::Resolution;
+use crate::thread::{self, ThreadState};
+use crate::vdso::{self, SoftFrame, frame};
+use crate::{signals, sys};
+
+/// What a handler should do after the emulator looked at a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: return from the handler (the frame holds the state to resume).
+    Resume,
+    /// Deliver this signal to the program's own handler, with the (edited) frame.
+    Signal(libc::c_int),
+}
+
+/// An exception as the architecture reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fault {
+    /// Vector.
+    pub vector: u8,
+    /// Error code.
+    pub code: u32,
+    /// Faulting address (#PF).
+    pub addr: u64,
+}
+
+impl Fault {
+    fn from_exception(e: Exception) -> Fault {
+        match e {
+            Exception::Pf { addr, code } => Fault { vector: Vector::Pf as u8, code: code.bits(), addr },
+            other => Fault { vector: other.vector() as u8, code: 0, addr: 0 },
+        }
+    }
+}
+
+/// The signal the kernel sends for an exception vector.
+fn signal_for(vector: u8) -> libc::c_int {
+    match vector {
+        0 | 16 | 19 => libc::SIGFPE,
+        1 | 3 => libc::SIGTRAP,
+        6 => libc::SIGILL,
+        12 | 17 => libc::SIGBUS,
+        _ => libc::SIGSEGV,
+    }
+}
+
+/// The access a #PF error code describes.
+pub fn access_kind(code: u64) -> AccessKind {
+    if code & u64::from(PfErrorCode::I.bits()) != 0 {
+        AccessKind::Execute
+    } else if code & u64::from(PfErrorCode::W.bits()) != 0 {
+        AccessKind::Write
+    } else {
+        AccessKind::Read
+    }
+}
+
+fn regs_with_bases(frame: &Frame, fsbase: u64, gsbase: u64) -> Regs {
+    Regs { fsbase, gsbase, ..frame.regs() }
+}
+
+/// Runs ENCLU for a thread outside enclave mode (EENTER/ERESUME by the program or the
+/// vDSO's AEP), resolving not-present #PFs on the TCS or SSA through the driver's fault
+/// handler and re-executing, as the kernel's fault path does.
+fn enclu_from_outside(engine: &Engine, st: &ThreadState, regs: &mut Regs) -> Result<(), Exception> {
+    loop {
+        let mut attempt = *regs;
+        match engine.processor.enclu(&mut st.cpus().lp, &mut attempt, &*engine.space) {
+            Ok(()) => {
+                *regs = attempt;
+                return Ok(());
+            }
+            Err(Exception::Pf { addr, code }) if !code.contains(PfErrorCode::SGX) => {
+                match engine.space.fault(&mut st.cpus().kcpu, addr, access_kind(u64::from(code.bits()))) {
+                    Resolution::Retry => continue,
+                    _ => return Err(Exception::Pf { addr, code }),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The thread just entered (EENTER or ERESUME succeeded): async signals wait while enclave
+/// code runs, and the host's mask comes back at the exit.
+fn entered(st: &ThreadState, frame: &mut Frame, regs: &Regs) {
+    st.enclave_fs.store(regs.fsbase, Ordering::Relaxed);
+    st.enclave_gs.store(regs.gsbase, Ordering::Relaxed);
+    st.host_mask.set(frame.sigmask());
+    frame.set_sigmask(signals::enclave_mask(&frame.sigmask()));
+    if let Some(stack) = thread::ensure_alt_stack(st) {
+        frame.set_altstack(stack);
+    }
+    st.in_enclave.store(true, Ordering::Release);
+}
+
+/// SIGILL at an ENCLU. `enclave_fs`/`enclave_gs` are the bases the thread had at the
+/// signal (the handler already switched to the host's).
+pub fn on_enclu(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs: u64, enclave_gs: u64) -> Outcome {
+    let inside = st.cpus().lp.in_enclave();
+    let mut regs = if inside {
+        regs_with_bases(frame, enclave_fs, enclave_gs)
+    } else {
+        regs_with_bases(frame, st.host_fs.load(Ordering::Relaxed), st.host_gs.load(Ordering::Relaxed))
+    };
+    let leaf = Enclu::try_from(regs.rax as u32).ok();
+    if !inside {
+        if leaf == Some(Enclu::Eenter) || leaf == Some(Enclu::Eresume) {
+            st.host_fs.store(regs.fsbase, Ordering::Relaxed);
+            st.host_gs.store(regs.gsbase, Ordering::Relaxed);
+        }
+        return match enclu_from_outside(engine, st, &mut regs) {
+            Ok(()) => {
+                frame.set_regs(&regs);
+                if leaf == Some(Enclu::Eresume) {
+                    frame.load_xstate(&st.cpus().lp.xsave);
+                }
+                if st.cpus().lp.in_enclave() {
+                    entered(st, frame, &regs);
+                }
+                Outcome::Resume
+            }
+            Err(e) => outside_exception(frame, Fault::from_exception(e)),
+        };
+    }
+    let before = regs;
+    match engine.processor.enclu(&mut st.cpus().lp, &mut regs, &*engine.space) {
+        Ok(()) => {
+            frame.set_regs(&regs);
+            if !st.cpus().lp.in_enclave() {
+                // EEXIT: back to the host's signal mask (FS is the host's already).
+                st.in_enclave.store(false, Ordering::Release);
+                frame.set_sigmask(st.host_mask.get());
+            }
+            Outcome::Resume
+        }
+        Err(e) => {
+            let fault = Fault::from_exception(e);
+            let needs_driver =
+                matches!(e, Exception::Pf { code, .. } if !code.contains(PfErrorCode::SGX | PfErrorCode::P));
+            let kind = access_kind(u64::from(fault.code));
+            enclave_exception(engine, st, frame, before, fault, needs_driver.then_some(kind))
+        }
+    }
+}
+
+/// A #PF (SIGSEGV with trap 14) raised by enclave code at `addr`.
+pub fn on_enclave_page_fault(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    enclave_fs: u64,
+    enclave_gs: u64,
+    addr: u64,
+) -> Outcome {
+    let regs = regs_with_bases(frame, enclave_fs, enclave_gs);
+    let host_code = frame.err();
+    let kind = access_kind(host_code);
+    let (resolution, _) = engine.space.classify(addr, kind);
+    match resolution {
+        Resolution::Present => match engine.processor.check_access(&st.cpus().lp, &*engine.space, addr, kind) {
+            // The host protection lagged behind the EPCM: catch up and retry.
+            Ok(_) => {
+                engine.space.refresh_addr(addr);
+                Outcome::Resume
+            }
+            Err(e) => enclave_exception(engine, st, frame, regs, Fault::from_exception(e), None),
+        },
+        Resolution::Retry => {
+            let fault = Fault { vector: Vector::Pf as u8, code: kind.pf_bits().bits(), addr };
+            enclave_exception(engine, st, frame, regs, fault, Some(kind))
+        }
+        Resolution::AccessError => {
+            let fault = Fault { vector: Vector::Pf as u8, code: kind.pf_bits().bits(), addr };
+            enclave_exception(engine, st, frame, regs, fault, None)
+        }
+        _ => {
+            let fault = Fault { vector: Vector::Pf as u8, code: host_code as u32, addr };
+            enclave_exception(engine, st, frame, regs, fault, None)
+        }
+    }
+}
+
+/// Any other exception enclave code raised (vector from the kernel's trap number).
+pub fn on_enclave_trap(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    enclave_fs: u64,
+    enclave_gs: u64,
+) -> Outcome {
+    let regs = regs_with_bases(frame, enclave_fs, enclave_gs);
+    let fault = Fault { vector: frame.trapno() as u8, code: frame.err() as u32, addr: 0 };
+    enclave_exception(engine, st, frame, regs, fault, None)
+}
+
+/// CPUID executed by enclave code (seen only with CPUID faulting): #UD, as on SGX.
+pub fn on_enclave_ud(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    enclave_fs: u64,
+    enclave_gs: u64,
+) -> Outcome {
+    let regs = regs_with_bases(frame, enclave_fs, enclave_gs);
+    enclave_exception(engine, st, frame, regs, Fault { vector: Vector::Ud as u8, code: 0, addr: 0 }, None)
+}
+
+/// An interrupt (the driver's IPI) while enclave code runs: AEX to the AEP, whose ERESUME
+/// continues the enclave after the kernel's work.
+pub fn on_interrupt(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs: u64, enclave_gs: u64) {
+    let mut regs = regs_with_bases(frame, enclave_fs, enclave_gs);
+    frame.save_xstate(&mut st.cpus().lp.xsave);
+    if engine.processor.aex(&mut st.cpus().lp, &mut regs, AexEvent::interrupt()).is_some() {
+        st.in_enclave.store(false, Ordering::Release);
+        frame.set_regs(&regs);
+        frame.load_xstate(&st.cpus().lp.xsave);
+        frame.set_sigmask(st.host_mask.get());
+    }
+}
+
+/// Hardware's AEX for an exception in enclave mode, then the kernel: the fault handler
+/// for a not-present #PF (`driver_fault`), and if it resolved the fault the AEP's ERESUME
+/// at once; otherwise the vDSO fixup or a signal.
+fn enclave_exception(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    mut regs: Regs,
+    fault: Fault,
+    driver_fault: Option<AccessKind>,
+) -> Outcome {
+    frame.save_xstate(&mut st.cpus().lp.xsave);
+    let event = AexEvent {
+        kind: EventKind::Exception {
+            vector: Vector::try_from(fault.vector).unwrap_or(Vector::Gp),
+            error_code: fault.code,
+            addr: fault.addr,
+        },
+    };
+    let Some(report) = engine.processor.aex(&mut st.cpus().lp, &mut regs, event) else {
+        return Outcome::Signal(signal_for(fault.vector));
+    };
+    st.in_enclave.store(false, Ordering::Release);
+    frame.set_sigmask(st.host_mask.get());
+    if let Some(kind) = driver_fault
+        && engine.space.fault(&mut st.cpus().kcpu, fault.addr, kind) == Resolution::Retry
+    {
+        // Back at the AEP: its ENCLU[ERESUME] continues the enclave.
+        let mut resumed = regs;
+        return match enclu_from_outside(engine, st, &mut resumed) {
+            Ok(()) => {
+                let mask = frame.sigmask();
+                frame.set_regs(&resumed);
+                frame.load_xstate(&st.cpus().lp.xsave);
+                frame.set_sigmask(mask);
+                entered(st, frame, &resumed);
+                Outcome::Resume
+            }
+            Err(e) => {
+                frame.set_regs(&regs);
+                frame.load_xstate(&st.cpus().lp.xsave);
+                outside_exception(frame, Fault::from_exception(e))
+            }
+        };
+    }
+    frame.set_regs(&regs);
+    frame.load_xstate(&st.cpus().lp.xsave);
+    let reported = Fault { vector: fault.vector, code: report.error_code, addr: report.cr2 };
+    outside_exception(frame, reported)
+}
+
+/// An exception at host code (after an AEX: at the AEP): the vDSO's fixup if the AEP is
+/// the vDSO's ENCLU, else the program's signal.
+fn outside_exception(frame: &mut Frame, fault: Fault) -> Outcome {
+    match vdso::get() {
+        Some(v) if frame.rip() == v.aep => {
+            let mut regs = frame.regs();
+            regs.rip = v.handle_exception;
+            regs.rdi = u64::from(fault.vector);
+            regs.rsi = u64::from(fault.code);
+            regs.rdx = fault.addr;
+            frame.set_regs(&regs);
+            Outcome::Resume
+        }
+        _ => Outcome::Signal(signal_for(fault.vector)),
+    }
+}
+
+/// EENTER done in software for the vDSO (see [`crate::vdso`]): the frame holds the
+/// registers at its ENCLU; on success it returns them as EENTER leaves them, with FS and GS
+/// already switched and async signals blocked.
+pub extern "C" fn soft_eenter(raw: *mut SoftFrame) {
+    // SAFETY: the vDSO passes a pointer to the SoftFrame on its own stack.
+    let words = unsafe { &mut (*raw).words };
+    let Some(engine) = Engine::get() else {
+        fail(words, Exception::Gp);
+        return;
+    };
+    let st = thread::current(&engine.processor);
+    let _ = thread::ensure_alt_stack(st);
+    let host_fs = sys::fs_base();
+    let host_gs = sys::gs_base();
+    let mut regs = Regs {
+        rax: words[frame::RAX],
+        rbx: words[frame::RBX],
+        rcx: words[frame::RCX],
+        rdx: words[frame::RDX],
+        rsi: words[frame::RSI],
+        rdi: words[frame::RDI],
+        r8: words[frame::R8],
+        r9: words[frame::R8 + 1],
+        r10: words[frame::R8 + 2],
+        r11: words[frame::R8 + 3],
+        r12: words[frame::R8 + 4],
+        r13: words[frame::R8 + 5],
+        r14: words[frame::R8 + 6],
+        r15: words[frame::R8 + 7],
+        rbp: words[frame::RBP],
+        rsp: words[frame::RSP],
+        rflags: words[frame::RFLAGS],
+        rip: words[frame::RIP],
+        fsbase: host_fs,
+        gsbase: host_gs,
+    };
+    if let Err(e) = enclu_from_outside(engine, st, &mut regs) {
+        fail(words, e);
+        return;
+    }
+    words[frame::RAX] = regs.rax;
+    words[frame::RCX] = regs.rcx;
+    words[frame::RIP] = regs.rip;
+    words[frame::STATUS] = vdso::STATUS_ENTER;
+    st.host_fs.store(host_fs, Ordering::Relaxed);
+    st.host_gs.store(host_gs, Ordering::Relaxed);
+    st.host_mask.set(signals::block_async());
+    st.enclave_fs.store(regs.fsbase, Ordering::Relaxed);
+    st.enclave_gs.store(regs.gsbase, Ordering::Relaxed);
+    st.in_enclave.store(true, Ordering::Release);
+    // Last: from here on no thread-local storage is reachable until the enclave exits.
+    sys::set_gs_base(regs.gsbase);
+    sys::set_fs_base(regs.fsbase);
+}
+
+fn fail(words: &mut [u64; frame::WORDS], e: Exception) {
+    let fault = Fault::from_exception(e);
+    words[frame::STATUS] = vdso::STATUS_EXCEPTION;
+    words[frame::VECTOR] = u64::from(fault.vector);
+    words[frame::ERROR] = u64::from(fault.code);
+    words[frame::ADDR] = fault.addr;
+}

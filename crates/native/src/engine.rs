@@ -1,0 +1,109 @@
+//! The emulated platform inside this process: the processor over a memfd EPC, the driver,
+//! the process's enclave mappings and its open device files.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sgxemu_cpu::{PlatformConfig, Processor};
+use sgxemu_driver::Sgx;
+
+use crate::device::Devices;
+use crate::epc_memory::MemfdEpc;
+use crate::platform::NativePlatform;
+use crate::space::{EpcmFollower, Space};
+use crate::sys;
+
+/// Everything the emulator holds for one process.
+#[derive(Debug)]
+pub struct Engine {
+    /// The emulated processor.
+    pub processor: Arc<Processor>,
+    /// The driver.
+    pub sgx: Arc<Sgx>,
+    /// The EPC's host memory.
+    pub epc: Arc<MemfdEpc>,
+    /// This process's enclave mappings.
+    pub space: Arc<Space>,
+    /// Open `/dev/sgx_*` files.
+    pub devices: Devices,
+    /// IPIs, backing store, the reclaimer thread.
+    pub platform: Arc<NativePlatform>,
+    /// The process the engine was built in (a fork child builds its own).
+    pub pid: i32,
+}
+
+static ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+static INIT: Mutex<()> = Mutex::new(());
+
+/// Why the platform could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration was refused.
+    #[error("emulated processor: {0}")]
+    Processor(#[from] sgxemu_cpu::ProcessorError),
+    /// Host memory for the EPC could not be set up.
+    #[error("EPC memory: {0}")]
+    Memory(#[from] std::io::Error),
+    /// The driver refused the part.
+    #[error("driver: {0}")]
+    Driver(#[from] sgxemu_driver::InitError),
+}
+
+/// The XSAVE features the host enabled (XCR0): an enclave may use no others here.
+fn host_xcr0() -> u64 {
+    let (eax, edx): (u32, u32);
+    // SAFETY: XGETBV(0) only reads XCR0; every x86-64 CPU Linux runs on with XSAVE enabled
+    // (OSXSAVE) supports it, which CPUID.1:ECX.OSXSAVE confirms first.
+    unsafe {
+        if core::arch::x86_64::__cpuid(1).ecx & (1 << 27) == 0 {
+            return 0x3;
+        }
+        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") eax, out("edx") edx, options(nomem, nostack));
+    }
+    u64::from(eax) | u64::from(edx) << 32
+}
+
+/// The platform configuration for this process: the environment's, with XFRM limited to
+/// what the host enabled.
+pub fn platform_config() -> PlatformConfig {
+    let mut config = crate::config::from_env();
+    config.xfrm &= host_xcr0();
+    config
+}
+
+impl Engine {
+    fn build() -> Result<Engine, EngineError> {
+        let config = platform_config();
+        let epc = Arc::new(MemfdEpc::new(config.epc_pages())?);
+        let processor = Arc::new(Processor::with_epc_memory(config, epc.clone())?);
+        let platform = NativePlatform::new(processor.clone());
+        let sgx = Sgx::new(processor.clone(), platform.clone())?;
+        let space = Space::new(processor.clone(), epc.clone());
+        processor.set_epcm_observer(Arc::new(EpcmFollower(Arc::downgrade(&space))));
+        platform.attach(&sgx);
+        Ok(Engine { processor, sgx, epc, space, devices: Devices::default(), platform, pid: sys::getpid() })
+    }
+
+    /// The engine of this process, if it was started (lock-free: signal handlers use it).
+    pub fn get() -> Option<&'static Engine> {
+        // SAFETY: a published engine is leaked, never freed.
+        let engine = unsafe { ENGINE.load(Ordering::Acquire).as_ref() }?;
+        (engine.pid == sys::getpid()).then_some(engine)
+    }
+
+    /// The engine of this process, started on first use. A fork child starts a fresh one:
+    /// the parent's enclaves are not inherited.
+    pub fn start() -> Result<&'static Engine, EngineError> {
+        if let Some(engine) = Self::get() {
+            return Ok(engine);
+        }
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(engine) = Self::get() {
+            return Ok(engine);
+        }
+        let engine: &'static Engine = Box::leak(Box::new(Self::build()?));
+        ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
+        crate::signals::install();
+        Ok(engine)
+    }
+}

@@ -1,0 +1,104 @@
+//! Machine-wide services for the driver in a native process: IPIs as signals to the
+//! threads running enclave code, an in-memory backing store, and the reclaimer thread.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use sgxemu_cpu::{LpId, Processor};
+use sgxemu_driver::os::{Backing, Platform};
+use sgxemu_driver::sim::MemoryBacking;
+use sgxemu_driver::{Cpu, Sgx};
+
+use crate::{sys, thread};
+
+/// The signal that stands for an IPI: a thread running enclave code takes an AEX on it.
+pub fn kick_signal() -> libc::c_int {
+    libc::SIGRTMAX() - 1
+}
+
+/// Platform services of this process.
+#[derive(Debug)]
+pub struct NativePlatform {
+    processor: Arc<Processor>,
+    sgx: OnceLock<Weak<Sgx>>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    ksgxd_pid: AtomicI32,
+    stopping: AtomicBool,
+}
+
+impl NativePlatform {
+    /// Services for `processor`'s logical processors.
+    pub fn new(processor: Arc<Processor>) -> Arc<Self> {
+        Arc::new(NativePlatform {
+            processor,
+            sgx: OnceLock::new(),
+            wake: Arc::new((Mutex::new(false), Condvar::new())),
+            ksgxd_pid: AtomicI32::new(0),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Connects the driver the reclaimer thread works for.
+    pub fn attach(&self, sgx: &Arc<Sgx>) {
+        let _ = self.sgx.set(Arc::downgrade(sgx));
+    }
+
+    /// Starts ksgxd in this process unless it runs already (a fork child has none).
+    fn ensure_ksgxd(&self) {
+        let pid = sys::getpid();
+        if self.ksgxd_pid.swap(pid, Ordering::AcqRel) == pid {
+            return;
+        }
+        let Some(sgx) = self.sgx.get().and_then(Weak::upgrade) else { return };
+        let wake = self.wake.clone();
+        let mut cpu = Cpu::new(&self.processor);
+        let spawned = std::thread::Builder::new().name("ksgxd".into()).spawn(move || {
+            let (flag, condvar) = &*wake;
+            loop {
+                let mut pending = flag.lock().unwrap_or_else(|e| e.into_inner());
+                while !*pending {
+                    pending = condvar.wait(pending).unwrap_or_else(|e| e.into_inner());
+                }
+                *pending = false;
+                drop(pending);
+                sgx.ksgxd_run(&mut cpu);
+            }
+        });
+        if spawned.is_err() {
+            self.ksgxd_pid.store(0, Ordering::Release);
+        }
+    }
+}
+
+impl Platform for NativePlatform {
+    fn kick(&self, lps: &[LpId]) {
+        let targets: Vec<&thread::ThreadState> =
+            thread::all().into_iter().filter(|t| lps.contains(&t.lp_id) && t.tid != sys::gettid()).collect();
+        let before: Vec<u64> = targets.iter().map(|t| t.kicks_seen.load(Ordering::Acquire)).collect();
+        for target in &targets {
+            let _ = sys::tgkill(target.tid, kick_signal());
+        }
+        // Wait until each has handled it (left the enclave by AEX, or was not inside).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (target, seen) in targets.iter().zip(before) {
+            while target.kicks_seen.load(Ordering::Acquire) == seen && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn wake_reclaimer(&self) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        self.ensure_ksgxd();
+        let (flag, condvar) = &*self.wake;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        condvar.notify_one();
+    }
+
+    fn new_backing(&self, _size: u64) -> Box<dyn Backing> {
+        Box::new(MemoryBacking::default())
+    }
+}

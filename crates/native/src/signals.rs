@@ -1,0 +1,275 @@
+//! The emulator's signal handlers: SIGILL (ENCLU, rewritten CPUID), SIGSEGV (enclave page
+//! faults, CPUID faulting), SIGBUS/SIGFPE/SIGTRAP (other exceptions of enclave code), and
+//! the IPI signal. Every other signal, and every one of these that is not the emulator's,
+//! goes to the program's own handler as if the emulator were not there.
+//!
+//! Handlers run on the emulator's alternate stack with asynchronous signals blocked. They
+//! start by clearing EFLAGS.AC and, if the thread was running enclave code, restoring the
+//! host's FS and GS bases before any code that uses thread-local storage.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_int, c_void, siginfo_t};
+
+use crate::context::Frame;
+use crate::enclu::{self, Outcome};
+use crate::engine::Engine;
+use crate::{cpuid, platform, sys, thread};
+
+/// Signals the emulator handles itself (besides the IPI signal).
+const FAULT_SIGNALS: [c_int; 5] = [libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGTRAP];
+const MAX_SIGNAL: usize = 65;
+
+/// The program's own disposition of each signal the emulator owns: (handler, flags).
+static APP_HANDLER: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(libc::SIG_DFL) }; MAX_SIGNAL];
+static APP_FLAGS: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(0) }; MAX_SIGNAL];
+static INSTALLED: OnceLock<()> = OnceLock::new();
+static ASYNC: OnceLock<libc::sigset_t> = OnceLock::new();
+
+/// Whether the emulator owns `sig` (so `sigaction` on it is recorded, not applied).
+pub fn owns(sig: c_int) -> bool {
+    INSTALLED.get().is_some() && (FAULT_SIGNALS.contains(&sig) || sig == platform::kick_signal())
+}
+
+/// The program's `sigaction` for an owned signal: records `act` (if any) and returns the
+/// previous disposition in `old` (if any).
+///
+/// # Safety
+/// `act` and `old` are null or valid `sigaction` pointers.
+pub unsafe fn app_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) {
+    let index = sig as usize;
+    if let Some(old) = unsafe { old.as_mut() } {
+        old.sa_sigaction = APP_HANDLER[index].load(Ordering::Acquire);
+        old.sa_flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
+        // SAFETY: sigemptyset initialises the mask field.
+        unsafe { libc::sigemptyset(&mut old.sa_mask) };
+    }
+    if let Some(act) = unsafe { act.as_ref() } {
+        APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
+        APP_HANDLER[index].store(act.sa_sigaction, Ordering::Release);
+    }
+}
+
+/// The signals that wait while enclave code runs: every one but the synchronous
+/// exceptions and the IPI.
+fn async_set() -> &'static libc::sigset_t {
+    ASYNC.get_or_init(|| {
+        // SAFETY: sigfillset/sigdelset initialise and edit a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for sig in FAULT_SIGNALS.into_iter().chain([libc::SIGKILL, libc::SIGSTOP, platform::kick_signal()]) {
+                libc::sigdelset(&mut set, sig);
+            }
+            set
+        }
+    })
+}
+
+/// `mask` with every asynchronous signal added.
+pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
+    let mut out = *mask;
+    for sig in 1..MAX_SIGNAL as c_int {
+        // SAFETY: both sets are initialised; `sig` is a valid signal number.
+        unsafe {
+            if libc::sigismember(async_set(), sig) == 1 {
+                libc::sigaddset(&mut out, sig);
+            }
+        }
+    }
+    out
+}
+
+/// Blocks asynchronous signals for the calling thread; returns the previous mask.
+pub fn block_async() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid output storage.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: rt_sigprocmask with valid set pointers and the kernel's sigset size (8).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as libc::c_long,
+            async_set(),
+            &mut old,
+            8 as libc::c_long,
+        )
+    };
+    old
+}
+
+/// Installs the emulator's handlers (once per process; fork children inherit them). The
+/// program's earlier dispositions become its recorded ones.
+pub fn install() {
+    INSTALLED.get_or_init(|| {
+        for sig in FAULT_SIGNALS.into_iter().chain([platform::kick_signal()]) {
+            // SAFETY: the sigaction struct is fully initialised before use; `on_signal` has the
+            // SA_SIGINFO signature.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+                action.sa_mask = *async_set();
+                let mut previous: libc::sigaction = std::mem::zeroed();
+                if crate::real::sigaction(sig, &action, &mut previous) == 0 {
+                    APP_HANDLER[sig as usize].store(previous.sa_sigaction, Ordering::Release);
+                    APP_FLAGS[sig as usize].store(previous.sa_flags as usize, Ordering::Release);
+                }
+            }
+        }
+    });
+}
+
+/// Clears EFLAGS.AC: enclave code may have set it, and the handler's own misaligned
+/// accesses must not raise #AC.
+#[inline(always)]
+fn clear_ac() {
+    // SAFETY: only changes the AC flag of RFLAGS; the stack push/pop is balanced.
+    unsafe { std::arch::asm!("pushfq", "and qword ptr [rsp], -262145", "popfq") };
+}
+
+extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    clear_ac();
+    let state = thread::lookup(sys::gettid());
+    let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
+    let (enclave_fs, enclave_gs) = if let Some(s) = state.filter(|_| inside) {
+        let bases = (sys::fs_base(), sys::gs_base());
+        sys::set_fs_base(s.host_fs.load(Ordering::Relaxed));
+        sys::set_gs_base(s.host_gs.load(Ordering::Relaxed));
+        bases
+    } else {
+        (0, 0)
+    };
+    // SAFETY: `uc` is this signal's context.
+    let mut frame = unsafe { Frame::new(uc) };
+    let outcome = dispatch(sig, info, &mut frame, state, inside, enclave_fs, enclave_gs);
+    if let Outcome::Signal(target) = outcome {
+        chain(target, info, uc);
+    }
+    // Returning into enclave code: its bases, which ERESUME/EENTER may just have set.
+    if let Some(s) = state
+        && s.in_enclave.load(Ordering::Acquire)
+    {
+        sys::set_gs_base(s.enclave_gs.load(Ordering::Relaxed));
+        sys::set_fs_base(s.enclave_fs.load(Ordering::Relaxed));
+    }
+}
+
+fn dispatch(
+    sig: c_int,
+    info: *mut siginfo_t,
+    frame: &mut Frame,
+    state: Option<&'static thread::ThreadState>,
+    inside: bool,
+    enclave_fs: u64,
+    enclave_gs: u64,
+) -> Outcome {
+    let engine = Engine::get();
+    if sig == platform::kick_signal() {
+        if let (Some(engine), Some(s)) = (engine, state) {
+            let st = s;
+            if inside {
+                enclu::on_interrupt(engine, st, frame, enclave_fs, enclave_gs);
+            }
+            s.kicks_seen.fetch_add(1, Ordering::AcqRel);
+        }
+        return Outcome::Resume;
+    }
+    let rip = frame.rip();
+    if let (true, Some(engine), Some(s)) = (inside, engine, state) {
+        let st = s;
+        let code = enclave_code(engine, rip);
+        return match sig {
+            libc::SIGILL if code.starts_with(&ENCLU) => enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs),
+            // The kernel reports the #UD of a rewritten or genuine ud2 as trap 6, like ENCLU.
+            libc::SIGSEGV if frame.trapno() == 14 => {
+                // SAFETY: the kernel filled `info` for this fault.
+                let addr = unsafe { (*info).si_addr() } as u64;
+                enclu::on_enclave_page_fault(engine, st, frame, enclave_fs, enclave_gs, addr)
+            }
+            // CPUID inside an enclave is #UD on SGX; with CPUID faulting we can tell.
+            libc::SIGSEGV if frame.trapno() == 13 && code.starts_with(&CPUID) => {
+                enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
+            }
+            _ => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
+        };
+    }
+    match sig {
+        libc::SIGILL if cpuid::is_patched_site(rip) => emulate_cpuid(frame),
+        libc::SIGSEGV if cpuid::faulting() && frame.trapno() == 13 && host_code(rip).starts_with(&CPUID) => {
+            emulate_cpuid(frame)
+        }
+        libc::SIGILL if host_code(rip).starts_with(&ENCLU) => match engine {
+            // The thread's state exists (the program entered before, or this is its first
+            // ENCLU and allocating is safe: it interrupted its own ENCLU, not libc).
+            Some(engine) => enclu::on_enclu(engine, thread::current(&engine.processor), frame, 0, 0),
+            None => Outcome::Signal(sig),
+        },
+        _ => Outcome::Signal(sig),
+    }
+}
+
+const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
+const CPUID: [u8; 2] = [0x0f, 0xa2];
+
+/// The first bytes of the instruction at `rip` in enclave code, through the EPC alias (the
+/// enclave's own mapping may not be readable).
+fn enclave_code(engine: &Engine, rip: u64) -> [u8; 3] {
+    let mut bytes = [0u8; 3];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        let at = rip + i as u64;
+        if let Some(page) = engine.space.epc_at(at) {
+            let mut one = [0u8; 1];
+            engine.processor.read_epc(page, (at % 4096) as usize, &mut one);
+            *byte = one[0];
+        }
+    }
+    bytes
+}
+
+/// The first bytes at `rip` in host code (read without faulting).
+fn host_code(rip: u64) -> [u8; 3] {
+    let mut bytes = [0u8; 3];
+    if sys::read_own_memory(rip, &mut bytes).is_err() {
+        let _ = sys::read_own_memory(rip, &mut bytes[..2]);
+    }
+    bytes
+}
+
+fn emulate_cpuid(frame: &mut Frame) -> Outcome {
+    let mut regs = frame.regs();
+    let [eax, ebx, ecx, edx] = cpuid::emulate(regs.rax as u32, regs.rcx as u32);
+    (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (eax.into(), ebx.into(), ecx.into(), edx.into());
+    regs.rip += 2;
+    frame.set_regs(&regs);
+    Outcome::Resume
+}
+
+/// Hands `sig` to the program's own disposition, as the kernel would have without us.
+fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    let handler = APP_HANDLER.get(sig as usize).map_or(libc::SIG_DFL, |h| h.load(Ordering::Acquire));
+    let flags = APP_FLAGS.get(sig as usize).map_or(0, |f| f.load(Ordering::Acquire)) as c_int;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // The default action: reinstall it and let the fault recur (or re-send a sent
+        // signal), so the process ends exactly as it would have.
+        // SAFETY: a zeroed sigaction with SIG_DFL is a valid disposition.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            crate::real::sigaction(sig, &action, std::ptr::null_mut());
+            if (*info).si_code <= 0 {
+                let _ = sys::tgkill(sys::gettid(), sig);
+            }
+        }
+        return;
+    }
+    if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the program installed this as an SA_SIGINFO handler.
+        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { std::mem::transmute(handler) };
+        f(sig, info, uc);
+    } else {
+        // SAFETY: the program installed this as a plain handler.
+        let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}

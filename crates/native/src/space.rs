@@ -1,0 +1,407 @@
+//! The process's enclave mappings: the VMAs of `/dev/sgx_enclave` files, the PTEs the
+//! driver's fault handler installs, and the host mappings that realise them. Host
+//! protection of a mapped enclave page = VMA protection ∩ what the EPCM lets enclave code
+//! do there (nothing for TCS, PENDING, MODIFIED, TRIM or blocked pages), so natively running
+//! enclave code faults exactly where the processor would.
+//!
+//! Lock order: the driver's enclave lock, then this space's lock (innermost); nothing is
+//! called with the space lock held that could take an enclave lock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use libc::c_int;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags};
+use sgxemu_cpu::{AccessKind, EpcIndex, EpcmObserver, PageTable, Processor, Translation};
+use sgxemu_driver::os::{AddressSpace, MmId, Prot, Vma};
+use sgxemu_driver::{Cpu, Encl, Errno, FaultResult, KResult};
+
+use crate::epc_memory::MemfdEpc;
+use crate::sys;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+fn page_of(addr: u64) -> u64 {
+    addr & !(PAGE - 1)
+}
+
+/// One mapping of an enclave file.
+#[derive(Clone, Debug)]
+struct EnclaveVma {
+    end: u64,
+    prot: Prot,
+    encl: Arc<Encl>,
+}
+
+/// A PTE: the EPC page a linear page maps, and what the host mapping currently allows.
+#[derive(Clone, Copy, Debug)]
+struct Pte {
+    epc: EpcIndex,
+    vma_prot: Prot,
+    host_prot: c_int,
+    young: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    vmas: BTreeMap<u64, EnclaveVma>,
+    ptes: FxHashMap<u64, Pte>,
+    by_epc: FxHashMap<EpcIndex, u64>,
+}
+
+/// How the memory manager resolved a fault in an enclave mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Mapped (or already mapped): retry the access.
+    Retry,
+    /// A present PTE: the access check (EPCM, PTE permissions) decides.
+    Present,
+    /// The VMA does not allow the access: SIGSEGV with an ordinary #PF.
+    AccessError,
+    /// The driver refused: SIGBUS.
+    Bus,
+    /// Out of memory.
+    Oom,
+    /// Not an enclave mapping.
+    NotOurs,
+}
+
+/// The enclave side of this process's address space.
+#[derive(Debug)]
+pub struct Space {
+    inner: Mutex<Inner>,
+    processor: Arc<Processor>,
+    epc: Arc<MemfdEpc>,
+    /// Number of enclave VMAs: lets munmap/mprotect of ordinary memory skip the lock.
+    vma_count: AtomicUsize,
+    alive: AtomicBool,
+}
+
+impl Space {
+    /// An empty space over `epc`.
+    pub fn new(processor: Arc<Processor>, epc: Arc<MemfdEpc>) -> Arc<Self> {
+        Arc::new(Space {
+            inner: Mutex::new(Inner::default()),
+            processor,
+            epc,
+            vma_count: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+        })
+    }
+
+    /// True if `[addr, addr + len)` overlaps an enclave mapping (lock-free when there are
+    /// none, the common case for ordinary munmap/mprotect calls).
+    pub fn overlaps(&self, addr: u64, len: u64) -> bool {
+        if self.vma_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let end = addr.saturating_add(len);
+        self.inner.lock().vmas.range(..end).any(|(&start, v)| v.end > addr && start < end)
+    }
+
+    /// The enclave and protections of the mapping containing `addr`.
+    pub fn vma_at(&self, addr: u64) -> Option<(Arc<Encl>, Prot)> {
+        if self.vma_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let inner = self.inner.lock();
+        Self::find(&inner, addr).map(|(_, v)| (v.encl.clone(), v.prot))
+    }
+
+    fn find(inner: &Inner, addr: u64) -> Option<(u64, &EnclaveVma)> {
+        inner.vmas.range(..=addr).next_back().filter(|(_, v)| v.end > addr).map(|(&s, v)| (s, v))
+    }
+
+    /// Records a mapping of `encl` over `[addr, addr + len)` (page aligned, already
+    /// validated by the driver) and reserves the host range inaccessible: pages become
+    /// accessible only as the fault handler maps them. With `fixed` false the host picks
+    /// the address. Returns the address.
+    pub fn map(&self, addr: u64, len: u64, prot: Prot, encl: Arc<Encl>, fixed: bool) -> std::io::Result<u64> {
+        let len = len.div_ceil(PAGE) * PAGE;
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        if fixed {
+            flags |= libc::MAP_FIXED;
+        }
+        let mut inner = self.inner.lock();
+        let start = sys::mmap(addr, len, libc::PROT_NONE, flags, -1, 0)?;
+        // The kernel sets VM_DONTDUMP on enclave VMAs; a fork child gets none of the
+        // enclave (documented: an enclave belongs to the process that created it).
+        let _ = sys::madvise(start, len, libc::MADV_DONTDUMP);
+        let _ = sys::madvise(start, len, libc::MADV_DONTFORK);
+        Self::remove_range(&mut inner, start, start + len);
+        inner.vmas.insert(start, EnclaveVma { end: start + len, prot, encl });
+        self.vma_count.store(inner.vmas.len(), Ordering::Release);
+        Ok(start)
+    }
+
+    /// munmap of `[addr, addr + len)`: forgets the enclave mappings there and unmaps the
+    /// host range. Returns the enclaves that lost a mapping.
+    pub fn unmap(&self, addr: u64, len: u64) -> std::io::Result<Vec<Arc<Encl>>> {
+        let end = addr.saturating_add(len.div_ceil(PAGE) * PAGE);
+        let mut inner = self.inner.lock();
+        sys::munmap(addr, end - addr)?;
+        let touched = Self::remove_range(&mut inner, addr, end);
+        self.vma_count.store(inner.vmas.len(), Ordering::Release);
+        Ok(touched)
+    }
+
+    /// Whether `encl` still has a mapping in this space.
+    pub fn maps(&self, encl: &Arc<Encl>) -> bool {
+        self.inner.lock().vmas.values().any(|v| Arc::ptr_eq(&v.encl, encl))
+    }
+
+    /// The enclaves mapped in `[addr, addr + len)`.
+    pub fn enclaves_in(&self, addr: u64, len: u64) -> Vec<Arc<Encl>> {
+        let end = addr.saturating_add(len);
+        let inner = self.inner.lock();
+        inner.vmas.range(..end).filter(|&(&s, v)| v.end > addr && s < end).map(|(_, v)| v.encl.clone()).collect()
+    }
+
+    fn split(inner: &mut Inner, at: u64) {
+        let Some((&start, vma)) = inner.vmas.range(..at).next_back() else { return };
+        if vma.end > at {
+            let tail = vma.clone();
+            inner.vmas.get_mut(&start).expect("the VMA being split").end = at;
+            inner.vmas.insert(at, tail);
+        }
+    }
+
+    fn remove_range(inner: &mut Inner, addr: u64, end: u64) -> Vec<Arc<Encl>> {
+        Self::split(inner, addr);
+        Self::split(inner, end);
+        let starts: Vec<u64> = inner.vmas.range(addr..end).map(|(&s, _)| s).collect();
+        let touched = starts.iter().filter_map(|s| inner.vmas.remove(s)).map(|v| v.encl).collect();
+        let pages: Vec<u64> = inner.ptes.keys().copied().filter(|&p| p >= addr && p < end).collect();
+        for page in pages {
+            if let Some(pte) = inner.ptes.remove(&page) {
+                inner.by_epc.remove(&pte.epc);
+            }
+        }
+        touched
+    }
+
+    /// mprotect of an enclave range (already validated by the driver): new VMA protections,
+    /// and the host protections of every mapped page recomputed.
+    pub fn protect(&self, addr: u64, len: u64, prot: Prot) -> std::io::Result<()> {
+        let end = addr.saturating_add(len.div_ceil(PAGE) * PAGE);
+        let mut inner = self.inner.lock();
+        Self::split(&mut inner, addr);
+        Self::split(&mut inner, end);
+        for (_, vma) in inner.vmas.range_mut(addr..end) {
+            vma.prot = prot;
+        }
+        let pages: Vec<u64> = inner.ptes.keys().copied().filter(|&p| p >= addr && p < end).collect();
+        for page in pages {
+            if let Some(pte) = inner.ptes.get_mut(&page) {
+                pte.vma_prot = prot;
+            }
+            self.sync_host(&mut inner, page)?;
+        }
+        Ok(())
+    }
+
+    /// Host protection for an EPC page under `vma_prot`: what the EPCM lets enclave code do.
+    fn host_prot(&self, epc: EpcIndex, vma_prot: Prot) -> c_int {
+        let view = self.processor.epcm_view(epc);
+        let usable = view.valid
+            && view.page_type == PageType::Reg
+            && !view.blocked
+            && !view.flags.intersects(SecinfoFlags::PENDING | SecinfoFlags::MODIFIED);
+        if !usable {
+            return libc::PROT_NONE;
+        }
+        let mut prot = libc::PROT_NONE;
+        if vma_prot.contains(Prot::READ) && view.flags.contains(SecinfoFlags::R) {
+            prot |= libc::PROT_READ;
+        }
+        if vma_prot.contains(Prot::WRITE) && view.flags.contains(SecinfoFlags::W) {
+            prot |= libc::PROT_WRITE;
+        }
+        if vma_prot.contains(Prot::EXEC) && view.flags.contains(SecinfoFlags::X) {
+            prot |= libc::PROT_EXEC;
+        }
+        prot
+    }
+
+    /// Brings the host protection of the page at `page` in line with its PTE and EPCM entry.
+    fn sync_host(&self, inner: &mut Inner, page: u64) -> std::io::Result<()> {
+        let Some(pte) = inner.ptes.get_mut(&page) else { return Ok(()) };
+        let wanted = self.host_prot(pte.epc, pte.vma_prot);
+        if wanted != pte.host_prot {
+            sys::mprotect(page, PAGE, wanted)?;
+            pte.host_prot = wanted;
+        }
+        Ok(())
+    }
+
+    fn install(&self, addr: u64, pa: u64, vma_prot: Prot) -> KResult<()> {
+        let page = page_of(addr);
+        let epc = self.processor.epc_index(pa).ok_or(Errno::EFAULT)?;
+        let mut inner = self.inner.lock();
+        if Self::find(&inner, page).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        let host_prot = self.host_prot(epc, vma_prot);
+        let offset = u64::from(epc.0) * PAGE;
+        let flags = libc::MAP_SHARED | libc::MAP_FIXED;
+        sys::mmap(page, PAGE, host_prot, flags, self.epc.fd(), offset).map_err(|_| Errno::ENOMEM)?;
+        let _ = sys::madvise(page, PAGE, libc::MADV_DONTFORK);
+        if let Some(old) = inner.ptes.insert(page, Pte { epc, vma_prot, host_prot, young: true }) {
+            inner.by_epc.remove(&old.epc);
+        }
+        inner.by_epc.insert(epc, page);
+        Ok(())
+    }
+
+    /// Resolves a fault at `addr` for an access of `kind`: the driver's fault handler for a
+    /// page without a PTE, else what the VMA says.
+    pub fn fault(&self, cpu: &mut Cpu, addr: u64, kind: AccessKind) -> Resolution {
+        let page = page_of(addr);
+        let (resolution, found) = self.classify(page, kind);
+        let Some((encl, prot)) = found.filter(|_| resolution == Resolution::Retry) else { return resolution };
+        let mut vma = VmaAdapter { space: self, prot };
+        match encl.fault(cpu, Some(&mut vma), page) {
+            FaultResult::NoPage => Resolution::Retry,
+            FaultResult::SigBus => Resolution::Bus,
+            FaultResult::Oom => Resolution::Oom,
+        }
+    }
+
+    /// What a fault at `addr` for `kind` is, without running the driver: `Retry` means "no
+    /// PTE, the VMA allows it: the driver's fault handler decides" (with the VMA's enclave).
+    pub fn classify(&self, addr: u64, kind: AccessKind) -> (Resolution, Option<(Arc<Encl>, Prot)>) {
+        let page = page_of(addr);
+        let inner = self.inner.lock();
+        let Some((_, vma)) = Self::find(&inner, page) else { return (Resolution::NotOurs, None) };
+        let needed = match kind {
+            AccessKind::Read => Prot::READ,
+            AccessKind::Write => Prot::WRITE,
+            AccessKind::Execute => Prot::EXEC,
+        };
+        if !vma.prot.contains(needed) {
+            return (Resolution::AccessError, None);
+        }
+        if inner.ptes.contains_key(&page) {
+            return (Resolution::Present, None);
+        }
+        (Resolution::Retry, Some((vma.encl.clone(), vma.prot)))
+    }
+
+    /// Re-derives the host protection of the page `epc` is mapped at, if any (an EPCM
+    /// entry changed).
+    pub fn refresh(&self, epc: EpcIndex) {
+        let mut inner = self.inner.lock();
+        if let Some(&page) = inner.by_epc.get(&epc) {
+            let _ = self.sync_host(&mut inner, page);
+        }
+    }
+
+    /// Re-derives the host protection of the page at `addr`; true if a PTE maps it.
+    pub fn refresh_addr(&self, addr: u64) -> bool {
+        let mut inner = self.inner.lock();
+        let present = inner.ptes.contains_key(&page_of(addr));
+        let _ = self.sync_host(&mut inner, page_of(addr));
+        present
+    }
+
+    /// The EPC page mapped at `addr`, if any.
+    pub fn epc_at(&self, addr: u64) -> Option<EpcIndex> {
+        self.inner.lock().ptes.get(&page_of(addr)).map(|p| p.epc)
+    }
+
+    /// Number of enclave pages with a PTE.
+    pub fn mapped_pages(&self) -> usize {
+        self.inner.lock().ptes.len()
+    }
+
+    /// Marks the space as exiting.
+    pub fn exit(&self) {
+        self.alive.store(false, Ordering::Release);
+    }
+}
+
+/// The faulting VMA as the driver sees it.
+struct VmaAdapter<'a> {
+    space: &'a Space,
+    prot: Prot,
+}
+
+impl Vma for VmaAdapter<'_> {
+    fn prot(&self) -> Prot {
+        self.prot
+    }
+
+    fn insert_pfn(&mut self, addr: u64, pa: u64) -> KResult<()> {
+        self.space.install(addr, pa, self.prot)
+    }
+
+    fn clear_young(&mut self, addr: u64) {
+        if let Some(pte) = self.space.inner.lock().ptes.get_mut(&page_of(addr)) {
+            pte.young = false;
+        }
+    }
+}
+
+impl AddressSpace for Space {
+    fn id(&self) -> MmId {
+        1
+    }
+
+    fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn zap(&self, addr: u64) {
+        let page = page_of(addr);
+        let mut inner = self.inner.lock();
+        if let Some(pte) = inner.ptes.remove(&page) {
+            inner.by_epc.remove(&pte.epc);
+            // Replace the page with an inaccessible placeholder: the next access faults into
+            // the driver again. The host flushes TLBs of every thread before mmap returns,
+            // the shootdown ETRACK's IPIs stand for.
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
+            if sys::mmap(page, PAGE, libc::PROT_NONE, flags, -1, 0).is_err() {
+                // Never leave the old EPC page reachable: fall back to revoking access.
+                let _ = sys::mprotect(page, PAGE, libc::PROT_NONE);
+            }
+        }
+    }
+
+    fn test_and_clear_young(&self, addr: u64) -> bool {
+        // Host page tables do not tell us about accesses; a PTE counts as young once after it
+        // was installed, so the reclaimer's aging still skips a just-faulted page one round.
+        match self.inner.lock().ptes.get_mut(&page_of(addr)) {
+            Some(pte) => std::mem::replace(&mut pte.young, false),
+            None => false,
+        }
+    }
+}
+
+impl PageTable for Space {
+    fn translate(&self, la: u64) -> Translation {
+        let inner = self.inner.lock();
+        match inner.ptes.get(&page_of(la)) {
+            Some(pte) => Translation::Present {
+                pa: self.processor.epc_addr(pte.epc),
+                writable: pte.vma_prot.contains(Prot::WRITE),
+                executable: pte.vma_prot.contains(Prot::EXEC),
+            },
+            None => Translation::NotPresent,
+        }
+    }
+}
+
+/// Follows EPCM changes into host protections.
+#[derive(Debug)]
+pub struct EpcmFollower(pub std::sync::Weak<Space>);
+
+impl EpcmObserver for EpcmFollower {
+    fn epcm_changed(&self, page: EpcIndex) {
+        if let Some(space) = self.0.upgrade() {
+            space.refresh(page);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! System calls the engine makes for itself. They go straight to the kernel, never through
+//! libc's exported wrappers: inside the preload library those names resolve to our own
+//! interposers.
+
+use std::io;
+
+use libc::{c_int, c_long, c_void};
+
+fn check(ret: c_long) -> io::Result<c_long> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// mmap(2).
+pub fn mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> io::Result<u64> {
+    // SAFETY: the raw system call only changes mappings; callers pass ranges they own
+    // (MAP_FIXED only over ranges the engine manages).
+    let ret =
+        unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot as c_long, flags as c_long, fd as c_long, offset) };
+    check(ret).map(|a| a as u64)
+}
+
+/// munmap(2).
+pub fn munmap(addr: u64, len: u64) -> io::Result<()> {
+    // SAFETY: as for `mmap`: callers unmap only ranges the program or engine asked for.
+    check(unsafe { libc::syscall(libc::SYS_munmap, addr, len) }).map(drop)
+}
+
+/// mprotect(2).
+pub fn mprotect(addr: u64, len: u64, prot: c_int) -> io::Result<()> {
+    // SAFETY: changes protections of ranges the engine manages.
+    check(unsafe { libc::syscall(libc::SYS_mprotect, addr, len, prot as c_long) }).map(drop)
+}
+
+/// madvise(2).
+pub fn madvise(addr: u64, len: u64, advice: c_int) -> io::Result<()> {
+    // SAFETY: advice on ranges the engine manages.
+    check(unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice as c_long) }).map(drop)
+}
+
+/// close(2).
+pub fn close(fd: c_int) -> io::Result<()> {
+    // SAFETY: closes a descriptor the caller owns.
+    check(unsafe { libc::syscall(libc::SYS_close, fd as c_long) }).map(drop)
+}
+
+/// gettid(2), without libc (safe in any signal handler, whatever FS holds).
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments and no side effects.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// getpid(2), uncached (a fork child sees its own).
+pub fn getpid() -> i32 {
+    // SAFETY: no arguments, no side effects.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// memfd_create(2) with MFD_CLOEXEC (never MFD_EXEC: `vm.memfd_noexec` = 2 refuses it, and
+/// mapping a memfd executable does not need it).
+pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<c_int> {
+    // SAFETY: `name` is a valid C string.
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC as c_long) })? as c_int;
+    // SAFETY: `fd` was just created and is ours.
+    if let Err(e) = check(unsafe { libc::syscall(libc::SYS_ftruncate, fd as c_long, size) }) {
+        let _ = close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Copies from this process's memory at `addr` without faulting: EFAULT if any byte is
+/// unreadable (the kernel's copy_from_user).
+pub fn read_own_memory(addr: u64, buf: &mut [u8]) -> io::Result<()> {
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast::<c_void>(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: buf.len() };
+    // SAFETY: the kernel validates the remote range; the local iovec covers `buf` exactly.
+    let n = check(unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            getpid() as c_long,
+            &local,
+            1 as c_long,
+            &remote,
+            1 as c_long,
+            0 as c_long,
+        )
+    })?;
+    if n as usize == buf.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EFAULT)) }
+}
+
+/// Copies into this process's memory at `addr` without faulting (copy_to_user).
+pub fn write_own_memory(addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
+    let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: data.len() };
+    // SAFETY: the kernel validates the remote range; the local iovec covers `data` exactly.
+    let n = check(unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_writev,
+            getpid() as c_long,
+            &local,
+            1 as c_long,
+            &remote,
+            1 as c_long,
+            0 as c_long,
+        )
+    })?;
+    if n as usize == data.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EFAULT)) }
+}
+
+/// tgkill(2) to a thread of this process.
+pub fn tgkill(tid: i32, sig: c_int) -> io::Result<()> {
+    // SAFETY: sends a signal; no memory is touched.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, getpid() as c_long, tid as c_long, sig as c_long) }).map(drop)
+}
+
+// arch_prctl codes (asm/prctl.h).
+const ARCH_SET_GS: libc::c_int = 0x1001;
+const ARCH_SET_FS: libc::c_int = 0x1002;
+const ARCH_GET_FS: libc::c_int = 0x1003;
+const ARCH_GET_GS: libc::c_int = 0x1004;
+
+/// FS base of the calling thread.
+pub fn fs_base() -> u64 {
+    let mut value = 0u64;
+    // SAFETY: ARCH_GET_FS writes one u64 to the pointer we pass.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS as c_long, &mut value as *mut u64) };
+    value
+}
+
+/// Sets the calling thread's FS base. Nothing that uses thread-local storage may run
+/// between this and the point the new value is meant for.
+pub fn set_fs_base(value: u64) {
+    // SAFETY: ARCH_SET_FS only changes the FS base register of this thread.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_FS as c_long, value) };
+}
+
+/// GS base of the calling thread.
+pub fn gs_base() -> u64 {
+    let mut value = 0u64;
+    // SAFETY: ARCH_GET_GS writes one u64 to the pointer we pass.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS as c_long, &mut value as *mut u64) };
+    value
+}
+
+/// Sets the calling thread's GS base.
+pub fn set_gs_base(value: u64) {
+    // SAFETY: ARCH_SET_GS only changes the GS base register of this thread.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_GS as c_long, value) };
+}
+
+/// Writes a message to stderr with one write(2) (usable where std's locks are not).
+pub fn stderr_line(message: &str) {
+    // SAFETY: writes `message` bytes from a valid buffer.
+    unsafe { libc::syscall(libc::SYS_write, 2 as c_long, message.as_ptr(), message.len()) };
+}

@@ -1,0 +1,231 @@
+//! Per-thread emulator state: the logical processor the thread runs enclave code on, its
+//! kernel CPU for faults and ioctls, what EENTER saved, and its alternate signal stack.
+//!
+//! Signal handlers find a thread's state by its TID in a fixed, lock-free table, because
+//! they may start with the enclave's FS base, where no thread-local storage is reachable.
+
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+
+use sgxemu_cpu::{Lp, LpId, Processor};
+use sgxemu_driver::Cpu;
+
+use crate::sys;
+
+/// One thread's emulator state. Only its own thread touches the non-atomic parts.
+#[derive(Debug)]
+pub struct ThreadState {
+    /// The thread's TID.
+    pub tid: i32,
+    /// Its logical processors (see [`ThreadState::cpus`]).
+    cpus: UnsafeCell<Cpus>,
+    /// The id of `cpus.lp` (readable from other threads).
+    pub lp_id: LpId,
+    /// In enclave mode (CR_ENCLAVE_MODE): FS holds the enclave's value.
+    pub in_enclave: AtomicBool,
+    /// The FS base of the host side (restored on every handler entry in enclave mode).
+    pub host_fs: AtomicU64,
+    /// The GS base of the host side.
+    pub host_gs: AtomicU64,
+    /// The FS base enclave code runs with (set by EENTER/ERESUME).
+    pub enclave_fs: AtomicU64,
+    /// The GS base enclave code runs with.
+    pub enclave_gs: AtomicU64,
+    /// The signal mask to restore when the thread leaves the enclave.
+    pub host_mask: Cell<libc::sigset_t>,
+    /// Base of the emulator's alternate signal stack for this thread (0 = none yet).
+    pub alt_stack: Cell<u64>,
+    /// IPIs received (the reclaimer's kicks acknowledge through this).
+    pub kicks_seen: AtomicU64,
+}
+
+/// The logical processors of one thread.
+#[derive(Debug)]
+pub struct Cpus {
+    /// The logical processor enclave code of this thread runs on.
+    pub lp: Lp,
+    /// The kernel CPU this thread's faults and ioctls run on.
+    pub kcpu: Cpu,
+}
+
+// SAFETY: `cpus` is only reached through `ThreadState::cpus`, by the owning thread.
+unsafe impl Sync for ThreadState {}
+
+impl ThreadState {
+    /// The thread's logical processors. Only the thread itself (its handlers included)
+    /// calls this, and never while a previous result is still in use: handlers do not nest
+    /// over one another's use of it, because asynchronous signals are blocked while they
+    /// run and the emulator's own code raises no synchronous ones.
+    #[allow(clippy::mut_from_ref, reason = "per-thread state, only touched by its own thread")]
+    pub fn cpus(&self) -> &mut Cpus {
+        // SAFETY: see above.
+        unsafe { &mut *self.cpus.get() }
+    }
+}
+
+/// Slots in the TID table: more threads than this can still run, but only this many at
+/// once can use enclaves.
+const SLOTS: usize = 4096;
+
+struct Slot {
+    tid: AtomicI32,
+    state: AtomicPtr<ThreadState>,
+}
+
+static TABLE: [Slot; SLOTS] =
+    [const { Slot { tid: AtomicI32::new(0), state: AtomicPtr::new(ptr::null_mut()) } }; SLOTS];
+
+fn home(tid: i32) -> usize {
+    (tid as u32).wrapping_mul(2_654_435_761) as usize % SLOTS
+}
+
+/// The state registered for `tid`, lock-free (usable in any signal handler).
+pub fn lookup(tid: i32) -> Option<&'static ThreadState> {
+    let start = home(tid);
+    for i in 0..SLOTS {
+        let slot = &TABLE[(start + i) % SLOTS];
+        match slot.tid.load(Ordering::Acquire) {
+            0 => return None,
+            t if t == tid => {
+                let state = slot.state.load(Ordering::Acquire);
+                // SAFETY: a published pointer stays valid until its thread unregisters it,
+                // and only the thread itself (or a handler running on it) looks it up.
+                return unsafe { state.as_ref() };
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn register(state: *mut ThreadState, tid: i32) -> bool {
+    let start = home(tid);
+    for i in 0..SLOTS {
+        let slot = &TABLE[(start + i) % SLOTS];
+        let current = slot.tid.load(Ordering::Acquire);
+        // -1 marks a freed slot: reusable, but probing continues past it.
+        if (current == 0 || current == -1)
+            && slot.tid.compare_exchange(current, tid, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            slot.state.store(state, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+fn unregister(tid: i32) {
+    let start = home(tid);
+    for i in 0..SLOTS {
+        let slot = &TABLE[(start + i) % SLOTS];
+        match slot.tid.load(Ordering::Acquire) {
+            0 => return,
+            t if t == tid => {
+                slot.state.store(ptr::null_mut(), Ordering::Release);
+                slot.tid.store(-1, Ordering::Release);
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Frees the thread's state when the thread exits.
+struct Owner(Cell<*mut ThreadState>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let state = self.0.get();
+        if state.is_null() {
+            return;
+        }
+        // SAFETY: `state` came from Box::into_raw in `current` and is freed only here.
+        let boxed = unsafe { Box::from_raw(state) };
+        unregister(boxed.tid);
+        free_alt_stack(boxed.alt_stack.get());
+    }
+}
+
+thread_local! {
+    static OWNER: Owner = const { Owner(Cell::new(ptr::null_mut())) };
+}
+
+/// The calling thread's state, created on first use. Normal context only (allocates).
+pub fn current(processor: &Processor) -> &'static ThreadState {
+    let tid = sys::gettid();
+    if let Some(state) = lookup(tid) {
+        return state;
+    }
+    let lp = processor.new_lp();
+    let state = Box::into_raw(Box::new(ThreadState {
+        tid,
+        lp_id: lp.id(),
+        cpus: UnsafeCell::new(Cpus { lp, kcpu: Cpu::new(processor) }),
+        in_enclave: AtomicBool::new(false),
+        host_fs: AtomicU64::new(sys::fs_base()),
+        host_gs: AtomicU64::new(sys::gs_base()),
+        enclave_fs: AtomicU64::new(0),
+        enclave_gs: AtomicU64::new(0),
+        // SAFETY: an all-zero sigset_t is a valid (empty) set.
+        host_mask: Cell::new(unsafe { std::mem::zeroed() }),
+        alt_stack: Cell::new(0),
+        kicks_seen: AtomicU64::new(0),
+    }));
+    if !register(state, tid) {
+        sys::stderr_line("sgxemu: too many threads use enclaves at once\n");
+        std::process::abort();
+    }
+    OWNER.with(|owner| owner.0.set(state));
+    // SAFETY: just registered; lives until the thread exits.
+    unsafe { &*state }
+}
+
+/// Every registered thread state (for statistics at exit).
+pub fn all() -> Vec<&'static ThreadState> {
+    TABLE
+        .iter()
+        .filter(|s| s.tid.load(Ordering::Acquire) > 0)
+        // SAFETY: as in `lookup`.
+        .filter_map(|s| unsafe { s.state.load(Ordering::Acquire).as_ref() })
+        .collect()
+}
+
+/// Size of the emulator's alternate signal stack (far above the 2944-byte AVX-512 frame
+/// plus what the handlers use).
+pub const ALT_STACK_SIZE: u64 = 256 << 10;
+
+/// Makes sure the calling thread runs its signal handlers on the emulator's own alternate
+/// stack (enclave stacks are tiny and hold live data in the red zone). Returns the
+/// `stack_t` now installed, for handlers that must also write it into `uc_stack` (the
+/// kernel reinstalls `uc_stack` at sigreturn).
+pub fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
+    let mut base = state.alt_stack.get();
+    if base == 0 {
+        let guard = 4096;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        base = sys::mmap(0, ALT_STACK_SIZE + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0).ok()?;
+        let _ = sys::mprotect(base, guard, libc::PROT_NONE);
+        base += guard;
+        state.alt_stack.set(base);
+    }
+    let wanted = libc::stack_t { ss_sp: base as *mut libc::c_void, ss_flags: 0, ss_size: ALT_STACK_SIZE as usize };
+    // SAFETY: an all-zero stack_t is valid output storage.
+    let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: queries the calling thread's alternate stack into `current`.
+    unsafe { libc::syscall(libc::SYS_sigaltstack, ptr::null::<libc::stack_t>(), &mut current) };
+    if current.ss_sp as u64 != base || current.ss_flags & libc::SS_DISABLE != 0 {
+        // SAFETY: installs a stack this thread owns for as long as the thread lives.
+        unsafe { libc::syscall(libc::SYS_sigaltstack, &wanted, ptr::null_mut::<libc::stack_t>()) };
+    }
+    Some(wanted)
+}
+
+fn free_alt_stack(base: u64) {
+    if base != 0 {
+        let off = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+        // SAFETY: disables this (exiting) thread's alternate stack before freeing it.
+        unsafe { libc::syscall(libc::SYS_sigaltstack, &off, ptr::null_mut::<libc::stack_t>()) };
+        let _ = sys::munmap(base - 4096, ALT_STACK_SIZE + 4096);
+    }
+}
