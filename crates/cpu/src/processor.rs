@@ -56,6 +56,29 @@ pub struct Processor {
     observer: std::sync::OnceLock<Arc<dyn EpcmObserver>>,
 }
 
+/// Tells the observer, when a leaf returns, that the EPCM entry of the EPC page at
+/// `target` may have changed (a guard, so every return path of the leaf is covered).
+pub(crate) struct EpcmChange<'a> {
+    processor: &'a Processor,
+    target: u64,
+}
+
+impl<'a> EpcmChange<'a> {
+    pub(crate) fn new(processor: &'a Processor, target: u64) -> Self {
+        EpcmChange { processor, target }
+    }
+}
+
+impl Drop for EpcmChange<'_> {
+    fn drop(&mut self) {
+        if self.processor.observer.get().is_some()
+            && let Some(page) = self.processor.epc_index(self.target)
+        {
+            self.processor.notify_epcm_changed(page);
+        }
+    }
+}
+
 /// Learns which EPCM entries a leaf may have changed, after the leaf completed and released
 /// every lock it held. A native engine that enforces the EPCM with host page protections
 /// needs this to follow EMODPR, EMODT, EAUG, EREMOVE, EWB/ELDU, EACCEPT and EMODPE; the

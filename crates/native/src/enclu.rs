@@ -182,7 +182,9 @@ pub fn on_enclave_page_fault(
             enclave_exception(engine, st, frame, regs, fault, Some(kind))
         }
         Resolution::AccessError => {
-            let fault = Fault { vector: Vector::Pf as u8, code: kind.pf_bits().bits(), addr };
+            // The VMA forbids the access: an ordinary #PF, with P if a PTE maps the page.
+            let present = engine.space.epc_at(addr).map_or(PfErrorCode::empty(), |_| PfErrorCode::P);
+            let fault = Fault { vector: Vector::Pf as u8, code: (kind.pf_bits() | present).bits(), addr };
             enclave_exception(engine, st, frame, regs, fault, None)
         }
         _ => {

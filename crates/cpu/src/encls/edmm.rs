@@ -17,6 +17,7 @@ impl Processor {
     /// EAUG (RBX = PAGEINFO, RCX = EPC page): adds a zeroed, PENDING, RW regular page to an
     /// initialized enclave (spec §4.12).
     pub fn eaug(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64) -> Result<(), Exception> {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Eaug);
         // 1.
@@ -62,6 +63,7 @@ impl Processor {
     /// SECINFO's RWX and marks it PR until the enclave accepts (spec §4.13, checks in order;
     /// PENDING/MODIFIED is checked before the page type, which REMOVE_PAGES relies on).
     pub fn emodpr(&self, lp: &mut Lp, mem: &mut dyn Memory, secinfo: u64, target: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Emodpr);
         // 1.
@@ -111,6 +113,7 @@ impl Processor {
     /// EMODT (RBX = SECINFO, RCX = EPC page): changes a page's type to TCS or TRIM, pending
     /// the enclave's EACCEPT (spec §4.14).
     pub fn emodt(&self, lp: &mut Lp, mem: &mut dyn Memory, secinfo: u64, target: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         self.require_sgx2()?;
         lp.stats.count_encls(Encls::Emodt);
         // 1.

@@ -37,6 +37,7 @@ impl Processor {
     /// EBLOCK (RCX = EPC page): marks a page blocked and captures the tracking epoch
     /// (spec §4.7).
     pub fn eblock(&self, lp: &mut Lp, target: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Eblock);
         // 1.
         if !target.is_multiple_of(PAGE_SIZE as u64) {
@@ -94,6 +95,7 @@ impl Processor {
     /// EWB (RBX = PAGEINFO, RCX = EPC page, RDX = VA slot): encrypts a page out of the EPC
     /// with a fresh version recorded in the slot (spec §4.10).
     pub fn ewb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Ewb);
         // 1.
         if !pageinfo.is_multiple_of(Pageinfo::ALIGN as u64) || !target.is_multiple_of(PAGE_SIZE as u64) {
@@ -186,12 +188,14 @@ impl Processor {
     /// ELDU (RBX = PAGEINFO, RCX = EPC page, RDX = VA slot): decrypts an evicted page back
     /// into the EPC, unblocked (spec §4.11).
     pub fn eldu(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Eldu);
         self.load_page(lp.id, mem, pageinfo, target, va_slot, false)
     }
 
     /// ELDB: as [`Processor::eldu`], but the reloaded child page comes back blocked.
     pub fn eldb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Eldb);
         self.load_page(lp.id, mem, pageinfo, target, va_slot, true)
     }

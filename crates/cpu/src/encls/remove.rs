@@ -14,6 +14,7 @@ impl Processor {
     /// EREMOVE (RCX = EPC page): frees a page, in the order of spec §4.5 (with the §13.1
     /// reading of the duplicated first condition).
     pub fn eremove(&self, lp: &mut Lp, target: u64) -> LeafResult {
+        let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Eremove);
         // 1.
         if !target.is_multiple_of(PAGE_SIZE as u64) {
