@@ -24,12 +24,16 @@ enum Command {
     /// Print the emulated platform: CPUID leaf 0x12 as a program reads it, EPC size,
     /// SGX1/SGX2, the MISCSELECT/ATTRIBUTES/XFRM masks.
     Info(commands::info::InfoArgs),
+    /// Run PROGRAM with the emulated SGX2 platform: /dev/sgx_enclave, the vDSO entry point
+    /// and CPUID leaf 0x12 behave as on SGX2 hardware. Exits with PROGRAM's status.
+    Run(commands::run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info(args) => commands::info::run(&args, &mut std::io::stdout().lock()),
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Info(args) => commands::info::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Run(args) => commands::run::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -168,6 +168,10 @@ pub fn on_enclave_page_fault(
     let host_code = frame.err();
     let kind = access_kind(host_code);
     let (resolution, _) = engine.space.classify(addr, kind);
+    if crate::signals::tracing() {
+        let check = engine.processor.check_access(&st.cpus().lp, &*engine.space, addr, kind);
+        sys::stderr_line(&format!("sgxemu:   {resolution:?} {check:?} epc {:?}\n", engine.space.epc_at(addr)));
+    }
     match resolution {
         Resolution::Present => match engine.processor.check_access(&st.cpus().lp, &*engine.space, addr, kind) {
             // The host protection lagged behind the EPCM: catch up and retry.

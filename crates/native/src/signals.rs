@@ -25,7 +25,14 @@ const MAX_SIGNAL: usize = 65;
 static APP_HANDLER: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(libc::SIG_DFL) }; MAX_SIGNAL];
 static APP_FLAGS: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(0) }; MAX_SIGNAL];
 static INSTALLED: OnceLock<()> = OnceLock::new();
+/// `SGXEMU_TRACE`: one stderr line per signal the emulator handles (debugging).
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static ASYNC: OnceLock<libc::sigset_t> = OnceLock::new();
+
+/// Whether `SGXEMU_TRACE` asked for a line per handled signal.
+pub fn tracing() -> bool {
+    TRACE.load(Ordering::Relaxed)
+}
 
 /// Whether the emulator owns `sig` (so `sigaction` on it is recorded, not applied).
 pub fn owns(sig: c_int) -> bool {
@@ -102,6 +109,7 @@ pub fn block_async() -> libc::sigset_t {
 /// program's earlier dispositions become its recorded ones.
 pub fn install() {
     INSTALLED.get_or_init(|| {
+        TRACE.store(std::env::var_os("SGXEMU_TRACE").is_some(), Ordering::Relaxed);
         for sig in FAULT_SIGNALS.into_iter().chain([platform::kick_signal()]) {
             // SAFETY: the sigaction struct is fully initialised before use; `on_signal` has the
             // SA_SIGINFO signature.
@@ -142,6 +150,16 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     };
     // SAFETY: `uc` is this signal's context.
     let mut frame = unsafe { Frame::new(uc) };
+    if TRACE.load(Ordering::Relaxed) {
+        // SAFETY: the kernel filled `info`.
+        let addr = unsafe { (*info).si_addr() } as u64;
+        sys::stderr_line(&format!(
+            "sgxemu: signal {sig} rip {:#x} trap {} err {:#x} addr {addr:#x} inside {inside}\n",
+            frame.rip(),
+            frame.trapno(),
+            frame.err()
+        ));
+    }
     let outcome = dispatch(sig, info, &mut frame, state, inside, enclave_fs, enclave_gs);
     if let Outcome::Signal(target) = outcome {
         chain(target, info, uc);
@@ -178,10 +196,17 @@ fn dispatch(
     let rip = frame.rip();
     if let (true, Some(engine), Some(s)) = (inside, engine, state) {
         let st = s;
-        let code = enclave_code(engine, rip);
+        let traps_at_insn = sig == libc::SIGILL || (sig == libc::SIGSEGV && frame.trapno() == 13);
+        let code = if traps_at_insn {
+            // The page may have been reclaimed since the instruction trapped: run it again
+            // (it faults and comes back) rather than guess what it was.
+            let Some(code) = enclave_code(engine, rip) else { return Outcome::Resume };
+            code
+        } else {
+            [0; 3]
+        };
         return match sig {
             libc::SIGILL if code.starts_with(&ENCLU) => enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs),
-            // The kernel reports the #UD of a rewritten or genuine ud2 as trap 6, like ENCLU.
             libc::SIGSEGV if frame.trapno() == 14 => {
                 // SAFETY: the kernel filled `info` for this fault.
                 let addr = unsafe { (*info).si_addr() } as u64;
@@ -214,17 +239,16 @@ const CPUID: [u8; 2] = [0x0f, 0xa2];
 
 /// The first bytes of the instruction at `rip` in enclave code, through the EPC alias (the
 /// enclave's own mapping may not be readable).
-fn enclave_code(engine: &Engine, rip: u64) -> [u8; 3] {
+fn enclave_code(engine: &Engine, rip: u64) -> Option<[u8; 3]> {
     let mut bytes = [0u8; 3];
     for (i, byte) in bytes.iter_mut().enumerate() {
         let at = rip + i as u64;
-        if let Some(page) = engine.space.epc_at(at) {
-            let mut one = [0u8; 1];
-            engine.processor.read_epc(page, (at % 4096) as usize, &mut one);
-            *byte = one[0];
-        }
+        let page = engine.space.epc_at(at)?;
+        let mut one = [0u8; 1];
+        engine.processor.read_epc(page, (at % 4096) as usize, &mut one);
+        *byte = one[0];
     }
-    bytes
+    Some(bytes)
 }
 
 /// The first bytes at `rip` in host code (read without faulting).
