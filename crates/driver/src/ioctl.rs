@@ -352,10 +352,11 @@ impl Encl {
         let mut done = 0;
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
-            let mut st = self.lock();
-            let addr = st.base + params.offset + done;
-            let step = self.restrict_page(&mut st, cpu, addr, params.permissions);
-            drop(st);
+            let addr = self.lock().base + params.offset + done;
+            let step = self.patiently(|| {
+                let mut st = self.lock();
+                self.restrict_page(&mut st, cpu, addr, params.permissions)
+            });
             match step {
                 Ok(()) => done += PAGE,
                 Err((e, code)) => {
@@ -411,7 +412,7 @@ impl Encl {
             while done < params.length {
                 self.sgx.reclaim_direct(cpu);
                 let addr = start + done;
-                match self.modify_page(cpu, addr, params.page_type) {
+                match self.patiently(|| self.modify_page(cpu, addr, params.page_type)) {
                     Ok(()) => done += PAGE,
                     Err((e, code)) => {
                         if let Some(code) = code {
@@ -476,6 +477,25 @@ impl Encl {
         Ok(())
     }
 
+    /// Runs one page's step of an SGX2 ioctl, retrying an EAGAIN (a page the reclaimer
+    /// holds, no EPC page free to reload into) for as long as the platform's patience
+    /// allows — zero on the kernel's terms.
+    fn patiently<T>(
+        &self,
+        mut step: impl FnMut() -> Result<T, (Errno, Option<ErrorCode>)>,
+    ) -> Result<T, (Errno, Option<ErrorCode>)> {
+        let patience = self.sgx.platform.sgx2_ioctl_patience();
+        let start = std::time::Instant::now();
+        loop {
+            match step() {
+                Err((e, None)) if (e == Errno::EAGAIN || e == Errno::EBUSY) && start.elapsed() < patience => {
+                    std::thread::yield_now()
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// SGX_IOC_ENCLAVE_REMOVE_PAGES (driver spec §3.8).
     fn ioc_remove_pages(&self, cpu: &mut Cpu, task: &dyn Task, arg: u64) -> KResult<()> {
         self.sgx2_ready()?;
@@ -490,7 +510,7 @@ impl Encl {
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
             let addr = start + done;
-            if let Err(e) = self.remove_page(cpu, addr) {
+            if let Err((e, _)) = self.patiently(|| self.remove_page(cpu, addr).map_err(|e| (e, None))) {
                 result = Err(e);
                 break;
             }

@@ -98,4 +98,12 @@ pub trait Platform: Send + Sync {
     fn wake_reclaimer(&self);
     /// Backing storage for a new enclave of `size` bytes.
     fn new_backing(&self, size: u64) -> Box<dyn Backing>;
+    /// How long an SGX2 ioctl waits for a page the reclaimer holds (or for a free EPC page
+    /// to reload into) before it returns EAGAIN. The kernel never waits (zero, the
+    /// default); a platform whose reclaimer is much slower than hardware's may, so that
+    /// callers that, like the kernel's selftests, never expect the race still see no
+    /// EAGAIN — a timing the kernel could also produce.
+    fn sgx2_ioctl_patience(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -79,10 +79,15 @@ impl Platform for NativePlatform {
         for target in &targets {
             let _ = sys::tgkill(target.tid, kick_signal());
         }
-        // Wait until each has handled it (left the enclave by AEX, or was not inside).
+        // Wait until each has handled it or has left enclave mode by itself (an exit that
+        // is being handled blocks the signal until the handler returns, and may wait for a
+        // lock the sender holds — the IPI has done its job once the thread is out).
         let deadline = Instant::now() + Duration::from_secs(5);
         for (target, seen) in targets.iter().zip(before) {
-            while target.kicks_seen.load(Ordering::Acquire) == seen && Instant::now() < deadline {
+            while target.kicks_seen.load(Ordering::Acquire) == seen
+                && target.in_enclave.load(Ordering::Acquire)
+                && Instant::now() < deadline
+            {
                 std::thread::yield_now();
             }
         }
@@ -100,5 +105,12 @@ impl Platform for NativePlatform {
 
     fn new_backing(&self, _size: u64) -> Box<dyn Backing> {
         Box::new(MemoryBacking::default())
+    }
+
+    /// The emulated EWB (AES-GCM in software, IPIs as signals) keeps a page away far
+    /// longer than hardware's, so SGX2 ioctls give the reclaimer up to a second per page
+    /// before reporting EAGAIN.
+    fn sgx2_ioctl_patience(&self) -> Duration {
+        Duration::from_secs(1)
     }
 }

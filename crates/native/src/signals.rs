@@ -117,7 +117,10 @@ pub fn install() {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = on_signal as *const () as usize;
                 action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+                // The IPI waits too: it must find the thread in enclave code or outside, never
+                // halfway through the emulator's own handling of an exit.
                 action.sa_mask = *async_set();
+                libc::sigaddset(&mut action.sa_mask, platform::kick_signal());
                 let mut previous: libc::sigaction = std::mem::zeroed();
                 if crate::real::sigaction(sig, &action, &mut previous) == 0 {
                     APP_HANDLER[sig as usize].store(previous.sa_sigaction, Ordering::Release);
@@ -183,17 +186,20 @@ fn dispatch(
     enclave_gs: u64,
 ) -> Outcome {
     let engine = Engine::get();
+    let rip = frame.rip();
     if sig == platform::kick_signal() {
         if let (Some(engine), Some(s)) = (engine, state) {
             let st = s;
-            if inside {
+            // Between the software EENTER and the first enclave instruction the thread is
+            // inside but still in the vDSO: it has touched nothing of the enclave yet.
+            let in_elrange = st.cpus().lp.elrange().is_some_and(|(base, size)| rip >= base && rip - base < size);
+            if inside && in_elrange {
                 enclu::on_interrupt(engine, st, frame, enclave_fs, enclave_gs);
             }
             s.kicks_seen.fetch_add(1, Ordering::AcqRel);
         }
         return Outcome::Resume;
     }
-    let rip = frame.rip();
     if let (true, Some(engine), Some(s)) = (inside, engine, state) {
         let st = s;
         let traps_at_insn = sig == libc::SIGILL || (sig == libc::SIGSEGV && frame.trapno() == 13);
