@@ -86,6 +86,12 @@ impl EpcPool {
         !self.active.lock().order.is_empty()
     }
 
+    /// True while the reclaimer holds isolated pages (they come free or go back soon).
+    pub(crate) fn reclaim_in_flight(&self) -> bool {
+        let active = self.active.lock();
+        active.tracked.len() > active.order.len()
+    }
+
     /// Below the low watermark with something reclaimable (`sgx_should_reclaim(LOW)`).
     pub(crate) fn should_reclaim(&self, watermark: usize) -> bool {
         self.nr_free() < watermark && self.has_reclaimable()

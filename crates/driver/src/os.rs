@@ -91,9 +91,10 @@ pub trait Backing: Send + Sync {
 
 /// Machine-wide services.
 pub trait Platform: Send + Sync {
-    /// Sends an IPI to each logical processor in `lps` and waits until each has handled
-    /// it: one that is inside an enclave takes an AEX (spec §7 "IPI").
-    fn kick(&self, lps: &[LpId]);
+    /// Sends an IPI to each logical processor in `lps` (those inside the enclave whose SECS
+    /// is at `secs`) and waits until each has handled it: one that is inside an enclave
+    /// takes an AEX (spec §7 "IPI").
+    fn kick(&self, secs: u64, lps: &[LpId]);
     /// Wakes the reclaimer thread (ksgxd) if the platform runs one.
     fn wake_reclaimer(&self);
     /// Backing storage for a new enclave of `size` bytes.
@@ -106,4 +107,6 @@ pub trait Platform: Send + Sync {
     fn sgx2_ioctl_patience(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// A kernel warning (WARN_ON, "EPC page leaked") as it would reach the kernel log.
+    fn log_warning(&self, _message: &str) {}
 }

@@ -102,7 +102,7 @@ fn write_out(sgx: &Sgx, cpu: &mut Cpu, encl: &Encl, st: &mut EnclState, page: Ep
         }
         result = ewb(cpu);
         if result == Err(EnclsError::Code(ErrorCode::NotTracked)) {
-            sgx.platform.kick(&sgx.processor.lps_inside(secs));
+            sgx.platform.kick(secs, &sgx.processor.lps_inside(secs));
             result = ewb(cpu);
         }
     }

@@ -97,6 +97,7 @@ impl Sgx {
     }
 
     pub(crate) fn warn(&self, message: String) {
+        self.platform.log_warning(&message);
         self.warnings.lock().push(message);
     }
 
@@ -113,7 +114,17 @@ impl Sgx {
                 break Ok(page);
             }
             if !self.pool.has_reclaimable() {
-                break Err(Errno::ENOMEM);
+                // [DESIGN] Mainline says ENOMEM as soon as the active list is empty, even
+                // while the reclaimer holds isolated pages it is about to free: a window in
+                // which a fault gets SIGBUS for no lasting reason. Here that is "busy".
+                if !self.pool.reclaim_in_flight() {
+                    break Err(Errno::ENOMEM);
+                }
+                if !reclaim {
+                    break Err(Errno::EBUSY);
+                }
+                std::thread::yield_now();
+                continue;
             }
             if !reclaim {
                 break Err(Errno::EBUSY);

@@ -260,9 +260,11 @@ fn enclave_exception(
     };
     st.in_enclave.store(false, Ordering::Release);
     frame.set_sigmask(st.host_mask.get());
-    if let Some(kind) = driver_fault
-        && engine.space.fault(&mut st.cpus().kcpu, fault.addr, kind) == Resolution::Retry
-    {
+    let resolution = driver_fault.map(|kind| engine.space.fault(&mut st.cpus().kcpu, fault.addr, kind));
+    if crate::signals::tracing() && resolution.is_some_and(|r| r != Resolution::Retry) {
+        sys::stderr_line(&format!("sgxemu:   fault at {:#x}: {resolution:?}\n", fault.addr));
+    }
+    if resolution == Some(Resolution::Retry) {
         // Back at the AEP: its ENCLU[ERESUME] continues the enclave.
         let mut resumed = regs;
         return match enclu_from_outside(engine, st, &mut resumed) {

@@ -72,20 +72,20 @@ impl NativePlatform {
 }
 
 impl Platform for NativePlatform {
-    fn kick(&self, lps: &[LpId]) {
+    fn kick(&self, secs: u64, lps: &[LpId]) {
         let targets: Vec<&thread::ThreadState> =
             thread::all().into_iter().filter(|t| lps.contains(&t.lp_id) && t.tid != sys::gettid()).collect();
         let before: Vec<u64> = targets.iter().map(|t| t.kicks_seen.load(Ordering::Acquire)).collect();
         for target in &targets {
             let _ = sys::tgkill(target.tid, kick_signal());
         }
-        // Wait until each has handled it or has left enclave mode by itself (an exit that
+        // Wait until each has handled it or has left the enclave by itself (an exit that
         // is being handled blocks the signal until the handler returns, and may wait for a
-        // lock the sender holds — the IPI has done its job once the thread is out).
+        // lock the sender holds — the IPI has done its job once the LP is out).
         let deadline = Instant::now() + Duration::from_secs(5);
         for (target, seen) in targets.iter().zip(before) {
             while target.kicks_seen.load(Ordering::Acquire) == seen
-                && target.in_enclave.load(Ordering::Acquire)
+                && self.processor.lps_inside(secs).contains(&target.lp_id)
                 && Instant::now() < deadline
             {
                 std::thread::yield_now();
@@ -110,6 +110,10 @@ impl Platform for NativePlatform {
     /// The emulated EWB (AES-GCM in software, IPIs as signals) keeps a page away far
     /// longer than hardware's, so SGX2 ioctls give the reclaimer up to a second per page
     /// before reporting EAGAIN.
+    fn log_warning(&self, message: &str) {
+        sys::stderr_line(&format!("sgxemu: driver warning: {message}\n"));
+    }
+
     fn sgx2_ioctl_patience(&self) -> Duration {
         Duration::from_secs(1)
     }

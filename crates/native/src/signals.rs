@@ -190,10 +190,9 @@ fn dispatch(
     if sig == platform::kick_signal() {
         if let (Some(engine), Some(s)) = (engine, state) {
             let st = s;
-            // Between the software EENTER and the first enclave instruction the thread is
-            // inside but still in the vDSO: it has touched nothing of the enclave yet.
-            let in_elrange = st.cpus().lp.elrange().is_some_and(|(base, size)| rip >= base && rip - base < size);
-            if inside && in_elrange {
+            // Also between the software EENTER and the first enclave instruction: the LP is
+            // in enclave mode there, so the AEX (and later ERESUME) covers that code too.
+            if inside {
                 enclu::on_interrupt(engine, st, frame, enclave_fs, enclave_gs);
             }
             s.kicks_seen.fetch_add(1, Ordering::AcqRel);

@@ -50,7 +50,16 @@ struct Inner {
     vmas: BTreeMap<u64, EnclaveVma>,
     ptes: FxHashMap<u64, Pte>,
     by_epc: FxHashMap<EpcIndex, u64>,
+    /// Pages in the order their PTEs were installed (may hold stale entries).
+    installed: std::collections::VecDeque<u64>,
 }
+
+/// At most this many enclave pages are mapped at once. Each mapped page can cost the host
+/// two VMAs (EPC pages of neighbouring addresses are rarely neighbours in the EPC file),
+/// and a process that reaches `vm.max_map_count` (65530) cannot even munmap any more. Past
+/// the budget the oldest PTE is dropped, as the kernel may drop any PTE: the page stays in
+/// the EPC and the next access maps it again.
+pub const MAX_MAPPED_PAGES: usize = 16 * 1024;
 
 /// How the memory manager resolved a fault in an enclave mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,7 +262,36 @@ impl Space {
             inner.by_epc.remove(&old.epc);
         }
         inner.by_epc.insert(epc, page);
+        inner.installed.push_back(page);
+        while inner.ptes.len() > MAX_MAPPED_PAGES {
+            let Some(oldest) = inner.installed.pop_front() else { break };
+            if oldest != page {
+                Self::drop_pte(&mut inner, oldest);
+            }
+        }
+        if inner.installed.len() > 4 * MAX_MAPPED_PAGES {
+            let ptes = &inner.ptes;
+            let live: std::collections::VecDeque<u64> =
+                inner.installed.iter().copied().filter(|p| ptes.contains_key(p)).collect();
+            inner.installed = live;
+        }
         Ok(())
+    }
+
+    /// Removes the PTE of `page` and makes the host page inaccessible again.
+    fn drop_pte(inner: &mut Inner, page: u64) {
+        if let Some(pte) = inner.ptes.remove(&page) {
+            inner.by_epc.remove(&pte.epc);
+            // Replace the page with an inaccessible placeholder: the next access faults into
+            // the driver again. The host flushes TLBs of every thread before mmap returns,
+            // the shootdown ETRACK's IPIs stand for.
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
+            if sys::mmap(page, PAGE, libc::PROT_NONE, flags, -1, 0).is_err() {
+                // Never leave the old EPC page reachable: fall back to revoking access.
+                let _ = sys::mprotect(page, PAGE, libc::PROT_NONE);
+            }
+            let _ = sys::madvise(page, PAGE, libc::MADV_DONTFORK);
+        }
     }
 
     /// Resolves a fault at `addr` for an access of `kind`: the driver's fault handler for a
@@ -355,19 +393,7 @@ impl AddressSpace for Space {
     }
 
     fn zap(&self, addr: u64) {
-        let page = page_of(addr);
-        let mut inner = self.inner.lock();
-        if let Some(pte) = inner.ptes.remove(&page) {
-            inner.by_epc.remove(&pte.epc);
-            // Replace the page with an inaccessible placeholder: the next access faults into
-            // the driver again. The host flushes TLBs of every thread before mmap returns,
-            // the shootdown ETRACK's IPIs stand for.
-            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
-            if sys::mmap(page, PAGE, libc::PROT_NONE, flags, -1, 0).is_err() {
-                // Never leave the old EPC page reachable: fall back to revoking access.
-                let _ = sys::mprotect(page, PAGE, libc::PROT_NONE);
-            }
-        }
+        Self::drop_pte(&mut self.inner.lock(), page_of(addr));
     }
 
     fn test_and_clear_young(&self, addr: u64) -> bool {

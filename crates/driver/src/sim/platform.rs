@@ -98,7 +98,7 @@ impl SimPlatform {
 }
 
 impl Platform for SimPlatform {
-    fn kick(&self, lps: &[LpId]) {
+    fn kick(&self, _secs: u64, lps: &[LpId]) {
         for lp in lps {
             let target = self.threads.lock().get(lp).and_then(Weak::upgrade);
             if let Some(user) = target {
