@@ -34,7 +34,8 @@ fn run_selftests(args: &[&str]) -> String {
     let last = stdout.lines().last().unwrap_or_default().to_string();
     assert!(last.starts_with("# Totals:"), "no totals line.\nstdout tail:\n{}\nstderr:\n{stderr}", tail(&stdout));
     // What failed, if anything: the harness's "not ok" lines and their assertions.
-    for line in stdout.lines().filter(|l| l.starts_with("not ok") || l.contains(":Expected ") || l.contains("sgxemu:")) {
+    for line in stdout.lines().filter(|l| l.starts_with("not ok") || l.contains(":Expected ") || l.contains("sgxemu:"))
+    {
         eprintln!("{line}");
     }
     last

@@ -165,6 +165,9 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     }
     let outcome = dispatch(sig, info, &mut frame, state, inside, enclave_fs, enclave_gs);
     if let Outcome::Signal(target) = outcome {
+        if TRACE.load(Ordering::Relaxed) {
+            trace_mapping(frame.rip());
+        }
         chain(target, info, uc);
     }
     // Returning into enclave code: its bases, which ERESUME/EENTER may just have set.
@@ -236,6 +239,19 @@ fn dispatch(
             None => Outcome::Signal(sig),
         },
         _ => Outcome::Signal(sig),
+    }
+}
+
+/// Names the mapping `rip` lies in (debugging aid for SGXEMU_TRACE).
+fn trace_mapping(rip: u64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    for line in maps.lines() {
+        let Some((range, _)) = line.split_once(' ') else { continue };
+        let Some((lo, hi)) = range.split_once('-') else { continue };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else { continue };
+        if (lo..hi).contains(&rip) {
+            sys::stderr_line(&format!("sgxemu:   rip {rip:#x} = {line} (+{:#x})\n", rip - lo));
+        }
     }
 }
 

@@ -1,0 +1,158 @@
+//! Enclave code running natively in this process under the emulator (no preload: the
+//! engine is used in-process, as the enclave library's in-process device will): ENCLU from
+//! SIGILL, exceptions as AEX with the SSA and the vDSO's report, nested AEX up to NSSA,
+//! EDMM from several threads, and a working set larger than the EPC.
+
+mod support;
+
+use sgxemu_arch::Vector;
+use support::enclave::{DATA, DYNAMIC, PAGE, TEXT, TestEnclave, at, handler, op};
+
+const EENTER: u32 = 2;
+const ERESUME: u32 = 3;
+const EEXIT: u32 = 4;
+/// EACCEPT flags for a freshly EAUGed page: R | W | REG | PENDING.
+const PENDING_RW: u64 = 0x20B;
+
+/// GPRSGX as the handler copies it out (23 qwords).
+#[derive(Debug, Default, Clone, Copy)]
+#[repr(C)]
+struct Gprsgx {
+    regs: [u64; 16],
+    rflags: u64,
+    rip: u64,
+    ursp: u64,
+    urbp: u64,
+    exitinfo: u32,
+    reserved: u32,
+    fsbase: u64,
+    gsbase: u64,
+}
+
+#[test]
+fn the_enclave_runs_and_keeps_data() {
+    let e = TestEnclave::load(1 << 20);
+    e.call(0, op::WRITE, e.base + DATA, 0x1234_5678_9ABC_DEF0, 0, 0);
+    assert_eq!(e.read(1, e.base + DATA), 0x1234_5678_9ABC_DEF0, "another TCS sees the same data");
+}
+
+/// Runs `operation` on thread 3's TCS, expects an AEX reported through the vDSO with
+/// `vector`, then reads the SSA from the handler entry and resumes past the instruction.
+fn exception_round_trip(e: &TestEnclave, operation: u64, vector: u8, rip_offset: u64, skip: u64, rsi: u64) -> Gprsgx {
+    let tcs = e.tcs(3);
+    eprintln!("step1");
+    let (ret, run) = e.enter(tcs, EENTER, [operation, rsi, 0, 0, 0]);
+    eprintln!("step1 done {run:?}");
+    assert_eq!(ret, 0);
+    assert_eq!(run.function, ERESUME, "an AEX leaves EAX = ERESUME: {run:?}");
+    assert_eq!(run.exception_vector, u16::from(vector), "{run:?}");
+    // The exception handler entry (CSSA = 1) reports the SSA and moves RIP past the insn.
+    let mut gpr = Gprsgx::default();
+    let (ret, run) = e.enter(tcs, EENTER, [handler::SKIP, &mut gpr as *mut Gprsgx as u64, skip, 0, 0]);
+    assert_eq!((ret, run.function), (0, EEXIT), "{run:?}");
+    assert_eq!(gpr.rip, e.base + TEXT + rip_offset, "SSA.RIP is the faulting (or, for a trap, the next) instruction");
+    assert_eq!(gpr.regs[7], operation, "SSA.RDI holds the enclave's RDI at the exception");
+    // ERESUME continues after the instruction and the enclave exits normally.
+    let (ret, run) = e.enter(tcs, ERESUME, [0; 5]);
+    assert_eq!((ret, run.function), (0, EEXIT), "{run:?}");
+    gpr
+}
+
+#[test]
+fn each_exception_is_an_aex_with_the_ssa_and_the_vdso_report() {
+    let e = TestEnclave::load(1 << 20);
+    // #UD, #DE, #BP report EXITINFO (valid | hardware exception | vector) whatever MISCSELECT.
+    let gpr = exception_round_trip(&e, op::UD2, Vector::Ud as u8, at::ud2(), 2, 0);
+    assert_eq!(gpr.exitinfo, 0x8000_0000 | 3 << 8 | 6);
+    let gpr = exception_round_trip(&e, op::DIV0, Vector::De as u8, at::div(), 3, 0);
+    assert_eq!(gpr.exitinfo, 0x8000_0000 | 3 << 8);
+    // INT3 is a trap: SSA.RIP is already past it; a software exception (type 6).
+    let gpr = exception_round_trip(&e, op::INT3, Vector::Bp as u8, at::after_int3(), 0, 0);
+    assert_eq!(gpr.exitinfo, 0x8000_0000 | 6 << 8 | 3);
+    // #GP and #PF are not reported in EXITINFO without MISCSELECT.EXINFO.
+    let gpr = exception_round_trip(&e, op::GP, Vector::Gp as u8, at::gp(), 3, 0);
+    assert_eq!(gpr.exitinfo, 0);
+}
+
+#[test]
+fn a_page_fault_outside_any_mapping_reports_the_page_address() {
+    let e = TestEnclave::load(1 << 20);
+    // Unmap the last dynamic page; a load there is an ordinary #PF (not present, user read).
+    let hole = e.base + e.size - PAGE;
+    support::enclave::engine().munmap(hole, PAGE).expect("munmap");
+    let (ret, run) = e.enter(e.tcs(2), EENTER, [op::LOAD, hole + 0x123, 0, 0, 0]);
+    assert_eq!(ret, 0);
+    assert_eq!((run.function, run.exception_vector, run.exception_error_code), (ERESUME, 14, 0x4));
+    assert_eq!(run.exception_addr, hole, "CR2 after an AEX has bits 11:0 cleared");
+    let mut gpr = Gprsgx::default();
+    e.enter(e.tcs(2), EENTER, [handler::SKIP, &mut gpr as *mut Gprsgx as u64, 3, 0, 0]);
+    assert_eq!(gpr.rip, e.base + TEXT + at::load());
+    let (_, run) = e.enter(e.tcs(2), ERESUME, [0; 5]);
+    assert_eq!(run.function, EEXIT);
+}
+
+#[test]
+fn nested_aex_fills_the_ssa_stack_and_eenter_is_refused_at_nssa() {
+    let e = TestEnclave::load(1 << 20);
+    let tcs = e.tcs(1);
+    // CSSA 0 → 1.
+    let (_, run) = e.enter(tcs, EENTER, [op::UD2, 0, 0, 0, 0]);
+    assert_eq!((run.function, run.exception_vector), (ERESUME, 6));
+    // The handler faults too: CSSA 1 → 2 = NSSA.
+    let (_, run) = e.enter(tcs, EENTER, [handler::UD2, 0, 0, 0, 0]);
+    assert_eq!((run.function, run.exception_vector), (ERESUME, 6), "nested AEX");
+    // No SSA frame left: EENTER raises #GP, reported by the vDSO with function = EENTER.
+    let (ret, run) = e.enter(tcs, EENTER, [op::WRITE, e.base + DATA, 1, 0, 0]);
+    assert_eq!(ret, 0);
+    assert_eq!((run.function, run.exception_vector), (EENTER, 13), "EENTER at CSSA == NSSA: {run:?}");
+    // The other threads are unaffected.
+    e.call(0, op::WRITE, e.base + DATA, 7, 0, 0);
+    assert_eq!(e.read(0, e.base + DATA), 7);
+}
+
+#[test]
+fn four_threads_eaug_and_eaccept_concurrently() {
+    let e = TestEnclave::load(8 << 20);
+    let pages_each = 64;
+    std::thread::scope(|s| {
+        for thread in 0..4u64 {
+            let e = &e;
+            s.spawn(move || {
+                let start = e.base + DYNAMIC + thread * pages_each * PAGE;
+                for page in 0..pages_each {
+                    let addr = start + page * PAGE;
+                    assert_eq!(e.eaccept(thread, addr, PENDING_RW), 0, "EACCEPT on a fresh page EAUGs it");
+                }
+                e.call(thread, op::FILL, start, pages_each, thread, 0);
+                let mut mismatches = u64::MAX;
+                e.call(thread, op::CHECK, start, pages_each, thread, &mut mismatches as *mut u64 as u64);
+                assert_eq!(mismatches, 0);
+            });
+        }
+    });
+}
+
+#[test]
+fn a_working_set_of_twice_the_epc_survives_the_reclaimer_on_two_threads() {
+    // 4 MiB of EPC; two threads each own 4 MiB of dynamic memory.
+    let e = TestEnclave::load(16 << 20);
+    let pages_each = 1024;
+    std::thread::scope(|s| {
+        for thread in 0..2u64 {
+            let e = &e;
+            s.spawn(move || {
+                let start = e.base + DYNAMIC + thread * pages_each * PAGE;
+                for page in 0..pages_each {
+                    assert_eq!(e.eaccept(thread, start + page * PAGE, PENDING_RW), 0);
+                }
+                let seed = 0xA5A5_0000 + thread;
+                e.call(thread, op::FILL, start, pages_each, seed, 0);
+                for _ in 0..2 {
+                    let mut mismatches = u64::MAX;
+                    e.call(thread, op::CHECK, start, pages_each, seed, &mut mismatches as *mut u64 as u64);
+                    assert_eq!(mismatches, 0, "every word of every page comes back");
+                }
+            });
+        }
+    });
+}
