@@ -169,8 +169,7 @@ pub fn on_enclave_page_fault(
     let kind = access_kind(host_code);
     let (resolution, _) = engine.space.classify(addr, kind);
     if crate::signals::tracing() {
-        let check = engine.processor.check_access(&st.cpus().lp, &*engine.space, addr, kind);
-        sys::stderr_line(&format!("sgxemu:   {resolution:?} {check:?} epc {:?}\n", engine.space.epc_at(addr)));
+        sys::stderr_line(&format!("sgxemu:   {resolution:?} at {addr:#x}\n"));
     }
     match resolution {
         Resolution::Present => match engine.processor.check_access(&st.cpus().lp, &*engine.space, addr, kind) {
@@ -179,7 +178,14 @@ pub fn on_enclave_page_fault(
                 engine.space.refresh_addr(addr);
                 Outcome::Resume
             }
-            Err(e) => enclave_exception(engine, st, frame, regs, Fault::from_exception(e), None),
+            Err(e) => {
+                if crate::signals::tracing() {
+                    let epc = engine.space.epc_at(addr);
+                    let view = epc.map(|p| engine.processor.epcm_view(p));
+                    sys::stderr_line(&format!("sgxemu:   EPCM fault at {addr:#x}: {e:?} {view:?}\n"));
+                }
+                enclave_exception(engine, st, frame, regs, Fault::from_exception(e), None)
+            }
         },
         Resolution::Retry => {
             let fault = Fault { vector: Vector::Pf as u8, code: kind.pf_bits().bits(), addr };
@@ -264,7 +270,8 @@ fn enclave_exception(
     if crate::signals::tracing() && resolution.is_some_and(|r| r != Resolution::Retry) {
         sys::stderr_line(&format!("sgxemu:   fault at {:#x}: {resolution:?}\n", fault.addr));
     }
-    if resolution == Some(Resolution::Retry) {
+    // `Present`: another thread mapped the page meanwhile; the retried access decides.
+    if matches!(resolution, Some(Resolution::Retry | Resolution::Present)) {
         // Back at the AEP: its ENCLU[ERESUME] continues the enclave.
         let mut resumed = regs;
         return match enclu_from_outside(engine, st, &mut resumed) {

@@ -79,15 +79,18 @@ impl Platform for NativePlatform {
         for target in &targets {
             let _ = sys::tgkill(target.tid, kick_signal());
         }
-        // Wait until each has handled it or has left the enclave by itself (an exit that
-        // is being handled blocks the signal until the handler returns, and may wait for a
-        // lock the sender holds — the IPI has done its job once the LP is out).
+        // Wait until each LP is out of the enclave. A thread handles the IPI with an AEX
+        // if it runs enclave code; one that took it in the instant between the model's
+        // EENTER and its own bookkeeping is still inside afterwards and gets another. A
+        // thread in the middle of an exit handler gets it once the handler is done.
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (target, seen) in targets.iter().zip(before) {
-            while target.kicks_seen.load(Ordering::Acquire) == seen
-                && self.processor.lps_inside(secs).contains(&target.lp_id)
-                && Instant::now() < deadline
-            {
+        for (target, mut seen) in targets.iter().zip(before) {
+            while self.processor.lps_inside(secs).contains(&target.lp_id) && Instant::now() < deadline {
+                let now = target.kicks_seen.load(Ordering::Acquire);
+                if now != seen {
+                    seen = now;
+                    let _ = sys::tgkill(target.tid, kick_signal());
+                }
                 std::thread::yield_now();
             }
         }

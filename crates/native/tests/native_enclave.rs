@@ -31,6 +31,7 @@ struct Gprsgx {
 
 #[test]
 fn the_enclave_runs_and_keeps_data() {
+    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     e.call(0, op::WRITE, e.base + DATA, 0x1234_5678_9ABC_DEF0, 0, 0);
     assert_eq!(e.read(1, e.base + DATA), 0x1234_5678_9ABC_DEF0, "another TCS sees the same data");
@@ -60,6 +61,7 @@ fn exception_round_trip(e: &TestEnclave, operation: u64, vector: u8, rip_offset:
 
 #[test]
 fn each_exception_is_an_aex_with_the_ssa_and_the_vdso_report() {
+    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     // #UD, #DE, #BP report EXITINFO (valid | hardware exception | vector) whatever MISCSELECT.
     let gpr = exception_round_trip(&e, op::UD2, Vector::Ud as u8, at::ud2(), 2, 0);
@@ -75,11 +77,14 @@ fn each_exception_is_an_aex_with_the_ssa_and_the_vdso_report() {
 }
 
 #[test]
-fn a_page_fault_outside_any_mapping_reports_the_page_address() {
+fn a_page_fault_the_vma_forbids_reports_the_page_address() {
+    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
-    // Unmap the last dynamic page; a load there is an ordinary #PF (not present, user read).
+    // The last dynamic page, never touched, made PROT_NONE: a load there is an ordinary #PF
+    // (not present, user read). (An unmapped hole would not stay one: the host may hand
+    // the address to the next mmap.)
     let hole = e.base + e.size - PAGE;
-    support::enclave::engine().munmap(hole, PAGE).expect("munmap");
+    support::enclave::engine().mprotect(hole, PAGE, libc::PROT_NONE).expect("mprotect");
     let (ret, run) = e.enter(e.tcs(2), EENTER, [op::LOAD, hole + 0x123, 0, 0, 0]);
     assert_eq!(ret, 0);
     assert_eq!((run.function, run.exception_vector, run.exception_error_code), (ERESUME, 14, 0x4));
@@ -93,6 +98,7 @@ fn a_page_fault_outside_any_mapping_reports_the_page_address() {
 
 #[test]
 fn nested_aex_fills_the_ssa_stack_and_eenter_is_refused_at_nssa() {
+    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     let tcs = e.tcs(1);
     // CSSA 0 → 1.
@@ -112,6 +118,7 @@ fn nested_aex_fills_the_ssa_stack_and_eenter_is_refused_at_nssa() {
 
 #[test]
 fn four_threads_eaug_and_eaccept_concurrently() {
+    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(8 << 20);
     let pages_each = 64;
     std::thread::scope(|s| {
@@ -135,6 +142,7 @@ fn four_threads_eaug_and_eaccept_concurrently() {
 #[test]
 fn a_working_set_of_twice_the_epc_survives_the_reclaimer_on_two_threads() {
     // 4 MiB of EPC; two threads each own 4 MiB of dynamic memory.
+    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(16 << 20);
     let pages_each = 1024;
     std::thread::scope(|s| {
