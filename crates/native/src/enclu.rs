@@ -316,7 +316,10 @@ fn outside_exception(frame: &mut Frame, fault: Fault) -> Outcome {
 /// EENTER done in software for the vDSO (see [`crate::vdso`]): the frame holds the
 /// registers at its ENCLU; on success it returns them as EENTER leaves them, with FS and GS
 /// already switched and async signals blocked.
-pub extern "C" fn soft_eenter(raw: *mut SoftFrame) {
+///
+/// # Safety
+/// `raw` points to a valid SoftFrame (the vDSO passes one on its stack).
+pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
     // SAFETY: the vDSO passes a pointer to the SoftFrame on its own stack.
     let words = unsafe { &mut (*raw).words };
     let Some(engine) = Engine::get() else {

@@ -46,12 +46,14 @@ pub fn owns(sig: c_int) -> bool {
 /// `act` and `old` are null or valid `sigaction` pointers.
 pub unsafe fn app_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) {
     let index = sig as usize;
+    // SAFETY: the caller passes null or a valid, writable sigaction.
     if let Some(old) = unsafe { old.as_mut() } {
         old.sa_sigaction = APP_HANDLER[index].load(Ordering::Acquire);
         old.sa_flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
         // SAFETY: sigemptyset initialises the mask field.
         unsafe { libc::sigemptyset(&mut old.sa_mask) };
     }
+    // SAFETY: the caller passes null or a valid sigaction.
     if let Some(act) = unsafe { act.as_ref() } {
         APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
         APP_HANDLER[index].store(act.sa_sigaction, Ordering::Release);

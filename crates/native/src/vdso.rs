@@ -219,7 +219,7 @@ fn label(symbol: &u8) -> usize {
 }
 
 /// The synthetic vDSO, built and mapped on first use (`None` if that failed).
-pub fn vdso(soft_eenter: extern "C" fn(*mut SoftFrame)) -> Option<Vdso> {
+pub fn vdso(soft_eenter: unsafe extern "C" fn(*mut SoftFrame)) -> Option<Vdso> {
     *VDSO.get_or_init(|| build(soft_eenter).inspect_err(|e| sys::stderr_line(&format!("sgxemu: vDSO: {e}\n"))).ok())
 }
 
@@ -228,7 +228,7 @@ pub fn get() -> Option<Vdso> {
     VDSO.get().copied().flatten()
 }
 
-fn build(soft_eenter: extern "C" fn(*mut SoftFrame)) -> Result<Vdso, String> {
+fn build(soft_eenter: unsafe extern "C" fn(*mut SoftFrame)) -> Result<Vdso, String> {
     // SAFETY: the labels are defined by the global_asm above; only their addresses are used.
     let (start, aep, handle, slot, end) = unsafe {
         (

@@ -60,6 +60,7 @@ pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -
     // SAFETY: forwarded C contract.
     match unsafe { device_path(path) } {
         Some(device) => open_device(device, flags),
+        // SAFETY: forwarded C contract.
         None => unsafe { real::open(path, flags, mode) },
     }
 }
@@ -70,6 +71,7 @@ pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint)
     // SAFETY: forwarded C contract.
     match unsafe { device_path(path) } {
         Some(device) => open_device(device, flags),
+        // SAFETY: forwarded C contract.
         None => unsafe { real::open64(path, flags, mode) },
     }
 }
@@ -94,6 +96,7 @@ pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int,
     // SAFETY: forwarded C contract; device paths are absolute, so `dirfd` does not matter.
     match unsafe { device_path(path) } {
         Some(device) => open_device(device, flags),
+        // SAFETY: forwarded C contract.
         None => unsafe { real::openat(dirfd, path, flags, mode) },
     }
 }
@@ -125,6 +128,7 @@ pub unsafe extern "C" fn stat(path: *const c_char, buf: *mut libc::stat) -> c_in
     // SAFETY: forwarded C contract.
     match unsafe { device_path(path) } {
         Some(device) => device_stat(device, buf),
+        // SAFETY: forwarded C contract.
         None => unsafe { real::stat(path, buf) },
     }
 }
@@ -142,6 +146,7 @@ pub unsafe extern "C" fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_i
     // SAFETY: forwarded C contract.
     match unsafe { device_path(path) } {
         Some(device) => device_stat(device, buf),
+        // SAFETY: forwarded C contract.
         None => unsafe { real::lstat(path, buf) },
     }
 }
@@ -152,6 +157,7 @@ pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut li
     // SAFETY: forwarded C contract.
     match unsafe { device_path(path) } {
         Some(device) => device_stat(device, buf),
+        // SAFETY: forwarded C contract.
         None => unsafe { real::fstatat(dirfd, path, buf, flags) },
     }
 }
@@ -162,6 +168,7 @@ pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
     match Engine::get().and_then(|e| e.devices.get(fd)) {
         Some(sgxemu_native::device::DeviceFile::Provision) => device_stat(PROVISION_PATH, buf),
         Some(_) => device_stat(ENCLAVE_PATH, buf),
+        // SAFETY: forwarded C contract.
         // SAFETY: forwarded C contract.
         None => unsafe { real::fstat(fd, buf) },
     }
@@ -189,6 +196,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
             }
         },
         // SAFETY: forwarded C contract.
+        // SAFETY: forwarded C contract.
         None => unsafe { real::ioctl(fd, request, arg) },
     }
 }
@@ -211,6 +219,7 @@ pub unsafe extern "C" fn mmap(
                 libc::MAP_FAILED
             }
         },
+        // SAFETY: forwarded C contract.
         // SAFETY: forwarded C contract.
         None => unsafe { real::mmap(addr, len, prot, flags, fd, off) },
     }
@@ -242,6 +251,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
             }
         },
         // SAFETY: forwarded C contract.
+        // SAFETY: forwarded C contract.
         None => unsafe { real::munmap(addr, len) },
     }
 }
@@ -257,6 +267,7 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: usize, prot: c_int) ->
                 -1
             }
         },
+        // SAFETY: forwarded C contract.
         // SAFETY: forwarded C contract.
         None => unsafe { real::mprotect(addr, len, prot) },
     }
