@@ -272,6 +272,7 @@ fn enclave_exception(
     }
     // `Present`: another thread mapped the page meanwhile; the retried access decides.
     if matches!(resolution, Some(Resolution::Retry | Resolution::Present)) {
+        crate::stats::count(&crate::stats::DRIVER_FAULTS);
         // Back at the AEP: its ENCLU[ERESUME] continues the enclave.
         let mut resumed = regs;
         return match enclu_from_outside(engine, st, &mut resumed) {
@@ -299,6 +300,7 @@ fn enclave_exception(
 /// An exception at host code (after an AEX: at the AEP): the vDSO's fixup if the AEP is
 /// the vDSO's ENCLU, else the program's signal.
 fn outside_exception(frame: &mut Frame, fault: Fault) -> Outcome {
+    crate::stats::count(&crate::stats::REPORTED_EXCEPTIONS);
     match vdso::get() {
         Some(v) if frame.rip() == v.aep => {
             let mut regs = frame.regs();

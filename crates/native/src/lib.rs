@@ -22,6 +22,7 @@ pub mod platform;
 pub mod real;
 pub mod signals;
 pub mod space;
+pub mod stats;
 pub mod sys;
 pub mod thread;
 pub mod vdso;

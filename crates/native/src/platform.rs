@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use sgxemu_cpu::{LpId, Processor};
+use sgxemu_cpu::{LeafStats, LpId, Processor};
 use sgxemu_driver::os::{Backing, Platform};
 use sgxemu_driver::sim::MemoryBacking;
 use sgxemu_driver::{Cpu, Sgx};
@@ -25,6 +25,8 @@ pub struct NativePlatform {
     wake: Arc<(Mutex<bool>, Condvar)>,
     ksgxd_pid: AtomicI32,
     stopping: AtomicBool,
+    /// The reclaimer thread's leaf counters (for `--stats`).
+    ksgxd_stats: Arc<Mutex<LeafStats>>,
 }
 
 impl NativePlatform {
@@ -36,6 +38,7 @@ impl NativePlatform {
             wake: Arc::new((Mutex::new(false), Condvar::new())),
             ksgxd_pid: AtomicI32::new(0),
             stopping: AtomicBool::new(false),
+            ksgxd_stats: Arc::new(Mutex::new(LeafStats::default())),
         })
     }
 
@@ -52,6 +55,7 @@ impl NativePlatform {
         }
         let Some(sgx) = self.sgx.get().and_then(Weak::upgrade) else { return };
         let wake = self.wake.clone();
+        let stats = self.ksgxd_stats.clone();
         let mut cpu = Cpu::new(&self.processor);
         let spawned = std::thread::Builder::new().name("ksgxd".into()).spawn(move || {
             let (flag, condvar) = &*wake;
@@ -63,11 +67,19 @@ impl NativePlatform {
                 *pending = false;
                 drop(pending);
                 sgx.ksgxd_run(&mut cpu);
+                *stats.lock().unwrap_or_else(|e| e.into_inner()) = cpu.lp.stats().clone();
             }
         });
         if spawned.is_err() {
             self.ksgxd_pid.store(0, Ordering::Release);
         }
+    }
+}
+
+impl NativePlatform {
+    /// The reclaimer thread's leaf counters so far.
+    pub fn ksgxd_stats(&self) -> LeafStats {
+        self.ksgxd_stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -77,6 +89,7 @@ impl Platform for NativePlatform {
             thread::all().into_iter().filter(|t| lps.contains(&t.lp_id) && t.tid != sys::gettid()).collect();
         let before: Vec<u64> = targets.iter().map(|t| t.kicks_seen.load(Ordering::Acquire)).collect();
         for target in &targets {
+            crate::stats::count(&crate::stats::IPIS);
             let _ = sys::tgkill(target.tid, kick_signal());
         }
         // Wait until each LP is out of the enclave. A thread handles the IPI with an AEX

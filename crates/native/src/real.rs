@@ -71,3 +71,5 @@ real_fn!(/// getauxval(3).
     getauxval(kind: libc::c_ulong) -> libc::c_ulong);
 real_fn!(/// signal(2).
     signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t);
+real_fn!(/// _exit(2).
+    _exit(status: c_int) -> ());

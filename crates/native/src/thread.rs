@@ -8,7 +8,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
-use sgxemu_cpu::{Lp, LpId, Processor};
+use sgxemu_cpu::{LeafStats, Lp, LpId, Processor};
 use sgxemu_driver::Cpu;
 
 use crate::sys;
@@ -143,8 +143,21 @@ impl Drop for Owner {
         // SAFETY: `state` came from Box::into_raw in `current` and is freed only here.
         let boxed = unsafe { Box::from_raw(state) };
         unregister(boxed.tid);
+        // glibc runs thread-local destructors before atexit handlers: keep the counts.
+        let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+        retired.merge(boxed.cpus().lp.stats());
+        retired.merge(boxed.cpus().kcpu.lp.stats());
         free_alt_stack(boxed.alt_stack.get());
     }
+}
+
+/// Leaf counters of threads that have exited.
+static RETIRED: std::sync::Mutex<LeafStats> =
+    std::sync::Mutex::new(LeafStats { encls: [0; 16], enclu: [0; 8], aex: 0 });
+
+/// The leaf counters of every thread that has exited.
+pub fn retired_stats() -> LeafStats {
+    RETIRED.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 thread_local! {

@@ -318,6 +318,19 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
 }
 
+/// _exit(2): processes that end without `exit` (fork children, test harnesses) still print
+/// `--stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    if sgxemu_native::config::stats_requested() {
+        sgxemu_native::stats::print_at_exit();
+    }
+    // SAFETY: forwarded C contract.
+    unsafe { real::_exit(status) };
+    // The C library's _exit does not return; if it ever did, end the process anyway.
+    std::process::abort()
+}
+
 /// Runs before `main` (after the constructors of the program's other libraries): makes
 /// CPUID read as the emulated part and installs the emulator's handlers.
 extern "C" fn init() {
@@ -325,6 +338,10 @@ extern "C" fn init() {
         cpuid::patch_main_executable();
     }
     signals::install();
+    if sgxemu_native::config::stats_requested() {
+        // SAFETY: registers a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(sgxemu_native::stats::print_at_exit) };
+    }
 }
 
 #[used]
