@@ -108,6 +108,19 @@ fn entered(st: &ThreadState, frame: &mut Frame, regs: &Regs) {
 /// SIGILL at an ENCLU. `enclave_fs`/`enclave_gs` are the bases the thread had at the
 /// signal (the handler already switched to the host's).
 pub fn on_enclu(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs: u64, enclave_gs: u64) -> Outcome {
+    enclu_again(engine, st, frame, enclave_fs, enclave_gs, 0)
+}
+
+/// [`on_enclu`] for the `depth`-th time in one handler (a leaf whose fault the driver just
+/// resolved runs again at once, a bounded number of times; after that it traps again).
+fn enclu_again(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    enclave_fs: u64,
+    enclave_gs: u64,
+    depth: u32,
+) -> Outcome {
     let inside = st.cpus().lp.in_enclave();
     let mut regs = if inside {
         regs_with_bases(frame, enclave_fs, enclave_gs)
@@ -150,7 +163,15 @@ pub fn on_enclu(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs
             let needs_driver =
                 matches!(e, Exception::Pf { code, .. } if !code.contains(PfErrorCode::SGX | PfErrorCode::P));
             let kind = access_kind(u64::from(fault.code));
-            enclave_exception(engine, st, frame, before, fault, needs_driver.then_some(kind))
+            let outcome = enclave_exception(engine, st, frame, before, fault, needs_driver.then_some(kind));
+            // Resolved and resumed: the thread is back at this ENCLU, in enclave mode. Run
+            // it again now rather than taking a second #UD for the same instruction.
+            if needs_driver && depth < 4 && outcome == Outcome::Resume && st.in_enclave.load(Ordering::Acquire) {
+                let fs = st.enclave_fs.load(Ordering::Relaxed);
+                let gs = st.enclave_gs.load(Ordering::Relaxed);
+                return enclu_again(engine, st, frame, fs, gs, depth + 1);
+            }
+            outcome
         }
     }
 }

@@ -58,6 +58,8 @@ pub mod op {
     pub const CHECK: u64 = 11;
     /// Write a TCS image into the REG page RSI: OSSA = RDX, NSSA = 1, OENTRY = R8.
     pub const INIT_TCS: u64 = 12;
+    /// EACCEPT RDX pages from RSI with flags R8; the number that failed → [R9].
+    pub const EACCEPT_RANGE: u64 = 13;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -116,6 +118,8 @@ std::arch::global_asm!(
     "je 21f",
     "cmp rdi, 12",
     "je 22f",
+    "cmp rdi, 13",
+    "je 23f",
     "jmp 90f",
     "60:",
     "mov [rsi], rdx",
@@ -233,6 +237,39 @@ std::arch::global_asm!(
     "mov [rsi + 32], r8",
     "mov dword ptr [rsi + 64], 0xffffffff",
     "mov dword ptr [rsi + 68], 0xffffffff",
+    "jmp 90f",
+    // EACCEPT_RANGE: one SECINFO (flags R8) reused for RDX pages from RSI.
+    "23:",
+    "mov r10, rsp",
+    "sub rsp, 128",
+    "and rsp, -64",
+    "mov [rsp], r8",
+    "xor eax, eax",
+    "mov [rsp + 8], rax",
+    "mov [rsp + 16], rax",
+    "mov [rsp + 24], rax",
+    "mov [rsp + 32], rax",
+    "mov [rsp + 40], rax",
+    "mov [rsp + 48], rax",
+    "mov [rsp + 56], rax",
+    "xor r11, r11",
+    "46:",
+    "test rdx, rdx",
+    "jz 47f",
+    "mov rbx, rsp",
+    "mov rcx, rsi",
+    "mov eax, 5",
+    ".byte 0x0f, 0x01, 0xd7",
+    "test rax, rax",
+    "jz 48f",
+    "inc r11",
+    "48:",
+    "add rsi, 4096",
+    "dec rdx",
+    "jmp 46b",
+    "47:",
+    "mov rsp, r10",
+    "mov [r9], r11",
     "jmp 90f",
     // Handler mode: frame CSSA − 1 is at TCS + 0x1000 × CSSA; GPRSGX is its last 184 bytes.
     "50:",

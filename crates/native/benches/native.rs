@@ -1,0 +1,145 @@
+//! Native execution benchmark. Each figure is printed next to a floor measured in the same
+//! run on the same machine, and as a ratio to it:
+//!
+//! - enclave call round trip (vDSO EENTER + EEXIT) vs one host SIGILL round trip (a `ud2`
+//!   whose handler steps over it) — goal ≤ 1.3×;
+//! - EAUG-on-fault + EACCEPT per page vs one SIGSEGV round trip (its handler mprotects the
+//!   page) plus one SIGILL round trip — goal ≤ 1.5×;
+//! - the wall time of the kernel selftest `unclobbered_vdso_oversubscribed_remove` under
+//!   `sgxemu run` (128 MiB EPC), if `scripts/kernel-selftests` has fetched and built it.
+//!
+//! `cargo bench -p sgxemu-native --bench native [-- --quick]`
+
+#[path = "../tests/support/enclave.rs"]
+mod enclave;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use enclave::{DATA, DYNAMIC, PAGE, TestEnclave, op};
+
+static FAULT_PAGE: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn skip_ud2(_: libc::c_int, _: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel's ucontext for this signal.
+    let uc = unsafe { &mut *uc.cast::<libc::ucontext_t>() };
+    uc.uc_mcontext.gregs[libc::REG_RIP as usize] += 2;
+}
+
+extern "C" fn open_page(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let page = FAULT_PAGE.load(Ordering::Relaxed);
+    // SAFETY: makes the benchmark's own page writable.
+    unsafe { libc::mprotect(page as *mut libc::c_void, PAGE as usize, libc::PROT_READ | libc::PROT_WRITE) };
+}
+
+fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) {
+    // SAFETY: a fully initialised sigaction with an SA_SIGINFO handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+fn per_op(start: Instant, n: u64) -> Duration {
+    start.elapsed() / n as u32
+}
+
+/// One host SIGILL round trip (before the emulator owns SIGILL).
+fn sigill_round_trip(n: u64) -> Duration {
+    install(libc::SIGILL, skip_ud2);
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: the handler above steps over the ud2.
+        unsafe { std::arch::asm!("ud2") };
+    }
+    per_op(start, n)
+}
+
+/// One SIGSEGV round trip whose handler mprotects the page (a write to a PROT_NONE page).
+fn sigsegv_mprotect_round_trip(n: u64) -> Duration {
+    install(libc::SIGSEGV, open_page);
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    // SAFETY: a fresh anonymous page for the benchmark.
+    let page = unsafe { libc::mmap(std::ptr::null_mut(), PAGE as usize, libc::PROT_NONE, flags, -1, 0) } as u64;
+    FAULT_PAGE.store(page, Ordering::Relaxed);
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        // SAFETY: revokes access to the benchmark's own page.
+        unsafe { libc::mprotect(page as *mut libc::c_void, PAGE as usize, libc::PROT_NONE) };
+        let start = Instant::now();
+        // SAFETY: the handler makes the page writable; the store then completes.
+        unsafe { std::ptr::write_volatile(page as *mut u64, 1) };
+        total += start.elapsed();
+    }
+    total / n as u32
+}
+
+fn restore_default(sig: libc::c_int) {
+    // SAFETY: SIG_DFL is always a valid disposition.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+fn row(name: &str, value: Duration, floor: Duration, goal: f64) {
+    let ratio = value.as_secs_f64() / floor.as_secs_f64();
+    let verdict = if ratio <= goal { "meets" } else { "misses" };
+    println!(
+        "{name:<44} {:>9.2} µs  floor {:>8.2} µs  ratio {ratio:>5.2}×  (goal ≤ {goal}×: {verdict})",
+        value.as_secs_f64() * 1e6,
+        floor.as_secs_f64() * 1e6
+    );
+}
+
+fn selftest_wall_time() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sgxemu = root.join("target/release/sgxemu");
+    let dir = std::env::var_os("SGXEMU_SELFTESTS_DIR").map(std::path::PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/sgxemu/kernel-selftests"))
+    });
+    let Some(build) = dir.map(|d| d.join("build")).filter(|b| b.join("test_sgx").exists() && sgxemu.exists()) else {
+        println!(
+            "unclobbered_vdso_oversubscribed_remove: skipped (run scripts/kernel-selftests and build --release first)"
+        );
+        return;
+    };
+    let start = Instant::now();
+    let out = std::process::Command::new(&sgxemu)
+        .args(["run", "--", "./test_sgx", "-t", "unclobbered_vdso_oversubscribed_remove"])
+        .current_dir(&build)
+        .output()
+        .expect("sgxemu runs");
+    let passed = String::from_utf8_lossy(&out.stdout).contains("# Totals: pass:1 fail:0");
+    println!(
+        "unclobbered_vdso_oversubscribed_remove (128 MiB EPC) {:>8.2} s  ({})",
+        start.elapsed().as_secs_f64(),
+        if passed { "passed" } else { "FAILED" }
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n: u64 = if quick { 2_000 } else { 20_000 };
+    // Floors first, while the program (not the emulator) owns SIGILL and SIGSEGV.
+    let sigill = sigill_round_trip(n);
+    let sigsegv = sigsegv_mprotect_round_trip(n);
+    restore_default(libc::SIGILL);
+    restore_default(libc::SIGSEGV);
+
+    let e = TestEnclave::load(256 << 20);
+    e.call(0, op::WRITE, e.base + DATA, 1, 0, 0);
+    let start = Instant::now();
+    for i in 0..n {
+        e.call(0, op::WRITE, e.base + DATA, i, 0, 0);
+    }
+    row("enclave call (EENTER + EEXIT)", per_op(start, n), sigill, 1.3);
+
+    let pages = if quick { 512 } else { 512 };
+    let mut failed = u64::MAX;
+    let start = Instant::now();
+    e.call(1, op::EACCEPT_RANGE, e.base + DYNAMIC, pages, 0x20B, &mut failed as *mut u64 as u64);
+    let per_page = per_op(start, pages);
+    assert_eq!(failed, 0, "every EACCEPT succeeds");
+    row("EAUG-on-fault + EACCEPT, per page", per_page, sigsegv + sigill, 1.5);
+    selftest_wall_time();
+}
