@@ -107,6 +107,7 @@ fn selftest_wall_time() {
     let out = std::process::Command::new(&sgxemu)
         .args(["run", "--", "./test_sgx", "-t", "unclobbered_vdso_oversubscribed_remove"])
         .current_dir(&build)
+        .env_remove("SGXEMU_EPC")
         .output()
         .expect("sgxemu runs");
     let passed = String::from_utf8_lossy(&out.stdout).contains("# Totals: pass:1 fail:0");

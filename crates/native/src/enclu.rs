@@ -350,7 +350,9 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         return;
     };
     let st = thread::current(&engine.processor);
-    let _ = thread::ensure_alt_stack(st);
+    if !st.alt_stack_checked.get() {
+        st.alt_stack_checked.set(thread::ensure_alt_stack(st).is_some());
+    }
     let host_fs = sys::fs_base();
     let host_gs = sys::gs_base();
     let mut regs = Regs {

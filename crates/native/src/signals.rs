@@ -111,6 +111,7 @@ pub fn block_async() -> libc::sigset_t {
 /// program's earlier dispositions become its recorded ones.
 pub fn install() {
     INSTALLED.get_or_init(|| {
+        sys::detect_fsgsbase();
         TRACE.store(std::env::var_os("SGXEMU_TRACE").is_some(), Ordering::Relaxed);
         for sig in FAULT_SIGNALS.into_iter().chain([platform::kick_signal()]) {
             // SAFETY: the sigaction struct is fully initialised before use; `on_signal` has the

@@ -120,8 +120,32 @@ const ARCH_SET_FS: libc::c_int = 0x1002;
 const ARCH_GET_FS: libc::c_int = 0x1003;
 const ARCH_GET_GS: libc::c_int = 0x1004;
 
+/// Whether the CPU and kernel let user code use RDFSBASE/WRFSBASE (AT_HWCAP2 bit 1): 0 =
+/// not known yet, 1 = no, 2 = yes. Set in normal context by [`detect_fsgsbase`]; signal
+/// handlers only read it (and use the system call while it is unknown).
+static FSGSBASE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Looks up FSGSBASE support once (normal context: it may call into the C library).
+pub fn detect_fsgsbase() {
+    const HWCAP2_FSGSBASE: libc::c_ulong = 1 << 1;
+    // SAFETY: getauxval has no preconditions (the C library's own, not an interposer).
+    let hwcap2 = unsafe { crate::real::getauxval(libc::AT_HWCAP2) };
+    let value = if hwcap2 & HWCAP2_FSGSBASE != 0 { 2 } else { 1 };
+    FSGSBASE.store(value, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn fsgsbase() -> bool {
+    FSGSBASE.load(std::sync::atomic::Ordering::Relaxed) == 2
+}
+
 /// FS base of the calling thread.
 pub fn fs_base() -> u64 {
+    if fsgsbase() {
+        let value: u64;
+        // SAFETY: RDFSBASE is enabled for user code (AT_HWCAP2.FSGSBASE) and only reads.
+        unsafe { std::arch::asm!("rdfsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
+        return value;
+    }
     let mut value = 0u64;
     // SAFETY: ARCH_GET_FS writes one u64 to the pointer we pass.
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS as c_long, &mut value as *mut u64) };
@@ -131,12 +155,23 @@ pub fn fs_base() -> u64 {
 /// Sets the calling thread's FS base. Nothing that uses thread-local storage may run
 /// between this and the point the new value is meant for.
 pub fn set_fs_base(value: u64) {
+    if fsgsbase() {
+        // SAFETY: WRFSBASE is enabled for user code; it only changes this thread's FS base.
+        unsafe { std::arch::asm!("wrfsbase {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+        return;
+    }
     // SAFETY: ARCH_SET_FS only changes the FS base register of this thread.
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_FS as c_long, value) };
 }
 
 /// GS base of the calling thread.
 pub fn gs_base() -> u64 {
+    if fsgsbase() {
+        let value: u64;
+        // SAFETY: RDGSBASE is enabled for user code and only reads.
+        unsafe { std::arch::asm!("rdgsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
+        return value;
+    }
     let mut value = 0u64;
     // SAFETY: ARCH_GET_GS writes one u64 to the pointer we pass.
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS as c_long, &mut value as *mut u64) };
@@ -145,6 +180,11 @@ pub fn gs_base() -> u64 {
 
 /// Sets the calling thread's GS base.
 pub fn set_gs_base(value: u64) {
+    if fsgsbase() {
+        // SAFETY: WRGSBASE is enabled for user code; it only changes this thread's GS base.
+        unsafe { std::arch::asm!("wrgsbase {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+        return;
+    }
     // SAFETY: ARCH_SET_GS only changes the GS base register of this thread.
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_GS as c_long, value) };
 }

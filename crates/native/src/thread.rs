@@ -36,6 +36,9 @@ pub struct ThreadState {
     pub host_mask: Cell<libc::sigset_t>,
     /// Base of the emulator's alternate signal stack for this thread (0 = none yet).
     pub alt_stack: Cell<u64>,
+    /// The alternate stack was seen installed (checked once per thread: the program does
+    /// not get to replace it, as `sigaltstack` is not interposed).
+    pub alt_stack_checked: Cell<bool>,
     /// IPIs received (the reclaimer's kicks acknowledge through this).
     pub kicks_seen: AtomicU64,
 }
@@ -164,9 +167,18 @@ thread_local! {
     static OWNER: Owner = const { Owner(Cell::new(ptr::null_mut())) };
 }
 
-/// The calling thread's state, created on first use. Normal context only (allocates).
+/// The calling thread's state, created on first use. Normal context only (allocates, and
+/// reads a thread-local cache).
 pub fn current(processor: &Processor) -> &'static ThreadState {
     let tid = sys::gettid();
+    let cached = OWNER.with(|owner| owner.0.get());
+    // SAFETY: the owner's pointer stays valid until this thread exits. A fork child
+    // inherits the parent's pointer, for another TID: it builds its own state.
+    if let Some(state) = unsafe { cached.as_ref() }
+        && state.tid == tid
+    {
+        return state;
+    }
     if let Some(state) = lookup(tid) {
         return state;
     }
@@ -183,6 +195,7 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
         // SAFETY: an all-zero sigset_t is a valid (empty) set.
         host_mask: Cell::new(unsafe { std::mem::zeroed() }),
         alt_stack: Cell::new(0),
+        alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),
     }));
     if !register(state, tid) {
