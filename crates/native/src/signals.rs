@@ -25,6 +25,9 @@ const MAX_SIGNAL: usize = 65;
 static APP_HANDLER: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(libc::SIG_DFL) }; MAX_SIGNAL];
 static APP_FLAGS: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(0) }; MAX_SIGNAL];
 static INSTALLED: OnceLock<()> = OnceLock::new();
+/// Asynchronous signals whose program handler the emulator wraps (see [`wrap_async`]).
+static WRAPPED: [std::sync::atomic::AtomicBool; MAX_SIGNAL] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; MAX_SIGNAL];
 /// `SGXEMU_TRACE`: one stderr line per signal the emulator handles (debugging).
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static ASYNC: OnceLock<libc::sigset_t> = OnceLock::new();
@@ -76,13 +79,15 @@ fn async_set() -> &'static libc::sigset_t {
     })
 }
 
-/// `mask` with every asynchronous signal added.
+/// `mask` plus the asynchronous signals that must wait while enclave code runs: those whose
+/// handler the emulator does not wrap (it could not deliver them with an AEX first, and they
+/// must never run on an enclave stack).
 pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     let mut out = *mask;
     for sig in 1..MAX_SIGNAL as c_int {
         // SAFETY: both sets are initialised; `sig` is a valid signal number.
         unsafe {
-            if libc::sigismember(async_set(), sig) == 1 {
+            if libc::sigismember(async_set(), sig) == 1 && !WRAPPED[sig as usize].load(Ordering::Acquire) {
                 libc::sigaddset(&mut out, sig);
             }
         }
@@ -90,21 +95,114 @@ pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     out
 }
 
-/// Blocks asynchronous signals for the calling thread; returns the previous mask.
+/// Blocks, for the calling thread, what [`enclave_mask`] adds; returns the previous mask.
 pub fn block_async() -> libc::sigset_t {
     // SAFETY: an all-zero sigset_t is valid output storage.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: rt_sigprocmask with valid set pointers and the kernel's sigset size (8).
+    // SAFETY: queries the current mask into `old`.
     unsafe {
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_BLOCK as libc::c_long,
-            async_set(),
+            std::ptr::null::<libc::sigset_t>(),
             &mut old,
             8 as libc::c_long,
         )
     };
+    let wanted = enclave_mask(&old);
+    // SAFETY: installs a fully initialised mask (the kernel's sigset size is 8).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as libc::c_long,
+            &wanted,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8 as libc::c_long,
+        )
+    };
     old
+}
+
+/// The program's `sigaction` for an asynchronous signal: a handler is installed wrapped, so
+/// that a signal arriving while the thread runs enclave code is delivered as hardware
+/// would: AEX first (the thread is then at the AEP, on its own stack), the signal queued
+/// again with its original siginfo, the program's handler run there, and ERESUME at the
+/// AEP continuing the enclave. SIG_DFL and SIG_IGN are installed as they are.
+///
+/// # Safety
+/// `act` and `old` are null or valid `sigaction` pointers.
+pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    let index = sig as usize;
+    if index == 0 || index >= MAX_SIGNAL || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        // SAFETY: forwarded as it came.
+        return unsafe { crate::real::sigaction(sig, act, old) };
+    }
+    let was_wrapped = WRAPPED[index].load(Ordering::Acquire);
+    // SAFETY: the caller passes null or a valid sigaction.
+    let Some(act) = (unsafe { act.as_ref() }) else {
+        // A query: what the program asked for, if we wrapped it.
+        // SAFETY: forwarded / filled as the C function does.
+        let ret = unsafe { crate::real::sigaction(sig, std::ptr::null(), old) };
+        // SAFETY: the caller passes null or a valid, writable sigaction.
+        if was_wrapped && let Some(old) = unsafe { old.as_mut() } {
+            old.sa_sigaction = APP_HANDLER[index].load(Ordering::Acquire);
+            old.sa_flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
+        }
+        return ret;
+    };
+    let previous = (APP_HANDLER[index].load(Ordering::Acquire), APP_FLAGS[index].load(Ordering::Acquire));
+    let handler = act.sa_sigaction;
+    let mut installed = *act;
+    if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+        installed.sa_sigaction = on_async as *const () as usize;
+        installed.sa_flags = (act.sa_flags | libc::SA_SIGINFO | libc::SA_ONSTACK) & !libc::SA_RESETHAND;
+        // SAFETY: edits an initialised mask.
+        unsafe { libc::sigaddset(&mut installed.sa_mask, platform::kick_signal()) };
+    }
+    // SAFETY: a valid, fully initialised action; `old` as the caller passed it.
+    let ret = unsafe { crate::real::sigaction(sig, &installed, old) };
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: the caller passes null or a valid, writable sigaction.
+    if was_wrapped && let Some(old) = unsafe { old.as_mut() } {
+        old.sa_sigaction = previous.0;
+        old.sa_flags = previous.1 as c_int;
+    }
+    APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
+    APP_HANDLER[index].store(handler, Ordering::Release);
+    WRAPPED[index].store(handler != libc::SIG_DFL && handler != libc::SIG_IGN, Ordering::Release);
+    0
+}
+
+extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    clear_ac();
+    let state = thread::lookup(sys::gettid());
+    let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
+    if let (true, Some(s), Some(engine)) = (inside, state, Engine::get()) {
+        let enclave_fs = sys::fs_base();
+        let enclave_gs = sys::gs_base();
+        sys::set_fs_base(s.host_fs.load(Ordering::Relaxed));
+        sys::set_gs_base(s.host_gs.load(Ordering::Relaxed));
+        // SAFETY: `uc` is this signal's context.
+        let mut frame = unsafe { Frame::new(uc) };
+        enclu::on_interrupt(engine, s, &mut frame, enclave_fs, enclave_gs);
+        // Deliver it again where the thread now is (the AEP, its own stack); it is blocked
+        // until this handler returns.
+        // SAFETY: re-queues this signal to this thread with the siginfo the kernel gave.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                sys::getpid() as libc::c_long,
+                s.tid as libc::c_long,
+                sig as libc::c_long,
+                info,
+            )
+        };
+        crate::stats::count(&crate::stats::REQUEUED_SIGNALS);
+        return;
+    }
+    chain(sig, info, uc);
 }
 
 /// Installs the emulator's handlers (once per process; fork children inherit them). The

@@ -164,3 +164,57 @@ fn a_working_set_of_twice_the_epc_survives_the_reclaimer_on_two_threads() {
         }
     });
 }
+
+static ALARMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ON_ENCLAVE_STACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ELRANGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    let marker = 0u8;
+    let sp = &marker as *const u8 as u64;
+    let base = ELRANGE.load(std::sync::atomic::Ordering::Relaxed);
+    if sp >= base && sp < base + (1 << 20) {
+        ON_ENCLAVE_STACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    ALARMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn an_async_signal_during_enclave_code_is_an_aex_then_the_program_s_handler() {
+    let _serial = support::enclave::exclusive();
+    let e = TestEnclave::load(1 << 20);
+    ELRANGE.store(e.base, std::sync::atomic::Ordering::Relaxed);
+    // The program installs a SIGALRM handler without SA_ONSTACK, as the preload's
+    // sigaction would see it.
+    // SAFETY: a zeroed sigaction with a plain handler is valid.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as *const () as usize;
+        assert_eq!(sgxemu_native::signals::wrap_async(libc::SIGALRM, &act, std::ptr::null_mut()), 0);
+    }
+    let aex_before = sgxemu_native::stats::REQUEUED_SIGNALS.load(std::sync::atomic::Ordering::Relaxed);
+    // Another thread sends SIGALRM to this one every millisecond while it spins inside.
+    let tid = sgxemu_native::sys::gettid();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let n: u64 = 30_000_000;
+    let mut sum = 0u64;
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = sgxemu_native::sys::tgkill(tid, libc::SIGALRM);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        e.call(0, op::SPIN, n, &mut sum as *mut u64 as u64, 0, 0);
+        stop.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let spun = start.elapsed();
+    assert_eq!(sum, n * (n + 1) / 2, "the enclave's registers survive every AEX/ERESUME");
+    let alarms = ALARMS.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{alarms} SIGALRMs handled while the enclave spun for {spun:?}");
+    let interrupted = sgxemu_native::stats::REQUEUED_SIGNALS.load(std::sync::atomic::Ordering::Relaxed) - aex_before;
+    assert!(interrupted >= 3, "signals interrupted the enclave with an AEX ({interrupted} in {spun:?})");
+    assert!(alarms >= interrupted, "each was then delivered to the program's handler ({alarms})");
+    assert_eq!(ON_ENCLAVE_STACK.load(std::sync::atomic::Ordering::Relaxed), 0, "never on the enclave stack");
+}

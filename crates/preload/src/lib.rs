@@ -288,7 +288,8 @@ pub unsafe extern "C" fn getauxval(kind: c_ulong) -> c_ulong {
 
 /// sigaction(2): dispositions of the signals the emulator needs are recorded and honoured
 /// by its handlers (they reach the program's handler for every signal that is not the
-/// emulator's); the rest go to the C library.
+/// emulator's); handlers of asynchronous signals are installed wrapped, so a signal that
+/// arrives while enclave code runs is delivered after an AEX, as on hardware.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
     if signals::owns(sig) {
@@ -297,23 +298,21 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
         return 0;
     }
     // SAFETY: forwarded C contract.
-    unsafe { real::sigaction(sig, act, old) }
+    unsafe { signals::wrap_async(sig, act, old) }
 }
 
 /// signal(2), with glibc's BSD semantics (SA_RESTART).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    if !signals::owns(sig) {
-        // SAFETY: forwarded C contract.
-        return unsafe { real::signal(sig, handler) };
-    }
-    // SAFETY: zeroed sigactions are valid; app_sigaction reads `act` and fills `old`.
+    // SAFETY: zeroed sigactions are valid; `sigaction` above reads `act` and fills `old`.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = handler;
         act.sa_flags = libc::SA_RESTART;
         let mut old: libc::sigaction = std::mem::zeroed();
-        signals::app_sigaction(sig, &act, &mut old);
+        if sigaction(sig, &act, &mut old) != 0 {
+            return libc::SIG_ERR;
+        }
         old.sa_sigaction
     }
 }

@@ -60,6 +60,8 @@ pub mod op {
     pub const INIT_TCS: u64 = 12;
     /// EACCEPT RDX pages from RSI with flags R8; the number that failed → [R9].
     pub const EACCEPT_RANGE: u64 = 13;
+    /// Spin RSI iterations, keeping a running sum in registers; the sum → [RDX].
+    pub const SPIN: u64 = 14;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -120,6 +122,8 @@ std::arch::global_asm!(
     "je 22f",
     "cmp rdi, 13",
     "je 23f",
+    "cmp rdi, 14",
+    "je 24f",
     "jmp 90f",
     "60:",
     "mov [rsi], rdx",
@@ -237,6 +241,19 @@ std::arch::global_asm!(
     "mov [rsi + 32], r8",
     "mov dword ptr [rsi + 64], 0xffffffff",
     "mov dword ptr [rsi + 68], 0xffffffff",
+    "jmp 90f",
+    // SPIN: sum 1..=RSI in RAX (registers survive AEX/ERESUME), then store it.
+    "24:",
+    "xor eax, eax",
+    "49:",
+    "test rsi, rsi",
+    "jz 52f",
+    "add rax, rsi",
+    "pause",
+    "dec rsi",
+    "jmp 49b",
+    "52:",
+    "mov [rdx], rax",
     "jmp 90f",
     // EACCEPT_RANGE: one SECINFO (flags R8) reused for RDX pages from RSI.
     "23:",
