@@ -536,6 +536,12 @@ impl Encl {
         if sgx.pool.unmark_reclaimable(epc).is_err() {
             return Err(Errno::EBUSY);
         }
+        // The zap runs without the lock (address-space locks come first); meanwhile a fault
+        // must not map the page again, or the mapping would outlive the EPC page. It finds
+        // the page busy and retries (and, once the record is gone, EAUGs a new one).
+        if let Some(record) = st.pages.get_mut(&addr) {
+            record.being_reclaimed = true;
+        }
         drop(st);
         self.zap(addr);
         st = self.lock();
