@@ -233,9 +233,8 @@ pub fn on_enclave_trap(
     enclave_fs: u64,
     enclave_gs: u64,
 ) -> Outcome {
-    let regs = regs_with_bases(frame, enclave_fs, enclave_gs);
     let fault = Fault { vector: frame.trapno() as u8, code: frame.err() as u32, addr: 0 };
-    enclave_exception(engine, st, frame, regs, fault, None)
+    enclave_fault(engine, st, frame, enclave_fs, enclave_gs, fault)
 }
 
 /// CPUID executed by enclave code (seen only with CPUID faulting): #UD, as on SGX.
@@ -246,8 +245,14 @@ pub fn on_enclave_ud(
     enclave_fs: u64,
     enclave_gs: u64,
 ) -> Outcome {
-    let regs = regs_with_bases(frame, enclave_fs, enclave_gs);
-    enclave_exception(engine, st, frame, regs, Fault { vector: Vector::Ud as u8, code: 0, addr: 0 }, None)
+    enclave_fault(engine, st, frame, enclave_fs, enclave_gs, Fault { vector: Vector::Ud as u8, code: 0, addr: 0 })
+}
+
+/// AEX for `fault` at the frame's enclave state, then its delivery (nothing for the
+/// driver to resolve).
+fn enclave_fault(engine: &Engine, st: &ThreadState, frame: &mut Frame, fs: u64, gs: u64, fault: Fault) -> Outcome {
+    let regs = regs_with_bases(frame, fs, gs);
+    enclave_exception(engine, st, frame, regs, fault, None)
 }
 
 /// An interrupt (the driver's IPI) while enclave code runs: AEX to the AEP, whose ERESUME

@@ -71,6 +71,11 @@ pub fn platform_config() -> PlatformConfig {
     config
 }
 
+/// In a fork child: the parent's enclaves are not inherited, so neither is its engine.
+extern "C" fn forget_in_child() {
+    ENGINE.store(std::ptr::null_mut(), Ordering::Release);
+}
+
 impl Engine {
     fn build() -> Result<Engine, EngineError> {
         let config = platform_config();
@@ -84,11 +89,11 @@ impl Engine {
         Ok(Engine { processor, sgx, epc, space, devices: Devices::default(), platform, pid: sys::getpid() })
     }
 
-    /// The engine of this process, if it was started (lock-free: signal handlers use it).
+    /// The engine of this process, if it was started (lock-free and without a system call:
+    /// every interposed libc call and every signal handler asks).
     pub fn get() -> Option<&'static Engine> {
         // SAFETY: a published engine is leaked, never freed.
-        let engine = unsafe { ENGINE.load(Ordering::Acquire).as_ref() }?;
-        (engine.pid == sys::getpid()).then_some(engine)
+        unsafe { ENGINE.load(Ordering::Acquire).as_ref() }
     }
 
     /// The engine of this process, started on first use. A fork child starts a fresh one:
@@ -98,12 +103,18 @@ impl Engine {
             return Ok(engine);
         }
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(engine) = Self::get() {
+        // A child made by a raw clone (no atfork handlers) still holds the parent's engine.
+        if let Some(engine) = Self::get().filter(|e| e.pid == sys::getpid()) {
             return Ok(engine);
         }
         let engine: &'static Engine = Box::leak(Box::new(Self::build()?));
         ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
         crate::signals::install();
+        static ATFORK: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a plain extern "C" function with no arguments for fork children.
+        ATFORK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(forget_in_child));
+        });
         Ok(engine)
     }
 }

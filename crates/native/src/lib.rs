@@ -21,6 +21,7 @@ pub mod epc_memory;
 pub mod platform;
 pub mod real;
 pub mod signals;
+pub mod size;
 pub mod space;
 pub mod stats;
 pub mod sys;

@@ -1,7 +1,7 @@
 //! Machine-wide services for the driver in a native process: IPIs as signals to the
 //! threads running enclave code, an in-memory backing store, and the reclaimer thread.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,6 @@ pub struct NativePlatform {
     sgx: OnceLock<Weak<Sgx>>,
     wake: Arc<(Mutex<bool>, Condvar)>,
     ksgxd_pid: AtomicI32,
-    stopping: AtomicBool,
     /// The reclaimer thread's leaf counters (for `--stats`).
     ksgxd_stats: Arc<Mutex<LeafStats>>,
 }
@@ -37,7 +36,6 @@ impl NativePlatform {
             sgx: OnceLock::new(),
             wake: Arc::new((Mutex::new(false), Condvar::new())),
             ksgxd_pid: AtomicI32::new(0),
-            stopping: AtomicBool::new(false),
             ksgxd_stats: Arc::new(Mutex::new(LeafStats::default())),
         })
     }
@@ -110,9 +108,6 @@ impl Platform for NativePlatform {
     }
 
     fn wake_reclaimer(&self) {
-        if self.stopping.load(Ordering::Acquire) {
-            return;
-        }
         self.ensure_ksgxd();
         let (flag, condvar) = &*self.wake;
         *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;

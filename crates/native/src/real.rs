@@ -69,7 +69,5 @@ real_fn!(/// fstatat(2).
     fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int);
 real_fn!(/// getauxval(3).
     getauxval(kind: libc::c_ulong) -> libc::c_ulong);
-real_fn!(/// signal(2).
-    signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t);
 real_fn!(/// _exit(2).
     _exit(status: c_int) -> ());

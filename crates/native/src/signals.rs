@@ -79,15 +79,28 @@ fn async_set() -> &'static libc::sigset_t {
     })
 }
 
-/// `mask` plus the asynchronous signals that must wait while enclave code runs: those whose
-/// handler the emulator does not wrap (it could not deliver them with an AEX first, and they
-/// must never run on an enclave stack).
+/// The asynchronous signals that must wait while enclave code runs: those whose handler the
+/// emulator does not wrap (it could not deliver them with an AEX first, and they must never
+/// run on an enclave stack).
+fn waiting_in_enclave() -> libc::sigset_t {
+    let mut set = *async_set();
+    for (sig, wrapped) in WRAPPED.iter().enumerate().skip(1) {
+        if wrapped.load(Ordering::Acquire) {
+            // SAFETY: edits an initialised set; `sig` is a valid signal number.
+            unsafe { libc::sigdelset(&mut set, sig as c_int) };
+        }
+    }
+    set
+}
+
+/// `mask` plus [`waiting_in_enclave`].
 pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
+    let extra = waiting_in_enclave();
     let mut out = *mask;
     for sig in 1..MAX_SIGNAL as c_int {
         // SAFETY: both sets are initialised; `sig` is a valid signal number.
         unsafe {
-            if libc::sigismember(async_set(), sig) == 1 && !WRAPPED[sig as usize].load(Ordering::Acquire) {
+            if libc::sigismember(&extra, sig) == 1 {
                 libc::sigaddset(&mut out, sig);
             }
         }
@@ -95,30 +108,14 @@ pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     out
 }
 
-/// Blocks, for the calling thread, what [`enclave_mask`] adds; returns the previous mask.
+/// Blocks [`waiting_in_enclave`] for the calling thread; returns the previous mask.
 pub fn block_async() -> libc::sigset_t {
+    let extra = waiting_in_enclave();
     // SAFETY: an all-zero sigset_t is valid output storage.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: queries the current mask into `old`.
+    // SAFETY: SIG_BLOCK with an initialised set (the kernel's sigset size is 8).
     unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK as libc::c_long,
-            std::ptr::null::<libc::sigset_t>(),
-            &mut old,
-            8 as libc::c_long,
-        )
-    };
-    let wanted = enclave_mask(&old);
-    // SAFETY: installs a fully initialised mask (the kernel's sigset size is 8).
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK as libc::c_long,
-            &wanted,
-            std::ptr::null_mut::<libc::sigset_t>(),
-            8 as libc::c_long,
-        )
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK as libc::c_long, &extra, &mut old, 8 as libc::c_long)
     };
     old
 }

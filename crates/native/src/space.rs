@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::c_int;
 use parking_lot::Mutex;
@@ -86,19 +86,12 @@ pub struct Space {
     epc: Arc<MemfdEpc>,
     /// Number of enclave VMAs: lets munmap/mprotect of ordinary memory skip the lock.
     vma_count: AtomicUsize,
-    alive: AtomicBool,
 }
 
 impl Space {
     /// An empty space over `epc`.
     pub fn new(processor: Arc<Processor>, epc: Arc<MemfdEpc>) -> Arc<Self> {
-        Arc::new(Space {
-            inner: Mutex::new(Inner::default()),
-            processor,
-            epc,
-            vma_count: AtomicUsize::new(0),
-            alive: AtomicBool::new(true),
-        })
+        Arc::new(Space { inner: Mutex::new(Inner::default()), processor, epc, vma_count: AtomicUsize::new(0) })
     }
 
     /// True if `[addr, addr + len)` overlaps an enclave mapping (lock-free when there are
@@ -337,27 +330,14 @@ impl Space {
         }
     }
 
-    /// Re-derives the host protection of the page at `addr`; true if a PTE maps it.
-    pub fn refresh_addr(&self, addr: u64) -> bool {
-        let mut inner = self.inner.lock();
-        let present = inner.ptes.contains_key(&page_of(addr));
-        let _ = self.sync_host(&mut inner, page_of(addr));
-        present
+    /// Re-derives the host protection of the page at `addr`.
+    pub fn refresh_addr(&self, addr: u64) {
+        let _ = self.sync_host(&mut self.inner.lock(), page_of(addr));
     }
 
     /// The EPC page mapped at `addr`, if any.
     pub fn epc_at(&self, addr: u64) -> Option<EpcIndex> {
         self.inner.lock().ptes.get(&page_of(addr)).map(|p| p.epc)
-    }
-
-    /// Number of enclave pages with a PTE.
-    pub fn mapped_pages(&self) -> usize {
-        self.inner.lock().ptes.len()
-    }
-
-    /// Marks the space as exiting.
-    pub fn exit(&self) {
-        self.alive.store(false, Ordering::Release);
     }
 }
 
@@ -389,7 +369,8 @@ impl AddressSpace for Space {
     }
 
     fn alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        // The process's own address space: alive for as long as anything can ask.
+        true
     }
 
     fn zap(&self, addr: u64) {

@@ -146,10 +146,7 @@ pub fn fs_base() -> u64 {
         unsafe { std::arch::asm!("rdfsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
         return value;
     }
-    let mut value = 0u64;
-    // SAFETY: ARCH_GET_FS writes one u64 to the pointer we pass.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS as c_long, &mut value as *mut u64) };
-    value
+    get_base(ARCH_GET_FS)
 }
 
 /// Sets the calling thread's FS base. Nothing that uses thread-local storage may run
@@ -160,8 +157,7 @@ pub fn set_fs_base(value: u64) {
         unsafe { std::arch::asm!("wrfsbase {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
         return;
     }
-    // SAFETY: ARCH_SET_FS only changes the FS base register of this thread.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_FS as c_long, value) };
+    set_base(ARCH_SET_FS, value);
 }
 
 /// GS base of the calling thread.
@@ -172,10 +168,7 @@ pub fn gs_base() -> u64 {
         unsafe { std::arch::asm!("rdgsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
         return value;
     }
-    let mut value = 0u64;
-    // SAFETY: ARCH_GET_GS writes one u64 to the pointer we pass.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS as c_long, &mut value as *mut u64) };
-    value
+    get_base(ARCH_GET_GS)
 }
 
 /// Sets the calling thread's GS base.
@@ -185,8 +178,21 @@ pub fn set_gs_base(value: u64) {
         unsafe { std::arch::asm!("wrgsbase {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
         return;
     }
-    // SAFETY: ARCH_SET_GS only changes the GS base register of this thread.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_GS as c_long, value) };
+    set_base(ARCH_SET_GS, value);
+}
+
+/// ARCH_GET_FS / ARCH_GET_GS, for CPUs or kernels without user FSGSBASE.
+fn get_base(code: libc::c_int) -> u64 {
+    let mut value = 0u64;
+    // SAFETY: the GET codes write one u64 to the pointer we pass.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, code as c_long, &mut value as *mut u64) };
+    value
+}
+
+/// ARCH_SET_FS / ARCH_SET_GS: only changes a base register of this thread.
+fn set_base(code: libc::c_int, value: u64) {
+    // SAFETY: the SET codes only change this thread's FS or GS base.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, code as c_long, value) };
 }
 
 /// Writes a message to stderr with one write(2) (usable where std's locks are not).
