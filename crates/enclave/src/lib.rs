@@ -2,6 +2,17 @@
 //! and run them through a [`Device`] — the kernel's `/dev/sgx_enclave` or the sgxemu
 //! emulator — and manage their memory with SGX2's EDMM operations.
 
+pub mod device;
+pub mod edmm;
+pub mod enter;
 pub mod image;
+pub mod loader;
+pub mod sign;
+mod vdso;
 
+pub use device::{Device, DeviceKind, EnclaveFile, Errno};
+pub use edmm::{Accept, EdmmError, EdmmOp, FlowError};
+pub use enter::{EnclaveException, EnterError, Exit, Next, Registers};
 pub use image::{EnclaveImage, ImagePage, PageData};
+pub use loader::{Enclave, LoadError, LoadProgress};
+pub use sign::{MismatchError, SigstructFields, sign_image, verify_for_image};

@@ -1,0 +1,327 @@
+//! Loading an [`EnclaveImage`] through a [`Device`]: reserve a naturally aligned ELRANGE,
+//! ENCLAVE_CREATE, ADD_PAGES (measured as the image says), INIT with the SIGSTRUCT, and map
+//! every page at its address with its permissions — the sequence the kernel's selftests and
+//! SDK loaders use.
+
+use std::ffi::c_int;
+
+use sgxemu_arch::{PAGE_SIZE, PageType, Secinfo, SecinfoFlags, Secs, Sigstruct};
+use sgxemu_uapi::{
+    SGX_IOC_ENCLAVE_ADD_PAGES, SGX_IOC_ENCLAVE_CREATE, SGX_IOC_ENCLAVE_INIT, SGX_PAGE_MEASURE, SgxEnclaveAddPages,
+    SgxEnclaveCreate, SgxEnclaveInit,
+};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::device::{Device, EnclaveFile, Errno};
+use crate::image::{EnclaveImage, ImagePage};
+
+/// Pages per ADD_PAGES call: large enough to amortise the ioctl, small enough to report
+/// progress often and keep the source buffer at 1 MiB.
+const ADD_BATCH_PAGES: usize = 256;
+
+/// Where loading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The image cannot be an enclave (size not a power of two, pages outside ELRANGE…).
+    #[error("invalid image: {0}")]
+    Image(String),
+    /// Reserving the address range failed.
+    #[error("cannot reserve {size:#x} bytes of address space for the enclave: {errno}")]
+    Reserve { size: u64, errno: Errno },
+    /// An open/ioctl/mmap step failed.
+    #[error("{step} failed: {errno}")]
+    Device { step: &'static str, errno: Errno },
+    /// ADD_PAGES stopped part-way.
+    #[error("ENCLAVE_ADD_PAGES at offset {offset:#x} failed after {added:#x} bytes: {errno}")]
+    AddPages { offset: u64, added: u64, errno: Errno },
+    /// EINIT refused the SIGSTRUCT (the driver reports every EINIT error as EPERM).
+    #[error(
+        "ENCLAVE_INIT: EINIT refused the SIGSTRUCT (wrong MRENCLAVE, signature, attributes or \
+         MISCSELECT; `sgxemu measure --sigstruct` tells which)"
+    )]
+    Init,
+}
+
+/// Progress of a load, reported after each batch of pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// Pages added so far.
+    pub pages_added: usize,
+    /// Pages in the image.
+    pub pages_total: usize,
+}
+
+/// A page-aligned page of bytes, for ADD_PAGES sources.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct AlignedPage([u8; PAGE_SIZE]);
+
+/// The address range reserved for an enclave (released on drop).
+#[derive(Debug)]
+struct Reservation {
+    addr: u64,
+    len: u64,
+}
+
+impl Reservation {
+    /// Reserves `2 * size` bytes and keeps the naturally aligned `size` bytes inside them;
+    /// returns the reservation and the ELRANGE base.
+    fn aligned(size: u64) -> Result<(Reservation, u64), LoadError> {
+        let len = 2 * size;
+        // SAFETY: a fresh anonymous PROT_NONE mapping at an address the kernel picks.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(LoadError::Reserve { size, errno: Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) });
+        }
+        let reservation = Reservation { addr: addr as u64, len };
+        let base = reservation.addr.next_multiple_of(size);
+        Ok((reservation, base))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range this value reserved (and the enclave mappings
+        // placed over it, which are gone with the enclave).
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
+    }
+}
+
+/// A loaded, initialised enclave.
+#[derive(Debug)]
+pub struct Enclave {
+    // Field order is drop order: after `Drop` unmapped ELRANGE, the reservation around it
+    // goes before the file closes, so the driver releases the enclave on close.
+    #[allow(dead_code, reason = "held for its Drop")]
+    reservation: Reservation,
+    file: EnclaveFile,
+    base: u64,
+    size: u64,
+    tcs: Vec<u64>,
+    mrenclave: [u8; 32],
+}
+
+fn device_step(step: &'static str) -> impl FnOnce(Errno) -> LoadError {
+    move |errno| LoadError::Device { step, errno }
+}
+
+/// The host protection a page is mapped with: its SECINFO permissions, and RW for a TCS
+/// (what the driver allows for TCS pages).
+fn prot_of(page: &ImagePage) -> c_int {
+    if page.page_type() == Some(PageType::Tcs) {
+        return libc::PROT_READ | libc::PROT_WRITE;
+    }
+    let mut prot = libc::PROT_NONE;
+    for (flag, bit) in [(SecinfoFlags::R, libc::PROT_READ), (SecinfoFlags::W, libc::PROT_WRITE), (SecinfoFlags::X, libc::PROT_EXEC)] {
+        if page.flags.contains(flag) {
+            prot |= bit;
+        }
+    }
+    prot
+}
+
+fn check_image(image: &EnclaveImage) -> Result<(), LoadError> {
+    let bad = |msg: String| Err(LoadError::Image(msg));
+    if !image.size.is_power_of_two() || image.size < 2 * PAGE_SIZE as u64 {
+        return bad(format!("enclave size {:#x} is not a power of two of at least 8 KiB", image.size));
+    }
+    let mut previous = None;
+    for page in &image.pages {
+        if !page.offset.is_multiple_of(PAGE_SIZE as u64) || page.offset >= image.size {
+            return bad(format!("page offset {:#x} is not a page inside the enclave", page.offset));
+        }
+        if previous.is_some_and(|p| p >= page.offset) {
+            return bad(format!("page offsets are not ascending at {:#x}", page.offset));
+        }
+        previous = Some(page.offset);
+    }
+    Ok(())
+}
+
+impl Enclave {
+    /// Creates, adds, initialises and maps `image` with `sigstruct`; `progress` is called
+    /// after each batch of added pages.
+    ///
+    /// # Errors
+    /// The first step that failed, with the device's errno or EINIT's SGX error code.
+    pub fn load(
+        device: &Device,
+        image: &EnclaveImage,
+        sigstruct: &Sigstruct,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Enclave, LoadError> {
+        check_image(image)?;
+        let file = device.open().map_err(device_step("open /dev/sgx_enclave"))?;
+        let (reservation, base) = Reservation::aligned(image.size)?;
+        create(&file, image, base)?;
+        add_pages(&file, image, progress)?;
+        init(&file, sigstruct)?;
+        map_pages(&file, image, base)?;
+        let tcs = image.tcs.iter().map(|offset| base + offset).collect();
+        Ok(Enclave { reservation, file, base, size: image.size, tcs, mrenclave: sigstruct.enclavehash })
+    }
+
+    /// The ELRANGE base address.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The ELRANGE size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The linear addresses of the enclave's TCS pages, one per thread.
+    pub fn tcs(&self) -> &[u64] {
+        &self.tcs
+    }
+
+    /// Records a TCS added at run time ([`Enclave::add_thread`]).
+    pub(crate) fn push_tcs(&mut self, tcs: u64) {
+        self.tcs.push(tcs);
+    }
+
+    /// Drops the TCSs that `removed` selects ([`Enclave::trim`]).
+    pub(crate) fn forget_tcs(&mut self, removed: impl Fn(u64) -> bool) {
+        self.tcs.retain(|&tcs| !removed(tcs));
+    }
+
+    /// MRENCLAVE, as signed.
+    pub fn mrenclave(&self) -> [u8; 32] {
+        self.mrenclave
+    }
+
+    /// The enclave's file.
+    pub fn file(&self) -> &EnclaveFile {
+        &self.file
+    }
+
+    /// The device the enclave lives on.
+    pub fn device(&self) -> &Device {
+        self.file.device()
+    }
+
+    /// Whether `[offset, offset + len)` is a non-empty page-aligned range inside ELRANGE.
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> bool {
+        let page = PAGE_SIZE as u64;
+        len > 0 && offset.is_multiple_of(page) && len.is_multiple_of(page) && offset.checked_add(len).is_some_and(|end| end <= self.size)
+    }
+
+}
+
+impl Drop for Enclave {
+    fn drop(&mut self) {
+        // Through the device, so the emulated driver sees the unmap too; the reservation
+        // around ELRANGE goes next, then the file.
+        // A failure leaves nothing to recover: the mappings go with the reservation anyway.
+        let _ = self.file.unmap(self.base, self.size);
+    }
+}
+
+fn create(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), LoadError> {
+    let mut secs = Secs::new_zeroed();
+    secs.baseaddr = base;
+    secs.size = image.size;
+    secs.ssaframesize = image.ssaframesize;
+    secs.attributes = image.attributes;
+    secs.miscselect = image.miscselect;
+    let mut create = SgxEnclaveCreate { src: secs.as_bytes().as_ptr() as u64 };
+    file.ioctl(SGX_IOC_ENCLAVE_CREATE, &mut create).map_err(device_step("ENCLAVE_CREATE"))
+}
+
+/// Adds the image's pages in runs of contiguous pages with the same flags and measurement.
+fn add_pages(file: &EnclaveFile, image: &EnclaveImage, progress: &mut dyn FnMut(LoadProgress)) -> Result<(), LoadError> {
+    let total = image.pages.len();
+    let mut buffer = vec![AlignedPage([0; PAGE_SIZE]); ADD_BATCH_PAGES];
+    let mut done = 0;
+    for run in runs(&image.pages) {
+        for (slot, page) in buffer.iter_mut().zip(run) {
+            slot.0.copy_from_slice(&page.data.bytes()[..]);
+        }
+        let first = &run[0];
+        let secinfo = Secinfo::new(first.flags);
+        let mut add = SgxEnclaveAddPages {
+            src: buffer.as_ptr() as u64,
+            offset: first.offset,
+            length: (run.len() * PAGE_SIZE) as u64,
+            secinfo: secinfo.as_bytes().as_ptr() as u64,
+            flags: if first.measured { SGX_PAGE_MEASURE } else { 0 },
+            count: 0,
+        };
+        add_run(file, &mut add)?;
+        done += run.len();
+        progress(LoadProgress { pages_added: done, pages_total: total });
+    }
+    Ok(())
+}
+
+/// One ADD_PAGES run, continued after partial progress on EINTR/EAGAIN (a pending signal or
+/// a busy reclaimer), as the uapi documents.
+fn add_run(file: &EnclaveFile, add: &mut SgxEnclaveAddPages) -> Result<(), LoadError> {
+    let (offset, length, src) = (add.offset, add.length, add.src);
+    let mut added = 0;
+    loop {
+        add.src = src + added;
+        add.offset = offset + added;
+        add.length = length - added;
+        add.count = 0;
+        let result = file.ioctl(SGX_IOC_ENCLAVE_ADD_PAGES, add);
+        added += add.count;
+        match result {
+            Ok(()) if added >= length => return Ok(()),
+            Ok(()) => {}
+            Err(Errno(libc::EINTR | libc::EAGAIN)) => std::thread::yield_now(),
+            Err(errno) => return Err(LoadError::AddPages { offset: offset + added, added, errno }),
+        }
+    }
+}
+
+/// Maximal runs of pages that one ADD_PAGES can add: contiguous, same flags, same
+/// measurement, at most a batch long.
+fn runs(pages: &[ImagePage]) -> impl Iterator<Item = &[ImagePage]> {
+    pages.chunk_by(|a, b| a.offset + PAGE_SIZE as u64 == b.offset && a.flags == b.flags && a.measured == b.measured).flat_map(|run| run.chunks(ADD_BATCH_PAGES))
+}
+
+fn init(file: &EnclaveFile, sigstruct: &Sigstruct) -> Result<(), LoadError> {
+    let mut init = SgxEnclaveInit { sigstruct: sigstruct.as_bytes().as_ptr() as u64 };
+    file.ioctl(SGX_IOC_ENCLAVE_INIT, &mut init).map_err(|errno| match errno {
+        Errno(libc::EPERM) => LoadError::Init,
+        errno => LoadError::Device { step: "ENCLAVE_INIT", errno },
+    })
+}
+
+/// Maps the whole ELRANGE: added pages with their permissions (runs of equal protection),
+/// and everything else — guard holes and the dynamic area — RW, so that an access there
+/// reaches the driver's fault handler (EAUG on SGX2).
+fn map_pages(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), LoadError> {
+    let page = PAGE_SIZE as u64;
+    let hole = libc::PROT_READ | libc::PROT_WRITE;
+    let mut at = 0;
+    let mut pages = image.pages.iter().peekable();
+    while at < image.size {
+        let (prot, end) = match pages.peek() {
+            Some(p) if p.offset == at => {
+                let prot = prot_of(p);
+                let mut end = at;
+                while let Some(p) = pages.next_if(|p| p.offset == end && prot_of(p) == prot) {
+                    end = p.offset + page;
+                }
+                (prot, end)
+            }
+            Some(p) => (hole, p.offset),
+            None => (hole, image.size),
+        };
+        file.map(base + at, end - at, prot).map_err(device_step("mmap of enclave pages"))?;
+        at = end;
+    }
+    Ok(())
+}
