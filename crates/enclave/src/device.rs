@@ -58,6 +58,23 @@ impl fmt::Display for Errno {
 
 impl std::error::Error for Errno {}
 
+/// Why a device is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The kernel has no SGX support (or no SGX hardware).
+    #[error(
+        "this kernel offers no SGX: its vDSO has no __vdso_sgx_enter_enclave (run the program under \
+         `sgxemu run`, or use the in-process emulator)"
+    )]
+    NoVdsoEntry,
+    /// `/dev/sgx_enclave` cannot be opened.
+    #[error("cannot open /dev/sgx_enclave: {0}")]
+    Open(Errno),
+    /// The in-process emulator did not start.
+    #[error("cannot start the emulator: {0}")]
+    Emulator(String),
+}
+
 /// Which implementation of the SGX driver a [`Device`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -91,13 +108,13 @@ impl Device {
     /// (what SGX2 hardware runs; what `sgxemu run` emulates).
     ///
     /// # Errors
-    /// `ENODEV` when the vDSO has no SGX entry point (a kernel without SGX support), or
-    /// the error of opening the device.
-    pub fn kernel() -> Result<Device, Errno> {
-        let enter = vdso::find_symbol(c"__vdso_sgx_enter_enclave").ok_or(Errno(libc::ENODEV))?;
+    /// When the vDSO has no SGX entry point (a kernel without SGX support), or the device
+    /// cannot be opened.
+    pub fn kernel() -> Result<Device, DeviceError> {
+        let enter = vdso::find_symbol(c"__vdso_sgx_enter_enclave").ok_or(DeviceError::NoVdsoEntry)?;
         let device = Device { kind: DeviceKind::Kernel, enter };
         // Fail early and clearly when the device node is missing.
-        drop(device.open()?);
+        drop(device.open().map_err(DeviceError::Open)?);
         Ok(device)
     }
 
@@ -106,11 +123,28 @@ impl Device {
     /// `SGXEMU_EPC` / `SGXEMU_SGX1` as for `sgxemu run`.
     ///
     /// # Errors
-    /// `ENOMEM` when the engine cannot be started (e.g. no memory for the EPC).
+    /// When the engine cannot be started (e.g. no memory for the EPC).
     #[cfg(feature = "emulator")]
-    pub fn emulated() -> Result<Device, Errno> {
-        sgxemu_native::Engine::start().map_err(|_| Errno(libc::ENOMEM))?;
-        let vdso = sgxemu_native::vdso::vdso(sgxemu_native::enclu::soft_eenter).ok_or(Errno(libc::ENOMEM))?;
+    pub fn emulated() -> Result<Device, DeviceError> {
+        sgxemu_native::Engine::start().map_err(|e| DeviceError::Emulator(e.to_string()))?;
+        Self::emulated_device()
+    }
+
+    /// The emulator with an explicit platform (EPC size, SGX1/SGX2). One process has one
+    /// emulated platform: if it already runs, `config` is ignored.
+    ///
+    /// # Errors
+    /// As [`emulated`](Self::emulated).
+    #[cfg(feature = "emulator")]
+    pub fn emulated_with(config: sgxemu_native::PlatformConfig) -> Result<Device, DeviceError> {
+        sgxemu_native::Engine::start_with(config).map_err(|e| DeviceError::Emulator(e.to_string()))?;
+        Self::emulated_device()
+    }
+
+    #[cfg(feature = "emulator")]
+    fn emulated_device() -> Result<Device, DeviceError> {
+        let vdso = sgxemu_native::vdso::vdso(sgxemu_native::enclu::soft_eenter)
+            .ok_or_else(|| DeviceError::Emulator("the synthetic vDSO could not be built".into()))?;
         Ok(Device { kind: DeviceKind::Emulated, enter: vdso.enter_enclave })
     }
 
@@ -266,6 +300,6 @@ mod tests {
             return;
         }
         let err = Device::kernel().unwrap_err();
-        assert!(err == Errno(libc::ENODEV) || err == Errno(libc::ENOENT), "{err}");
+        assert!(matches!(err, DeviceError::NoVdsoEntry | DeviceError::Open(Errno(libc::ENOENT))), "{err}");
     }
 }

@@ -10,7 +10,7 @@ pub mod loader;
 pub mod sign;
 mod vdso;
 
-pub use device::{Device, DeviceKind, EnclaveFile, Errno};
+pub use device::{Device, DeviceError, DeviceKind, EnclaveFile, Errno};
 pub use edmm::{Accept, EdmmError, EdmmOp, FlowError};
 pub use enter::{EnclaveException, EnterError, Exit, Next, Registers};
 pub use image::{EnclaveImage, ImagePage, PageData};

@@ -12,9 +12,13 @@ use sgxemu_cpu::PlatformConfig;
 static PATCHED: OnceLock<Vec<u64>> = OnceLock::new();
 static CONFIG: OnceLock<PlatformConfig> = OnceLock::new();
 
-/// The part CPUID describes (the engine's configuration, read once).
+/// The part CPUID describes: the running engine's configuration (else the environment's),
+/// read once.
 fn config() -> &'static PlatformConfig {
-    CONFIG.get_or_init(crate::engine::platform_config)
+    CONFIG.get_or_init(|| match crate::Engine::get() {
+        Some(engine) => engine.processor.config().clone(),
+        None => crate::engine::platform_config(),
+    })
 }
 
 /// CPUID(`leaf`, `subleaf`) of the emulated part: [EAX, EBX, ECX, EDX].

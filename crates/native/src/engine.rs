@@ -77,8 +77,8 @@ extern "C" fn forget_in_child() {
 }
 
 impl Engine {
-    fn build() -> Result<Engine, EngineError> {
-        let config = platform_config();
+    fn build(mut config: PlatformConfig) -> Result<Engine, EngineError> {
+        config.xfrm &= host_xcr0();
         let epc = Arc::new(MemfdEpc::new(config.epc_pages())?);
         let processor = Arc::new(Processor::with_epc_memory(config, epc.clone())?);
         let platform = NativePlatform::new(processor.clone());
@@ -99,6 +99,13 @@ impl Engine {
     /// The engine of this process, started on first use. A fork child starts a fresh one:
     /// the parent's enclaves are not inherited.
     pub fn start() -> Result<&'static Engine, EngineError> {
+        Self::start_with(crate::config::from_env())
+    }
+
+    /// [`start`](Self::start) with an explicit platform configuration (XFRM is still
+    /// limited to what the host enabled). If the engine already runs, it is returned as it
+    /// is: one process has one emulated platform.
+    pub fn start_with(config: PlatformConfig) -> Result<&'static Engine, EngineError> {
         if let Some(engine) = Self::get() {
             return Ok(engine);
         }
@@ -107,7 +114,7 @@ impl Engine {
         if let Some(engine) = Self::get().filter(|e| e.pid == sys::getpid()) {
             return Ok(engine);
         }
-        let engine: &'static Engine = Box::leak(Box::new(Self::build()?));
+        let engine: &'static Engine = Box::leak(Box::new(Self::build(config)?));
         ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
         crate::signals::install();
         static ATFORK: std::sync::Once = std::sync::Once::new();

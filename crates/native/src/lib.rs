@@ -30,3 +30,4 @@ pub mod vdso;
 pub mod vdso_image;
 
 pub use engine::{Engine, EngineError};
+pub use sgxemu_cpu::PlatformConfig;
