@@ -27,6 +27,15 @@ enum Command {
     /// Run PROGRAM with the emulated SGX2 platform: /dev/sgx_enclave, the vDSO entry point
     /// and CPUID leaf 0x12 behave as on SGX2 hardware. Exits with PROGRAM's status.
     Run(commands::run::RunArgs),
+    /// Build, sign and load the bundled sample enclave and walk the whole SGX2 lifecycle:
+    /// EAUG, a new thread, permissions, trim and removal, oversubscription, attestation.
+    Demo(commands::demo::DemoArgs),
+    /// Generate an RSA-3072 (e = 3) enclave signing key.
+    Keygen(commands::keygen::KeygenArgs),
+    /// Sign an enclave (ELF or SGXS): write its SIGSTRUCT.
+    Sign(commands::sign::SignArgs),
+    /// Print an enclave's MRENCLAVE (ELF or SGXS) and check a SIGSTRUCT against it.
+    Measure(commands::measure::MeasureArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +43,10 @@ fn main() -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Info(args) => commands::info::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Run(args) => commands::run::run(&args).map_err(Into::into),
+        Command::Demo(args) => commands::demo::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Keygen(args) => commands::keygen::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Sign(args) => commands::sign::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Measure(args) => commands::measure::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -191,16 +191,13 @@ impl Enclave {
         self.call(tcs, EENTER, regs, None)
     }
 
-    /// ERESUMEs the thread an exception interrupted on `tcs`.
-    ///
-    /// # Errors
-    /// As [`enter`](Self::enter).
-    pub fn resume(&self, tcs: u64) -> Result<(), EnterError> {
-        self.call(tcs, ERESUME, Registers::default(), None)
-    }
-
     /// EENTERs with a user handler the vDSO calls after every exit (EEXIT or exception);
     /// the handler decides whether to return, EENTER again or ERESUME.
+    ///
+    /// This is the way to resume after an exception: ERESUME must come from the same vDSO
+    /// call, because the enclave's EEXIT returns into that call's frame (its saved RBP and
+    /// return address), so the handler fixes the cause — possibly calling into the enclave
+    /// on another TCS — and answers [`Next::Resume`].
     ///
     /// # Errors
     /// As [`enter`](Self::enter); a handler's negative return value comes back as
@@ -210,6 +207,8 @@ impl Enclave {
     }
 
     fn call(&self, tcs: u64, leaf: u32, regs: Registers, handler: Option<Handler<'_>>) -> Result<(), EnterError> {
+        // Only EENTER starts a call; ERESUME is a handler's answer (see enter_with_handler).
+        debug_assert_eq!(leaf, EENTER);
         let mut handler = handler;
         let mut run = SgxEnclaveRun { tcs, ..SgxEnclaveRun::default() };
         if let Some(handler) = handler.as_mut() {

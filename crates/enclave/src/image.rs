@@ -24,6 +24,22 @@ impl std::fmt::Debug for PageData {
 }
 
 impl PageData {
+    /// A page holding `bytes`: [`PageData::Zero`] if they are all zero, so images built from
+    /// any source compare equal page for page.
+    #[must_use]
+    pub fn from_page(bytes: &[u8; PAGE_SIZE]) -> Self {
+        if bytes.iter().all(|&b| b == 0) { PageData::Zero } else { PageData::Bytes(Box::new(*bytes)) }
+    }
+
+    /// Whether every byte of the page is zero (also true for `Bytes` holding zeros).
+    #[must_use]
+    pub fn is_zero(&self) -> bool {
+        match self {
+            PageData::Zero => true,
+            PageData::Bytes(b) => b.iter().all(|&x| x == 0),
+        }
+    }
+
     /// The page's bytes.
     pub fn bytes(&self) -> std::borrow::Cow<'_, [u8; PAGE_SIZE]> {
         match self {
@@ -73,6 +89,12 @@ pub struct EnclaveImage {
 }
 
 impl EnclaveImage {
+    /// The page added at `offset`, if any (`pages` is sorted by offset).
+    #[must_use]
+    pub fn page(&self, offset: u64) -> Option<&ImagePage> {
+        self.pages.binary_search_by_key(&offset, |p| p.offset).ok().map(|i| &self.pages[i])
+    }
+
     /// MRENCLAVE as EINIT computes it after ECREATE and the image's EADDs/EEXTENDs.
     pub fn mrenclave(&self) -> [u8; 32] {
         let mut m = MeasurementState::new();
@@ -87,5 +109,46 @@ impl EnclaveImage {
             }
         }
         m.finalize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_page_stores_zero_pages_as_zero() {
+        let mut page = [0u8; PAGE_SIZE];
+        assert_eq!(PageData::from_page(&page), PageData::Zero);
+        page[PAGE_SIZE - 1] = 1;
+        let data = PageData::from_page(&page);
+        assert!(matches!(data, PageData::Bytes(_)));
+        assert_eq!(&data.bytes()[..], &page[..]);
+        assert!(!data.is_zero());
+        assert!(PageData::Zero.is_zero());
+        assert!(PageData::Bytes(Box::new([0; PAGE_SIZE])).is_zero());
+    }
+
+    #[test]
+    fn page_finds_pages_by_offset() {
+        let page = |offset| ImagePage {
+            offset,
+            flags: SecinfoFlags::R.with_page_type(PageType::Reg),
+            data: PageData::Zero,
+            measured: true,
+        };
+        let image = EnclaveImage {
+            size: 0x10000,
+            ssaframesize: 1,
+            attributes: Attributes::default(),
+            miscselect: 0,
+            pages: vec![page(0), page(0x2000), page(0x5000)],
+            tcs: vec![],
+            dynamic_start: 0x6000,
+        };
+        assert_eq!(image.page(0x2000).map(|p| p.offset), Some(0x2000));
+        assert_eq!(image.page(0x5000).map(|p| p.offset), Some(0x5000));
+        assert!(image.page(0x1000).is_none());
+        assert!(image.page(0x2001).is_none());
     }
 }

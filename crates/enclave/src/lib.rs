@@ -4,15 +4,21 @@
 
 pub mod device;
 pub mod edmm;
+pub mod elf;
 pub mod enter;
 pub mod image;
+pub mod layout;
 pub mod loader;
+pub mod sgxs;
 pub mod sign;
 mod vdso;
 
 pub use device::{Device, DeviceError, DeviceKind, EnclaveFile, Errno};
 pub use edmm::{Accept, EdmmError, EdmmOp, FlowError};
+pub use elf::{ImageError, image_from_elf};
 pub use enter::{EnclaveException, EnterError, Exit, Next, Registers};
 pub use image::{EnclaveImage, ImagePage, PageData};
+pub use layout::{Layout, LayoutError, LayoutPlan, ThreadLayout};
 pub use loader::{Enclave, LoadError, LoadProgress};
+pub use sgxs::{SgxsError, SgxsImage, mrenclave_of_sgxs, read_sgxs, write_sgxs};
 pub use sign::{MismatchError, SigstructFields, sign_image, verify_for_image};

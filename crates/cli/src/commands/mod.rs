@@ -1,4 +1,9 @@
 //! One module per subcommand.
 
+pub mod demo;
+mod image_input;
 pub mod info;
+pub mod keygen;
+pub mod measure;
 pub mod run;
+pub mod sign;
