@@ -79,11 +79,23 @@ fn measurement(runs: usize, quick: bool) -> Row {
         stream_bytes = pages * 16 * (64 + 256);
         if std::env::var_os("MICRO").is_some() {
             let n = 100_000;
-            let t = timed(|| { for _ in 0..n { h.eextend_page(secs, epc[0]).unwrap(); } });
+            let t = timed(|| {
+                for _ in 0..n {
+                    h.eextend_page(secs, epc[0]).unwrap();
+                }
+            });
             let mut hh = [0u32; 8];
-            let buf = [[1u8;64];5];
-            let t2 = timed(|| { for _ in 0..n*16 { sha2::block_api::compress256(&mut hh, black_box(&buf)); } });
-            eprintln!("eextend {:.1} ns, compress5 {:.1} ns", t.as_nanos() as f64 / (n*16) as f64, t2.as_nanos() as f64 / (n*16) as f64);
+            let buf = [[1u8; 64]; 5];
+            let t2 = timed(|| {
+                for _ in 0..n * 16 {
+                    sha2::block_api::compress256(&mut hh, black_box(&buf));
+                }
+            });
+            eprintln!(
+                "eextend {:.1} ns, compress5 {:.1} ns",
+                t.as_nanos() as f64 / (n * 16) as f64,
+                t2.as_nanos() as f64 / (n * 16) as f64
+            );
         }
         let hot = std::env::var_os("HOT").is_some();
         timed(|| {
@@ -114,7 +126,7 @@ fn measurement(runs: usize, quick: bool) -> Row {
             let mut h = [0u32; 8];
             let (blocks, _) = stream.as_chunks::<64>();
             for five in blocks.chunks(5) {
-                let mut buf = [[0u8;64];5];
+                let mut buf = [[0u8; 64]; 5];
                 buf.copy_from_slice(five);
                 sha2::block_api::compress256(&mut h, black_box(&buf));
             }

@@ -57,8 +57,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (mib, runs) = if quick { (32, 2) } else { (256, 3) };
     let pages = mib * (1 << 20) / PAGE;
-    let device = Device::emulated_with(sgxemu_native::PlatformConfig { epc_size: 2 * mib << 20, ..Default::default() })
-        .expect("the in-process emulator");
+    let device =
+        Device::emulated_with(sgxemu_native::PlatformConfig { epc_size: (2 * mib) << 20, ..Default::default() })
+            .expect("the in-process emulator");
     let image = image(pages);
     let key = SigningKey::generate(&mut getrandom::rand_core::UnwrapErr(getrandom::SysRng)).expect("a key");
     let sig = sgxemu_enclave::sign_image(&image, &SigstructFields::for_image(&image), &key).expect("signed");

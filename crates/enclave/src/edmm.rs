@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags};
 use sgxemu_uapi::{
-    SGX_IOC_ENCLAVE_MODIFY_TYPES, SGX_IOC_ENCLAVE_REMOVE_PAGES, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, SgxEnclaveModifyTypes,
-    SgxEnclaveRemovePages, SgxEnclaveRestrictPermissions,
+    SGX_IOC_ENCLAVE_MODIFY_TYPES, SGX_IOC_ENCLAVE_REMOVE_PAGES, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS,
+    SgxEnclaveModifyTypes, SgxEnclaveRemovePages, SgxEnclaveRestrictPermissions,
 };
 
 use crate::device::Errno;
@@ -99,7 +99,12 @@ impl Enclave {
     /// Issues one EDMM ioctl over `range` to the end: after partial progress it continues
     /// from `count` (the uapi's protocol), and it retries EAGAIN/EBUSY/EINTR while they
     /// keep making progress.
-    fn edmm_loop(&self, op: EdmmOp, range: Range<u64>, mut issue: impl FnMut(u64, u64) -> (Result<(), Errno>, u64, u64)) -> Result<(), EdmmError> {
+    fn edmm_loop(
+        &self,
+        op: EdmmOp,
+        range: Range<u64>,
+        mut issue: impl FnMut(u64, u64) -> (Result<(), Errno>, u64, u64),
+    ) -> Result<(), EdmmError> {
         let length = range.end - range.start;
         let mut done = 0;
         let mut last_progress = Instant::now();
@@ -111,7 +116,9 @@ impl Enclave {
             }
             match result {
                 Ok(()) => {}
-                Err(Errno(libc::EAGAIN | libc::EBUSY | libc::EINTR)) if last_progress.elapsed() < RETRY_WITHOUT_PROGRESS => {
+                Err(Errno(libc::EAGAIN | libc::EBUSY | libc::EINTR))
+                    if last_progress.elapsed() < RETRY_WITHOUT_PROGRESS =>
+                {
                     std::thread::yield_now();
                 }
                 Err(errno) => {
@@ -131,7 +138,8 @@ impl Enclave {
     /// Where and why the driver stopped.
     pub fn restrict_permissions(&self, range: Range<u64>, perms: SecinfoFlags) -> Result<(), EdmmError> {
         self.edmm_loop(EdmmOp::RestrictPermissions, range, |offset, length| {
-            let mut arg = SgxEnclaveRestrictPermissions { offset, length, permissions: perms.bits(), result: 0, count: 0 };
+            let mut arg =
+                SgxEnclaveRestrictPermissions { offset, length, permissions: perms.bits(), result: 0, count: 0 };
             let result = self.file().ioctl(SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, &mut arg);
             (result, arg.count, arg.result)
         })
@@ -144,7 +152,8 @@ impl Enclave {
     /// Where and why the driver stopped.
     pub fn modify_types(&self, range: Range<u64>, page_type: PageType) -> Result<(), EdmmError> {
         self.edmm_loop(EdmmOp::ModifyTypes, range, |offset, length| {
-            let mut arg = SgxEnclaveModifyTypes { offset, length, page_type: u64::from(page_type as u8), result: 0, count: 0 };
+            let mut arg =
+                SgxEnclaveModifyTypes { offset, length, page_type: u64::from(page_type as u8), result: 0, count: 0 };
             let result = self.file().ioctl(SGX_IOC_ENCLAVE_MODIFY_TYPES, &mut arg);
             (result, arg.count, arg.result)
         })
@@ -185,7 +194,9 @@ impl Enclave {
         self.range_ok(&range)?;
         self.restrict_permissions(range.clone(), perms)?;
         let flags = (perms | SecinfoFlags::PR).with_page_type(PageType::Reg);
-        accept.accept(self, range, flags).map_err(|reason| FlowError::Accept { what: "the restricted permissions", reason })
+        accept
+            .accept(self, range, flags)
+            .map_err(|reason| FlowError::Accept { what: "the restricted permissions", reason })
     }
 
     /// Turns the regular page at `tcs_offset` — already EAUGed, accepted and filled with

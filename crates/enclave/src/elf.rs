@@ -27,7 +27,7 @@
 use object::LittleEndian;
 use object::elf::{self, FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader, ProgramHeader};
-use sgxemu_arch::{IntoBytes, PAGE_SIZE, PageType, SecinfoFlags, Tcs};
+use sgxemu_arch::{IntoBytes, PAGE_SIZE, PageType, SecinfoFlags};
 
 use crate::image::{EnclaveImage, ImagePage, PageData};
 use crate::layout::{Layout, LayoutError};
@@ -244,14 +244,8 @@ pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
     };
     for thread in &plan.threads {
         zero_pages(&mut pages, thread.stack_bottom, (thread.tcs - thread.stack_bottom) / PAGE, true);
-        let tcs = Tcs {
-            ossa: thread.ssa,
-            nssa: layout.nssa,
-            oentry: entry,
-            fslimit: 0xFFFF_FFFF,
-            gslimit: 0xFFFF_FFFF,
-            ..Tcs::default()
-        };
+        debug_assert_eq!(thread.ssa, thread.tcs + PAGE, "the SSA frames follow the TCS");
+        let tcs = crate::layout::thread_tcs(thread.tcs, layout.nssa, entry);
         let mut page = [0u8; PAGE_SIZE];
         page.copy_from_slice(tcs.as_bytes());
         pages.push(ImagePage {
@@ -452,6 +446,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::layout::MIN_AUTO_SIZE;
     use sgxemu_arch::FromBytes;
+    use sgxemu_arch::Tcs;
     use sha2::{Digest, Sha256};
 
     /// One raw program header, every field settable (to craft bad files).

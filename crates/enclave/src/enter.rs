@@ -21,7 +21,9 @@ pub struct Registers {
 /// An exception inside the enclave, as the vDSO reports it (`sgx_enclave_run.exception_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnclaveException {
-    /// The ENCLU leaf that was running the enclave (EENTER or ERESUME).
+    /// `sgx_enclave_run.function`: EAX at the exception — ERESUME (3), which the AEX leaves
+    /// in EAX, for an exception inside the enclave; EENTER/ERESUME for a fault on the leaf
+    /// itself (e.g. an invalid TCS).
     pub leaf: u32,
     /// The exception vector (14 = #PF, 6 = #UD, 13 = #GP, …).
     pub vector: u16,
@@ -161,7 +163,8 @@ extern "C" fn user_handler(rdi: u64, rsi: u64, rdx: u64, rsp: u64, r8: u64, r9: 
     let run = unsafe { &*run };
     // SAFETY: as above; the closure is only reached through this pointer while `call` runs.
     let handler = unsafe { &mut *(run.user_data as *mut Handler<'_>) };
-    let exit = Exit { regs: Registers { rdi, rsi, rdx, r8, r9 }, rsp, function: run.function, exception: exception_of(run) };
+    let exit =
+        Exit { regs: Registers { rdi, rsi, rdx, r8, r9 }, rsp, function: run.function, exception: exception_of(run) };
     // A panic must not unwind into the vDSO's frames.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&exit))) {
         Ok(Next::Return(value)) => value,
@@ -202,7 +205,12 @@ impl Enclave {
     /// # Errors
     /// As [`enter`](Self::enter); a handler's negative return value comes back as
     /// [`EnterError::Vdso`].
-    pub fn enter_with_handler(&self, tcs: u64, regs: Registers, handler: &mut dyn FnMut(&Exit) -> Next) -> Result<(), EnterError> {
+    pub fn enter_with_handler(
+        &self,
+        tcs: u64,
+        regs: Registers,
+        handler: &mut dyn FnMut(&Exit) -> Next,
+    ) -> Result<(), EnterError> {
         self.call(tcs, EENTER, regs, Some(handler))
     }
 
@@ -219,7 +227,8 @@ impl Enclave {
         // SAFETY: the entry point is the device's `__vdso_sgx_enter_enclave`; the wrapper
         // keeps the callee-saved registers; `run` (and the handler it points to) outlive
         // the call; the enclave only reaches memory its own code addresses.
-        let ret = unsafe { sgxemu_enclave_vdso_call(rdi, rsi, rdx, leaf, r8, r9, &mut run, self.device().enter_enclave()) };
+        let ret =
+            unsafe { sgxemu_enclave_vdso_call(rdi, rsi, rdx, leaf, r8, r9, &mut run, self.device().enter_enclave()) };
         match (ret, exception_of(&run)) {
             (0, None) => Ok(()),
             // Without a handler the vDSO reports an exception as -EFAULT; a handler that

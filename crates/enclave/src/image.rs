@@ -95,6 +95,14 @@ impl EnclaveImage {
         self.pages.binary_search_by_key(&offset, |p| p.offset).ok().map(|i| &self.pages[i])
     }
 
+    /// The entry point (OENTRY) of the first TCS, as an enclave offset.
+    pub fn entry(&self) -> Option<u64> {
+        let first = self.tcs.first().and_then(|&offset| self.page(offset))?;
+        zerocopy::FromBytes::read_from_prefix(&first.data.bytes()[..])
+            .ok()
+            .map(|(tcs, _): (sgxemu_arch::Tcs, _)| tcs.oentry)
+    }
+
     /// MRENCLAVE as EINIT computes it after ECREATE and the image's EADDs/EEXTENDs.
     pub fn mrenclave(&self) -> [u8; 32] {
         let mut m = MeasurementState::new();

@@ -53,6 +53,20 @@ pub const MIN_AUTO_SIZE: u64 = 2 << 20;
 /// The smallest ELRANGE size ECREATE accepts: two pages (SECS.SIZE ≥ 0x2000).
 pub const MIN_SIZE: u64 = 2 * PAGE;
 
+/// The TCS of the layout convention for a thread whose TCS page is at `tcs` (its SSA
+/// frames follow it): OSSA = `tcs + PAGE`, NSSA = `nssa`, OENTRY = `entry`, FS/GS limits
+/// 0xFFFF_FFFF, everything else zero. Also what a TCS added at run time (REG → TCS) holds.
+pub fn thread_tcs(tcs: u64, nssa: u32, entry: u64) -> sgxemu_arch::Tcs {
+    sgxemu_arch::Tcs {
+        ossa: tcs + PAGE,
+        nssa,
+        oentry: entry,
+        fslimit: 0xFFFF_FFFF,
+        gslimit: 0xFFFF_FFFF,
+        ..sgxemu_arch::Tcs::default()
+    }
+}
+
 /// Why a [`Layout`] cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {

@@ -80,7 +80,10 @@ impl Reservation {
             )
         };
         if addr == libc::MAP_FAILED {
-            return Err(LoadError::Reserve { size, errno: Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) });
+            return Err(LoadError::Reserve {
+                size,
+                errno: Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+            });
         }
         let reservation = Reservation { addr: addr as u64, len };
         let base = reservation.addr.next_multiple_of(size);
@@ -121,7 +124,9 @@ fn prot_of(page: &ImagePage) -> c_int {
         return libc::PROT_READ | libc::PROT_WRITE;
     }
     let mut prot = libc::PROT_NONE;
-    for (flag, bit) in [(SecinfoFlags::R, libc::PROT_READ), (SecinfoFlags::W, libc::PROT_WRITE), (SecinfoFlags::X, libc::PROT_EXEC)] {
+    for (flag, bit) in
+        [(SecinfoFlags::R, libc::PROT_READ), (SecinfoFlags::W, libc::PROT_WRITE), (SecinfoFlags::X, libc::PROT_EXEC)]
+    {
         if page.flags.contains(flag) {
             prot |= bit;
         }
@@ -213,9 +218,11 @@ impl Enclave {
     /// Whether `[offset, offset + len)` is a non-empty page-aligned range inside ELRANGE.
     pub(crate) fn check_range(&self, offset: u64, len: u64) -> bool {
         let page = PAGE_SIZE as u64;
-        len > 0 && offset.is_multiple_of(page) && len.is_multiple_of(page) && offset.checked_add(len).is_some_and(|end| end <= self.size)
+        len > 0
+            && offset.is_multiple_of(page)
+            && len.is_multiple_of(page)
+            && offset.checked_add(len).is_some_and(|end| end <= self.size)
     }
-
 }
 
 impl Drop for Enclave {
@@ -239,7 +246,11 @@ fn create(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), Loa
 }
 
 /// Adds the image's pages in runs of contiguous pages with the same flags and measurement.
-fn add_pages(file: &EnclaveFile, image: &EnclaveImage, progress: &mut dyn FnMut(LoadProgress)) -> Result<(), LoadError> {
+fn add_pages(
+    file: &EnclaveFile,
+    image: &EnclaveImage,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<(), LoadError> {
     let total = image.pages.len();
     let mut buffer = vec![AlignedPage([0; PAGE_SIZE]); ADD_BATCH_PAGES];
     let mut done = 0;
@@ -288,7 +299,9 @@ fn add_run(file: &EnclaveFile, add: &mut SgxEnclaveAddPages) -> Result<(), LoadE
 /// Maximal runs of pages that one ADD_PAGES can add: contiguous, same flags, same
 /// measurement, at most a batch long.
 fn runs(pages: &[ImagePage]) -> impl Iterator<Item = &[ImagePage]> {
-    pages.chunk_by(|a, b| a.offset + PAGE_SIZE as u64 == b.offset && a.flags == b.flags && a.measured == b.measured).flat_map(|run| run.chunks(ADD_BATCH_PAGES))
+    pages
+        .chunk_by(|a, b| a.offset + PAGE_SIZE as u64 == b.offset && a.flags == b.flags && a.measured == b.measured)
+        .flat_map(|run| run.chunks(ADD_BATCH_PAGES))
 }
 
 fn init(file: &EnclaveFile, sigstruct: &Sigstruct) -> Result<(), LoadError> {

@@ -53,7 +53,11 @@ impl SigstructFields {
 ///
 /// # Errors
 /// The key's RSA failure (never for a key this crate accepted).
-pub fn sign_image(image: &EnclaveImage, fields: &SigstructFields, key: &SigningKey) -> Result<Sigstruct, sgxemu_crypto::KeyError> {
+pub fn sign_image(
+    image: &EnclaveImage,
+    fields: &SigstructFields,
+    key: &SigningKey,
+) -> Result<Sigstruct, sgxemu_crypto::KeyError> {
     let mut sig = Sigstruct::new_unsigned();
     sig.vendor = fields.vendor;
     sig.date = fields.date;
@@ -82,7 +86,9 @@ pub enum MismatchError {
     #[error("SIGSTRUCT is for MRENCLAVE {signed}, the image measures {image}")]
     Measurement { signed: String, image: String },
     /// The image's attributes differ from the signed ones under the mask.
-    #[error("attributes {image:#x}/xfrm {image_xfrm:#x} do not match the signed {signed:#x}/{signed_xfrm:#x} under mask {mask:#x}/{mask_xfrm:#x}")]
+    #[error(
+        "attributes {image:#x}/xfrm {image_xfrm:#x} do not match the signed {signed:#x}/{signed_xfrm:#x} under mask {mask:#x}/{mask_xfrm:#x}"
+    )]
     Attributes { image: u64, image_xfrm: u64, signed: u64, signed_xfrm: u64, mask: u64, mask_xfrm: u64 },
     /// MISCSELECT differs under the mask.
     #[error("MISCSELECT {image:#x} does not match the signed {signed:#x} under mask {mask:#x}")]
@@ -107,7 +113,11 @@ pub fn verify_for_image(sig: &Sigstruct, image: &EnclaveImage) -> Result<[u8; 32
 ///
 /// # Errors
 /// The first check that fails.
-pub fn verify_with_mrenclave(sig: &Sigstruct, image: &EnclaveImage, mrenclave: &[u8; 32]) -> Result<[u8; 32], MismatchError> {
+pub fn verify_with_mrenclave(
+    sig: &Sigstruct,
+    image: &EnclaveImage,
+    mrenclave: &[u8; 32],
+) -> Result<[u8; 32], MismatchError> {
     check_form(sig)?;
     let verified = sgxemu_crypto::verify(sig)?;
     if sig.enclavehash != *mrenclave {

@@ -30,7 +30,8 @@ pub(crate) fn find_symbol(name: &CStr) -> Option<u64> {
 fn mapped_len(header: &[u8]) -> Option<usize> {
     let ehdr = elf::FileHeader64::<Endianness>::parse(header).ok()?;
     let endian = ehdr.endian().ok()?;
-    let mut end = ehdr.e_shoff.get(endian) + u64::from(ehdr.e_shnum.get(endian)) * u64::from(ehdr.e_shentsize.get(endian));
+    let mut end =
+        ehdr.e_shoff.get(endian) + u64::from(ehdr.e_shnum.get(endian)) * u64::from(ehdr.e_shentsize.get(endian));
     for phdr in ehdr.program_headers(endian, header).ok()? {
         if phdr.p_type(endian) == elf::PT_LOAD {
             end = end.max(phdr.p_offset(endian) + phdr.p_filesz(endian));

@@ -106,7 +106,14 @@ impl SampleEnclave {
     /// As [`call`](Self::call).
     pub fn report(&self, tcs: u64, target: &Targetinfo, reportdata: &[u8; 64]) -> Result<Report, EnterError> {
         let mut report = Report::new_zeroed();
-        let args = [target.as_bytes().as_ptr() as u64, reportdata.as_ptr() as u64, report.as_mut_bytes().as_mut_ptr() as u64, 0, 0, 0];
+        let args = [
+            target.as_bytes().as_ptr() as u64,
+            reportdata.as_ptr() as u64,
+            report.as_mut_bytes().as_mut_ptr() as u64,
+            0,
+            0,
+            0,
+        ];
         self.call(tcs, op::REPORT, args)?;
         Ok(report)
     }
@@ -149,8 +156,11 @@ pub struct SampleAcceptor {
 
 impl Accept for SampleAcceptor {
     fn accept(&mut self, enclave: &Enclave, range: Range<u64>, flags: SecinfoFlags) -> Result<(), String> {
-        let mut call = Call::new(op::ACCEPT, [enclave.base() + range.start, range.end - range.start, flags.bits(), 0, 0, 0]);
-        enclave.enter(self.tcs, Registers { rdi: &raw mut call as u64, ..Registers::default() }).map_err(|e| e.to_string())?;
+        let mut call =
+            Call::new(op::ACCEPT, [enclave.base() + range.start, range.end - range.start, flags.bits(), 0, 0, 0]);
+        enclave
+            .enter(self.tcs, Registers { rdi: &raw mut call as u64, ..Registers::default() })
+            .map_err(|e| e.to_string())?;
         let pages = (range.end - range.start) / PAGE_SIZE as u64;
         match call.ret {
             [done, 0, ..] if done == pages => Ok(()),

@@ -7,14 +7,14 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags as F, Tcs};
+use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags as F};
 use sgxemu_crypto::SigningKey;
 use sgxemu_enclave::layout::Layout;
 use sgxemu_enclave::sign::hex;
 use sgxemu_enclave::{Device, EnclaveException, EnterError, FlowError, LoadProgress};
 use sgxemu_samples::host::{SampleEnclave, SampleError};
 use sgxemu_samples::{ATTEST_ELF, DEMO_ELF, PING_MAGIC, op};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::size::ByteSize;
 
@@ -157,7 +157,9 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
     let epc = match args.device {
         DeviceChoice::Emulated => args.epc.0,
         // Under `sgxemu run` the platform's EPC size is in the environment it set.
-        DeviceChoice::Kernel => std::env::var("SGXEMU_EPC").ok().and_then(|v| v.parse::<ByteSize>().ok()).map_or(args.epc.0, |s| s.0),
+        DeviceChoice::Kernel => {
+            std::env::var("SGXEMU_EPC").ok().and_then(|v| v.parse::<ByteSize>().ok()).map_or(args.epc.0, |s| s.0)
+        }
     };
     let mut t = Timeline { out, start: Instant::now(), steps: 0, progress: std::io::stderr().is_terminal() };
     let _ = writeln!(
@@ -207,7 +209,11 @@ impl<'d> Demo<'d> {
     fn new(device: &'d Device, args: &DemoArgs, epc: u64, t: &mut Timeline<'_>) -> Result<Demo<'d>, DemoError> {
         let started = Instant::now();
         let key = SigningKey::generate(&mut getrandom::rand_core::UnwrapErr(getrandom::SysRng))?;
-        t.step("keygen", started.elapsed(), &format!("RSA-3072, e = 3 signing key: MRSIGNER {}", short(&key.mrsigner())));
+        t.step(
+            "keygen",
+            started.elapsed(),
+            &format!("RSA-3072, e = 3 signing key: MRSIGNER {}", short(&key.mrsigner())),
+        );
 
         let grow_pages = args.grow.0 / PAGE;
         let big_pages = args.oversubscribe * epc / PAGE;
@@ -290,7 +296,11 @@ impl<'d> Demo<'d> {
             check(step, ret[0] == PING_MAGIC && ret[1] == self.tcs(0), || format!("PING answered {ret:x?}"))?;
         }
         let took = started.elapsed();
-        t.step(step, took, &format!("{calls} PING calls (EENTER + EEXIT through the vDSO): {} each", human(took / calls)));
+        t.step(
+            step,
+            took,
+            &format!("{calls} PING calls (EENTER + EEXIT through the vDSO): {} each", human(took / calls)),
+        );
         Ok(())
     }
 
@@ -301,7 +311,10 @@ impl<'d> Demo<'d> {
         }
         let page = e.address & !(PAGE - 1);
         let flags = (F::R | F::W | F::PENDING).with_page_type(PageType::Reg);
-        let ok = self.demo.call(self.tcs(1), op::ACCEPT, [page, PAGE, flags.bits(), 0, 0, 0]).is_ok_and(|r| r[..2] == [1, 0]);
+        let ok = self
+            .demo
+            .call(self.tcs(1), op::ACCEPT, [page, PAGE, flags.bits(), 0, 0, 0])
+            .is_ok_and(|r| r[..2] == [1, 0]);
         *accepted += u64::from(ok);
         ok
     }
@@ -320,11 +333,16 @@ impl<'d> Demo<'d> {
             })
             .map_err(enter_err(step))?;
         let bad = self.demo.call(self.tcs(0), op::CHECK, [addr, len, 7, 0, 0, 0]).map_err(enter_err(step))?[0];
-        check(step, ret[0] == len && bad == 0 && accepted == TOUCHED_PAGES, || format!("{accepted} pages accepted, {bad} bad words"))?;
+        check(step, ret[0] == len && bad == 0 && accepted == TOUCHED_PAGES, || {
+            format!("{accepted} pages accepted, {bad} bad words")
+        })?;
         t.step(
             step,
             started.elapsed(),
-            &format!("{TOUCHED_PAGES} pages written: each write EAUGed a PENDING page, then faulted: {}", first.map_or(String::new(), |e| e.to_string())),
+            &format!(
+                "{TOUCHED_PAGES} pages written: each write EAUGed a PENDING page, then faulted: {}",
+                first.map_or(String::new(), |e| e.to_string())
+            ),
         );
         t.note("  → thread 1 EACCEPTed each page, thread 0 was ERESUMEd and its write completed; data verified");
         Ok(())
@@ -359,28 +377,35 @@ impl<'d> Demo<'d> {
         let tcs_offset = block + PAGE;
         let started = Instant::now();
         // Stack page, TCS page (REG for now) and the SSA frames, EAUGed and accepted.
-        self.demo.enclave.grow(block..block + THREAD_PAGES * PAGE, &mut self.demo.acceptor(self.tcs(0))).map_err(flow_err(step))?;
-        let entry = self.demo.image.pages.iter().find(|p| p.page_type() == Some(PageType::Tcs)).map_or(0, |p| {
-            let first: Tcs = zerocopy::FromBytes::read_from_prefix(&p.data.bytes()[..]).map_or_else(|_| Tcs::new_zeroed(), |(tcs, _)| tcs);
-            first.oentry
-        });
-        let mut tcs = Tcs::new_zeroed();
-        tcs.ossa = tcs_offset + PAGE;
-        tcs.nssa = 2;
-        tcs.oentry = entry;
-        tcs.fslimit = 0xFFFF_FFFF;
-        tcs.gslimit = 0xFFFF_FFFF;
+        self.demo
+            .enclave
+            .grow(block..block + THREAD_PAGES * PAGE, &mut self.demo.acceptor(self.tcs(0)))
+            .map_err(flow_err(step))?;
+        let entry = self
+            .demo
+            .image
+            .entry()
+            .ok_or_else(|| DemoError::Unexpected { step, what: "the image has no TCS".into() })?;
+        let tcs = sgxemu_enclave::layout::thread_tcs(tcs_offset, 2, entry);
         let bytes = tcs.as_bytes();
         self.demo
-            .call(self.tcs(0), op::COPY_IN, [self.demo.addr(tcs_offset), bytes.as_ptr() as u64, bytes.len() as u64, 0, 0, 0])
+            .call(
+                self.tcs(0),
+                op::COPY_IN,
+                [self.demo.addr(tcs_offset), bytes.as_ptr() as u64, bytes.len() as u64, 0, 0, 0],
+            )
             .map_err(enter_err(step))?;
-        let new = self.demo.enclave.add_thread(tcs_offset, &mut self.demo.acceptor(self.tcs(0))).map_err(flow_err(step))?;
+        let new =
+            self.demo.enclave.add_thread(tcs_offset, &mut self.demo.acceptor(self.tcs(0))).map_err(flow_err(step))?;
         let ret = self.demo.call(new, op::PING, [0; 6]).map_err(enter_err(step))?;
         check(step, ret[0] == PING_MAGIC && ret[1] == new, || format!("PING on the new thread answered {ret:x?}"))?;
         t.step(
             step,
             started.elapsed(),
-            &format!("TCS written into an EAUGed page, MODIFY_TYPES(TCS) + EACCEPT: PING on thread {} at {new:#x} ok", self.demo.enclave.tcs().len() - 1),
+            &format!(
+                "TCS written into an EAUGed page, MODIFY_TYPES(TCS) + EACCEPT: PING on thread {} at {new:#x} ok",
+                self.demo.enclave.tcs().len() - 1
+            ),
         );
         Ok(())
     }
@@ -389,7 +414,10 @@ impl<'d> Demo<'d> {
         let step = "permissions";
         let range = self.regions.grown..self.regions.grown + RESTRICTED_PAGES * PAGE;
         let started = Instant::now();
-        self.demo.enclave.restrict(range.clone(), F::R, &mut self.demo.acceptor(self.tcs(0))).map_err(flow_err(step))?;
+        self.demo
+            .enclave
+            .restrict(range.clone(), F::R, &mut self.demo.acceptor(self.tcs(0)))
+            .map_err(flow_err(step))?;
         let restricted = started.elapsed();
         let target = self.demo.addr(range.start);
         let mut fault = None;
@@ -406,7 +434,10 @@ impl<'d> Demo<'d> {
             })
             .map_err(enter_err(step))?;
         let value = self.demo.call(self.tcs(0), op::READ, [target, 0, 0, 0, 0, 0]).map_err(enter_err(step))?[0];
-        let fault = fault.ok_or_else(|| DemoError::Unexpected { step, what: "the write to a read-only page did not fault".into() })?;
+        let fault = fault.ok_or_else(|| DemoError::Unexpected {
+            step,
+            what: "the write to a read-only page did not fault".into(),
+        })?;
         check(step, value == 0x5eed, || format!("read back {value:#x}"))?;
         t.step(step, restricted, &format!("RESTRICT_PERMISSIONS(R) + EACCEPT(PR) on {RESTRICTED_PAGES} pages"));
         t.note(&format!("  → a write faulted: {fault}; thread 1 EMODPE'd RW back, ERESUME: the write completed"));
@@ -433,7 +464,9 @@ impl<'d> Demo<'d> {
                 self.accept_faulting_page(e, &mut accepted)
             })
             .map_err(enter_err(step))?;
-        check(step, fault.is_some_and(|e| e.is_epcm_fault()) && accepted == 1, || format!("reading a removed page gave {fault:?}"))?;
+        check(step, fault.is_some_and(|e| e.is_epcm_fault()) && accepted == 1, || {
+            format!("reading a removed page gave {fault:?}")
+        })?;
         t.step(
             step,
             took,
@@ -475,7 +508,9 @@ impl<'d> Demo<'d> {
         let took = started.elapsed();
         check(step, bad == 0, || format!("{bad} words came back different"))?;
         let moved = match (before, emulator_counts(self.device)) {
-            (Some((ewb0, eldu0, _)), Some((ewb, eldu, _))) => format!("; the reclaimer wrote {} pages out (EWB), {} came back (ELDU)", ewb - ewb0, eldu - eldu0),
+            (Some((ewb0, eldu0, _)), Some((ewb, eldu, _))) => {
+                format!("; the reclaimer wrote {} pages out (EWB), {} came back (ELDU)", ewb - ewb0, eldu - eldu0)
+            }
             _ => String::new(),
         };
         t.step(step, took, &format!("{} MiB grown, written and read back bit-identical{moved}", total >> 20));
@@ -485,7 +520,11 @@ impl<'d> Demo<'d> {
         t.step(
             "trim + remove",
             took,
-            &format!("the {} MiB returned to the EPC ({:.0} pages/s)", total >> 20, self.big_pages as f64 / took.as_secs_f64()),
+            &format!(
+                "the {} MiB returned to the EPC ({:.0} pages/s)",
+                total >> 20,
+                self.big_pages as f64 / took.as_secs_f64()
+            ),
         );
         Ok(())
     }
@@ -502,12 +541,19 @@ impl<'d> Demo<'d> {
         let report = attest.report(attest_tcs, &target, &data).map_err(enter_err(step))?;
         let valid = self.demo.verify(demo_tcs, &report).map_err(enter_err(step))?;
         let elsewhere = attest.verify(attest_tcs, &report).map_err(enter_err(step))?;
-        check(step, valid && !elsewhere, || format!("MAC valid for the target: {valid}; for another enclave: {elsewhere}"))?;
-        check(step, report.mrenclave == attest.image.mrenclave(), || "REPORT.MRENCLAVE is not the attest enclave's".into())?;
+        check(step, valid && !elsewhere, || {
+            format!("MAC valid for the target: {valid}; for another enclave: {elsewhere}")
+        })?;
+        check(step, report.mrenclave == attest.image.mrenclave(), || {
+            "REPORT.MRENCLAVE is not the attest enclave's".into()
+        })?;
         t.step(
             step,
             started.elapsed(),
-            &format!("attest enclave (MRENCLAVE {}) REPORTed to the demo enclave: its EGETKEY MAC check passed", short(&report.mrenclave)),
+            &format!(
+                "attest enclave (MRENCLAVE {}) REPORTed to the demo enclave: its EGETKEY MAC check passed",
+                short(&report.mrenclave)
+            ),
         );
         t.note("  → the same REPORT fails the check in any other enclave (tried in the attest enclave itself)");
         Ok(())

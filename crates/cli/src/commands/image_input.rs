@@ -42,7 +42,11 @@ impl LayoutArgs {
     /// The layout these options describe.
     pub fn layout(&self) -> Result<Layout, InputError> {
         let pages = |what: &'static str, size: ByteSize| {
-            if size.0.is_multiple_of(4096) { Ok(size.0 / 4096) } else { Err(InputError::NotPages { what, size: size.0 }) }
+            if size.0.is_multiple_of(4096) {
+                Ok(size.0 / 4096)
+            } else {
+                Err(InputError::NotPages { what, size: size.0 })
+            }
         };
         Ok(Layout {
             threads: self.threads,
@@ -89,7 +93,9 @@ pub fn image_from_bytes(path: &Path, bytes: &[u8], layout: &LayoutArgs) -> Resul
         return sgxemu_enclave::elf::image_from_elf(bytes, &layout).map_err(|source| InputError::Elf { path, source });
     }
     if bytes.starts_with(b"ECREATE\0") {
-        return sgxemu_enclave::sgxs::read_sgxs(bytes).map(|s| s.image).map_err(|source| InputError::Sgxs { path, source });
+        return sgxemu_enclave::sgxs::read_sgxs(bytes)
+            .map(|s| s.image)
+            .map_err(|source| InputError::Sgxs { path, source });
     }
     Err(InputError::UnknownFormat { path })
 }
