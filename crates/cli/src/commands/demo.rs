@@ -265,6 +265,7 @@ impl<'d> Demo<'d> {
     }
 
     fn run(mut self, t: &mut Timeline<'_>) -> Result<(), DemoError> {
+        let device = self.device;
         self.enter(t)?;
         self.eaug_by_access(t)?;
         self.eaccept_first(t)?;
@@ -273,13 +274,13 @@ impl<'d> Demo<'d> {
         self.trim(t)?;
         self.oversubscribe(t)?;
         self.attest(t)?;
-        let before = emulator_counts(self.device);
         let started = Instant::now();
         drop(self);
-        let text = match before {
-            Some((_, _, free_before)) => {
-                let free = sgxemu_native::Engine::get().map_or(0, |e| e.sgx.free_pages());
-                format!("enclaves closed: every EPC page back ({free_before} → {free} free)")
+        let text = match sgxemu_native::Engine::get().filter(|_| device.kind() == sgxemu_enclave::DeviceKind::Emulated) {
+            Some(engine) => {
+                let (free, total) = (engine.sgx.free_pages(), engine.processor.config().epc_pages());
+                check("teardown", free as u64 == total, || format!("{} of {total} EPC pages still in use", total - free as u64))?;
+                format!("enclaves closed: all {total} EPC pages free again")
             }
             None => "enclaves closed".to_owned(),
         };
