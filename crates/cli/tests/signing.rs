@@ -111,6 +111,7 @@ fn every_tampering_is_refused() {
     fails(&["measure", &elf, "--heap", "2M", "--sigstruct", s(&sig_path)], "SIGSTRUCT is for MRENCLAVE");
     // Attributes the signature does not allow.
     fails(&["measure", &elf, "--debug", "--sigstruct", s(&sig_path)], "attributes");
+    fails(&["measure", &elf, "--miscselect", "1", "--sigstruct", s(&sig_path)], "MISCSELECT 0x1 does not match");
     fails(&["measure", &elf, "--sigstruct", &write(&d, "short.sig", &sig[..1000])], "a SIGSTRUCT is 1808");
 }
 

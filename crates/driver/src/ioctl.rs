@@ -200,7 +200,7 @@ impl Encl {
         }
         st.pages.insert(addr, EnclPage::new(max_prot, page_type));
         // 6.
-        let mut contents = vec![0u8; PAGE_SIZE];
+        let mut contents = [0u8; PAGE_SIZE];
         let source = match task.source_vma(src) {
             None => Err(Errno::EFAULT),
             Some(vma) if !vma.may_exec => Err(Errno::EACCES),

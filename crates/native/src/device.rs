@@ -75,16 +75,17 @@ struct NativeTask<'a> {
 
 impl Task for NativeTask<'_> {
     fn copy_from_user(&self, addr: u64, buf: &mut [u8]) -> KResult<()> {
-        sys::read_own_memory(addr, buf).map_err(|_| Errno::EFAULT)
+        sys::read_memory_of(self.engine.pid, addr, buf).map_err(|_| Errno::EFAULT)
     }
 
     fn copy_to_user(&self, addr: u64, data: &[u8]) -> KResult<()> {
-        sys::write_own_memory(addr, data).map_err(|_| Errno::EFAULT)
+        sys::write_memory_of(self.engine.pid, addr, data).map_err(|_| Errno::EFAULT)
     }
 
-    fn source_vma(&self, addr: u64) -> Option<SourceVma> {
-        let mut probe = [0u8; 1];
-        sys::read_own_memory(addr, &mut probe).ok()?;
+    fn source_vma(&self, _addr: u64) -> Option<SourceVma> {
+        // No VMA lookup here: an unmapped source fails the copy that follows with the same
+        // EFAULT, so probing first would only cost a system call per page. (VM_MAYEXEC is
+        // not visible from user space; sources are taken as executable-mappable.)
         Some(SourceVma { may_exec: true })
     }
 

@@ -3,6 +3,7 @@
 //! enclave code. The processor model reads and writes pages through the alias only.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::c_int;
 use sgxemu_arch::PAGE_SIZE;
@@ -10,12 +11,20 @@ use sgxemu_cpu::{EpcIndex, EpcMemory};
 
 use crate::sys;
 
-/// EPC storage in a memfd (sparse: untouched pages cost nothing).
+/// Pages per populated chunk (2 MiB).
+const CHUNK_PAGES: u64 = 512;
+
+/// EPC storage in a memfd (sparse: untouched chunks cost nothing).
 #[derive(Debug)]
 pub struct MemfdEpc {
     fd: c_int,
     alias: u64,
     pages: u64,
+    /// One bit per 2 MiB chunk of the alias already populated. A chunk is populated with one
+    /// `MADV_POPULATE_WRITE` the first time a page of it is written, instead of taking a
+    /// host page fault on each of its 512 pages (building a large enclave writes every page
+    /// once, and those faults were a fifth of the time).
+    populated: Box<[AtomicU64]>,
 }
 
 impl MemfdEpc {
@@ -33,12 +42,27 @@ impl MemfdEpc {
         // Failed assertions abort(): a core dump must not contain the whole EPC (the kernel
         // marks enclave VMAs VM_DONTDUMP too).
         let _ = sys::madvise(alias, size, libc::MADV_DONTDUMP);
-        Ok(MemfdEpc { fd, alias, pages })
+        let chunks = pages.div_ceil(CHUNK_PAGES);
+        let populated = (0..chunks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(MemfdEpc { fd, alias, pages, populated })
     }
 
     /// The memfd enclave mappings are made from (offset = page index × 4096).
     pub fn fd(&self) -> c_int {
         self.fd
+    }
+
+    /// Before the first write into `page`'s chunk: populate the whole chunk at once. (Best
+    /// effort: without MADV_POPULATE_WRITE, before Linux 5.14, the pages fault in one by one.)
+    fn populate_chunk_of(&self, page: EpcIndex) {
+        let chunk = u64::from(page.0) / CHUNK_PAGES;
+        let (word, bit) = (&self.populated[(chunk / 64) as usize], 1u64 << (chunk % 64));
+        if word.load(Ordering::Relaxed) & bit != 0 || word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return;
+        }
+        let start = chunk * CHUNK_PAGES;
+        let len = CHUNK_PAGES.min(self.pages - start) * PAGE_SIZE as u64;
+        let _ = sys::madvise(self.alias + start * PAGE_SIZE as u64, len, libc::MADV_POPULATE_WRITE);
     }
 
     fn ptr(&self, page: EpcIndex, offset: usize, len: usize) -> *mut u8 {
@@ -63,12 +87,14 @@ impl EpcMemory for MemfdEpc {
 
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]) {
         let dst = self.ptr(page, offset, data.len());
+        self.populate_chunk_of(page);
         // SAFETY: as in `read`; `data` is a distinct Rust buffer, so no overlap.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     }
 
     fn zero(&self, page: EpcIndex) {
         let dst = self.ptr(page, 0, PAGE_SIZE);
+        self.populate_chunk_of(page);
         // SAFETY: one whole page of the alias mapping.
         unsafe { std::ptr::write_bytes(dst, 0, PAGE_SIZE) };
     }

@@ -72,13 +72,18 @@ pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<c_int> {
 /// Copies from this process's memory at `addr` without faulting: EFAULT if any byte is
 /// unreadable (the kernel's copy_from_user).
 pub fn read_own_memory(addr: u64, buf: &mut [u8]) -> io::Result<()> {
+    read_memory_of(getpid(), addr, buf)
+}
+
+/// [`read_own_memory`] with this process's id already known (saves a system call per copy).
+pub fn read_memory_of(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
     let local = libc::iovec { iov_base: buf.as_mut_ptr().cast::<c_void>(), iov_len: buf.len() };
     let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: buf.len() };
     // SAFETY: the kernel validates the remote range; the local iovec covers `buf` exactly.
     let n = check(unsafe {
         libc::syscall(
             libc::SYS_process_vm_readv,
-            getpid() as c_long,
+            pid as c_long,
             &local,
             1 as c_long,
             &remote,
@@ -89,15 +94,16 @@ pub fn read_own_memory(addr: u64, buf: &mut [u8]) -> io::Result<()> {
     if n as usize == buf.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EFAULT)) }
 }
 
-/// Copies into this process's memory at `addr` without faulting (copy_to_user).
-pub fn write_own_memory(addr: u64, data: &[u8]) -> io::Result<()> {
+/// Copies into the memory of process `pid` (this one) at `addr` without faulting
+/// (copy_to_user).
+pub fn write_memory_of(pid: i32, addr: u64, data: &[u8]) -> io::Result<()> {
     let local = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
     let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: data.len() };
     // SAFETY: the kernel validates the remote range; the local iovec covers `data` exactly.
     let n = check(unsafe {
         libc::syscall(
             libc::SYS_process_vm_writev,
-            getpid() as c_long,
+            pid as c_long,
             &local,
             1 as c_long,
             &remote,

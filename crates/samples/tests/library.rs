@@ -197,3 +197,21 @@ fn local_attestation_verifies_for_the_target_only() {
     tampered.reportdata[0] ^= 1;
     assert!(!demo.verify(demo_tcs, &tampered).unwrap(), "a changed body fails the MAC");
 }
+
+#[test]
+fn an_sgxs_image_loads_like_its_elf() {
+    let (_guard, device, key) = setup();
+    let image = image_from_elf(DEMO_ELF, &layout()).unwrap();
+    let mut sgxs = Vec::new();
+    sgxemu_enclave::write_sgxs(&image, &mut sgxs).unwrap();
+    let from_sgxs = sgxemu_enclave::read_sgxs(&sgxs).unwrap().image;
+    assert_eq!(from_sgxs.mrenclave(), image.mrenclave());
+    // The ELF's SIGSTRUCT initialises the enclave loaded from the SGXS file.
+    let sig = sgxemu_enclave::sign_image(&image, &SigstructFields::for_image(&image), key).unwrap();
+    assert_eq!(sgxemu_enclave::verify_for_image(&sig, &from_sgxs), Ok(key.mrsigner()));
+    let enclave = Enclave::load(&device, &from_sgxs, &sig, &mut |_| {}).unwrap();
+    let tcs = enclave.tcs()[1];
+    let mut call = Call::new(op::PING, [0; 6]);
+    enclave.enter(tcs, Registers { rdi: &raw mut call as u64, ..Registers::default() }).unwrap();
+    assert_eq!(call.ret[..2], [PING_MAGIC, tcs]);
+}

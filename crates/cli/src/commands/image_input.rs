@@ -36,6 +36,9 @@ pub struct LayoutArgs {
     /// Set the DEBUG attribute.
     #[arg(long)]
     pub debug: bool,
+    /// SECS.MISCSELECT to request (0 or 1: EXINFO in the SSA).
+    #[arg(long, default_value_t = 0, value_name = "BITS")]
+    pub miscselect: u32,
 }
 
 impl LayoutArgs {
@@ -57,6 +60,7 @@ impl LayoutArgs {
             size: self.size.map(|s| s.0),
             dynamic_pages: pages("--dynamic", self.dynamic)?,
             debug: self.debug,
+            miscselect: self.miscselect,
             ..Layout::default()
         })
     }
