@@ -396,9 +396,11 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
     st.enclave_fs.store(regs.fsbase, Ordering::Relaxed);
     st.enclave_gs.store(regs.gsbase, Ordering::Relaxed);
     st.in_enclave.store(true, Ordering::Release);
-    // Last: from here on no thread-local storage is reachable until the enclave exits.
+    // Last: from here on no thread-local storage is reachable until the enclave exits, and
+    // a system call is the enclave's #UD.
     sys::set_gs_base(regs.gsbase);
     sys::set_fs_base(regs.fsbase);
+    crate::syscall_dispatch::block(st.alt_stack.get());
 }
 
 fn fail(words: &mut [u64; frame::WORDS], e: Exception) {

@@ -25,6 +25,7 @@ pub mod size;
 pub mod space;
 pub mod stats;
 pub mod sys;
+pub mod syscall_dispatch;
 pub mod thread;
 pub mod vdso;
 pub mod vdso_image;

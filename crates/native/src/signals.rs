@@ -15,10 +15,10 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::context::Frame;
 use crate::enclu::{self, Outcome};
 use crate::engine::Engine;
-use crate::{cpuid, platform, sys, thread};
+use crate::{cpuid, platform, sys, syscall_dispatch, thread};
 
 /// Signals the emulator handles itself (besides the IPI signal).
-const FAULT_SIGNALS: [c_int; 5] = [libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGTRAP];
+const FAULT_SIGNALS: [c_int; 6] = [libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS];
 const MAX_SIGNAL: usize = 65;
 
 /// The program's own disposition of each signal the emulator owns: (handler, flags).
@@ -174,6 +174,7 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
 
 extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     clear_ac();
+    syscall_dispatch::allow_in_handler();
     let state = thread::lookup(sys::gettid());
     let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
     if let (true, Some(s), Some(engine)) = (inside, state, Engine::get()) {
@@ -239,6 +240,7 @@ fn clear_ac() {
 
 extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     clear_ac();
+    syscall_dispatch::allow_in_handler();
     let state = thread::lookup(sys::gettid());
     let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
     let (enclave_fs, enclave_gs) = if let Some(s) = state.filter(|_| inside) {
@@ -268,12 +270,14 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         }
         chain(target, info, uc);
     }
-    // Returning into enclave code: its bases, which ERESUME/EENTER may just have set.
+    // Returning into enclave code: its bases, which ERESUME/EENTER may just have set, and
+    // system calls blocked (the last step: no system call may follow).
     if let Some(s) = state
         && s.in_enclave.load(Ordering::Acquire)
     {
         sys::set_gs_base(s.enclave_gs.load(Ordering::Relaxed));
         sys::set_fs_base(s.enclave_fs.load(Ordering::Relaxed));
+        syscall_dispatch::block(s.alt_stack.get());
     }
 }
 
@@ -313,6 +317,12 @@ fn dispatch(
         };
         return match sig {
             libc::SIGILL if code.starts_with(&ENCLU) => enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs),
+            // `syscall` in enclave code: #UD at the instruction (dispatch reports the address
+            // after it; the call itself did not run, RAX still holds its number).
+            libc::SIGSYS if si_code(info) == syscall_dispatch::SYS_USER_DISPATCH => {
+                frame.set_rip(rip - SYSCALL_LEN);
+                enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
+            }
             libc::SIGSEGV if frame.trapno() == 14 => {
                 // SAFETY: the kernel filled `info` for this fault.
                 let addr = unsafe { (*info).si_addr() } as u64;
@@ -326,6 +336,15 @@ fn dispatch(
         };
     }
     match sig {
+        // Dispatch was still blocking outside enclave code (a handler the emulator does not
+        // own ran first): allow, and make the call again.
+        libc::SIGSYS if si_code(info) == syscall_dispatch::SYS_USER_DISPATCH => {
+            if let Some(s) = state {
+                syscall_dispatch::allow(s.alt_stack.get());
+            }
+            frame.set_rip(rip - SYSCALL_LEN);
+            Outcome::Resume
+        }
         libc::SIGILL if cpuid::is_patched_site(rip) => emulate_cpuid(frame),
         libc::SIGSEGV if cpuid::faulting() && frame.trapno() == 13 && host_code(rip).starts_with(&CPUID) => {
             emulate_cpuid(frame)
@@ -338,6 +357,14 @@ fn dispatch(
         },
         _ => Outcome::Signal(sig),
     }
+}
+
+/// Length of `syscall` (0F 05), `sysenter` (0F 34) and `int 0x80` (CD 80).
+const SYSCALL_LEN: u64 = 2;
+
+fn si_code(info: *const siginfo_t) -> c_int {
+    // SAFETY: the kernel filled `info` for this signal.
+    unsafe { (*info).si_code }
 }
 
 /// Names the mapping `rip` lies in (debugging aid for SGXEMU_TRACE).

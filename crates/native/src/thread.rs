@@ -228,27 +228,45 @@ pub const ALT_STACK_SIZE: u64 = 256 << 10;
 pub fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
     let mut base = state.alt_stack.get();
     if base == 0 {
-        let guard = 4096;
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-        base = sys::mmap(0, ALT_STACK_SIZE + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0).ok()?;
-        let _ = sys::mprotect(base, guard, libc::PROT_NONE);
-        base += guard;
+        base = map_aligned_stack()?;
         state.alt_stack.set(base);
+        crate::syscall_dispatch::enable(base);
     }
-    let wanted = libc::stack_t { ss_sp: base as *mut libc::c_void, ss_flags: 0, ss_size: ALT_STACK_SIZE as usize };
+    // The stack proper starts above the syscall-dispatch header.
+    let size = (ALT_STACK_SIZE - crate::syscall_dispatch::HEADER) as usize;
+    let wanted =
+        libc::stack_t { ss_sp: (base + crate::syscall_dispatch::HEADER) as *mut libc::c_void, ss_flags: 0, ss_size: size };
     // SAFETY: an all-zero stack_t is valid output storage.
     let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
     // SAFETY: queries the calling thread's alternate stack into `current`.
     unsafe { libc::syscall(libc::SYS_sigaltstack, ptr::null::<libc::stack_t>(), &mut current) };
-    if current.ss_sp as u64 != base || current.ss_flags & libc::SS_DISABLE != 0 {
+    if current.ss_sp != wanted.ss_sp || current.ss_flags & libc::SS_DISABLE != 0 {
         // SAFETY: installs a stack this thread owns for as long as the thread lives.
         unsafe { libc::syscall(libc::SYS_sigaltstack, &wanted, ptr::null_mut::<libc::stack_t>()) };
     }
     Some(wanted)
 }
 
+/// A stack of ALT_STACK_SIZE aligned to its size (so a handler finds its base from RSP),
+/// with a guard page below. Returns the base.
+fn map_aligned_stack() -> Option<u64> {
+    let (size, guard) = (ALT_STACK_SIZE, 4096);
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let raw = sys::mmap(0, 2 * size, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0).ok()?;
+    let base = (raw + guard).next_multiple_of(size);
+    // Keep [base - guard, base + size); give back what is around it.
+    for (start, end) in [(raw, base - guard), (base + size, raw + 2 * size)] {
+        if end > start {
+            let _ = sys::munmap(start, end - start);
+        }
+    }
+    let _ = sys::mprotect(base - guard, guard, libc::PROT_NONE);
+    Some(base)
+}
+
 fn free_alt_stack(base: u64) {
     if base != 0 {
+        crate::syscall_dispatch::disable(base);
         let off = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
         // SAFETY: disables this (exiting) thread's alternate stack before freeing it.
         unsafe { libc::syscall(libc::SYS_sigaltstack, &off, ptr::null_mut::<libc::stack_t>()) };

@@ -62,6 +62,8 @@ pub mod op {
     pub const EACCEPT_RANGE: u64 = 13;
     /// Spin RSI iterations, keeping a running sum in registers; the sum → [RDX].
     pub const SPIN: u64 = 14;
+    /// `syscall` (getpid).
+    pub const SYSCALL: u64 = 15;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -124,6 +126,15 @@ std::arch::global_asm!(
     "je 23f",
     "cmp rdi, 14",
     "je 24f",
+    "cmp rdi, 15",
+    "je 25f",
+    "jmp 90f",
+    // SYSCALL: getpid, which an enclave may not do (#UD).
+    "25:",
+    "mov eax, 39",
+    ".globl test_enclave_syscall",
+    "test_enclave_syscall:",
+    "syscall",
     "jmp 90f",
     "60:",
     "mov [rsi], rdx",
@@ -366,6 +377,7 @@ unsafe extern "C" {
     static test_enclave_start: u8;
     static test_enclave_end: u8;
     static test_enclave_ud2: u8;
+    static test_enclave_syscall: u8;
     static test_enclave_after_int3: u8;
     static test_enclave_div: u8;
     static test_enclave_gp: u8;
@@ -386,6 +398,11 @@ pub mod at {
     pub fn ud2() -> u64 {
         // SAFETY: address of an assembly label.
         offset(unsafe { &test_enclave_ud2 })
+    }
+    /// The syscall of op::SYSCALL.
+    pub fn syscall() -> u64 {
+        // SAFETY: address of an assembly label.
+        offset(unsafe { &test_enclave_syscall })
     }
     /// The instruction after op::INT3's int3.
     pub fn after_int3() -> u64 {
