@@ -74,17 +74,35 @@ fn regs_with_bases(frame: &Frame, fsbase: u64, gsbase: u64) -> Regs {
 /// vDSO's AEP), resolving not-present #PFs on the TCS or SSA through the driver's fault
 /// handler and re-executing, as the kernel's fault path does.
 fn enclu_from_outside(engine: &Engine, st: &ThreadState, regs: &mut Regs) -> Result<(), Exception> {
+    // A page the leaf needs (TCS, SSA) may be written out, or be on its way back, many
+    // times over under EPC pressure; the kernel's fault handler retries as long as it must.
+    // Bounded here only so a model/space disagreement cannot spin forever.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut started = None;
     loop {
         let mut attempt = *regs;
-        match engine.processor.enclu(&mut st.cpus().lp, &mut attempt, &*engine.space) {
+        let result = {
+            let _translations = engine.space.translations();
+            engine.processor.enclu(&mut st.cpus().lp, &mut attempt, &*engine.space)
+        };
+        match result {
             Ok(()) => {
                 *regs = attempt;
                 return Ok(());
             }
-            Err(Exception::Pf { addr, code }) if !code.contains(PfErrorCode::SGX) => {
+            Err(Exception::Pf { addr, code })
+                if !code.contains(PfErrorCode::SGX)
+                    && started.get_or_insert_with(std::time::Instant::now).elapsed() < PATIENCE =>
+            {
                 match engine.space.fault(&mut st.cpus().kcpu, addr, access_kind(u64::from(code.bits()))) {
-                    Resolution::Retry => continue,
-                    _ => return Err(Exception::Pf { addr, code }),
+                    // `Present`: another thread mapped it meanwhile; the leaf decides again.
+                    Resolution::Retry | Resolution::Present => std::thread::yield_now(),
+                    other => {
+                        if signals::tracing() {
+                            sys::stderr_line(&format!("sgxemu:   ENCLU from outside: {other:?} at {addr:#x}\n"));
+                        }
+                        return Err(Exception::Pf { addr, code });
+                    }
                 }
             }
             Err(e) => return Err(e),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::c_int;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags};
 use sgxemu_cpu::{AccessKind, EpcIndex, EpcmObserver, PageTable, Processor, Translation};
@@ -86,12 +86,24 @@ pub struct Space {
     epc: Arc<MemfdEpc>,
     /// Number of enclave VMAs: lets munmap/mprotect of ordinary memory skip the lock.
     vma_count: AtomicUsize,
+    /// Held (shared) by an ENCLU run from outside enclave mode — EENTER, ERESUME — for
+    /// as long as the leaf uses the translations it looked up; a zap takes it exclusively
+    /// once the PTE is gone. That is the TLB shootdown: on hardware the reclaimer's IPI
+    /// waits for an instruction in flight, so EWB never frees a page an ENCLU is about to
+    /// use through a stale translation.
+    translations_in_use: RwLock<()>,
 }
 
 impl Space {
     /// An empty space over `epc`.
     pub fn new(processor: Arc<Processor>, epc: Arc<MemfdEpc>) -> Arc<Self> {
-        Arc::new(Space { inner: Mutex::new(Inner::default()), processor, epc, vma_count: AtomicUsize::new(0) })
+        Arc::new(Space {
+            inner: Mutex::new(Inner::default()),
+            processor,
+            epc,
+            vma_count: AtomicUsize::new(0),
+            translations_in_use: RwLock::new(()),
+        })
     }
 
     /// True if `[addr, addr + len)` overlaps an enclave mapping (lock-free when there are
@@ -321,6 +333,12 @@ impl Space {
         (Resolution::Retry, Some((vma.encl.clone(), vma.prot)))
     }
 
+    /// Keeps zaps waiting while an ENCLU from outside enclave mode uses its translations
+    /// (see `translations_in_use`). Drop it before running the driver's fault handler.
+    pub fn translations(&self) -> RwLockReadGuard<'_, ()> {
+        self.translations_in_use.read()
+    }
+
     /// Re-derives the host protection of the page `epc` is mapped at, if any (an EPCM
     /// entry changed).
     pub fn refresh(&self, epc: EpcIndex) {
@@ -375,6 +393,8 @@ impl AddressSpace for Space {
 
     fn zap(&self, addr: u64) {
         Self::drop_pte(&mut self.inner.lock(), page_of(addr));
+        // The shootdown: wait for every leaf that may have looked the old PTE up.
+        drop(self.translations_in_use.write());
     }
 
     fn test_and_clear_young(&self, addr: u64) -> bool {

@@ -31,7 +31,6 @@ struct Gprsgx {
 
 #[test]
 fn the_enclave_runs_and_keeps_data() {
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     e.call(0, op::WRITE, e.base + DATA, 0x1234_5678_9ABC_DEF0, 0, 0);
     assert_eq!(e.read(1, e.base + DATA), 0x1234_5678_9ABC_DEF0, "another TCS sees the same data");
@@ -59,7 +58,6 @@ fn exception_round_trip(e: &TestEnclave, operation: u64, vector: u8, rip_offset:
 
 #[test]
 fn each_exception_is_an_aex_with_the_ssa_and_the_vdso_report() {
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     // #UD, #DE, #BP report EXITINFO (valid | hardware exception | vector) whatever MISCSELECT.
     let gpr = exception_round_trip(&e, op::UD2, Vector::Ud as u8, at::ud2(), 2, 0);
@@ -81,7 +79,6 @@ fn each_exception_is_an_aex_with_the_ssa_and_the_vdso_report() {
 
 #[test]
 fn a_page_fault_the_vma_forbids_reports_the_page_address() {
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     // The last dynamic page, never touched, made PROT_NONE: a load there is an ordinary #PF
     // (not present, user read). (An unmapped hole would not stay one: the host may hand
@@ -101,7 +98,6 @@ fn a_page_fault_the_vma_forbids_reports_the_page_address() {
 
 #[test]
 fn nested_aex_fills_the_ssa_stack_and_eenter_is_refused_at_nssa() {
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     let tcs = e.tcs(1);
     // CSSA 0 → 1.
@@ -121,7 +117,6 @@ fn nested_aex_fills_the_ssa_stack_and_eenter_is_refused_at_nssa() {
 
 #[test]
 fn four_threads_eaug_and_eaccept_concurrently() {
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(8 << 20);
     let pages_each = 64;
     std::thread::scope(|s| {
@@ -145,7 +140,6 @@ fn four_threads_eaug_and_eaccept_concurrently() {
 #[test]
 fn a_working_set_of_twice_the_epc_survives_the_reclaimer_on_two_threads() {
     // 4 MiB of EPC; two threads each own 4 MiB of dynamic memory.
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(16 << 20);
     let pages_each = 1024;
     std::thread::scope(|s| {
@@ -184,7 +178,6 @@ extern "C" fn on_alarm(_: libc::c_int) {
 
 #[test]
 fn an_async_signal_during_enclave_code_is_an_aex_then_the_program_s_handler() {
-    let _serial = support::enclave::exclusive();
     let e = TestEnclave::load(1 << 20);
     ELRANGE.store(e.base, std::sync::atomic::Ordering::Relaxed);
     // The program installs a SIGALRM handler without SA_ONSTACK, as the preload's

@@ -435,14 +435,6 @@ fn text_bytes() -> Vec<u8> {
     }
 }
 
-/// Serialises the tests of one binary: they share one process-wide emulator, and two
-/// enclaves oversubscribing the same 4 MiB EPC at once have shown a rare lost-acceptance
-/// race that is still being investigated (see the README's fidelity notes).
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The emulator for this test process: a small EPC, so oversubscription is quick.
 pub fn engine() -> &'static Engine {
     static STARTED: OnceLock<()> = OnceLock::new();
