@@ -71,6 +71,13 @@ pub fn platform_config() -> PlatformConfig {
     config
 }
 
+/// Before a fork: the child must inherit no enclave page.
+extern "C" fn before_fork() {
+    if let Some(engine) = Engine::get() {
+        engine.space.exclude_from_fork();
+    }
+}
+
 /// In a fork child: the parent's enclaves are not inherited, so neither is its engine.
 extern "C" fn forget_in_child() {
     ENGINE.store(std::ptr::null_mut(), Ordering::Release);
@@ -118,9 +125,9 @@ impl Engine {
         ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
         crate::signals::install();
         static ATFORK: std::sync::Once = std::sync::Once::new();
-        // SAFETY: registers a plain extern "C" function with no arguments for fork children.
+        // SAFETY: registers plain extern "C" functions without arguments for fork parents and children.
         ATFORK.call_once(|| unsafe {
-            libc::pthread_atfork(None, None, Some(forget_in_child));
+            libc::pthread_atfork(Some(before_fork), None, Some(forget_in_child));
         });
         Ok(engine)
     }

@@ -42,6 +42,11 @@ struct Pte {
     epc: EpcIndex,
     vma_prot: Prot,
     host_prot: c_int,
+    /// Whether the EPC page is mapped at the address. A PTE whose page the host may not
+    /// touch at all (PENDING, TCS, blocked…) leaves the inaccessible placeholder there
+    /// instead: both fault alike, and the mapping is made once the EPCM allows access
+    /// (EAUG then EACCEPT costs one `mmap`, not an `mmap` and an `mprotect`).
+    mapped: bool,
     young: bool,
 }
 
@@ -141,10 +146,9 @@ impl Space {
         }
         let mut inner = self.inner.lock();
         let start = sys::mmap(addr, len, libc::PROT_NONE, flags, -1, 0)?;
-        // The kernel sets VM_DONTDUMP on enclave VMAs; a fork child gets none of the
-        // enclave (documented: an enclave belongs to the process that created it).
+        // The kernel sets VM_DONTDUMP on enclave VMAs. (A fork child gets none of the
+        // enclave: see `exclude_from_fork`.)
         let _ = sys::madvise(start, len, libc::MADV_DONTDUMP);
-        let _ = sys::madvise(start, len, libc::MADV_DONTFORK);
         Self::remove_range(&mut inner, start, start + len);
         inner.vmas.insert(start, EnclaveVma { end: start + len, prot, encl });
         self.vma_count.store(inner.vmas.len(), Ordering::Release);
@@ -244,11 +248,23 @@ impl Space {
     fn sync_host(&self, inner: &mut Inner, page: u64) -> std::io::Result<()> {
         let Some(pte) = inner.ptes.get_mut(&page) else { return Ok(()) };
         let wanted = self.host_prot(pte.epc, pte.vma_prot);
-        if wanted != pte.host_prot {
-            sys::mprotect(page, PAGE, wanted)?;
-            pte.host_prot = wanted;
+        if wanted == pte.host_prot {
+            return Ok(());
         }
+        if pte.mapped {
+            sys::mprotect(page, PAGE, wanted)?;
+        } else {
+            self.map_epc_page(page, pte.epc, wanted)?;
+            pte.mapped = true;
+        }
+        pte.host_prot = wanted;
         Ok(())
+    }
+
+    /// Maps EPC page `epc` at `page` with `prot`.
+    fn map_epc_page(&self, page: u64, epc: EpcIndex, prot: c_int) -> std::io::Result<()> {
+        let offset = u64::from(epc.0) * PAGE;
+        sys::mmap(page, PAGE, prot, libc::MAP_SHARED | libc::MAP_FIXED, self.epc.fd(), offset).map(drop)
     }
 
     fn install(&self, addr: u64, pa: u64, vma_prot: Prot) -> KResult<()> {
@@ -259,11 +275,14 @@ impl Space {
             return Err(Errno::EFAULT);
         }
         let host_prot = self.host_prot(epc, vma_prot);
-        let offset = u64::from(epc.0) * PAGE;
-        let flags = libc::MAP_SHARED | libc::MAP_FIXED;
-        sys::mmap(page, PAGE, host_prot, flags, self.epc.fd(), offset).map_err(|_| Errno::ENOMEM)?;
-        let _ = sys::madvise(page, PAGE, libc::MADV_DONTFORK);
-        if let Some(old) = inner.ptes.insert(page, Pte { epc, vma_prot, host_prot, young: true }) {
+        // Without access, the placeholder already there serves — unless an older PTE's EPC
+        // page is still mapped at the address.
+        let replaces_mapping = inner.ptes.get(&page).is_some_and(|old| old.mapped);
+        let mapped = host_prot != libc::PROT_NONE || replaces_mapping;
+        if mapped {
+            self.map_epc_page(page, epc, host_prot).map_err(|_| Errno::ENOMEM)?;
+        }
+        if let Some(old) = inner.ptes.insert(page, Pte { epc, vma_prot, host_prot, mapped, young: true }) {
             inner.by_epc.remove(&old.epc);
         }
         inner.by_epc.insert(epc, page);
@@ -287,6 +306,9 @@ impl Space {
     fn drop_pte(inner: &mut Inner, page: u64) {
         if let Some(pte) = inner.ptes.remove(&page) {
             inner.by_epc.remove(&pte.epc);
+            if !pte.mapped {
+                return;
+            }
             // Replace the page with an inaccessible placeholder: the next access faults into
             // the driver again. The host flushes TLBs of every thread before mmap returns,
             // the shootdown ETRACK's IPIs stand for.
@@ -295,7 +317,17 @@ impl Space {
                 // Never leave the old EPC page reachable: fall back to revoking access.
                 let _ = sys::mprotect(page, PAGE, libc::PROT_NONE);
             }
-            let _ = sys::madvise(page, PAGE, libc::MADV_DONTFORK);
+        }
+    }
+
+    /// Before `fork`: no enclave page may be inherited (an enclave belongs to the process
+    /// that created it). One `MADV_DONTFORK` per enclave mapping here, rather than one per
+    /// page each time a page is mapped.
+    pub fn exclude_from_fork(&self) {
+        let inner = self.inner.lock();
+        for (&start, vma) in &inner.vmas {
+            // Covers every host mapping in the range (EPC pages and placeholders alike).
+            let _ = sys::madvise(start, vma.end - start, libc::MADV_DONTFORK);
         }
     }
 
