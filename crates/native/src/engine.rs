@@ -81,6 +81,8 @@ extern "C" fn before_fork() {
 /// In a fork child: the parent's enclaves are not inherited, so neither is its engine.
 extern "C" fn forget_in_child() {
     ENGINE.store(std::ptr::null_mut(), Ordering::Release);
+    crate::alt_stack::forget_all_in_child();
+    crate::thread::forget_current_in_child();
 }
 
 impl Engine {

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alt_stack;
 pub mod config;
 pub mod context;
 pub mod cpuid;

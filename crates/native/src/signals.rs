@@ -175,7 +175,7 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
 extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     clear_ac();
     syscall_dispatch::allow_in_handler();
-    let state = thread::lookup(sys::gettid());
+    let state = thread::in_handler();
     let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
     if let (true, Some(s), Some(engine)) = (inside, state, Engine::get()) {
         let enclave_fs = sys::fs_base();
@@ -241,7 +241,7 @@ fn clear_ac() {
 extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     clear_ac();
     syscall_dispatch::allow_in_handler();
-    let state = thread::lookup(sys::gettid());
+    let state = thread::in_handler();
     let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
     let (enclave_fs, enclave_gs) = if let Some(s) = state.filter(|_| inside) {
         let bases = (sys::fs_base(), sys::gs_base());

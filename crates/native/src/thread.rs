@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use sgxemu_cpu::{LeafStats, Lp, LpId, Processor};
 use sgxemu_driver::Cpu;
 
-use crate::sys;
+use crate::{alt_stack, sys};
 
 /// One thread's emulator state. Only its own thread touches the non-atomic parts.
 #[derive(Debug)]
@@ -170,15 +170,13 @@ thread_local! {
 /// The calling thread's state, created on first use. Normal context only (allocates, and
 /// reads a thread-local cache).
 pub fn current(processor: &Processor) -> &'static ThreadState {
-    let tid = sys::gettid();
     let cached = OWNER.with(|owner| owner.0.get());
-    // SAFETY: the owner's pointer stays valid until this thread exits. A fork child
-    // inherits the parent's pointer, for another TID: it builds its own state.
-    if let Some(state) = unsafe { cached.as_ref() }
-        && state.tid == tid
-    {
+    // SAFETY: the owner's pointer stays valid until this thread exits. (A fork child's
+    // thread starts with it cleared: see `forget_current_in_child`.)
+    if let Some(state) = unsafe { cached.as_ref() } {
         return state;
     }
+    let tid = sys::gettid();
     if let Some(state) = lookup(tid) {
         return state;
     }
@@ -207,6 +205,12 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
     unsafe { &*state }
 }
 
+/// In a fork child: the forking thread's cached state is its parent thread's; forget it
+/// (the child's thread builds its own).
+pub fn forget_current_in_child() {
+    OWNER.with(|owner| owner.0.set(ptr::null_mut()));
+}
+
 /// Every registered thread state (for statistics at exit).
 pub fn all() -> Vec<&'static ThreadState> {
     TABLE
@@ -217,10 +221,6 @@ pub fn all() -> Vec<&'static ThreadState> {
         .collect()
 }
 
-/// Size of the emulator's alternate signal stack (far above the 2944-byte AVX-512 frame
-/// plus what the handlers use).
-pub const ALT_STACK_SIZE: u64 = 256 << 10;
-
 /// Makes sure the calling thread runs its signal handlers on the emulator's own alternate
 /// stack (enclave stacks are tiny and hold live data in the red zone). Returns the
 /// `stack_t` now installed, for handlers that must also write it into `uc_stack` (the
@@ -228,14 +228,11 @@ pub const ALT_STACK_SIZE: u64 = 256 << 10;
 pub fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
     let mut base = state.alt_stack.get();
     if base == 0 {
-        base = map_aligned_stack()?;
+        base = alt_stack::create(state)?;
         state.alt_stack.set(base);
         crate::syscall_dispatch::enable(base);
     }
-    // The stack proper starts above the syscall-dispatch header.
-    let size = (ALT_STACK_SIZE - crate::syscall_dispatch::HEADER) as usize;
-    let wanted =
-        libc::stack_t { ss_sp: (base + crate::syscall_dispatch::HEADER) as *mut libc::c_void, ss_flags: 0, ss_size: size };
+    let wanted = alt_stack::stack_t(base);
     // SAFETY: an all-zero stack_t is valid output storage.
     let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
     // SAFETY: queries the calling thread's alternate stack into `current`.
@@ -247,29 +244,18 @@ pub fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
     Some(wanted)
 }
 
-/// A stack of ALT_STACK_SIZE aligned to its size (so a handler finds its base from RSP),
-/// with a guard page below. Returns the base.
-fn map_aligned_stack() -> Option<u64> {
-    let (size, guard) = (ALT_STACK_SIZE, 4096);
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    let raw = sys::mmap(0, 2 * size, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0).ok()?;
-    let base = (raw + guard).next_multiple_of(size);
-    // Keep [base - guard, base + size); give back what is around it.
-    for (start, end) in [(raw, base - guard), (base + size, raw + 2 * size)] {
-        if end > start {
-            let _ = sys::munmap(start, end - start);
-        }
-    }
-    let _ = sys::mprotect(base - guard, guard, libc::PROT_NONE);
-    Some(base)
-}
-
 fn free_alt_stack(base: u64) {
     if base != 0 {
-        crate::syscall_dispatch::disable(base);
-        let off = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
-        // SAFETY: disables this (exiting) thread's alternate stack before freeing it.
-        unsafe { libc::syscall(libc::SYS_sigaltstack, &off, ptr::null_mut::<libc::stack_t>()) };
-        let _ = sys::munmap(base - 4096, ALT_STACK_SIZE + 4096);
+        crate::syscall_dispatch::disable();
+        alt_stack::free(base);
+    }
+}
+
+/// The state of the thread a signal handler runs on: from the header of its alternate
+/// stack (no system call: the thread may have them blocked), else by TID.
+pub fn in_handler() -> Option<&'static ThreadState> {
+    match alt_stack::current_header().and_then(|h| h.state()) {
+        Some(state) => Some(state),
+        None => lookup(sys::gettid()),
     }
 }

@@ -12,7 +12,6 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the enclave")]
 
-use std::sync::OnceLock;
 
 use sgxemu_arch::{Attributes, AttributesFlags, PAGE_SIZE, PageType, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs};
 use sgxemu_crypto::MeasurementState;
@@ -435,14 +434,16 @@ fn text_bytes() -> Vec<u8> {
     }
 }
 
-/// The emulator for this test process: a small EPC, so oversubscription is quick.
+/// The emulator for this test process: a small EPC, so oversubscription is quick (unless
+/// [`start_engine`] chose another size first).
 pub fn engine() -> &'static Engine {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        // SAFETY: called once, before the engine starts any thread of its own.
-        unsafe { std::env::set_var("SGXEMU_EPC", "4M") };
-    });
-    Engine::start().expect("the emulated platform starts")
+    start_engine(4 << 20)
+}
+
+/// Starts the emulator with an EPC of `epc_size` bytes, if it does not run yet.
+pub fn start_engine(epc_size: u64) -> &'static Engine {
+    let config = sgxemu_native::PlatformConfig { epc_size, ..Default::default() };
+    Engine::start_with(config).expect("the emulated platform starts")
 }
 
 #[repr(C, align(4096))]
