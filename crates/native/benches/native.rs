@@ -33,7 +33,10 @@ extern "C" fn open_page(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
 }
 
 /// Installs `handler` for `sig`; returns the disposition it replaced.
-fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) -> libc::sigaction {
+fn install(
+    sig: libc::c_int,
+    handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+) -> libc::sigaction {
     // SAFETY: a fully initialised sigaction with an SA_SIGINFO handler; `old` is output.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();

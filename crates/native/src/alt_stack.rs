@@ -57,7 +57,9 @@ fn register(base: u64) -> bool {
     let start = slot_of(base);
     (0..STACKS.len()).any(|i| {
         let slot = &STACKS[(start + i) % STACKS.len()];
-        [0, TOMBSTONE].into_iter().any(|free| slot.compare_exchange(free, base, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        [0, TOMBSTONE]
+            .into_iter()
+            .any(|free| slot.compare_exchange(free, base, Ordering::AcqRel, Ordering::Acquire).is_ok())
     })
 }
 

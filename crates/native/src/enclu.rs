@@ -117,7 +117,7 @@ fn entered(st: &ThreadState, frame: &mut Frame, regs: &Regs) {
     st.enclave_gs.store(regs.gsbase, Ordering::Relaxed);
     st.host_mask.set(frame.sigmask());
     frame.set_sigmask(signals::enclave_mask(&frame.sigmask()));
-    if let Some(stack) = thread::ensure_alt_stack(st) {
+    if let Some(stack) = thread::alt_stack(st) {
         frame.set_altstack(stack);
     }
     st.in_enclave.store(true, Ordering::Release);
@@ -373,9 +373,7 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         return;
     };
     let st = thread::current(&engine.processor);
-    if !st.alt_stack_checked.get() {
-        st.alt_stack_checked.set(thread::ensure_alt_stack(st).is_some());
-    }
+    thread::alt_stack(st);
     let host_fs = sys::fs_base();
     let host_gs = sys::gs_base();
     let mut regs = Regs {

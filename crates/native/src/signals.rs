@@ -18,7 +18,8 @@ use crate::engine::Engine;
 use crate::{cpuid, platform, sys, syscall_dispatch, thread};
 
 /// Signals the emulator handles itself (besides the IPI signal).
-const FAULT_SIGNALS: [c_int; 6] = [libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS];
+const FAULT_SIGNALS: [c_int; 6] =
+    [libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS];
 const MAX_SIGNAL: usize = 65;
 
 /// The program's own disposition of each signal the emulator owns: (handler, flags).
@@ -95,17 +96,18 @@ fn waiting_in_enclave() -> libc::sigset_t {
 
 /// `mask` plus [`waiting_in_enclave`].
 pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
-    let extra = waiting_in_enclave();
-    let mut out = *mask;
-    for sig in 1..MAX_SIGNAL as c_int {
-        // SAFETY: both sets are initialised; `sig` is a valid signal number.
-        unsafe {
-            if libc::sigismember(&extra, sig) == 1 {
-                libc::sigaddset(&mut out, sig);
-            }
-        }
-    }
-    out
+    type Words = [u64; size_of::<libc::sigset_t>() / 8];
+    // SAFETY: a Linux sigset_t is a plain array of signal bits (glibc's 1024-bit `__val`);
+    // any bit pattern is a valid set either way.
+    let (mask, extra) = unsafe {
+        (
+            std::mem::transmute::<libc::sigset_t, Words>(*mask),
+            std::mem::transmute::<libc::sigset_t, Words>(waiting_in_enclave()),
+        )
+    };
+    let union: Words = std::array::from_fn(|i| mask[i] | extra[i]);
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<Words, libc::sigset_t>(union) }
 }
 
 /// Blocks [`waiting_in_enclave`] for the calling thread; returns the previous mask.

@@ -81,15 +81,7 @@ pub fn read_memory_of(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
     let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: buf.len() };
     // SAFETY: the kernel validates the remote range; the local iovec covers `buf` exactly.
     let n = check(unsafe {
-        libc::syscall(
-            libc::SYS_process_vm_readv,
-            pid as c_long,
-            &local,
-            1 as c_long,
-            &remote,
-            1 as c_long,
-            0 as c_long,
-        )
+        libc::syscall(libc::SYS_process_vm_readv, pid as c_long, &local, 1 as c_long, &remote, 1 as c_long, 0 as c_long)
     })?;
     if n as usize == buf.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EFAULT)) }
 }

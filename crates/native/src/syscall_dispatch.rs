@@ -65,9 +65,8 @@ pub fn enable(base: u64) {
     let (Some(restorer), Some(header)) = (restorer(), alt_stack::header(base)) else { return };
     header.selector.store(ALLOW, Ordering::Relaxed);
     // SAFETY: the selector stays mapped until `disable` (the thread's exit path).
-    let ret = unsafe {
-        libc::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, restorer, 16 as libc::c_ulong, base)
-    };
+    let ret =
+        unsafe { libc::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, restorer, 16 as libc::c_ulong, base) };
     if ret == 0 {
         ACTIVE.store(true, Ordering::Release);
     }

@@ -225,7 +225,7 @@ pub fn all() -> Vec<&'static ThreadState> {
 /// stack (enclave stacks are tiny and hold live data in the red zone). Returns the
 /// `stack_t` now installed, for handlers that must also write it into `uc_stack` (the
 /// kernel reinstalls `uc_stack` at sigreturn).
-pub fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
+fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
     let mut base = state.alt_stack.get();
     if base == 0 {
         base = alt_stack::create(state)?;
@@ -242,6 +242,19 @@ pub fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
         unsafe { libc::syscall(libc::SYS_sigaltstack, &wanted, ptr::null_mut::<libc::stack_t>()) };
     }
     Some(wanted)
+}
+
+/// [`ensure_alt_stack`], asking the kernel only the first time for each thread (the
+/// program cannot replace the stack afterwards: `sigaltstack` is not interposed, and the
+/// emulator's handlers write it back into every `uc_stack` they return through).
+pub fn alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
+    let base = state.alt_stack.get();
+    if state.alt_stack_checked.get() && base != 0 {
+        return Some(alt_stack::stack_t(base));
+    }
+    let stack = ensure_alt_stack(state);
+    state.alt_stack_checked.set(stack.is_some());
+    stack
 }
 
 fn free_alt_stack(base: u64) {

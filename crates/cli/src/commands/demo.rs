@@ -276,10 +276,13 @@ impl<'d> Demo<'d> {
         self.attest(t)?;
         let started = Instant::now();
         drop(self);
-        let text = match sgxemu_native::Engine::get().filter(|_| device.kind() == sgxemu_enclave::DeviceKind::Emulated) {
+        let text = match sgxemu_native::Engine::get().filter(|_| device.kind() == sgxemu_enclave::DeviceKind::Emulated)
+        {
             Some(engine) => {
                 let (free, total) = (engine.sgx.free_pages(), engine.processor.config().epc_pages());
-                check("teardown", free as u64 == total, || format!("{} of {total} EPC pages still in use", total - free as u64))?;
+                check("teardown", free as u64 == total, || {
+                    format!("{} of {total} EPC pages still in use", total - free as u64)
+                })?;
                 format!("enclaves closed: all {total} EPC pages free again")
             }
             None => "enclaves closed".to_owned(),

@@ -12,7 +12,6 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the enclave")]
 
-
 use sgxemu_arch::{Attributes, AttributesFlags, PAGE_SIZE, PageType, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs};
 use sgxemu_crypto::MeasurementState;
 use sgxemu_native::{Engine, enclu, vdso};
