@@ -1,9 +1,6 @@
 //! The EPC page allocator and the reclaimer's active list (the kernel's `main.c`):
 //! free pages, pages reclaimable in LRU order, and who owns each.
 
-use std::collections::BTreeMap;
-
-use rustc_hash::FxHashMap;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,14 +24,110 @@ pub(crate) struct Owner {
     pub(crate) addr: Option<u64>,
 }
 
-/// The active (reclaimable) list in LRU order, with the "tracked" flag of each page.
-#[derive(Debug, Default)]
+/// Where a page stands with the reclaimer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Tracking {
+    /// Not reclaimable (free, pinned, or not yet marked).
+    #[default]
+    Untracked,
+    /// On the active list.
+    Linked,
+    /// Taken off the list by the reclaimer ("isolated"), still tracked.
+    Isolated,
+}
+
+/// No page: the end of the list.
+const NIL: u32 = u32::MAX;
+
+/// One page's place in the active list.
+#[derive(Debug)]
+struct Slot {
+    prev: u32,
+    next: u32,
+    tracking: Tracking,
+    owner: Option<Owner>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot { prev: NIL, next: NIL, tracking: Tracking::Untracked, owner: None }
+    }
+}
+
+/// The active (reclaimable) list in LRU order: a doubly linked list threaded through a
+/// table indexed by EPC page, so marking, unmarking and isolating are O(1) with no hashing
+/// (the SGX2 ioctls do one or two of them per page). The table grows to the highest page
+/// ever tracked — pages are handed out from the lowest indices — not to the EPC's size.
+#[derive(Debug)]
 struct ActiveList {
-    /// Sequence number → page; the smallest key is the head (oldest).
-    order: BTreeMap<u64, EpcIndex>,
-    /// Tracked pages: `Some(seq)` while linked, `None` while the reclaimer holds it.
-    tracked: FxHashMap<EpcIndex, (Option<u64>, Owner)>,
-    next_seq: u64,
+    slots: Vec<Slot>,
+    head: u32,
+    tail: u32,
+    /// Pages on the list.
+    linked: usize,
+    /// Pages on the list or isolated.
+    tracked: usize,
+}
+
+impl Default for ActiveList {
+    fn default() -> Self {
+        ActiveList { slots: Vec::new(), head: NIL, tail: NIL, linked: 0, tracked: 0 }
+    }
+}
+
+impl ActiveList {
+    fn slot(&mut self, page: EpcIndex) -> &mut Slot {
+        let index = page.as_usize();
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        &mut self.slots[index]
+    }
+
+    fn tracking(&self, page: EpcIndex) -> Tracking {
+        self.slots.get(page.as_usize()).map_or(Tracking::Untracked, |s| s.tracking)
+    }
+
+    /// Appends a page that is not on the list at the tail.
+    fn link_tail(&mut self, page: EpcIndex) {
+        let tail = self.tail;
+        let slot = self.slot(page);
+        (slot.prev, slot.next, slot.tracking) = (tail, NIL, Tracking::Linked);
+        match tail {
+            NIL => self.head = page.0,
+            t => self.slots[t as usize].next = page.0,
+        }
+        self.tail = page.0;
+        self.linked += 1;
+    }
+
+    /// Takes a linked page off the list (it stays tracked).
+    fn unlink(&mut self, page: EpcIndex) {
+        let slot = &mut self.slots[page.as_usize()];
+        let (prev, next) = (slot.prev, slot.next);
+        (slot.prev, slot.next, slot.tracking) = (NIL, NIL, Tracking::Isolated);
+        match prev {
+            NIL => self.head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+        self.linked -= 1;
+    }
+
+    /// Stops tracking a page (on the list or isolated).
+    fn forget(&mut self, page: EpcIndex) {
+        match self.tracking(page) {
+            Tracking::Untracked => return,
+            Tracking::Linked => self.unlink(page),
+            Tracking::Isolated => {}
+        }
+        let slot = &mut self.slots[page.as_usize()];
+        (slot.tracking, slot.owner) = (Tracking::Untracked, None);
+        self.tracked -= 1;
+    }
 }
 
 /// Outcome of taking a page off the active list for the reclaimer.
@@ -83,13 +176,13 @@ impl EpcPool {
 
     /// True if some page could be reclaimed.
     pub(crate) fn has_reclaimable(&self) -> bool {
-        !self.active.lock().order.is_empty()
+        self.active.lock().linked > 0
     }
 
     /// True while the reclaimer holds isolated pages (they come free or go back soon).
     pub(crate) fn reclaim_in_flight(&self) -> bool {
         let active = self.active.lock();
-        active.tracked.len() > active.order.len()
+        active.tracked > active.linked
     }
 
     /// Below the low watermark with something reclaimable (`sgx_should_reclaim(LOW)`).
@@ -100,21 +193,22 @@ impl EpcPool {
     /// `sgx_mark_page_reclaimable`: appends the page at the tail of the active list.
     pub(crate) fn mark_reclaimable(&self, page: EpcIndex, owner: Owner) {
         let mut active = self.active.lock();
-        let seq = active.next_seq;
-        active.next_seq += 1;
-        active.order.insert(seq, page);
-        active.tracked.insert(page, (Some(seq), owner));
+        match active.tracking(page) {
+            Tracking::Untracked => active.tracked += 1,
+            Tracking::Linked => active.unlink(page),
+            Tracking::Isolated => {}
+        }
+        active.link_tail(page);
+        active.slot(page).owner = Some(owner);
     }
 
     /// `sgx_unmark_page_reclaimable`: EBUSY (as `Err(())`) if the reclaimer holds the page.
     pub(crate) fn unmark_reclaimable(&self, page: EpcIndex) -> Result<(), ()> {
         let mut active = self.active.lock();
-        match active.tracked.get(&page) {
-            None => Ok(()),
-            Some((None, _)) => Err(()),
-            Some(&(Some(seq), _)) => {
-                active.order.remove(&seq);
-                active.tracked.remove(&page);
+        match active.tracking(page) {
+            Tracking::Isolated => Err(()),
+            _ => {
+                active.forget(page);
                 Ok(())
             }
         }
@@ -125,11 +219,13 @@ impl EpcPool {
     pub(crate) fn isolate(&self, n: usize) -> Vec<Isolated> {
         let mut active = self.active.lock();
         let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let Some((_, page)) = active.order.pop_first() else { break };
-            if let Some(entry) = active.tracked.get_mut(&page) {
-                entry.0 = None;
-                out.push(Isolated { page, owner: entry.1.clone() });
+        while out.len() < n && active.head != NIL {
+            let page = EpcIndex(active.head);
+            active.unlink(page);
+            match active.slots[page.as_usize()].owner.clone() {
+                Some(owner) => out.push(Isolated { page, owner }),
+                // Every marked page has an owner; never strand one that had none.
+                None => active.forget(page),
             }
         }
         out
@@ -138,22 +234,19 @@ impl EpcPool {
     /// Puts an isolated page back at the tail (young, or could not be written out).
     pub(crate) fn putback(&self, page: EpcIndex) {
         let mut active = self.active.lock();
-        let seq = active.next_seq;
-        active.next_seq += 1;
-        if let Some(entry) = active.tracked.get_mut(&page) {
-            entry.0 = Some(seq);
-            active.order.insert(seq, page);
+        if active.tracking(page) == Tracking::Isolated {
+            active.link_tail(page);
         }
     }
 
     /// Forgets an isolated page (written out, or its enclave is gone).
     pub(crate) fn untrack(&self, page: EpcIndex) {
-        self.active.lock().tracked.remove(&page);
+        self.active.lock().forget(page);
     }
 
     /// Whether `page` is tracked (on the list or held by the reclaimer).
     pub(crate) fn is_tracked(&self, page: EpcIndex) -> bool {
-        self.active.lock().tracked.contains_key(&page)
+        self.active.lock().tracking(page) != Tracking::Untracked
     }
 }
 
@@ -192,5 +285,27 @@ mod tests {
         assert_eq!(next.iter().map(|i| i.page).collect::<Vec<_>>(), vec![EpcIndex(3), EpcIndex(0)]);
         assert_eq!(pool.unmark_reclaimable(EpcIndex(3)), Err(()), "isolated again");
         assert!(!pool.is_tracked(EpcIndex(1)));
+    }
+
+    #[test]
+    fn marking_again_moves_to_the_tail_and_counts_stay_exact() {
+        let pool = EpcPool::new(8);
+        for i in [5, 1, 7] {
+            pool.mark_reclaimable(EpcIndex(i), owner());
+        }
+        pool.mark_reclaimable(EpcIndex(5), owner());
+        assert!(pool.has_reclaimable() && !pool.reclaim_in_flight());
+        let all = pool.isolate(8);
+        assert_eq!(all.iter().map(|i| i.page.0).collect::<Vec<_>>(), vec![1, 7, 5]);
+        assert!(pool.reclaim_in_flight() && !pool.has_reclaimable());
+        pool.untrack(EpcIndex(1));
+        pool.putback(EpcIndex(7));
+        pool.putback(EpcIndex(1)); // no longer tracked: stays off the list
+        pool.mark_reclaimable(EpcIndex(5), owner()); // isolated → linked again
+        assert_eq!(pool.isolate(8).iter().map(|i| i.page.0).collect::<Vec<_>>(), vec![7, 5]);
+        pool.untrack(EpcIndex(7));
+        pool.untrack(EpcIndex(5));
+        assert!(!pool.reclaim_in_flight() && !pool.has_reclaimable());
+        assert!(!(0..8).any(|i| pool.is_tracked(EpcIndex(i))));
     }
 }
