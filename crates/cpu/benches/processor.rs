@@ -77,30 +77,8 @@ fn measurement(runs: usize, quick: bool) -> Row {
             .map(|i| h.eadd(secs, 0x10_0000_0000 + i as u64 * 4096, flags, &[i as u8; PAGE_SIZE]).unwrap())
             .collect();
         stream_bytes = pages * 16 * (64 + 256);
-        if std::env::var_os("MICRO").is_some() {
-            let n = 100_000;
-            let t = timed(|| {
-                for _ in 0..n {
-                    h.eextend_page(secs, epc[0]).unwrap();
-                }
-            });
-            let mut hh = [0u32; 8];
-            let buf = [[1u8; 64]; 5];
-            let t2 = timed(|| {
-                for _ in 0..n * 16 {
-                    sha2::block_api::compress256(&mut hh, black_box(&buf));
-                }
-            });
-            eprintln!(
-                "eextend {:.1} ns, compress5 {:.1} ns",
-                t.as_nanos() as f64 / (n * 16) as f64,
-                t2.as_nanos() as f64 / (n * 16) as f64
-            );
-        }
-        let hot = std::env::var_os("HOT").is_some();
         timed(|| {
             for &page in &epc {
-                let page = if hot { epc[0] } else { page };
                 h.eextend_page(secs, page).unwrap();
             }
         })
@@ -121,19 +99,6 @@ fn measurement(runs: usize, quick: bool) -> Row {
             black_box(Sha256::digest(black_box(&stream)));
         })
     });
-    let small = best_of(runs, || {
-        timed(|| {
-            let mut h = [0u32; 8];
-            let (blocks, _) = stream.as_chunks::<64>();
-            for five in blocks.chunks(5) {
-                let mut buf = [[0u8; 64]; 5];
-                buf.copy_from_slice(five);
-                sha2::block_api::compress256(&mut h, black_box(&buf));
-            }
-            black_box(h);
-        })
-    });
-    eprintln!("small-call floor {:.0} MB/s", mb_per_s(stream_bytes, small));
     Row {
         name: "measurement (EEXTEND) throughput",
         ours: format!("{:.0} MB/s of records", mb_per_s(stream_bytes, ours)),
