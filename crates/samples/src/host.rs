@@ -11,7 +11,7 @@ use sgxemu_enclave::{
     Accept, Device, Enclave, EnclaveException, EnclaveImage, EnterError, LoadError, LoadProgress, Next, Registers,
     SigstructFields,
 };
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::{Call, op};
 
@@ -167,9 +167,4 @@ impl Accept for SampleAcceptor {
             [done, status, ..] => Err(format!("EACCEPT returned SGX error {status} after {done} of {pages} pages")),
         }
     }
-}
-
-/// Reads a REPORT from bytes (for tests that tamper with one).
-pub fn report_from_bytes(bytes: &[u8]) -> Option<Report> {
-    Report::read_from_bytes(bytes).ok()
 }
