@@ -233,7 +233,12 @@ impl Processor {
         let within_page = (chunk % PAGE_SIZE as u64) as usize;
         let offset = linaddr - enclave.params.baseaddr + within_page as u64;
         let mut blocks = [[0u8; MEAS_RECORD_SIZE]; 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE];
-        blocks[0] = sgxemu_crypto::eextend_record(offset);
+        // The header's 16 meaningful bytes in one store, written in place: the compression
+        // function reads the block back 16 bytes at a time, and a record built elsewhere and
+        // copied in stalls store-to-load forwarding (that stall was half of this leaf's own
+        // time).
+        let header = u128::from(sgxemu_arch::MEAS_EEXTEND) | u128::from(offset) << 64;
+        blocks[0][..16].copy_from_slice(&header.to_le_bytes());
         self.epc.read(index, within_page, blocks[1..].as_flattened_mut());
         measurement.absorb(&blocks);
         Ok(())
