@@ -167,12 +167,16 @@ impl Enclave {
         check_image(image)?;
         let file = device.open().map_err(device_step("open /dev/sgx_enclave"))?;
         let (reservation, base) = Reservation::aligned(image.size)?;
-        create(&file, image, base)?;
-        add_pages(&file, image, progress)?;
-        init(&file, sigstruct)?;
-        map_pages(&file, image, base)?;
-        let tcs = image.tcs.iter().map(|offset| base + offset).collect();
-        Ok(Enclave { reservation, file, base, size: image.size, tcs, mrenclave: sigstruct.enclavehash })
+        // Built first, so that a failure below still unmaps whatever was mapped (through the
+        // device: the emulator must see it) before the file closes.
+        let mut enclave =
+            Enclave { reservation, file, base, size: image.size, tcs: Vec::new(), mrenclave: sigstruct.enclavehash };
+        create(&enclave.file, image, base)?;
+        add_pages(&enclave.file, image, progress)?;
+        init(&enclave.file, sigstruct)?;
+        map_pages(&enclave.file, image, base)?;
+        enclave.tcs = image.tcs.iter().map(|offset| base + offset).collect();
+        Ok(enclave)
     }
 
     /// The ELRANGE base address.
