@@ -208,11 +208,13 @@ impl EnclaveFile {
         &self.device
     }
 
-    /// `ioctl(fd, request, arg)` with an SGX argument structure.
+    /// `ioctl(fd, request, arg)` with an SGX argument structure. Crate-private: the kernel
+    /// writes back as many bytes as `request` encodes, so `T` must be that request's
+    /// structure — which this crate's callers guarantee and a safe public API could not.
     ///
     /// # Errors
     /// The driver's errno.
-    pub fn ioctl<T: zerocopy::IntoBytes>(&self, request: u32, arg: &mut T) -> Result<(), Errno> {
+    pub(crate) fn ioctl<T: zerocopy::IntoBytes>(&self, request: u32, arg: &mut T) -> Result<(), Errno> {
         let arg = (arg as *mut T).cast::<libc::c_void>();
         match self.device.kind {
             // SAFETY: `arg` is a live, exclusively borrowed uapi structure of the size the
@@ -225,11 +227,12 @@ impl EnclaveFile {
     }
 
     /// `mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0)`: maps enclave pages at their
-    /// ELRANGE address.
+    /// ELRANGE address. Crate-private, like the two below: given any address they would
+    /// replace memory Rust code owns.
     ///
     /// # Errors
     /// The driver's errno (e.g. `EACCES` when `prot` exceeds a page's maximum).
-    pub fn map(&self, addr: u64, len: u64, prot: c_int) -> Result<(), Errno> {
+    pub(crate) fn map(&self, addr: u64, len: u64, prot: c_int) -> Result<(), Errno> {
         let flags = libc::MAP_SHARED | libc::MAP_FIXED;
         match self.device.kind {
             DeviceKind::Kernel => {
@@ -247,7 +250,7 @@ impl EnclaveFile {
     ///
     /// # Errors
     /// The driver's errno.
-    pub fn protect(&self, addr: u64, len: u64, prot: c_int) -> Result<(), Errno> {
+    pub(crate) fn protect(&self, addr: u64, len: u64, prot: c_int) -> Result<(), Errno> {
         match self.device.kind {
             // SAFETY: changes protections of this enclave's own mapping only.
             DeviceKind::Kernel => check(unsafe { libc::mprotect(addr as *mut libc::c_void, len as usize, prot) }),
@@ -260,7 +263,7 @@ impl EnclaveFile {
     ///
     /// # Errors
     /// The errno of `munmap`.
-    pub fn unmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
+    pub(crate) fn unmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
         match self.device.kind {
             // SAFETY: unmaps this enclave's own mapping; no Rust object lives there.
             DeviceKind::Kernel => check(unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) }),

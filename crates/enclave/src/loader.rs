@@ -219,6 +219,21 @@ impl Enclave {
         self.file.device()
     }
 
+    /// `mprotect` of the enclave pages at `range` (enclave offsets): the page-table half of
+    /// permissions, which the driver bounds by each page's maximum (e.g. `PROT_EXEC` after
+    /// the enclave extended a page to X with EMODPE, or read-only to catch stray writes).
+    ///
+    /// # Errors
+    /// `EINVAL` for a range outside ELRANGE or not page aligned; the driver's errno
+    /// (`EACCES` above a page's maximum).
+    pub fn protect(&self, range: std::ops::Range<u64>, prot: c_int) -> Result<(), Errno> {
+        let len = range.end.saturating_sub(range.start);
+        if !self.check_range(range.start, len) {
+            return Err(Errno(libc::EINVAL));
+        }
+        self.file.protect(self.base + range.start, len, prot)
+    }
+
     /// Whether `[offset, offset + len)` is a non-empty page-aligned range inside ELRANGE.
     pub(crate) fn check_range(&self, offset: u64, len: u64) -> bool {
         let page = PAGE_SIZE as u64;

@@ -215,3 +215,19 @@ fn an_sgxs_image_loads_like_its_elf() {
     enclave.enter(tcs, Registers { rdi: &raw mut call as u64, ..Registers::default() }).unwrap();
     assert_eq!(call.ret[..2], [PING_MAGIC, tcs]);
 }
+
+#[test]
+fn page_table_permissions_come_through_enclave_protect() {
+    let (_guard, device, key) = setup();
+    let e = load(&device, key);
+    let other = e.enclave.tcs()[1];
+    // The page-table half of permissions: a read-only mapping makes a write an ordinary
+    // #PF (no EPCM bit), and the enclave's own data is untouched.
+    let data = e.image.dynamic_start - 2 * PAGE;
+    e.enclave.protect(data..data + PAGE, libc::PROT_READ).unwrap();
+    match e.call(other, op::WRITE, [e.addr(data), 7, 0, 0, 0, 0]) {
+        Err(EnterError::Exception(x)) => assert!(x.vector == 14 && !x.is_epcm_fault() && x.error_code & 2 != 0, "{x}"),
+        other => panic!("expected a write fault, got {other:?}"),
+    }
+    assert_eq!(e.enclave.protect(data..data + 3, libc::PROT_READ), Err(sgxemu_enclave::Errno(libc::EINVAL)));
+}
