@@ -105,29 +105,32 @@ impl Enclave {
         range: Range<u64>,
         mut issue: impl FnMut(u64, u64) -> (Result<(), Errno>, u64, u64),
     ) -> Result<(), EdmmError> {
-        let length = range.end - range.start;
+        // An empty or inverted range goes to the driver as length 0, which refuses it.
+        let length = range.end.saturating_sub(range.start);
         let mut done = 0;
         let mut last_progress = Instant::now();
-        while done < length {
+        loop {
             let (result, count, sgx_result) = issue(range.start + done, length - done);
             done += count;
             if count > 0 {
                 last_progress = Instant::now();
             }
-            match result {
-                Ok(()) => {}
+            let errno = match result {
+                Ok(()) if done >= length => return Ok(()),
+                // Success short of the end is not in the uapi; never spin on it.
+                Ok(()) if count > 0 => continue,
+                Ok(()) => Errno(libc::EIO),
                 Err(Errno(libc::EAGAIN | libc::EBUSY | libc::EINTR))
                     if last_progress.elapsed() < RETRY_WITHOUT_PROGRESS =>
                 {
                     std::thread::yield_now();
+                    continue;
                 }
-                Err(errno) => {
-                    let sgx_result = (sgx_result != 0).then_some(sgx_result);
-                    return Err(EdmmError { op, offset: range.start, length, done, errno, sgx_result });
-                }
-            }
+                Err(errno) => errno,
+            };
+            let sgx_result = (sgx_result != 0).then_some(sgx_result);
+            return Err(EdmmError { op, offset: range.start, length, done, errno, sgx_result });
         }
-        Ok(())
     }
 
     /// SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS over `range` (enclave offsets): EMODPR of each

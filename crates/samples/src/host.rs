@@ -156,12 +156,14 @@ pub struct SampleAcceptor {
 
 impl Accept for SampleAcceptor {
     fn accept(&mut self, enclave: &Enclave, range: Range<u64>, flags: SecinfoFlags) -> Result<(), String> {
-        let mut call =
-            Call::new(op::ACCEPT, [enclave.base() + range.start, range.end - range.start, flags.bits(), 0, 0, 0]);
+        let mut call = Call::new(
+            op::ACCEPT,
+            [enclave.base() + range.start, range.end.saturating_sub(range.start), flags.bits(), 0, 0, 0],
+        );
         enclave
             .enter(self.tcs, Registers { rdi: &raw mut call as u64, ..Registers::default() })
             .map_err(|e| e.to_string())?;
-        let pages = (range.end - range.start) / PAGE_SIZE as u64;
+        let pages = range.end.saturating_sub(range.start) / PAGE_SIZE as u64;
         match call.ret {
             [done, 0, ..] if done == pages => Ok(()),
             [done, status, ..] => Err(format!("EACCEPT returned SGX error {status} after {done} of {pages} pages")),

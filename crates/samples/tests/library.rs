@@ -131,6 +131,14 @@ fn edmm_ioctls_report_typed_errors_with_progress() {
         err.errno == sgxemu_enclave::Errno(libc::EFAULT) || err.errno == sgxemu_enclave::Errno(libc::EINVAL),
         "{err}"
     );
+    // An empty or inverted range is the driver's EINVAL, not a panic.
+    #[allow(clippy::reversed_empty_ranges, reason = "the point of the test")]
+    let inverted = 2 * PAGE..PAGE;
+    assert_eq!(e.enclave.remove_pages(inverted).unwrap_err().errno, sgxemu_enclave::Errno(libc::EINVAL));
+    assert_eq!(
+        e.enclave.modify_types(PAGE..PAGE, PageType::Trim).unwrap_err().errno,
+        sgxemu_enclave::Errno(libc::EINVAL)
+    );
     // Ranges outside ELRANGE or unaligned never reach the driver.
     let size = e.enclave.size();
     let mut accept = e.acceptor(tcs);
