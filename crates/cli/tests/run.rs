@@ -20,14 +20,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Compiles one of `tests/programs/*.c` with gcc into a per-test directory.
+/// Compiles one of `tests/programs/*.c` with gcc into a directory of its own.
 fn build(program: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(format!("{program}.c"));
-    let dir = std::env::temp_dir().join(format!("sgxemu-run-tests-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sgxemu-run-tests-{}-{program}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let exe = dir.join(program);
     let status = Command::new("gcc").arg("-O1").arg("-o").arg(&exe).arg(&src).status().expect("gcc runs");
     assert!(status.success(), "gcc {src:?}");
+    // Executable for certain, whatever the linker and umask left (a CI run once could not
+    // exec a freshly linked program: EACCES).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     exe
 }
 
