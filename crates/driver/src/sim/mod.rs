@@ -4,6 +4,7 @@
 //! driver's fault handler in the loop; IPIs, a backing store and the reclaimer thread. No
 //! signals and no host mappings: everything is ordinary data.
 
+mod page_table;
 mod platform;
 mod process;
 mod sgx2;

@@ -18,6 +18,8 @@ use crate::fault::FaultResult;
 use crate::os::{AddressSpace, MmId, Prot, SourceVma, Task, Vma};
 use crate::sgx::Sgx;
 
+use super::page_table::PageTableMap;
+
 const PAGE: u64 = PAGE_SIZE as u64;
 
 fn page_of(addr: u64) -> u64 {
@@ -100,7 +102,7 @@ pub struct Process {
     /// The mmap lock: VMAs and the fd table.
     mm: RwLock<MmState>,
     /// The page-table lock.
-    ptes: Mutex<FxHashMap<u64, Pte>>,
+    ptes: Mutex<PageTableMap>,
     /// Anonymous memory, by page.
     memory: Mutex<FxHashMap<u64, Box<[u8; PAGE_SIZE]>>>,
     alive: AtomicBool,
@@ -125,7 +127,7 @@ impl Process {
             id: NEXT_MM.fetch_add(1, Ordering::Relaxed),
             sgx,
             mm: RwLock::new(MmState { next_fd: 3, ..MmState::default() }),
-            ptes: Mutex::new(FxHashMap::default()),
+            ptes: Mutex::new(PageTableMap::default()),
             memory: Mutex::new(FxHashMap::default()),
             alive: AtomicBool::new(true),
             signal_pending: AtomicBool::new(false),
@@ -263,7 +265,7 @@ impl Process {
         }
         let mut ptes = self.ptes.lock();
         for page in (addr..end).step_by(PAGE_SIZE) {
-            if let Some(pte) = ptes.get_mut(&page) {
+            if let Some(pte) = ptes.get_mut(page) {
                 pte.writable = prot.contains(Prot::WRITE);
                 pte.executable = prot.contains(Prot::EXEC);
             }
@@ -306,15 +308,14 @@ impl Process {
         }
     }
 
-    fn unmap_locked(mm: &mut MmState, ptes: &Mutex<FxHashMap<u64, Pte>>, addr: u64, end: u64) {
+    fn unmap_locked(mm: &mut MmState, ptes: &Mutex<PageTableMap>, addr: u64, end: u64) {
         Self::split(mm, addr);
         Self::split(mm, end);
         let starts: Vec<u64> = mm.vmas.range(addr..end).map(|(s, _)| *s).collect();
         for start in starts {
             mm.vmas.remove(&start);
         }
-        let mut ptes = ptes.lock();
-        ptes.retain(|&page, _| page < addr || page >= end);
+        ptes.lock().remove_range(addr, end);
     }
 
     fn vma_at(mm: &MmState, addr: u64) -> Option<(u64, &Mapping)> {
@@ -399,7 +400,7 @@ impl Process {
 
     /// The PTE of `addr`, if any (tests).
     pub fn pte(&self, addr: u64) -> Option<Pte> {
-        self.ptes.lock().get(&page_of(addr)).copied()
+        self.ptes.lock().get(page_of(addr)).copied()
     }
 
     /// Marks the process as exiting: driver walkers skip it.
@@ -431,7 +432,7 @@ impl Vma for VmaAdapter<'_> {
     }
 
     fn clear_young(&mut self, addr: u64) {
-        if let Some(pte) = self.process.ptes.lock().get_mut(&page_of(addr)) {
+        if let Some(pte) = self.process.ptes.lock().get_mut(page_of(addr)) {
             pte.young = false;
         }
     }
@@ -447,13 +448,13 @@ impl AddressSpace for Process {
     }
 
     fn zap(&self, addr: u64) {
-        self.ptes.lock().remove(&page_of(addr));
+        self.ptes.lock().remove(page_of(addr));
         // flush_tlb: wait for instructions that may still use the old translation.
         drop(self.shootdown.write());
     }
 
     fn test_and_clear_young(&self, addr: u64) -> bool {
-        match self.ptes.lock().get_mut(&page_of(addr)) {
+        match self.ptes.lock().get_mut(page_of(addr)) {
             Some(pte) => std::mem::replace(&mut pte.young, false),
             None => false,
         }
@@ -462,7 +463,7 @@ impl AddressSpace for Process {
 
 impl PageTable for Process {
     fn translate(&self, la: u64) -> Translation {
-        match self.ptes.lock().get_mut(&page_of(la)) {
+        match self.ptes.lock().get_mut(page_of(la)) {
             Some(pte) => {
                 pte.young = true;
                 Translation::Present { pa: pte.pa, writable: pte.writable, executable: pte.executable }
