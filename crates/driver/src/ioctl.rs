@@ -485,10 +485,15 @@ impl Encl {
         mut step: impl FnMut() -> Result<T, (Errno, Option<ErrorCode>)>,
     ) -> Result<T, (Errno, Option<ErrorCode>)> {
         let patience = self.sgx.platform.sgx2_ioctl_patience();
-        let start = std::time::Instant::now();
+        // The clock is read only once a retry is wanted: most pages never need one.
+        let mut start = None;
         loop {
             match step() {
-                Err((e, None)) if (e == Errno::EAGAIN || e == Errno::EBUSY) && start.elapsed() < patience => {
+                Err((e, None))
+                    if (e == Errno::EAGAIN || e == Errno::EBUSY)
+                        && !patience.is_zero()
+                        && start.get_or_insert_with(std::time::Instant::now).elapsed() < patience =>
+                {
                     std::thread::yield_now()
                 }
                 other => return other,
