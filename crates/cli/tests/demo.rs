@@ -2,21 +2,10 @@
 //! library, on the in-process emulator and — the exact code that talks to real hardware —
 //! through `/dev/sgx_enclave` and the vDSO under `sgxemu run`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn sgxemu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sgxemu"))
-        .args(args)
-        .env_remove("SGXEMU_EPC")
-        .env_remove("SGXEMU_SGX1")
-        .env_remove("SGXEMU_STATS")
-        .output()
-        .expect("the sgxemu binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod support;
+use support::{sgxemu, text};
 
 /// Small sizes keep the debug build quick; the EPC is still oversubscribed twice.
 const SMALL: [&str; 4] = ["--epc", "4M", "--grow", "256K"];

@@ -1,14 +1,11 @@
 //! `sgxemu info` as a user runs it: output, options, environment variables, bad input.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod support;
 
 fn sgxemu(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgxemu"));
-    cmd.args(args).env_remove("SGXEMU_EPC").env_remove("SGXEMU_SGX1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the sgxemu binary runs")
+    support::sgxemu_with_env(args, env)
 }
 
 fn stdout(out: &Output) -> String {

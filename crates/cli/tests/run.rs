@@ -4,21 +4,10 @@
 //! enclave side end to end.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn sgxemu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sgxemu"))
-        .args(args)
-        .env_remove("SGXEMU_EPC")
-        .env_remove("SGXEMU_SGX1")
-        .env_remove("SGXEMU_STATS")
-        .output()
-        .expect("the sgxemu binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod support;
+use support::{sgxemu, text};
 
 /// Compiles one of `tests/programs/*.c` with gcc into a directory of its own.
 fn build(program: &str) -> PathBuf {

@@ -2,15 +2,8 @@
 //! enclaves (ELF and SGXS), every tampering refused, and bad input answered in one line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn sgxemu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sgxemu")).args(args).output().expect("the sgxemu binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod support;
+use support::{sgxemu, text};
 
 fn ok(args: &[&str]) -> String {
     let out = sgxemu(args);

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use sgxemu_arch::{PfErrorCode, Vector};
 use sgxemu_uapi::{EENTER, EEXIT, ERESUME, SgxEnclaveRun};
 
 use crate::device::Errno;
@@ -36,30 +37,39 @@ pub struct EnclaveException {
 impl EnclaveException {
     /// Whether this is a page fault the EPCM caused (error-code bit 15).
     pub fn is_epcm_fault(&self) -> bool {
-        self.vector == 14 && self.error_code & 0x8000 != 0
+        self.is_page_fault() && PfErrorCode::from_bits_retain(u32::from(self.error_code)).contains(PfErrorCode::SGX)
+    }
+
+    fn is_page_fault(&self) -> bool {
+        self.vector == u16::from(Vector::Pf as u8)
     }
 }
 
-/// Short name of an exception vector.
-fn vector_name(vector: u16) -> &'static str {
-    match vector {
-        0 => "#DE divide error",
-        1 => "#DB debug",
-        3 => "#BP breakpoint",
-        6 => "#UD invalid opcode",
-        13 => "#GP general protection",
-        14 => "#PF page fault",
-        16 => "#MF x87 error",
-        17 => "#AC alignment check",
-        19 => "#XM SIMD exception",
+/// What an exception vector is called (the mnemonic from the architectural types).
+fn vector_name(vector: u16) -> String {
+    let Some(v) = u8::try_from(vector).ok().and_then(|v| Vector::try_from(v).ok()) else {
+        return "exception".to_owned();
+    };
+    let what = match v {
+        Vector::De => "divide error",
+        Vector::Db => "debug",
+        Vector::Bp => "breakpoint",
+        Vector::Ud => "invalid opcode",
+        Vector::Gp => "general protection",
+        Vector::Pf => "page fault",
+        Vector::Mf => "x87 error",
+        Vector::Ac => "alignment check",
+        Vector::Xm => "SIMD exception",
+        Vector::Cp => "control protection",
         _ => "exception",
-    }
+    };
+    format!("{} {what}", v.name())
 }
 
 impl fmt::Display for EnclaveException {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (vector {})", vector_name(self.vector), self.vector)?;
-        if self.vector == 14 {
+        if self.is_page_fault() {
             write!(f, " at {:#x}, error code {:#x}", self.address, self.error_code)?;
             if self.is_epcm_fault() {
                 f.write_str(" (EPCM)")?;

@@ -13,7 +13,7 @@ use sgxemu_uapi::{
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::device::{Device, EnclaveFile, Errno};
-use crate::image::{EnclaveImage, ImagePage};
+use crate::image::{EnclaveImage, ImagePage, PageData};
 
 /// Pages per ADD_PAGES call: large enough to amortise the ioctl, small enough to report
 /// progress often and keep the source buffer at 1 MiB.
@@ -275,7 +275,10 @@ fn add_pages(
     let mut done = 0;
     for run in runs(&image.pages) {
         for (slot, page) in buffer.iter_mut().zip(run) {
-            slot.0.copy_from_slice(&page.data.bytes()[..]);
+            match &page.data {
+                PageData::Zero => slot.0.fill(0),
+                PageData::Bytes(bytes) => slot.0.copy_from_slice(&bytes[..]),
+            }
         }
         let first = &run[0];
         let secinfo = Secinfo::new(first.flags);

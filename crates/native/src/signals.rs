@@ -26,9 +26,10 @@ const MAX_SIGNAL: usize = 65;
 static APP_HANDLER: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(libc::SIG_DFL) }; MAX_SIGNAL];
 static APP_FLAGS: [AtomicUsize; MAX_SIGNAL] = [const { AtomicUsize::new(0) }; MAX_SIGNAL];
 static INSTALLED: OnceLock<()> = OnceLock::new();
-/// Asynchronous signals whose program handler the emulator wraps (see [`wrap_async`]).
-static WRAPPED: [std::sync::atomic::AtomicBool; MAX_SIGNAL] =
-    [const { std::sync::atomic::AtomicBool::new(false) }; MAX_SIGNAL];
+/// Asynchronous signals whose program handler the emulator wraps (see [`wrap_async`]): bit
+/// `sig - 1`, as in the first word of a `sigset_t`, so every enclave entry derives its mask
+/// with word operations.
+static WRAPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// `SGXEMU_TRACE`: one stderr line per signal the emulator handles (debugging).
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static ASYNC: OnceLock<libc::sigset_t> = OnceLock::new();
@@ -84,30 +85,32 @@ fn async_set() -> &'static libc::sigset_t {
 /// emulator does not wrap (it could not deliver them with an AEX first, and they must never
 /// run on an enclave stack).
 fn waiting_in_enclave() -> libc::sigset_t {
-    let mut set = *async_set();
-    for (sig, wrapped) in WRAPPED.iter().enumerate().skip(1) {
-        if wrapped.load(Ordering::Acquire) {
-            // SAFETY: edits an initialised set; `sig` is a valid signal number.
-            unsafe { libc::sigdelset(&mut set, sig as c_int) };
-        }
-    }
-    set
+    let mut words = sigset_words(*async_set());
+    words[0] &= !WRAPPED.load(Ordering::Acquire);
+    sigset_of(words)
+}
+
+/// The words of a `sigset_t` (signal `s` is bit `s - 1`).
+type SigsetWords = [u64; size_of::<libc::sigset_t>() / 8];
+
+fn sigset_words(set: libc::sigset_t) -> SigsetWords {
+    // SAFETY: a Linux sigset_t is a plain array of signal bits (glibc's 1024-bit `__val`).
+    unsafe { std::mem::transmute::<libc::sigset_t, SigsetWords>(set) }
+}
+
+fn sigset_of(words: SigsetWords) -> libc::sigset_t {
+    // SAFETY: as in `sigset_words`; any bit pattern is a valid set.
+    unsafe { std::mem::transmute::<SigsetWords, libc::sigset_t>(words) }
+}
+
+fn wrapped_bit(sig: c_int) -> u64 {
+    1 << (sig - 1)
 }
 
 /// `mask` plus [`waiting_in_enclave`].
 pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
-    type Words = [u64; size_of::<libc::sigset_t>() / 8];
-    // SAFETY: a Linux sigset_t is a plain array of signal bits (glibc's 1024-bit `__val`);
-    // any bit pattern is a valid set either way.
-    let (mask, extra) = unsafe {
-        (
-            std::mem::transmute::<libc::sigset_t, Words>(*mask),
-            std::mem::transmute::<libc::sigset_t, Words>(waiting_in_enclave()),
-        )
-    };
-    let union: Words = std::array::from_fn(|i| mask[i] | extra[i]);
-    // SAFETY: as above.
-    unsafe { std::mem::transmute::<Words, libc::sigset_t>(union) }
+    let (mask, extra) = (sigset_words(*mask), sigset_words(waiting_in_enclave()));
+    sigset_of(std::array::from_fn(|i| mask[i] | extra[i]))
 }
 
 /// Blocks [`waiting_in_enclave`] for the calling thread; returns the previous mask.
@@ -136,7 +139,7 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
         // SAFETY: forwarded as it came.
         return unsafe { crate::real::sigaction(sig, act, old) };
     }
-    let was_wrapped = WRAPPED[index].load(Ordering::Acquire);
+    let was_wrapped = WRAPPED.load(Ordering::Acquire) & wrapped_bit(sig) != 0;
     // SAFETY: the caller passes null or a valid sigaction.
     let Some(act) = (unsafe { act.as_ref() }) else {
         // A query: what the program asked for, if we wrapped it.
@@ -170,7 +173,11 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
     }
     APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
     APP_HANDLER[index].store(handler, Ordering::Release);
-    WRAPPED[index].store(handler != libc::SIG_DFL && handler != libc::SIG_IGN, Ordering::Release);
+    if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+        WRAPPED.fetch_or(wrapped_bit(sig), Ordering::AcqRel);
+    } else {
+        WRAPPED.fetch_and(!wrapped_bit(sig), Ordering::AcqRel);
+    }
     0
 }
 

@@ -50,7 +50,19 @@ impl SampleEnclave {
         key: &SigningKey,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<SampleEnclave, SampleError> {
-        let image = sgxemu_enclave::elf::image_from_elf(elf, layout)?;
+        Self::load_image(device, sgxemu_enclave::elf::image_from_elf(elf, layout)?, key, progress)
+    }
+
+    /// Signs an image already built and loads it on `device`.
+    ///
+    /// # Errors
+    /// The signing or loading step that failed.
+    pub fn load_image(
+        device: &Device,
+        image: EnclaveImage,
+        key: &SigningKey,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<SampleEnclave, SampleError> {
         let sig = sgxemu_enclave::sign_image(&image, &SigstructFields::for_image(&image), key)?;
         let enclave = Enclave::load(device, &image, &sig, progress)?;
         Ok(SampleEnclave { enclave, image })
@@ -124,7 +136,7 @@ impl SampleEnclave {
     /// As [`call`](Self::call).
     pub fn targetinfo(&self, tcs: u64) -> Result<Targetinfo, EnterError> {
         let own = self.report(tcs, &Targetinfo::new_zeroed(), &[0; 64])?;
-        Ok(targetinfo_of(&own))
+        Ok(Targetinfo::from(&own))
     }
 
     /// Whether the enclave finds `report`'s MAC valid under its report key.
@@ -135,17 +147,6 @@ impl SampleEnclave {
         let ret = self.call(tcs, op::VERIFY, [report.as_bytes().as_ptr() as u64, 0, 0, 0, 0, 0])?;
         Ok(ret[0] == 1)
     }
-}
-
-/// The TARGETINFO naming the enclave a REPORT describes.
-pub fn targetinfo_of(report: &Report) -> Targetinfo {
-    let mut target = Targetinfo::new_zeroed();
-    target.measurement = report.mrenclave;
-    target.attributes = report.attributes;
-    target.configsvn = report.configsvn;
-    target.miscselect = report.miscselect;
-    target.configid = report.configid;
-    target
 }
 
 /// [`Accept`] through a sample's ACCEPT operation on one thread.

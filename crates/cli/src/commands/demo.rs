@@ -226,18 +226,17 @@ impl<'d> Demo<'d> {
             "build",
             started.elapsed(),
             &format!(
-                "demo enclave ({} KiB ELF): {} pages, {measured} measured, {} threads, ELRANGE {} MiB, MRENCLAVE {}",
+                "demo enclave ({} KiB ELF): {} pages, {measured} measured, {} threads, ELRANGE {} MiB",
                 DEMO_ELF.len() / 1024,
                 image.pages.len(),
                 image.tcs.len(),
                 image.size >> 20,
-                short(&image.mrenclave())
             ),
         );
 
         let started = Instant::now();
         let mut last = LoadProgress { pages_added: 0, pages_total: 0 };
-        let demo = SampleEnclave::load(device, DEMO_ELF, &layout, &key, &mut |p| {
+        let demo = SampleEnclave::load_image(device, image, &key, &mut |p| {
             t.progress("adding pages", p.pages_added as u64, p.pages_total as u64);
             last = p;
         })?;
@@ -245,7 +244,8 @@ impl<'d> Demo<'d> {
             "sign + load",
             started.elapsed(),
             &format!(
-                "SIGSTRUCT signed; ECREATE, {} pages EADDed, EINIT ok; enclave at {:#x}",
+                "SIGSTRUCT signed for MRENCLAVE {}; ECREATE, {} pages EADDed, EINIT ok; enclave at {:#x}",
+                short(&demo.enclave.mrenclave()),
                 last.pages_added,
                 demo.enclave.base()
             ),
