@@ -78,3 +78,29 @@ fn stats_are_printed_only_by_processes_that_used_the_platform() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("sgxemu: statistics") && stderr.contains("ECREATE"), "{stderr}");
 }
+
+#[test]
+fn cpuid_reads_as_the_emulated_part_in_every_context_of_the_program() {
+    let exe = build("cpuid_probe");
+    let host = core::arch::x86_64::__cpuid(0);
+    let vendor: Vec<u8> = [host.ebx, host.edx, host.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    let vendor = String::from_utf8_lossy(&vendor);
+    for (options, sgx2) in [(&["--epc", "64M"][..], 1), (&["--epc", "64M", "--sgx1"][..], 0)] {
+        let mut args = vec!["run"];
+        args.extend_from_slice(options);
+        args.extend(["--", exe.to_str().expect("utf-8 path")]);
+        let out = sgxemu(&args);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        let mut lines = stdout.lines();
+        let mode = lines.next().unwrap_or_default();
+        assert!(mode == "mode: faulting" || mode == "mode: rewritten", "{stdout}");
+        // Host leaves stay the host's; leaf 7's SGX bits and leaf 0x12 are the part's.
+        let expected = format!("vendor={vendor} max>=0x12:1 sgx=1 lc=1 sgx1=1 sgx2={sgx2} epc=67108864");
+        let views: Vec<&str> = lines.collect();
+        assert_eq!(views.len(), 4, "{stdout}");
+        for (view, who) in views.iter().zip(["main", "thread", "handler", "child"]) {
+            assert_eq!(*view, format!("{who}: {expected}"), "{stdout}");
+        }
+    }
+}

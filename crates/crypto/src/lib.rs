@@ -85,3 +85,16 @@ pub enum Error {
 
 /// Result alias with the crate [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Runs each primitive once, so that every lazy CPU-feature probe in the back ends (SHA-NI,
+/// AES-NI, PCLMULQDQ) has executed its `cpuid` by the time this returns. The native engine
+/// calls it before it turns on CPUID faulting, after which a `cpuid` in its own signal
+/// handlers would trap.
+pub fn prime_feature_detection() {
+    let mut measurement = MeasurementState::new();
+    measurement.ecreate(1, 0x1000);
+    let _ = measurement.finalize();
+    let _ = aes128_cmac(&[0; 16], &[0; 16]);
+    let mut page = [0u8; sgxemu_arch::PAGE_SIZE];
+    let _ = seal_page(&PagingKey::new(&[0; 16]), 1, &[0; MAC_HEADER_SIZE], &mut page);
+}

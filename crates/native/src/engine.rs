@@ -55,7 +55,7 @@ fn host_xcr0() -> u64 {
     // SAFETY: XGETBV(0) only reads XCR0; every x86-64 CPU Linux runs on with XSAVE enabled
     // (OSXSAVE) supports it, which CPUID.1:ECX.OSXSAVE confirms first.
     unsafe {
-        if core::arch::x86_64::__cpuid(1).ecx & (1 << 27) == 0 {
+        if crate::cpuid::host(1, 0)[2] & (1 << 27) == 0 {
             return 0x3;
         }
         std::arch::asm!("xgetbv", in("ecx") 0, out("eax") eax, out("edx") edx, options(nomem, nostack));

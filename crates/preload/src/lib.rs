@@ -333,10 +333,11 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 /// Runs before `main` (after the constructors of the program's other libraries): makes
 /// CPUID read as the emulated part and installs the emulator's handlers.
 extern "C" fn init() {
+    // Handlers first: once faulting is on, any `cpuid` traps into them.
+    signals::install();
     if !cpuid::enable_faulting() {
         cpuid::patch_main_executable();
     }
-    signals::install();
     if sgxemu_native::config::stats_requested() {
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe { libc::atexit(sgxemu_native::stats::print_at_exit) };
