@@ -12,7 +12,7 @@ use sgxemu_driver::os::{Prot, SourceVma, Task};
 use sgxemu_driver::{Encl, Errno, KResult};
 
 use crate::engine::Engine;
-use crate::sys;
+use crate::user_copy::Copier;
 
 /// The device nodes the emulator provides.
 pub const ENCLAVE_PATH: &str = "/dev/sgx_enclave";
@@ -68,18 +68,32 @@ impl Devices {
     }
 }
 
-/// The calling thread as the driver's `Task`.
+/// Whether the process runs with READ_IMPLIES_EXEC (which the driver refuses for enclaves).
+fn read_implies_exec() -> bool {
+    // SAFETY: personality(0xffffffff) only queries.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
+}
+
+/// The calling thread as the driver's `Task`, for one system call.
 struct NativeTask<'a> {
     engine: &'a Engine,
+    copier: Copier,
+}
+
+impl<'a> NativeTask<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        NativeTask { engine, copier: Copier::for_this_thread(engine.pid) }
+    }
 }
 
 impl Task for NativeTask<'_> {
     fn copy_from_user(&self, addr: u64, buf: &mut [u8]) -> KResult<()> {
-        sys::read_memory_of(self.engine.pid, addr, buf).map_err(|_| Errno::EFAULT)
+        self.copier.read(addr, buf).map_err(|_| Errno::EFAULT)
     }
 
     fn copy_to_user(&self, addr: u64, data: &[u8]) -> KResult<()> {
-        sys::write_memory_of(self.engine.pid, addr, data).map_err(|_| Errno::EFAULT)
+        self.copier.write(addr, data).map_err(|_| Errno::EFAULT)
     }
 
     fn source_vma(&self, _addr: u64) -> Option<SourceVma> {
@@ -94,9 +108,7 @@ impl Task for NativeTask<'_> {
     }
 
     fn read_implies_exec(&self) -> bool {
-        // SAFETY: personality(0xffffffff) only queries.
-        let persona = unsafe { libc::personality(0xffff_ffff) };
-        persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
+        read_implies_exec()
     }
 
     fn is_provision_fd(&self, fd: i32) -> Option<bool> {
@@ -136,7 +148,7 @@ impl Engine {
         match self.devices.get(fd) {
             Some(DeviceFile::Enclave(encl)) => {
                 let state = crate::thread::current(&self.processor);
-                encl.ioctl(&mut state.cpus().kcpu, &NativeTask { engine: self }, cmd, arg)
+                encl.ioctl(&mut state.cpus().kcpu, &NativeTask::new(self), cmd, arg)
             }
             Some(DeviceFile::Provision) => Err(Errno::ENOTTY),
             None => Err(Errno(libc::EBADF)),
@@ -155,7 +167,7 @@ impl Engine {
         let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
         let prot = prot_of(prot);
         let len = len.div_ceil(4096) * 4096;
-        let read_implies_exec = NativeTask { engine: self }.read_implies_exec();
+        let read_implies_exec = read_implies_exec();
         if fixed {
             encl.may_map(addr, addr + len, prot, read_implies_exec)?;
             let start = self.space.map(addr, len, prot, encl.clone(), true).map_err(io_errno)?;
@@ -185,7 +197,7 @@ impl Engine {
     pub fn mprotect(&self, addr: u64, len: u64, prot: c_int) -> KResult<()> {
         let prot = prot_of(prot);
         let len = len.div_ceil(4096) * 4096;
-        let read_implies_exec = NativeTask { engine: self }.read_implies_exec();
+        let read_implies_exec = read_implies_exec();
         for encl in self.space.enclaves_in(addr, len) {
             encl.may_map(addr, addr + len, prot, read_implies_exec)?;
         }

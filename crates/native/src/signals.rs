@@ -15,7 +15,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::context::Frame;
 use crate::enclu::{self, Outcome};
 use crate::engine::Engine;
-use crate::{cpuid, platform, sys, syscall_dispatch, thread};
+use crate::{cpuid, platform, sys, syscall_dispatch, thread, user_copy};
 
 /// Signals the emulator handles itself (besides the IPI signal).
 const FAULT_SIGNALS: [c_int; 6] =
@@ -212,6 +212,17 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     chain(sig, info, uc);
 }
 
+/// Whether the emulator's handler is the one installed for `sig` now (a program may have
+/// replaced it with a raw system call, or, without the preload, through its C library).
+pub fn handles(sig: c_int) -> bool {
+    // SAFETY: a query: no new action, and `current` is valid output storage.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        crate::real::sigaction(sig, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == on_signal as *const () as usize
+    }
+}
+
 /// Installs the emulator's handlers (once per process; fork children inherit them). The
 /// program's earlier dispositions become its recorded ones.
 pub fn install() {
@@ -301,6 +312,11 @@ fn dispatch(
 ) -> Outcome {
     let engine = Engine::get();
     let rip = frame.rip();
+    // A driver copy from or to a bad user address: its exception-table fixup.
+    if (sig == libc::SIGSEGV || sig == libc::SIGBUS) && rip == user_copy::fault_rip() {
+        frame.set_rip(user_copy::fixup_rip());
+        return Outcome::Resume;
+    }
     if sig == platform::kick_signal() {
         if let (Some(engine), Some(s)) = (engine, state) {
             let st = s;

@@ -69,6 +69,23 @@ pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<c_int> {
     Ok(fd)
 }
 
+/// The calling thread's signal mask (`None` if the query failed).
+pub fn current_signal_mask() -> Option<libc::sigset_t> {
+    // SAFETY: an all-zero sigset_t is valid output storage.
+    let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a query (no new set); the kernel writes its 8-byte mask into `mask`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as c_long,
+            std::ptr::null::<libc::sigset_t>(),
+            &mut mask,
+            8 as c_long,
+        )
+    };
+    (r == 0).then_some(mask)
+}
+
 /// Copies from this process's memory at `addr` without faulting: EFAULT if any byte is
 /// unreadable (the kernel's copy_from_user).
 pub fn read_own_memory(addr: u64, buf: &mut [u8]) -> io::Result<()> {

@@ -214,3 +214,64 @@ fn an_async_signal_during_enclave_code_is_an_aex_then_the_program_s_handler() {
     assert!(alarms >= interrupted, "each was then delivered to the program's handler ({alarms})");
     assert_eq!(ON_ENCLAVE_STACK.load(std::sync::atomic::Ordering::Relaxed), 0, "never on the enclave stack");
 }
+
+/// On a fresh uninitialized enclave: ADD_PAGES with its argument at an unmapped address,
+/// then ADD_PAGES of two pages whose second source page is unreadable (result, count).
+fn add_pages_from_bad_pointers(engine: &sgxemu_native::Engine) -> (Result<(), i32>, Result<(), i32>, u64) {
+    use sgxemu_arch::{Attributes, AttributesFlags, PageType, Secinfo, SecinfoFlags, Secs};
+    use sgxemu_uapi::{SGX_IOC_ENCLAVE_ADD_PAGES, SGX_IOC_ENCLAVE_CREATE, SgxEnclaveAddPages, SgxEnclaveCreate};
+    use zerocopy::{FromZeros, IntoBytes};
+    // SAFETY: opening /dev/null for a descriptor number, as the preload does.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+    engine.opened("/dev/sgx_enclave", fd);
+    let size = 1 << 20;
+    let anywhere = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let reservation = sgxemu_native::sys::mmap(0, 2 * size, libc::PROT_NONE, anywhere, -1, 0).expect("address space");
+    let mut secs = Secs::new_zeroed();
+    (secs.baseaddr, secs.size, secs.ssaframesize) = (reservation.div_ceil(size) * size, size, 1);
+    secs.attributes = Attributes::new(AttributesFlags::MODE64BIT, 0x3);
+    let create = SgxEnclaveCreate { src: secs.as_bytes().as_ptr() as u64 };
+    engine.ioctl(fd, SGX_IOC_ENCLAVE_CREATE, &create as *const _ as u64).expect("ENCLAVE_CREATE");
+    // Two source pages: the first readable, the second not.
+    let source =
+        sgxemu_native::sys::mmap(0, 2 * PAGE, libc::PROT_READ | libc::PROT_WRITE, anywhere, -1, 0).expect("source");
+    // SAFETY: the second page of our own fresh mapping.
+    assert_eq!(unsafe { libc::mprotect((source + PAGE) as *mut libc::c_void, PAGE as usize, libc::PROT_NONE) }, 0);
+    let secinfo = Secinfo::new((SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg));
+    let bad_argument = engine.ioctl(fd, SGX_IOC_ENCLAVE_ADD_PAGES, 8).map_err(|e| e.0);
+    let mut add = SgxEnclaveAddPages {
+        src: source,
+        offset: 0,
+        length: 2 * PAGE,
+        secinfo: secinfo.as_bytes().as_ptr() as u64,
+        flags: 0,
+        count: 0,
+    };
+    let result = engine.ioctl(fd, SGX_IOC_ENCLAVE_ADD_PAGES, &mut add as *mut _ as u64).map_err(|e| e.0);
+    engine.closed(fd);
+    (bad_argument, result, add.count)
+}
+
+#[test]
+fn bad_user_pointers_are_efault_with_partial_progress_whatever_the_signal_mask() {
+    let engine = support::enclave::engine();
+    // Fault signals unblocked: the plain copy and its exception-table fixup.
+    assert!(matches!(sgxemu_native::user_copy::Copier::for_this_thread(0), sgxemu_native::user_copy::Copier::Direct));
+    assert_eq!(add_pages_from_bad_pointers(engine), (Err(libc::EFAULT), Err(libc::EFAULT), PAGE));
+    // SIGSEGV blocked (a program in its own fault handler): the kernel's copies instead.
+    // SAFETY: sigset operations on locals; pthread_sigmask on the calling thread only.
+    let old = unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGSEGV);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        old
+    };
+    let kernel_copier = sgxemu_native::user_copy::Copier::for_this_thread(0);
+    let blocked = add_pages_from_bad_pointers(engine);
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    assert_eq!(kernel_copier, sgxemu_native::user_copy::Copier::Kernel { pid: 0 });
+    assert_eq!(blocked, (Err(libc::EFAULT), Err(libc::EFAULT), PAGE));
+}
