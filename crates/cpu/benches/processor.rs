@@ -9,6 +9,7 @@
 //! Run: `cargo bench -p sgxemu-cpu --bench processor` (add `-- --quick` for a short run).
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
@@ -172,10 +173,22 @@ struct Worker {
 
 const BATCH: usize = 256;
 
+/// What the workers of one enclave share: its SECS and a count of the "IPIs" sent so far.
+/// The driver follows each ETRACK with an IPI to the logical processors inside the enclave,
+/// whose forced AEX and ERESUME complete the tracking cycle; here a worker bumps the count
+/// after its ETRACK, and a worker inside the enclave that sees it change leaves and
+/// re-enters. Without it a worker whose EACCEPT is NOT_TRACKED could only wait until the
+/// other worker left on its own.
+struct Shared {
+    secs: u64,
+    ipis: AtomicU64,
+}
+
 impl Worker {
     /// Runs `batches` × BATCH pages through EAUG → EACCEPT → EMODT(TRIM) → ETRACK →
     /// EACCEPT → EREMOVE, batched as a driver and runtime would.
-    fn run(&mut self, cpu: &Processor, secs: u64, batches: usize) {
+    fn run(&mut self, cpu: &Processor, shared: &Shared, batches: usize) {
+        let secs = shared.secs;
         let reg_pending = (F::R | F::W | F::PENDING).with_page_type(PageType::Reg).bits();
         let trim = F::MODIFIED.with_page_type(PageType::Trim).bits();
         let pageinfo = 0x7100_0000 + (self.heap & 0xFFFF_F000) % 0x10_0000;
@@ -186,7 +199,7 @@ impl Worker {
                 self.mem.write(pageinfo, zerocopy::IntoBytes::as_bytes(&info)).unwrap();
                 cpu.eaug(&mut self.lp, &mut self.mem, pageinfo, page).unwrap();
             }
-            self.accept_all(cpu, reg_pending);
+            self.accept_all(cpu, shared, reg_pending);
             let secinfo = 0x7100_0000 + 0x100;
             self.mem.write(secinfo, &F::empty().with_page_type(PageType::Trim).bits().to_le_bytes()).unwrap();
             for &page in &self.epc {
@@ -197,43 +210,56 @@ impl Worker {
             while cpu.etrack(&mut self.lp, secs) != Ok(Status::Success) {
                 std::hint::spin_loop();
             }
-            self.accept_all(cpu, trim);
+            shared.ipis.fetch_add(1, Ordering::Release);
+            self.accept_all(cpu, shared, trim);
             for &page in &self.epc {
                 assert_eq!(cpu.eremove(&mut self.lp, page), Ok(Status::Success));
             }
         }
     }
 
-    fn accept_all(&mut self, cpu: &Processor, flags: u64) {
+    fn accept_all(&mut self, cpu: &Processor, shared: &Shared, flags: u64) {
         let mut bytes = [0u8; 64];
         bytes[..8].copy_from_slice(&flags.to_le_bytes());
         cpu.write_epc(cpu.epc_index(self.secinfo_epc).unwrap(), (self.secinfo_la % 4096) as usize, &bytes);
-        let mut regs = Regs { rax: 2, rbx: self.tcs, rcx: 0x40_1000, ..Regs::default() };
-        cpu.eenter(&mut self.lp, &mut regs, &self.pt).unwrap();
+        // Read before entering: an ETRACK after this read is one this entry may predate.
+        let mut ipis_seen = shared.ipis.load(Ordering::Acquire);
+        let mut regs = self.enter(cpu);
         for i in 0..self.epc.len() {
             loop {
+                let ipis = shared.ipis.load(Ordering::Acquire);
+                if ipis != ipis_seen {
+                    // Another worker tracked: the AEX + ERESUME its IPI forces.
+                    ipis_seen = ipis;
+                    self.exit(cpu, &mut regs);
+                    regs = self.enter(cpu);
+                }
                 regs.rbx = self.secinfo_la;
                 regs.rcx = self.heap + (i * PAGE_SIZE) as u64;
                 match cpu.eaccept(&mut self.lp, &mut regs, &self.pt) {
                     Ok(Status::Success) => break,
-                    // Someone who entered before our ETRACK is still inside: leave and
-                    // re-enter (what an IPI-forced AEX + ERESUME does).
-                    Ok(Status::Error(sgxemu_arch::ErrorCode::NotTracked)) => {
-                        regs.rbx = 0x40_0000;
-                        cpu.eexit(&mut self.lp, &mut regs).unwrap();
-                        regs = Regs { rax: 2, rbx: self.tcs, rcx: 0x40_1000, ..Regs::default() };
-                        cpu.eenter(&mut self.lp, &mut regs, &self.pt).unwrap();
-                    }
+                    // A worker that entered before our ETRACK has not taken its IPI yet.
+                    Ok(Status::Error(sgxemu_arch::ErrorCode::NotTracked)) => std::hint::spin_loop(),
                     other => panic!("EACCEPT: {other:?}"),
                 }
             }
         }
+        self.exit(cpu, &mut regs);
+    }
+
+    fn enter(&mut self, cpu: &Processor) -> Regs {
+        let mut regs = Regs { rax: 2, rbx: self.tcs, rcx: 0x40_1000, ..Regs::default() };
+        cpu.eenter(&mut self.lp, &mut regs, &self.pt).unwrap();
+        regs
+    }
+
+    fn exit(&mut self, cpu: &Processor, regs: &mut Regs) {
         regs.rbx = 0x40_0000;
-        cpu.eexit(&mut self.lp, &mut regs).unwrap();
+        cpu.eexit(&mut self.lp, regs).unwrap();
     }
 }
 
-fn lifecycle_setup(threads: usize) -> (Harness, TestEnclave, Vec<Worker>) {
+fn lifecycle_setup(threads: usize) -> (Harness, Shared, Vec<Worker>) {
     let mut h = Harness::new();
     let e = TestEnclave::build_with_threads(&mut h, secs_image(0x10_0000_0000, 1 << 30), threads);
     let workers = (0..threads)
@@ -258,17 +284,17 @@ fn lifecycle_setup(threads: usize) -> (Harness, TestEnclave, Vec<Worker>) {
             }
         })
         .collect();
-    (h, e, workers)
+    (h, Shared { secs: e.secs, ipis: AtomicU64::new(0) }, workers)
 }
 
 fn lifecycle_rate(threads: usize, runs: usize, batches: usize) -> f64 {
-    let (h, e, mut workers) = lifecycle_setup(threads);
+    let (h, shared, mut workers) = lifecycle_setup(threads);
     let cpu = &h.cpu;
     let best = best_of(runs, || {
         timed(|| {
             std::thread::scope(|s| {
                 for w in workers.iter_mut() {
-                    s.spawn(|| w.run(cpu, e.secs, batches));
+                    s.spawn(|| w.run(cpu, &shared, batches));
                 }
             })
         })

@@ -4,7 +4,7 @@
 //! so EWB/ELDU of a SECS round-trip everything, hidden fields included.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 use sgxemu_arch::{Attributes, AttributesFlags, Miscselect, PAGE_SIZE, Secs};
@@ -69,29 +69,64 @@ mod hidden {
     pub(super) const FLAG_INITIALIZED: u8 = 1;
 }
 
-/// Shards of the child counter, one cache line each, picked by logical processor: leaves
-/// adding and removing pages on different LPs never write the same line.
-const CHILD_SHARDS: usize = 16;
+/// Shards of the per-LP counters, picked by logical processor: leaves adding and removing
+/// pages, or holding the SECS shared, on different LPs never write the same cache line.
+const LP_SHARDS: usize = 16;
 
+/// What one logical processor counts for an enclave. 128-byte aligned: x86 parts prefetch
+/// cache lines in adjacent pairs, so 64 bytes would still let two shards interfere.
 #[derive(Debug, Default)]
-#[repr(align(64))]
-struct Shard(AtomicI64);
+#[repr(align(128))]
+struct LpShard {
+    /// Pages added minus pages removed by this LP (the sum over shards is the child count).
+    children: AtomicI64,
+    /// Leaves on this LP holding the SECS shared (see [`crate::epcm`]'s big-reader mode).
+    secs_readers: AtomicU32,
+}
 
-/// The number of EPC pages a SECS owns. Adds happen with the SECS held shared and the
-/// readers that act on the total (EREMOVE and EWB of the SECS) hold it exclusive, so the
-/// total they see is exact but for a removal racing with them — a real overlap.
+/// Counters of one enclave, sharded by logical processor. Adds happen with the SECS held
+/// shared and the readers that act on the child total (EREMOVE and EWB of the SECS) hold it
+/// exclusive, so the total they see is exact but for a removal racing with them — a real
+/// overlap.
 #[derive(Debug, Default)]
-pub(crate) struct ChildCount([Shard; CHILD_SHARDS]);
+pub(crate) struct LpCounters([LpShard; LP_SHARDS]);
 
-impl ChildCount {
-    fn add(&self, lp: LpId, delta: i64) {
-        self.0[lp.0 as usize % CHILD_SHARDS].0.fetch_add(delta, Ordering::AcqRel);
+impl LpCounters {
+    fn shard(&self, lp: LpId) -> &LpShard {
+        &self.0[lp.0 as usize % LP_SHARDS]
     }
 
-    fn total(&self) -> u64 {
-        let sum: i64 = self.0.iter().map(|s| s.0.load(Ordering::Acquire)).sum();
+    fn add_children(&self, lp: LpId, delta: i64) {
+        self.shard(lp).children.fetch_add(delta, Ordering::AcqRel);
+    }
+
+    fn child_total(&self) -> u64 {
+        let sum: i64 = self.0.iter().map(|s| s.children.load(Ordering::Acquire)).sum();
         u64::try_from(sum).unwrap_or(0)
     }
+
+    /// `lp`'s count of shared holds of the SECS.
+    pub(crate) fn secs_readers(&self, lp: LpId) -> &AtomicU32 {
+        &self.shard(lp).secs_readers
+    }
+
+    /// True if any LP holds the SECS shared. Sequentially consistent, as the exclusive side
+    /// of the big-reader protocol requires.
+    pub(crate) fn any_secs_reader(&self) -> bool {
+        self.0.iter().any(|s| s.secs_readers.load(Ordering::SeqCst) != 0)
+    }
+}
+
+/// Names an enclave without holding it: the EPC page of its SECS and the instance number of
+/// the in-memory [`Enclave`] (unique per processor: ECREATE and each ELDU of a SECS make a new
+/// one). Child EPCM entries carry this instead of a reference-counted pointer, so adding and
+/// removing pages writes no cache line shared by every page of the enclave. The enclave a
+/// valid child names is always resident: EREMOVE and EWB of a SECS with children fail
+/// (SGX_CHILD_PRESENT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EnclaveRef {
+    pub(crate) secs: EpcIndex,
+    pub(crate) instance: u64,
 }
 
 /// One enclave, as its SECS page holds it.
@@ -100,26 +135,48 @@ pub(crate) struct Enclave {
     pub(crate) eid: u64,
     /// The EPC page holding this SECS.
     pub(crate) secs_page: EpcIndex,
+    /// Which in-memory incarnation this is (see [`EnclaveRef`]).
+    pub(crate) instance: u64,
+    /// Set when the SECS leaves its EPC page (EREMOVE, EWB): a logical processor that cached
+    /// this enclave must look the page up again.
+    retired: AtomicBool,
     pub(crate) params: EnclaveParams,
     pub(crate) identity: OnceLock<Identity>,
     /// The running MRENCLAVE; `try_lock` failure is the "measurement busy" #GP.
     pub(crate) measurement: Mutex<MeasurementState>,
     pub(crate) tracking: Tracking,
-    /// EPC pages (REG/TCS/TRIM) this SECS owns.
-    pub(crate) children: ChildCount,
+    /// Child pages and shared holds of the SECS, per logical processor.
+    pub(crate) per_lp: LpCounters,
 }
 
 impl Enclave {
-    pub(crate) fn new(eid: u64, secs_page: EpcIndex, params: EnclaveParams, measurement: MeasurementState) -> Self {
+    pub(crate) fn new(eid: u64, at: EnclaveRef, params: EnclaveParams, measurement: MeasurementState) -> Self {
         Enclave {
             eid,
-            secs_page,
+            secs_page: at.secs,
+            instance: at.instance,
+            retired: AtomicBool::new(false),
             params,
             identity: OnceLock::new(),
             measurement: Mutex::new(measurement),
             tracking: Tracking::default(),
-            children: ChildCount::default(),
+            per_lp: LpCounters::default(),
         }
+    }
+
+    /// How child EPCM entries name this enclave.
+    pub(crate) fn reference(&self) -> EnclaveRef {
+        EnclaveRef { secs: self.secs_page, instance: self.instance }
+    }
+
+    /// The SECS left its EPC page; called by the leaf holding that page exclusive, before it
+    /// releases the page.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_initialized(&self) -> bool {
@@ -136,15 +193,15 @@ impl Enclave {
     }
 
     pub(crate) fn child_count(&self) -> u64 {
-        self.children.total()
+        self.per_lp.child_total()
     }
 
     pub(crate) fn add_child(&self, lp: LpId) {
-        self.children.add(lp, 1);
+        self.per_lp.add_children(lp, 1);
     }
 
     pub(crate) fn remove_child(&self, lp: LpId) {
-        self.children.add(lp, -1);
+        self.per_lp.add_children(lp, -1);
     }
 
     /// The SECS page image: architectural fields plus hidden state (for EWB).
@@ -179,7 +236,7 @@ impl Enclave {
     }
 
     /// Rebuilds the enclave from a SECS image written by [`Enclave::to_secs_page`] (ELDU).
-    pub(crate) fn from_secs_page(page: &[u8; PAGE_SIZE], secs_page: EpcIndex) -> Self {
+    pub(crate) fn from_secs_page(page: &[u8; PAGE_SIZE], at: EnclaveRef) -> Self {
         let secs = Secs::read_from_bytes(&page[..]).expect("a page is exactly one SECS");
         let u64_at = |off: usize| u64::from_le_bytes(page[off..off + 8].try_into().expect("8 bytes"));
         let mut attributes = secs.attributes;
@@ -196,7 +253,7 @@ impl Enclave {
         let measurement = MeasurementState::from_bytes(
             page[hidden::MEASUREMENT..hidden::MEASUREMENT + 40].try_into().expect("40 bytes"),
         );
-        let mut enclave = Enclave::new(u64_at(hidden::EID), secs_page, params, measurement);
+        let mut enclave = Enclave::new(u64_at(hidden::EID), at, params, measurement);
         enclave.tracking = Tracking::with_epoch(u64_at(hidden::EPOCH));
         if page[hidden::FLAGS] & hidden::FLAG_INITIALIZED != 0 {
             let arr16 = |off: usize| -> [u8; 16] { page[off..off + 16].try_into().expect("16 bytes") };
@@ -216,10 +273,9 @@ impl Enclave {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Enclave {
+impl Enclave {
+    /// A 1 GiB 64-bit debug enclave with EID 42 and its SECS at `at` (unit tests).
+    pub(crate) fn sample(at: EnclaveRef) -> Enclave {
         let params = EnclaveParams {
             baseaddr: 0x10_0000_0000,
             size: 1 << 30,
@@ -231,14 +287,23 @@ mod tests {
         };
         let mut m = MeasurementState::new();
         m.ecreate(1, 1 << 30);
-        Enclave::new(42, EpcIndex(5), params, m)
+        Enclave::new(42, at, params, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Enclave {
+        Enclave::sample(EnclaveRef { secs: EpcIndex(5), instance: 1 })
     }
 
     #[test]
     fn secs_image_round_trips_uninitialized_state() {
         let mut e = sample();
         e.tracking = Tracking::with_epoch(7);
-        let back = Enclave::from_secs_page(&e.to_secs_page(), EpcIndex(9));
+        let back = Enclave::from_secs_page(&e.to_secs_page(), EnclaveRef { secs: EpcIndex(9), instance: 2 });
         assert_eq!(back.eid, 42);
         assert_eq!(back.params, e.params);
         assert_eq!(*back.measurement.lock(), *e.measurement.lock());
@@ -259,9 +324,32 @@ mod tests {
             padding: [7; 352],
         };
         e.identity.set(id.clone()).unwrap();
-        let back = Enclave::from_secs_page(&e.to_secs_page(), EpcIndex(9));
+        let back = Enclave::from_secs_page(&e.to_secs_page(), EnclaveRef { secs: EpcIndex(9), instance: 2 });
         assert_eq!(back.identity.get(), Some(&id));
         assert_eq!(back.attributes().flags & 1, 1, "INIT visible once initialized");
         assert_eq!(back.params.attributes.flags & 1, 0);
+    }
+
+    #[test]
+    fn children_and_readers_are_counted_per_lp_and_summed() {
+        let e = sample();
+        e.add_child(LpId(1));
+        e.add_child(LpId(2));
+        e.add_child(LpId(2 + LP_SHARDS as u32));
+        e.remove_child(LpId(1));
+        assert_eq!(e.child_count(), 2);
+        assert!(!e.per_lp.any_secs_reader());
+        e.per_lp.secs_readers(LpId(7)).fetch_add(1, Ordering::SeqCst);
+        assert!(e.per_lp.any_secs_reader());
+        assert!(!std::ptr::eq(e.per_lp.secs_readers(LpId(7)), e.per_lp.secs_readers(LpId(8))));
+    }
+
+    #[test]
+    fn an_enclave_names_itself_and_retires_once() {
+        let e = sample();
+        assert_eq!(e.reference(), EnclaveRef { secs: EpcIndex(5), instance: 1 });
+        assert!(!e.is_retired());
+        e.retire();
+        assert!(e.is_retired());
     }
 }

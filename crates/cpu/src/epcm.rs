@@ -3,7 +3,19 @@
 //!
 //! Lock order: a leaf holds page *leaf locks* (try-acquire only, never waiting, so no
 //! deadlock is possible) and takes an entry's mutex briefly while it holds the leaf lock.
-//! Never hold two entry mutexes at once, and never wait for a leaf lock.
+//! Never wait for a leaf lock. Hold at most two entry mutexes at once, and then the second is
+//! a SECS's, taken to find the enclave a child page names (a SECS entry is innermost: nothing
+//! is locked while it is held).
+//!
+//! The SECS is every leaf's shared operand when an enclave grows or shrinks (EADD, EAUG,
+//! ELDU of a child, ETRACK, EINIT). Taking it through the page's lock word would make every
+//! such leaf write one cache line shared by all logical processors, so a SECS is taken shared
+//! in *big-reader* mode instead: the leaf counts itself in its own LP's shard of the
+//! enclave's reader counters ([`crate::enclave::LpCounters`]) and then checks that nobody
+//! holds the page exclusive; an exclusive acquirer of a page marked [`BIG_READERS`] claims the
+//! lock word and then checks that every shard is zero. Both sides store, then load what the
+//! other side stores, all sequentially consistent (Dekker's pattern): at least one of two
+//! racing leaves sees the other and backs off — a conflict is #GP, never a wait, as before.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, MutexGuard};
 use sgxemu_arch::{PageType, SecinfoFlags};
 
-use crate::enclave::Enclave;
+use crate::enclave::{Enclave, EnclaveRef};
 use crate::epc::EpcIndex;
 
 /// One EPCM entry (spec §2), plus the emulator-private tracking epochs of spec §7.
@@ -33,8 +45,10 @@ pub struct EpcmEntry {
     pub pr: bool,
     /// The only linear address the enclave may use for this page (0 for SECS and VA).
     pub enclave_address: u64,
-    /// The enclave this page belongs to (for a SECS page: the enclave it describes).
-    pub(crate) enclave: Option<Arc<Enclave>>,
+    /// The enclave a REG, TCS or TRIM page belongs to, named without a reference count.
+    pub(crate) owner: Option<EnclaveRef>,
+    /// The enclave a SECS page holds.
+    pub(crate) secs: Option<Arc<Enclave>>,
     /// Tracking epoch captured by EBLOCK.
     pub(crate) bepoch: u64,
     /// Tracking epoch captured by EMODPR/EMODT, cleared by EACCEPT and ELDU.
@@ -52,7 +66,8 @@ impl Default for EpcmEntry {
             modified: false,
             pr: false,
             enclave_address: 0,
-            enclave: None,
+            owner: None,
+            secs: None,
             bepoch: 0,
             mod_epoch: None,
         }
@@ -75,8 +90,9 @@ impl EpcmEntry {
         matches!(self.page_type, PageType::Reg | PageType::Tcs | PageType::Trim)
     }
 
-    pub(crate) fn owned_by(&self, enclave: &Arc<Enclave>) -> bool {
-        self.enclave.as_ref().is_some_and(|e| Arc::ptr_eq(e, enclave))
+    /// True if this is a child page of `enclave`.
+    pub(crate) fn owned_by(&self, enclave: &Enclave) -> bool {
+        self.owner == Some(enclave.reference())
     }
 }
 
@@ -102,11 +118,17 @@ pub struct EpcmView {
 
 const EXCLUSIVE: u32 = 1 << 31;
 const SGX2_BUSY: u32 = 1 << 30;
-const SHARED_MASK: u32 = SGX2_BUSY - 1;
+/// The page holds (or once held) a SECS, so shared holders may be counted outside the lock
+/// word, in the enclave's per-LP reader counters. Set by the exclusive holder that puts a
+/// SECS on the page; never cleared (a page that held a SECS only makes its exclusive
+/// acquirers look at its entry).
+const BIG_READERS: u32 = 1 << 29;
+const SHARED_MASK: u32 = BIG_READERS - 1;
 
 /// The hardware's per-page operand lock: shared or exclusive, try-acquire only, plus the
 /// "an SGX2 leaf is working on this page" bit that makes SGX2 leaves exclusive among
-/// themselves while still sharing with SGX1 readers (spec §0.4).
+/// themselves while still sharing with SGX1 readers (spec §0.4), plus the big-reader mode of
+/// SECS pages (see the module documentation).
 #[derive(Debug, Default)]
 pub(crate) struct LeafLock(AtomicU32);
 
@@ -129,14 +151,34 @@ impl LeafLock {
         }
     }
 
-    fn try_exclusive(&self) -> bool {
-        self.0.compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    /// Takes the page shared by counting the caller in `my_readers` (its own LP's counter,
+    /// on a cache line no other LP writes) rather than in the lock word, which it only reads.
+    fn try_big_reader(&self, my_readers: &AtomicU32) -> bool {
+        my_readers.fetch_add(1, Ordering::SeqCst);
+        if self.0.load(Ordering::SeqCst) & EXCLUSIVE == 0 {
+            return true;
+        }
+        my_readers.fetch_sub(1, Ordering::Release);
+        false
     }
 
-    /// Exclusive for an SGX2 leaf (EMODT): SGX2_BUSY marks the holder, so EMODPR can tell an
-    /// SGX2 conflict (SGX_EPC_PAGE_CONFLICT) from an SGX1 one (#GP) (spec §0.4, §4.13 3–4).
-    fn try_exclusive_sgx2(&self) -> bool {
-        self.0.compare_exchange(0, EXCLUSIVE | SGX2_BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    /// Claims the word with `bits` (EXCLUSIVE, maybe SGX2_BUSY) if nobody holds it. On a
+    /// BIG_READERS page the claim stands only if `has_big_readers` then says no.
+    fn try_exclusive_with(&self, bits: u32, has_big_readers: impl FnOnce() -> bool) -> bool {
+        let mut expected = 0;
+        let was = loop {
+            match self.0.compare_exchange(expected, expected | bits, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(was) => break was,
+                // Only the sticky mark differs from what we expected: claim with it.
+                Err(now) if now == BIG_READERS && expected == 0 => expected = now,
+                Err(_) => return false,
+            }
+        };
+        if was & BIG_READERS != 0 && has_big_readers() {
+            self.release_exclusive();
+            return false;
+        }
+        true
     }
 
     /// Marks an SGX2 leaf on a page already held shared by the caller.
@@ -144,9 +186,20 @@ impl LeafLock {
         self.0.fetch_or(SGX2_BUSY, Ordering::Acquire) & SGX2_BUSY == 0
     }
 
+    /// Marks a page the caller holds exclusive as a SECS page (see [`BIG_READERS`]).
+    fn admit_big_readers(&self) {
+        self.0.fetch_or(BIG_READERS, Ordering::Relaxed);
+    }
+
+    fn release_exclusive(&self) {
+        // Nobody else writes the word while it is held exclusive: keep only the mark.
+        let mark = self.0.load(Ordering::Relaxed) & BIG_READERS;
+        self.0.store(mark, Ordering::Release);
+    }
+
     fn release(&self, exclusive: bool, sgx2: bool) {
         if exclusive {
-            self.0.store(0, Ordering::Release);
+            self.release_exclusive();
             return;
         }
         if sgx2 {
@@ -185,11 +238,37 @@ impl PageLock<'_> {
         }
         self.sgx2
     }
+
+    /// The page now holds a SECS: from here on it may be taken shared in big-reader mode.
+    /// Called by the exclusive holder that writes the SECS entry.
+    pub(crate) fn admit_big_readers(&self) {
+        debug_assert!(self.exclusive);
+        self.slot.lock.admit_big_readers();
+    }
 }
 
 impl Drop for PageLock<'_> {
     fn drop(&mut self) {
         self.slot.lock.release(self.exclusive, self.sgx2);
+    }
+}
+
+/// A shared hold of a SECS page in big-reader mode: counted in one LP's reader counter.
+#[derive(Debug)]
+pub(crate) struct BigReadLock<'a> {
+    my_readers: &'a AtomicU32,
+}
+
+impl Drop for BigReadLock<'_> {
+    fn drop(&mut self) {
+        self.my_readers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl EpcmSlot {
+    /// For an exclusive acquirer of a BIG_READERS page: does any LP hold the SECS on it shared?
+    fn has_big_readers(&self) -> bool {
+        self.entry.lock().secs.as_ref().is_some_and(|enclave| enclave.per_lp.any_secs_reader())
     }
 }
 
@@ -233,14 +312,31 @@ impl Epcm {
 
     /// Tries to take `index`'s leaf lock exclusive.
     pub(crate) fn try_exclusive(&self, index: EpcIndex) -> Option<PageLock<'_>> {
-        let slot = self.slot(index);
-        slot.lock.try_exclusive().then(|| PageLock { slot, exclusive: true, sgx2: false })
+        self.try_exclusive_with(index, EXCLUSIVE)
     }
 
-    /// Tries to take `index`'s leaf lock exclusive for an SGX2 leaf (EMODT).
+    /// Tries to take `index`'s leaf lock exclusive for an SGX2 leaf (EMODT): SGX2_BUSY marks
+    /// the holder, so EMODPR can tell an SGX2 conflict (SGX_EPC_PAGE_CONFLICT) from an SGX1
+    /// one (#GP) (spec §0.4, §4.13 3–4).
     pub(crate) fn try_exclusive_sgx2(&self, index: EpcIndex) -> Option<PageLock<'_>> {
+        self.try_exclusive_with(index, EXCLUSIVE | SGX2_BUSY)
+    }
+
+    fn try_exclusive_with(&self, index: EpcIndex, bits: u32) -> Option<PageLock<'_>> {
         let slot = self.slot(index);
-        slot.lock.try_exclusive_sgx2().then(|| PageLock { slot, exclusive: true, sgx2: false })
+        slot.lock.try_exclusive_with(bits, || slot.has_big_readers()).then(|| PageLock {
+            slot,
+            exclusive: true,
+            sgx2: false,
+        })
+    }
+
+    /// Tries to take the SECS page `index` shared in big-reader mode, counting the caller in
+    /// `my_readers` (its LP's reader counter of the enclave on that page, which the caller
+    /// must check is still there once it holds the lock).
+    pub(crate) fn try_big_reader<'a>(&'a self, index: EpcIndex, my_readers: &'a AtomicU32) -> Option<BigReadLock<'a>> {
+        // `then`, not `then_some`: a guard built for a refused hold would release it on drop.
+        self.slot(index).lock.try_big_reader(my_readers).then(|| BigReadLock { my_readers })
     }
 
     /// Tries to take `index`'s leaf lock shared; `Err(true)` if an SGX2 leaf holds it
@@ -277,6 +373,19 @@ impl Epcm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lp::LpId;
+
+    /// An EPCM with a valid SECS on page `index`, put there as ECREATE does.
+    fn epcm_with_secs(index: EpcIndex) -> (Epcm, Arc<Enclave>) {
+        let epcm = Epcm::new(1024);
+        let enclave = Arc::new(Enclave::sample(EnclaveRef { secs: index, instance: 1 }));
+        let lock = epcm.try_exclusive(index).unwrap();
+        lock.admit_big_readers();
+        *lock.entry() =
+            EpcmEntry { valid: true, page_type: PageType::Secs, secs: Some(enclave.clone()), ..EpcmEntry::default() };
+        drop(lock);
+        (epcm, enclave)
+    }
 
     #[test]
     fn shared_holders_coexist_and_exclude_exclusive() {
@@ -336,5 +445,95 @@ mod tests {
         epcm.entry(EpcIndex(2000)).valid = true;
         assert!(epcm.snapshot(EpcIndex(2000)).unwrap().valid);
         assert_eq!(epcm.allocated_ranges().collect::<Vec<_>>(), vec![1536..2048]);
+    }
+
+    #[test]
+    fn big_readers_exclude_exclusive_holders_and_share_with_other_readers() {
+        let (epcm, enclave) = epcm_with_secs(EpcIndex(9));
+        let page = EpcIndex(9);
+        let readers = |lp| enclave.per_lp.secs_readers(LpId(lp));
+        let a = epcm.try_big_reader(page, readers(1)).unwrap();
+        let b = epcm.try_big_reader(page, readers(2)).unwrap();
+        let word_reader = epcm.try_shared(page).unwrap();
+        assert!(epcm.try_exclusive(page).is_none());
+        assert!(epcm.try_exclusive_sgx2(page).is_none());
+        drop((a, word_reader));
+        assert!(epcm.try_exclusive(page).is_none(), "LP 2 still holds the SECS");
+        drop(b);
+        let x = epcm.try_exclusive(page).unwrap();
+        assert!(epcm.try_big_reader(page, readers(1)).is_none());
+        assert_eq!(readers(1).load(Ordering::SeqCst), 0, "a refused reader leaves no count behind");
+        assert!(epcm.try_shared(page).is_none());
+        drop(x);
+        assert!(epcm.try_exclusive_sgx2(page).is_some(), "the mark alone does not block");
+        assert!(epcm.try_big_reader(page, readers(1)).is_some());
+    }
+
+    #[test]
+    fn a_page_keeps_its_big_reader_mark_through_other_holds() {
+        let (epcm, _) = epcm_with_secs(EpcIndex(4));
+        let word = || epcm.slot(EpcIndex(4)).lock.0.load(Ordering::SeqCst);
+        assert_eq!(word(), BIG_READERS);
+        let mut shared = epcm.try_shared(EpcIndex(4)).unwrap();
+        assert!(shared.try_sgx2());
+        drop(shared);
+        drop(epcm.try_exclusive_sgx2(EpcIndex(4)).unwrap());
+        assert_eq!(word(), BIG_READERS);
+        // Once the page holds no SECS any more, counters of its old enclave do not matter.
+        let lock = epcm.try_exclusive(EpcIndex(4)).unwrap();
+        *lock.entry() = EpcmEntry::default();
+        drop(lock);
+        assert!(epcm.try_exclusive(EpcIndex(4)).is_some());
+    }
+
+    /// Threads on their own LPs take one SECS page in every mode at random; a shadow count
+    /// of holders checks that an exclusive holder never overlaps any other holder.
+    #[test]
+    fn big_reader_lock_stress_from_several_threads() {
+        const THREADS: u32 = 4;
+        const ROUNDS: u32 = 20_000;
+        const EXCLUSIVE_UNIT: u64 = 1 << 32;
+        let (epcm, enclave) = epcm_with_secs(EpcIndex(1));
+        let holders = std::sync::atomic::AtomicU64::new(0);
+        let acquired: [std::sync::atomic::AtomicU32; 4] = Default::default();
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (epcm, enclave, holders, acquired) = (&epcm, &enclave, &holders, &acquired);
+                s.spawn(move || {
+                    let mut rng = 0x9E37_79B9_u32.wrapping_mul(t + 1);
+                    let my_readers = enclave.per_lp.secs_readers(LpId(t));
+                    for _ in 0..ROUNDS {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 17;
+                        rng ^= rng << 5;
+                        let mode = (rng % 4) as usize;
+                        // Counted in the shadow only while the lock is held (`_lock` lives
+                        // to the end of each closure).
+                        let occupy = |unit: u64| {
+                            let before = holders.fetch_add(unit, Ordering::SeqCst);
+                            let alone = if unit == EXCLUSIVE_UNIT { before == 0 } else { before < EXCLUSIVE_UNIT };
+                            assert!(alone, "mode {mode} overlapped an exclusive holder ({before:#x})");
+                            std::hint::spin_loop();
+                            holders.fetch_sub(unit, Ordering::SeqCst);
+                        };
+                        let held = match mode {
+                            0 => epcm.try_big_reader(EpcIndex(1), my_readers).map(|_lock| occupy(1)),
+                            1 => epcm.try_shared(EpcIndex(1)).map(|_lock| occupy(1)),
+                            2 => epcm.try_exclusive(EpcIndex(1)).map(|_lock| occupy(EXCLUSIVE_UNIT)),
+                            _ => epcm.try_exclusive_sgx2(EpcIndex(1)).map(|_lock| occupy(EXCLUSIVE_UNIT)),
+                        };
+                        if held.is_some() {
+                            acquired[mode].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(holders.load(Ordering::SeqCst), 0);
+        assert!(!enclave.per_lp.any_secs_reader(), "every reader count was released");
+        assert_eq!(epcm.slot(EpcIndex(1)).lock.0.load(Ordering::SeqCst), BIG_READERS);
+        for (mode, n) in acquired.iter().enumerate() {
+            assert!(n.load(Ordering::Relaxed) > 0, "mode {mode} never acquired");
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! by the driver's test platform at teardown.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use sgxemu_arch::{PageType, SecinfoFlags, VA_SLOTS_PER_PAGE};
 
@@ -36,6 +35,12 @@ pub enum InvariantViolation {
         /// Its SECINFO-style flags.
         flags: SecinfoFlags,
     },
+    /// A SECS is held shared although no leaf is running (a leaked lock).
+    #[error("SECS {secs:?}: held shared with no leaf running")]
+    SecsHeld {
+        /// The SECS page.
+        secs: EpcIndex,
+    },
     /// Two VA slots hold the same version.
     #[error("version {version:#x} is held by two VA slots")]
     DuplicateVersion {
@@ -63,25 +68,28 @@ impl Processor {
                 match entry.page_type {
                     PageType::Va => self.collect_versions(page, &mut versions)?,
                     PageType::Secs => {
+                        if entry.secs.as_ref().is_some_and(|e| e.per_lp.any_secs_reader()) {
+                            return Err(InvariantViolation::SecsHeld { secs: page });
+                        }
                         children.entry(page).or_default();
                     }
                     _ => {
-                        let owner = entry.enclave.as_ref().ok_or(InvariantViolation::DanglingOwner { page })?;
-                        let secs_entry = self.epcm.snapshot(owner.secs_page).unwrap_or_default();
+                        let owner = entry.owner.ok_or(InvariantViolation::DanglingOwner { page })?;
+                        let secs_entry = self.epcm.snapshot(owner.secs).unwrap_or_default();
                         let same = secs_entry.valid
                             && secs_entry.page_type == PageType::Secs
-                            && secs_entry.enclave.as_ref().is_some_and(|e| Arc::ptr_eq(e, owner));
+                            && secs_entry.secs.as_ref().is_some_and(|e| e.reference() == owner && !e.is_retired());
                         if !same {
                             return Err(InvariantViolation::DanglingOwner { page });
                         }
-                        *children.entry(owner.secs_page).or_default() += 1;
+                        *children.entry(owner.secs).or_default() += 1;
                     }
                 }
             }
         }
         for (secs, actual) in children {
             let entry = self.epcm.snapshot(secs).unwrap_or_default();
-            let counter = entry.enclave.map_or(0, |e| e.child_count());
+            let counter = entry.secs.map_or(0, |e| e.child_count());
             if counter != actual {
                 return Err(InvariantViolation::ChildCount { secs, counter, actual });
             }

@@ -5,7 +5,6 @@
 use sgxemu_arch::{Attributes, Einittoken, Keyname};
 use sgxemu_crypto::{KeyDependencies, PKCS1_SHA256_PADDING, aes128_cmac, derive_key};
 
-use crate::lp::Lp;
 use crate::processor::Processor;
 
 /// True if every component of `requested` is at most the platform's (spec §11.2: CPUSVN
@@ -48,15 +47,15 @@ impl Processor {
         })
     }
 
-    /// The EINITTOKEN MAC EINIT expects (spec §11.3), keyed by this LP's LEPUBKEYHASH.
-    pub(crate) fn einittoken_mac(&self, lp: &Lp, token: &Einittoken) -> [u8; 16] {
+    /// The EINITTOKEN MAC EINIT expects (spec §11.3), keyed by the LP's LEPUBKEYHASH MSRs.
+    pub(crate) fn einittoken_mac(&self, lepubkeyhash: &[u64; 4], token: &Einittoken) -> [u8; 16] {
         let key = self.derive(&KeyDependencies {
             keyname: Keyname::Einittoken as u16,
             isvprodid: token.isvprodidle,
             isvsvn: token.isvsvnle,
             ownerepoch: self.secrets.owner_epoch,
             attributes: attributes_bytes(token.maskedattributesle),
-            mrsigner: crate::encls::lehash_bytes(lp.lepubkeyhash),
+            mrsigner: crate::encls::lehash_bytes(*lepubkeyhash),
             keyid: token.keyid,
             seal_key_fuses: self.secrets.seal_fuses,
             cpusvn: token.cpusvnle,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sgxemu_arch::{FCW_INIT, MXCSR_INIT};
 
-use crate::enclave::Enclave;
+use crate::enclave::{Enclave, EnclaveRef};
 use crate::epc::EpcIndex;
 use crate::stats::LeafStats;
 
@@ -31,8 +31,37 @@ pub(crate) struct EnclaveContext {
     pub(crate) saved_tf: bool,
 }
 
+/// The enclave a logical processor used last, held by this LP alone. Leaves find a child
+/// page's enclave and the SECS they take shared here, so the common case clones and drops no
+/// `Arc` shared with other LPs (see [`EnclaveRef`]); a miss looks in the SECS's EPCM entry.
+/// Holding a retired enclave only delays freeing its memory.
+#[derive(Debug, Default)]
+pub(crate) struct EnclaveCache {
+    recent: Option<Arc<Enclave>>,
+}
+
+impl EnclaveCache {
+    /// The cached enclave if it is the one `owner` names.
+    pub(crate) fn get(&self, owner: EnclaveRef) -> Option<&Arc<Enclave>> {
+        self.recent.as_ref().filter(|e| e.reference() == owner)
+    }
+
+    /// The cached enclave if its SECS was on page `secs` (it may have been retired since).
+    pub(crate) fn secs_at(&self, secs: EpcIndex) -> Option<&Arc<Enclave>> {
+        self.recent.as_ref().filter(|e| e.secs_page == secs)
+    }
+
+    pub(crate) fn insert(&mut self, enclave: Arc<Enclave>) {
+        self.recent = Some(enclave);
+    }
+}
+
 /// One logical processor.
+///
+/// Aligned to 128 bytes (x86 prefetches cache lines in pairs): every leaf writes its LP's
+/// counters, so LPs kept side by side (a `Vec` of per-thread state) must not share a line.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct Lp {
     pub(crate) id: LpId,
     /// IA32_SGXLEPUBKEYHASH0..3 (MSRs 0x8C..0x8F) of this LP.
@@ -48,6 +77,7 @@ pub struct Lp {
     /// The extended register state as a non-compacted XSAVE image (x87, SSE, AVX, …).
     pub xsave: Vec<u8>,
     pub(crate) enclave: Option<EnclaveContext>,
+    pub(crate) enclaves: EnclaveCache,
     pub(crate) stats: LeafStats,
 }
 
@@ -62,6 +92,7 @@ impl Lp {
             mode64: true,
             xsave: vec![0; xsave_size],
             enclave: None,
+            enclaves: EnclaveCache::default(),
             stats: LeafStats::default(),
         };
         lp.reset_extended_state();

@@ -8,11 +8,11 @@ use sgxemu_crypto::PagingKey;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::config::{ConfigError, PlatformConfig};
-use crate::enclave::Enclave;
+use crate::enclave::{Enclave, EnclaveRef};
 use crate::epc::{EpcIndex, EpcMemory, SparseEpc};
-use crate::epcm::{Epcm, EpcmView, PageLock};
+use crate::epcm::{BigReadLock, Epcm, EpcmView};
 use crate::fault::Exception;
-use crate::lp::{Lp, LpId};
+use crate::lp::{EnclaveCache, Lp, LpId};
 use crate::memory::Memory;
 use crate::secrets::{PlatformSecrets, RandomnessError};
 
@@ -47,6 +47,8 @@ pub struct Processor {
     pub(crate) epcm: Epcm,
     pub(crate) paging_key: PagingKey,
     next_eid: AtomicU64,
+    /// Numbers in-memory enclaves (see [`EnclaveRef`]).
+    next_instance: AtomicU64,
     paging_version: AtomicU64,
     next_lp: AtomicU32,
     pub(crate) pending_unmasked_events: AtomicU32,
@@ -115,6 +117,7 @@ impl Processor {
             secrets,
             epc,
             next_eid: AtomicU64::new(1),
+            next_instance: AtomicU64::new(1),
             // Start above 7: EDBGRD of a VA slot ignores the low three bits (spec §1.9).
             paging_version: AtomicU64::new(8),
             next_lp: AtomicU32::new(0),
@@ -170,14 +173,19 @@ impl Processor {
     /// looks, as the kernel cannot).
     pub fn epcm_view(&self, index: EpcIndex) -> EpcmView {
         let entry = self.epcm.snapshot(index).unwrap_or_default();
+        let enclave = match (&entry.secs, entry.owner) {
+            (Some(secs), _) => Some(secs.clone()),
+            (None, Some(owner)) => self.enclave_named(owner),
+            (None, None) => None,
+        };
         EpcmView {
             valid: entry.valid,
             page_type: entry.page_type,
             flags: entry.secinfo_flags(),
             blocked: entry.blocked,
             enclave_address: entry.enclave_address,
-            eid: entry.enclave.as_ref().map(|e| e.eid),
-            secs: entry.enclave.as_ref().map(|e| e.secs_page),
+            eid: enclave.as_ref().map(|e| e.eid),
+            secs: enclave.as_ref().map(|e| e.secs_page).or(entry.owner.map(|o| o.secs)),
         }
     }
 
@@ -194,7 +202,7 @@ impl Processor {
             return Vec::new();
         };
         let entry = self.epcm.entry(index);
-        match (&entry.enclave, entry.valid) {
+        match (&entry.secs, entry.valid) {
             (Some(e), true) => e.tracking.inside(),
             _ => Vec::new(),
         }
@@ -224,13 +232,18 @@ impl Processor {
     /// hidden SECS state, for tests and tools; `None` if `secs` is not a valid SECS).
     pub fn mrenclave_so_far(&self, secs: u64) -> Option<[u8; 32]> {
         let entry = self.epcm.snapshot(self.epc_index(secs)?)?;
-        let enclave = entry.enclave.filter(|_| entry.valid && entry.page_type == sgxemu_arch::PageType::Secs)?;
+        let enclave = entry.secs.filter(|_| entry.valid && entry.page_type == sgxemu_arch::PageType::Secs)?;
         let value = enclave.measurement.lock().finalize();
         Some(value)
     }
 
     pub(crate) fn next_eid(&self) -> u64 {
         self.next_eid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where a new in-memory enclave for the SECS on page `secs` stands (ECREATE, ELDU).
+    pub(crate) fn new_enclave_ref(&self, secs: EpcIndex) -> EnclaveRef {
+        EnclaveRef { secs, instance: self.next_instance.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// A fresh, unique, non-zero EWB version (spec §11.4).
@@ -267,21 +280,59 @@ impl Processor {
         mem.write(addr, data)
     }
 
-    /// Takes a SECS operand shared: #GP on a lock conflict, #PF(addr) unless it is a valid
-    /// SECS page (spec §4.2 step 5 and its siblings).
-    pub(crate) fn lock_secs_shared(
-        &self,
+    /// Takes a SECS operand shared for `lp`: #GP on a lock conflict, #PF(addr) unless it is a
+    /// valid SECS page (spec §4.2 step 5 and its siblings). The hold is in big-reader mode
+    /// (see [`crate::epcm`]) and the enclave comes from `lp`'s cache, so a leaf that takes the
+    /// SECS of the enclave its LP used last writes only lines of its own LP.
+    pub(crate) fn lock_secs_shared<'a>(
+        &'a self,
+        cache: &'a mut EnclaveCache,
+        lp: LpId,
         index: EpcIndex,
         addr: u64,
-    ) -> Result<(PageLock<'_>, Arc<Enclave>), Exception> {
-        let lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
-        let enclave = {
-            let entry = lock.entry();
-            match (&entry.enclave, entry.valid, entry.page_type) {
-                (Some(e), true, sgxemu_arch::PageType::Secs) => e.clone(),
-                _ => return Err(Exception::epcm_pf(addr, false)),
-            }
-        };
+    ) -> Result<(BigReadLock<'a>, &'a Arc<Enclave>), Exception> {
+        self.cache_secs(cache, index, addr)?;
+        let cache: &'a EnclaveCache = cache;
+        let enclave = cache.secs_at(index).ok_or(Exception::Gp)?;
+        let lock = self.epcm.try_big_reader(index, enclave.per_lp.secs_readers(lp)).ok_or(Exception::Gp)?;
+        // Retired since it was cached: an exclusive leaf took the page meanwhile, a conflict.
+        // Otherwise it stays on the page while the lock is held (retiring needs the page
+        // exclusive, and the exclusive acquirer sees this hold).
+        if enclave.is_retired() {
+            return Err(Exception::Gp);
+        }
         Ok((lock, enclave))
+    }
+
+    /// Makes `cache` hold the enclave whose SECS is on page `index`, with the checks and
+    /// faults of taking it shared (#GP on a conflict, #PF(addr) unless a valid SECS).
+    fn cache_secs(&self, cache: &mut EnclaveCache, index: EpcIndex, addr: u64) -> Result<(), Exception> {
+        if cache.secs_at(index).is_some_and(|e| !e.is_retired()) {
+            return Ok(());
+        }
+        let lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
+        let entry = lock.entry();
+        match (&entry.secs, entry.valid, entry.page_type) {
+            (Some(e), true, sgxemu_arch::PageType::Secs) => {
+                cache.insert(e.clone());
+                Ok(())
+            }
+            _ => Err(Exception::epcm_pf(addr, false)),
+        }
+    }
+
+    /// The enclave a child page names, from `cache` or else from its SECS's EPCM entry
+    /// (which may be locked while the child's entry is: see [`crate::epcm`]'s lock order).
+    /// `None` only if the EPCM is inconsistent.
+    pub(crate) fn owner_of<'c>(&self, cache: &'c mut EnclaveCache, owner: EnclaveRef) -> Option<&'c Arc<Enclave>> {
+        if cache.get(owner).is_none() {
+            cache.insert(self.enclave_named(owner)?);
+        }
+        cache.get(owner)
+    }
+
+    /// The enclave `owner` names, looked up in its SECS's EPCM entry.
+    pub(crate) fn enclave_named(&self, owner: EnclaveRef) -> Option<Arc<Enclave>> {
+        self.epcm.entry(owner.secs).secs.clone().filter(|e| e.reference() == owner)
     }
 }

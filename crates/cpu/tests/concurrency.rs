@@ -29,7 +29,8 @@
 //!   `leaves_meeting_an_eldu_in_progress` (target busy for EAUG/EPA/EREMOVE/ELDU → #GP, SECS
 //!   held shared: EREMOVE/EWB of it → #GP, ETRACK and EAUG proceed),
 //!   `leaves_meeting_an_ewb_of_the_secs` (SECS held exclusive: EAUG, ELDU of a child,
-//!   ETRACK, EREMOVE → #GP, EBLOCK → SGX_EPC_PAGE_CONFLICT),
+//!   ETRACK, EREMOVE → #GP, EBLOCK → SGX_EPC_PAGE_CONFLICT, also from an LP that had the
+//!   enclave cached; once the SECS is gone such an LP gets #PF),
 //!   `leaves_meeting_an_eadd_in_progress` (EADD into the same target → #GP, SECS shared).
 //!   EMODT itself never parks (it touches no kernel memory while locked): EMODPR meeting an
 //!   EMODT → SGX_EPC_PAGE_CONFLICT is covered by the race test above and by the unit test
@@ -708,6 +709,9 @@ fn leaves_meeting_an_ewb_of_the_secs() {
     let (target, other) = (h.alloc_page(), h.alloc_page());
     let out = Pageinfo { linaddr: 0, srcpge: 0x6000_0000, secinfo: 0x6000_1000, secs: 0 };
     let load = Pageinfo { linaddr: data_la, srcpge: scratch::PAGE, secinfo: 0x7000_0400, secs: e.secs };
+    // An LP that used the enclave just before (its cache holds it) meets the SECS the same way.
+    let mut warm = h.cpu.new_lp();
+    assert_eq!(h.cpu.etrack(&mut warm, e.secs), SUCCESS);
     let cpu = &h.cpu;
     // EWB of the now childless SECS parks at its first output write, holding the SECS exclusive.
     let ewb = while_parked(
@@ -729,9 +733,18 @@ fn leaves_meeting_an_ewb_of_the_secs() {
             assert_eq!(cpu.etrack(lp, e.secs), gp(), "ETRACK: SECS busy / #GP");
             assert_eq!(cpu.eblock(lp, e.secs), CONFLICT, "EBLOCK: SGX_EPC_PAGE_CONFLICT");
             assert_eq!(cpu.eremove(lp, e.secs), gp(), "EREMOVE: SECS busy / #GP");
+            assert_eq!(cpu.eldu(&mut warm, mem, scratch::PAGEINFO, other, data_slot), gp(), "ELDU, warm LP");
+            assert_eq!(cpu.etrack(&mut warm, e.secs), gp(), "ETRACK, warm LP");
+            let heap = Pageinfo { linaddr: e.base + layout::HEAP, srcpge: 0, secinfo: 0, secs: e.secs };
+            put_pageinfo(mem, scratch::PAGEINFO, heap);
+            assert_eq!(cpu.eaug(&mut warm, mem, scratch::PAGEINFO, target), gp(), "EAUG, warm LP");
         },
     );
     assert_eq!(ewb, SUCCESS);
+    // The SECS has left its page: an LP whose cache still holds the enclave sees that.
+    let not_a_secs = Err(Exception::epcm_pf(e.secs, false));
+    assert_eq!(h.cpu.etrack(&mut warm, e.secs), not_a_secs);
+    assert_eq!(h.cpu.etrack(&mut h.lp, e.secs), not_a_secs);
     assert!(!valid(&h, e.secs) && !valid(&h, target) && !valid(&h, other));
     // Nothing the failed leaves did stuck: the data page's slot still holds its version.
     let mut slot = [0u8; 8];

@@ -1,8 +1,8 @@
 //! End-to-end flows over the bare processor: build, measure, sign, initialize, enter,
 //! take an exception, resume, exit, grow and shrink with SGX2, page out and back in.
 
-use sgxemu_arch::{ErrorCode, PAGE_SIZE, PageType, SecinfoFlags, Vector};
-use sgxemu_cpu::testkit::{Harness, TestEnclave, layout, scratch};
+use sgxemu_arch::{ErrorCode, IntoBytes, PAGE_SIZE, PageType, SecinfoFlags, Vector};
+use sgxemu_cpu::testkit::{Harness, TestEnclave, layout, scratch, secs_image};
 use sgxemu_cpu::{AccessKind, AexEvent, Exception, Memory, Regs, Status};
 
 const AEP: u64 = 0x40_1000;
@@ -107,6 +107,43 @@ fn ewb_eldu_round_trip() {
     let mut back = vec![0u8; PAGE_SIZE];
     h.cpu.read_epc(h.cpu.epc_index(target).unwrap(), 0, &mut back);
     assert_eq!(back, vec![0x11; PAGE_SIZE]);
+    h.cpu.check_invariants().unwrap();
+}
+
+/// Logical processors remember the enclave they used last (so leaves touch no reference
+/// count shared by every page). Once that enclave is torn down and another one is created on
+/// the same SECS page, leaves on those LPs must act on the new enclave.
+#[test]
+fn a_reused_secs_page_is_not_mistaken_for_the_enclave_that_left_it() {
+    let mut h = Harness::new();
+    let e = TestEnclave::build(&mut h);
+    let secs_index = h.cpu.epc_index(e.secs).unwrap();
+    let mut other = h.cpu.new_lp();
+    assert_eq!(h.cpu.etrack(&mut other, e.secs), Ok(Status::Success), "`other` now knows the first enclave");
+    let first_eid = h.cpu.epcm_view(secs_index).eid;
+    for &page in e.pages.values() {
+        assert_eq!(h.cpu.eremove(&mut h.lp, page), Ok(Status::Success));
+    }
+    assert_eq!(h.cpu.eremove(&mut h.lp, e.secs), Ok(Status::Success));
+    assert_eq!(h.cpu.etrack(&mut other, e.secs), Err(Exception::epcm_pf(e.secs, false)));
+    // A second enclave on the same EPC page.
+    h.mem.write(scratch::SECS, secs_image(0x20_0000_0000, 1 << 20).as_bytes()).unwrap();
+    h.put_secinfo(SecinfoFlags::empty().with_page_type(PageType::Secs));
+    h.put_pageinfo(0, scratch::SECS, scratch::SECINFO, 0);
+    h.cpu.ecreate(&mut h.lp, &mut h.mem, scratch::PAGEINFO, e.secs).unwrap();
+    let second_eid = h.cpu.epcm_view(secs_index).eid;
+    assert_ne!(second_eid, first_eid);
+    // EADD from the LP that knew the first enclave: the page belongs to the second.
+    let page = h.alloc_page();
+    h.mem.write(scratch::PAGE, &[7; PAGE_SIZE]).unwrap();
+    h.put_secinfo((SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg));
+    h.put_pageinfo(0x20_0000_0000, scratch::PAGE, scratch::SECINFO, e.secs);
+    h.cpu.eadd(&mut other, &mut h.mem, scratch::PAGEINFO, page).unwrap();
+    assert_eq!(h.cpu.epcm_view(h.cpu.epc_index(page).unwrap()).eid, second_eid);
+    h.cpu.check_invariants().unwrap();
+    assert_eq!(h.cpu.eremove(&mut h.lp, e.secs), Ok(Status::Error(ErrorCode::ChildPresent)));
+    assert_eq!(h.cpu.eremove(&mut h.lp, page), Ok(Status::Success));
+    assert_eq!(h.cpu.eremove(&mut other, e.secs), Ok(Status::Success), "the child was counted in the second");
     h.cpu.check_invariants().unwrap();
 }
 

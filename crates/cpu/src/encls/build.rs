@@ -53,13 +53,10 @@ impl Processor {
         // 6.
         let mut measurement = MeasurementState::new();
         measurement.ecreate(params.ssaframesize, params.size);
-        let enclave = Enclave::new(self.next_eid(), index, params, measurement);
-        *lock.entry() = EpcmEntry {
-            valid: true,
-            page_type: PageType::Secs,
-            enclave: Some(Arc::new(enclave)),
-            ..EpcmEntry::default()
-        };
+        let enclave = Enclave::new(self.next_eid(), self.new_enclave_ref(index), params, measurement);
+        lock.admit_big_readers();
+        *lock.entry() =
+            EpcmEntry { valid: true, page_type: PageType::Secs, secs: Some(Arc::new(enclave)), ..EpcmEntry::default() };
         Ok(())
     }
 
@@ -147,7 +144,7 @@ impl Processor {
             return Err(Exception::epcm_pf(target, true));
         }
         // 5.
-        let (_secs_lock, enclave) = self.lock_secs_shared(secs_index, info.secs)?;
+        let (_secs_lock, enclave) = self.lock_secs_shared(&mut lp.enclaves, lp.id, secs_index, info.secs)?;
         // 6.
         let mut page = [0u8; PAGE_SIZE];
         self.read_bytes(mem, info.srcpge, &mut page)?;
@@ -194,7 +191,7 @@ impl Processor {
             page_type: page_type.unwrap_or(PageType::Reg),
             perms: flags & SecinfoFlags::PERM_MASK,
             enclave_address: info.linaddr,
-            enclave: Some(enclave),
+            owner: Some(enclave.reference()),
             ..EpcmEntry::default()
         };
         Ok(())
@@ -222,7 +219,8 @@ impl Processor {
         }
         let linaddr = entry.enclave_address;
         // 4.
-        let enclave = entry.enclave.as_ref().filter(|e| e.secs_page == secs_index).ok_or(Exception::Gp)?;
+        let owner = entry.owner.filter(|owner| owner.secs == secs_index).ok_or(Exception::Gp)?;
+        let enclave = self.owner_of(&mut lp.enclaves, owner).ok_or(Exception::Gp)?;
         let mut measurement = enclave.measurement.try_lock().ok_or(Exception::Gp)?;
         if enclave.is_initialized() {
             return Err(Exception::Gp);
@@ -272,7 +270,7 @@ impl Processor {
             return fail(ErrorCode::InvalidSignature);
         };
         // 6.
-        let (_secs_lock, enclave) = self.lock_secs_shared(secs_index, secs)?;
+        let (_secs_lock, enclave) = self.lock_secs_shared(&mut lp.enclaves, lp.id, secs_index, secs)?;
         let secs_flags = enclave.params.flags();
         // 7.
         if sig.isvfamilyid != [0; 16] && !secs_flags.contains(AttributesFlags::KSS) {
@@ -308,7 +306,7 @@ impl Processor {
             if !launch_hash_matches {
                 return fail(ErrorCode::InvalidEinittoken);
             }
-        } else if let Some(code) = self.check_einittoken(lp, &token, &enclave, mrenclave, mrsigner) {
+        } else if let Some(code) = self.check_einittoken(&lp.lepubkeyhash, &token, enclave, mrenclave, mrsigner) {
             return fail(code);
         }
         // 15.
@@ -333,7 +331,7 @@ impl Processor {
     /// The token checks of spec §4.4 step 14 for a VALID token.
     fn check_einittoken(
         &self,
-        lp: &Lp,
+        lepubkeyhash: &[u64; 4],
         token: &Einittoken,
         enclave: &Enclave,
         mrenclave: [u8; 32],
@@ -354,7 +352,7 @@ impl Processor {
         if !crate::keys::cpusvn_within(&token.cpusvnle, &self.secrets.cpusvn) {
             return Some(ErrorCode::InvalidCpusvn);
         }
-        if self.einittoken_mac(lp, token) != token.mac {
+        if self.einittoken_mac(lepubkeyhash, token) != token.mac {
             return Some(ErrorCode::InvalidEinittoken);
         }
         if token.mrenclave != mrenclave || token.mrsigner != mrsigner {

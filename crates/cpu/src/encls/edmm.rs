@@ -2,6 +2,7 @@
 
 use sgxemu_arch::{Encls, ErrorCode, PAGE_SIZE, PageType, Pageinfo, Secinfo, SecinfoFlags};
 
+use crate::enclave::EnclaveRef;
 use crate::epcm::EpcmEntry;
 use crate::fault::{Exception, LeafResult, Status, fail};
 use crate::lp::Lp;
@@ -40,7 +41,7 @@ impl Processor {
             return Err(Exception::epcm_pf(target, true));
         }
         // 4.
-        let (_secs_lock, enclave) = self.lock_secs_shared(secs_index, info.secs)?;
+        let (_secs_lock, enclave) = self.lock_secs_shared(&mut lp.enclaves, lp.id, secs_index, info.secs)?;
         if !enclave.is_initialized() || !enclave.params.contains(info.linaddr) {
             return Err(Exception::Gp);
         }
@@ -53,10 +54,17 @@ impl Processor {
             perms: SecinfoFlags::R | SecinfoFlags::W,
             pending: true,
             enclave_address: info.linaddr,
-            enclave: Some(enclave),
+            owner: Some(enclave.reference()),
             ..EpcmEntry::default()
         };
         Ok(())
+    }
+
+    /// The tracking epoch of the enclave `owner` names, if that enclave is initialized
+    /// (EMODPR step 7, EMODT step 6).
+    fn owner_epoch_if_initialized(&self, lp: &mut Lp, owner: Option<EnclaveRef>) -> Option<u64> {
+        let enclave = self.owner_of(&mut lp.enclaves, owner?)?;
+        enclave.is_initialized().then(|| enclave.tracking.epoch())
     }
 
     /// EMODPR (RBX = SECINFO, RCX = EPC page): restricts a regular page's permissions to
@@ -100,7 +108,7 @@ impl Processor {
             return Err(Exception::epcm_pf(target, false));
         }
         // 7.
-        let Some(epoch) = entry.enclave.as_ref().filter(|e| e.is_initialized()).map(|e| e.tracking.epoch()) else {
+        let Some(epoch) = self.owner_epoch_if_initialized(lp, entry.owner) else {
             return Err(Exception::Gp);
         };
         // 8.
@@ -147,7 +155,7 @@ impl Processor {
             return fail(ErrorCode::PageNotModifiable);
         }
         // 6.
-        let Some(epoch) = entry.enclave.as_ref().filter(|e| e.is_initialized()).map(|e| e.tracking.epoch()) else {
+        let Some(epoch) = self.owner_epoch_if_initialized(lp, entry.owner) else {
             return Err(Exception::Gp);
         };
         // 7.

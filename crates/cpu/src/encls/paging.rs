@@ -64,7 +64,8 @@ impl Processor {
             return Ok(Status::Info(ErrorCode::Blkstate));
         }
         entry.blocked = true;
-        entry.bepoch = entry.enclave.as_ref().map_or(0, |e| e.tracking.epoch());
+        let owner = entry.owner.and_then(|owner| self.owner_of(&mut lp.enclaves, owner));
+        entry.bepoch = owner.map_or(0, |e| e.tracking.epoch());
         Ok(Status::Success)
     }
 
@@ -77,14 +78,7 @@ impl Processor {
         }
         let index = self.epc_operand(secs, false)?;
         // 2. and 3. (a concurrent ETRACK holds the tracking state: #GP, spec §13.13)
-        let lock = self.epcm.try_shared(index).ok_or(Exception::Gp)?;
-        let enclave = {
-            let entry = lock.entry();
-            match (&entry.enclave, entry.valid, entry.page_type) {
-                (Some(e), true, PageType::Secs) => e.clone(),
-                _ => return Err(Exception::epcm_pf(secs, false)),
-            }
-        };
+        let (_secs_lock, enclave) = self.lock_secs_shared(&mut lp.enclaves, lp.id, index, secs)?;
         // 4.
         match enclave.tracking.etrack().map_err(|_| Exception::Gp)? {
             Ok(()) => Ok(Status::Success),
@@ -127,15 +121,16 @@ impl Processor {
         }
         check_va_page(&va_lock.entry(), va_slot)?;
         // 6.
-        let (header_eid, pcmd_eid) = match (entry.page_type, &entry.enclave) {
-            (PageType::Secs, Some(enclave)) => {
+        let owner = entry.owner.and_then(|owner| self.owner_of(&mut lp.enclaves, owner));
+        let (header_eid, pcmd_eid) = match (entry.page_type, &entry.secs, owner) {
+            (PageType::Secs, Some(enclave), _) => {
                 if enclave.child_count() > 0 {
                     return fail(ErrorCode::ChildPresent);
                 }
                 (0, enclave.eid)
             }
-            (PageType::Va, _) => (0, 0),
-            (_, Some(enclave)) => {
+            (PageType::Va, _, _) => (0, 0),
+            (_, _, Some(enclave)) => {
                 if !entry.blocked {
                     return fail(ErrorCode::PageNotBlocked);
                 }
@@ -144,14 +139,14 @@ impl Processor {
                 }
                 (enclave.eid, enclave.eid)
             }
-            (_, None) => return Err(Exception::Gp),
+            (_, _, None) => return Err(Exception::Gp),
         };
         // 7.
         let flags = entry.secinfo_flags();
         let header = build_mac_header(header_eid, flags.bits(), entry.enclave_address, &[0; 40]);
         // 8.
         let version = self.next_paging_version();
-        let mut page = match (entry.page_type, &entry.enclave) {
+        let mut page = match (entry.page_type, &entry.secs) {
             (PageType::Secs, Some(enclave)) => enclave.to_secs_page(),
             _ => {
                 let mut page = Box::new([0u8; PAGE_SIZE]);
@@ -173,10 +168,11 @@ impl Processor {
         let old = self.read_va_slot(va_index, va_slot);
         self.epc.write(va_index, slot_offset(va_slot), &version.to_le_bytes());
         // 11.
-        if entry.is_child()
-            && let Some(enclave) = &entry.enclave
-        {
+        if let Some(enclave) = owner {
             enclave.remove_child(lp.id);
+        }
+        if let Some(enclave) = &entry.secs {
+            enclave.retire();
         }
         *lock.entry() = EpcmEntry::default();
         if old != 0 {
@@ -190,19 +186,19 @@ impl Processor {
     pub fn eldu(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Eldu);
-        self.load_page(lp.id, mem, pageinfo, target, va_slot, false)
+        self.load_page(lp, mem, pageinfo, target, va_slot, false)
     }
 
     /// ELDB: as [`Processor::eldu`], but the reloaded child page comes back blocked.
     pub fn eldb(&self, lp: &mut Lp, mem: &mut dyn Memory, pageinfo: u64, target: u64, va_slot: u64) -> LeafResult {
         let _changed = crate::processor::EpcmChange::new(self, target);
         lp.stats.count_encls(Encls::Eldb);
-        self.load_page(lp.id, mem, pageinfo, target, va_slot, true)
+        self.load_page(lp, mem, pageinfo, target, va_slot, true)
     }
 
     fn load_page(
         &self,
-        lp: crate::lp::LpId,
+        lp: &mut Lp,
         mem: &mut dyn Memory,
         pageinfo: u64,
         target: u64,
@@ -241,7 +237,7 @@ impl Processor {
                 return Err(Exception::Gp);
             }
             let secs_index = self.epc_operand(info.secs, false)?;
-            let (secs_lock, enclave) = self.lock_secs_shared(secs_index, info.secs)?;
+            let (secs_lock, enclave) = self.lock_secs_shared(&mut lp.enclaves, lp.id, secs_index, info.secs)?;
             (Some(secs_lock), Some(enclave))
         } else {
             if info.secs != 0 {
@@ -263,16 +259,20 @@ impl Processor {
         // 7.
         self.epc.write(va_index, slot_offset(va_slot), &0u64.to_le_bytes());
         // 8.
-        let enclave = match (page_type, owner) {
-            (PageType::Secs, _) => Some(Arc::new(Enclave::from_secs_page(&page, index))),
+        let (secs, owner) = match (page_type, owner) {
+            (PageType::Secs, _) => {
+                lock.admit_big_readers();
+                let at = self.new_enclave_ref(index);
+                (Some(Arc::new(Enclave::from_secs_page(&page, at))), None)
+            }
             (_, Some(owner)) => {
-                owner.add_child(lp);
+                owner.add_child(lp.id);
                 self.epc.write(index, 0, &page[..]);
-                Some(owner)
+                (None, Some(owner.reference()))
             }
             (_, None) => {
                 self.epc.write(index, 0, &page[..]);
-                None
+                (None, None)
             }
         };
         *lock.entry() = EpcmEntry {
@@ -284,7 +284,8 @@ impl Processor {
             modified: flags.contains(SecinfoFlags::MODIFIED),
             pr: flags.contains(SecinfoFlags::PR),
             enclave_address: if page_type == PageType::Secs || page_type == PageType::Va { 0 } else { info.linaddr },
-            enclave,
+            owner,
+            secs,
             bepoch: 0,
             mod_epoch: None,
         };

@@ -28,27 +28,28 @@ impl Processor {
         if !entry.valid {
             return Ok(Status::Success);
         }
-        let enclave = entry.enclave.as_ref();
+        let owner = entry.owner.and_then(|owner| self.owner_of(&mut lp.enclaves, owner));
         match entry.page_type {
             // 4.
             PageType::Va => {}
             PageType::Trim if !entry.modified => {}
             // 5.
             PageType::Secs => {
-                if enclave.is_some_and(|e| e.child_count() > 0) {
-                    return fail(ErrorCode::ChildPresent);
+                if let Some(enclave) = &entry.secs {
+                    if enclave.child_count() > 0 {
+                        return fail(ErrorCode::ChildPresent);
+                    }
+                    enclave.retire();
                 }
             }
             // 6. and 7.
             _ => {
-                if enclave.is_some_and(|e| e.tracking.anyone_inside()) {
+                if owner.is_some_and(|e| e.tracking.anyone_inside()) {
                     return fail(ErrorCode::EnclaveAct);
                 }
             }
         }
-        if entry.is_child()
-            && let Some(e) = enclave
-        {
+        if let Some(e) = owner {
             e.remove_child(lp.id);
         }
         *entry = EpcmEntry::default();
@@ -60,7 +61,7 @@ impl Processor {
     pub fn edbgrd(&self, lp: &mut Lp, addr: u64) -> Result<(Status, u64), Exception> {
         lp.stats.count_encls(Encls::Edbgrd);
         let width = if lp.mode64 { 8 } else { 4 };
-        let (index, offset, entry) = match self.debug_access(addr, width, false)? {
+        let (index, offset, entry) = match self.debug_access(lp, addr, width, false)? {
             Ok(found) => found,
             Err(status) => return Ok((status, 0)),
         };
@@ -80,7 +81,7 @@ impl Processor {
     pub fn edbgwr(&self, lp: &mut Lp, addr: u64, data: u64) -> LeafResult {
         lp.stats.count_encls(Encls::Edbgwr);
         let width = if lp.mode64 { 8 } else { 4 };
-        let (index, offset, _) = match self.debug_access(addr, width, true)? {
+        let (index, offset, _) = match self.debug_access(lp, addr, width, true)? {
             Ok(found) => found,
             Err(status) => return Ok(status),
         };
@@ -93,6 +94,7 @@ impl Processor {
     #[allow(clippy::type_complexity, reason = "two distinct failure kinds, documented above")]
     fn debug_access(
         &self,
+        lp: &mut Lp,
         addr: u64,
         width: usize,
         write: bool,
@@ -130,7 +132,8 @@ impl Processor {
         }
         // 5.
         if entry.page_type != PageType::Va {
-            let debug = entry.enclave.as_ref().is_some_and(|e| e.params.flags().contains(AttributesFlags::DEBUG));
+            let owner = entry.owner.and_then(|owner| self.owner_of(&mut lp.enclaves, owner));
+            let debug = owner.is_some_and(|e| e.params.flags().contains(AttributesFlags::DEBUG));
             if !debug {
                 return Err(Exception::Gp);
             }

@@ -149,7 +149,7 @@ impl Processor {
     }
 
     /// Checks 2–9 of EENTER/ERESUME.
-    fn entry_checks(&self, lp: &Lp, tcs_la: u64, aep: u64, pt: &dyn PageTable) -> Result<Entry, Exception> {
+    fn entry_checks(&self, lp: &mut Lp, tcs_la: u64, aep: u64, pt: &dyn PageTable) -> Result<Entry, Exception> {
         // 2.
         if !tcs_la.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Exception::Gp);
@@ -169,7 +169,7 @@ impl Processor {
                 && e.page_type == PageType::Tcs
                 && !e.pending
                 && !e.modified;
-            match (&e.enclave, ok) {
+            match (e.owner.and_then(|owner| self.owner_of(&mut lp.enclaves, owner)), ok) {
                 (Some(enclave), true) => enclave.clone(),
                 _ => return Err(Exception::epcm_pf_user(tcs_la, true)),
             }
