@@ -179,6 +179,7 @@ impl Processor {
             enclave.remove_child(lp.id);
         }
         *lock.entry() = EpcmEntry::default();
+        self.epc.unbind(index);
         if old != 0 {
             return Ok(Status::Info(ErrorCode::VaSlotOccupied));
         }
@@ -267,6 +268,7 @@ impl Processor {
             (PageType::Secs, _) => Some(Arc::new(Enclave::from_secs_page(&page, index))),
             (_, Some(owner)) => {
                 owner.add_child(lp);
+                self.epc.bind(index, owner.span(), info.linaddr);
                 self.epc.write(index, 0, &page[..]);
                 Some(owner)
             }
