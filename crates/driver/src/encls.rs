@@ -1,7 +1,7 @@
 //! ENCLS as the kernel issues it (`encls.h`): operands in kernel buffers, results as "0, an
 //! SGX code, or a fault". The driver drives the processor only through these wrappers.
 
-use sgxemu_arch::{ErrorCode, Pageinfo, Pcmd, PfErrorCode, Secinfo, SecinfoFlags, Secs, Sigstruct, Vector};
+use sgxemu_arch::{ErrorCode, PAGE_SIZE, Pageinfo, Pcmd, PfErrorCode, Secinfo, SecinfoFlags, Secs, Sigstruct, Vector};
 use sgxemu_cpu::{Exception, Lp, Memory, Processor, Status};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -65,6 +65,11 @@ impl KernelMemory {
     fn put(&mut self, addr: u64, data: &[u8]) {
         let range = (addr - kaddr::BASE) as usize..(addr - kaddr::BASE) as usize + data.len();
         self.bytes[range].copy_from_slice(data);
+    }
+
+    fn page_mut(&mut self, addr: u64) -> &mut [u8; PAGE_SIZE] {
+        let start = (addr - kaddr::BASE) as usize;
+        (&mut self.bytes[start..start + PAGE_SIZE]).try_into().expect("kernel pages are whole pages")
     }
 
     fn get(&self, addr: u64, buf: &mut [u8]) {
@@ -134,17 +139,15 @@ impl Cpu {
         p.ecreate(&mut self.lp, &mut self.mem, kaddr::PAGEINFO, epc).map_err(from_exception)
     }
 
-    /// EADD of `src` at `linaddr` with `secinfo`.
-    pub fn eadd(
-        &mut self,
-        p: &Processor,
-        secs: u64,
-        linaddr: u64,
-        secinfo: &Secinfo,
-        src: &[u8],
-        epc: u64,
-    ) -> EnclsResult {
-        self.mem.put(kaddr::PAGE, src);
+    /// The kernel page EADD takes its source from: the driver copies the user's page
+    /// straight into it (the kernel hands EADD its mapping of the pinned user page; either
+    /// way there is no intermediate copy).
+    pub fn eadd_source(&mut self) -> &mut [u8; PAGE_SIZE] {
+        self.mem.page_mut(kaddr::PAGE)
+    }
+
+    /// EADD of the page in [`Cpu::eadd_source`] at `linaddr` with `secinfo`.
+    pub fn eadd(&mut self, p: &Processor, secs: u64, linaddr: u64, secinfo: &Secinfo, epc: u64) -> EnclsResult {
         self.mem.put(kaddr::SECINFO, secinfo.as_bytes());
         self.pageinfo(linaddr, kaddr::PAGE, kaddr::SECINFO, secs);
         p.eadd(&mut self.lp, &mut self.mem, kaddr::PAGEINFO, epc).map_err(from_exception)

@@ -200,11 +200,10 @@ impl Encl {
         }
         st.pages.insert(addr, EnclPage::new(max_prot, page_type));
         // 6.
-        let mut contents = [0u8; PAGE_SIZE];
         let source = match task.source_vma(src) {
             None => Err(Errno::EFAULT),
             Some(vma) if !vma.may_exec => Err(Errno::EACCES),
-            Some(_) => task.copy_from_user(src, &mut contents),
+            Some(_) => task.copy_from_user(src, cpu.eadd_source()),
         };
         if let Err(e) = source {
             return unwind(self, cpu, &mut st, true, e);
@@ -212,7 +211,7 @@ impl Encl {
         // 7.
         let secs = sgx.epc_addr(st.secs.epc.expect("a created enclave has its SECS until INIT"));
         let epc_addr = sgx.epc_addr(epc);
-        if cpu.eadd(&sgx.processor, secs, addr, secinfo, &contents, epc_addr).is_err() {
+        if cpu.eadd(&sgx.processor, secs, addr, secinfo, epc_addr).is_err() {
             return unwind(self, cpu, &mut st, true, Errno::EIO);
         }
         // 8.
