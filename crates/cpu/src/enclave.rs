@@ -150,11 +150,6 @@ pub(crate) struct Enclave {
 }
 
 impl Enclave {
-    /// What EPC storage is told about the enclave its pages belong to.
-    pub(crate) fn span(&self) -> crate::EnclaveSpan {
-        crate::EnclaveSpan { eid: self.eid, base: self.params.baseaddr, size: self.params.size }
-    }
-
     pub(crate) fn new(eid: u64, at: EnclaveRef, params: EnclaveParams, measurement: MeasurementState) -> Self {
         Enclave {
             eid,

@@ -31,25 +31,6 @@ pub trait EpcMemory: Send + Sync + std::fmt::Debug {
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]);
     /// Sets every byte of `page` to zero.
     fn zero(&self, page: EpcIndex);
-    /// `page` is about to hold the page at linear address `linaddr` of `owner` (EADD, EAUG,
-    /// ELDU/ELDB, called once their checks have passed and before they write the page).
-    /// Storage that natively running enclave code maps can move the page's bytes to where
-    /// that address's mapping finds them; the default keeps them where they are.
-    fn bind(&self, _page: EpcIndex, _owner: EnclaveSpan, _linaddr: u64) {}
-    /// `page` no longer holds an enclave page (EREMOVE, EWB); its bytes are dead.
-    fn unbind(&self, _page: EpcIndex) {}
-}
-
-/// The enclave a bound EPC page belongs to, as EPC storage needs to know it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EnclaveSpan {
-    /// The enclave's identity (unique for the processor's lifetime; survives paging of the
-    /// SECS).
-    pub eid: u64,
-    /// ELRANGE: base address and size.
-    pub base: u64,
-    /// ELRANGE size in bytes (a power of two).
-    pub size: u64,
 }
 
 /// Pages per lazily allocated chunk (2 MiB of EPC).

@@ -48,7 +48,7 @@ mod tracking;
 pub use access::Access;
 pub use config::{ConfigError, DEFAULT_EPC_BASE, DEFAULT_EPC_SIZE, MAX_EPC_SIZE, PlatformConfig};
 pub use enclu::{AexEvent, AexReport, EventKind};
-pub use epc::{EnclaveSpan, EpcIndex, EpcMemory, SparseEpc};
+pub use epc::{EpcIndex, EpcMemory, SparseEpc};
 pub use epcm::EpcmView;
 pub use fault::{Exception, LeafResult, Status};
 pub use invariants::InvariantViolation;

@@ -19,7 +19,7 @@ use sgxemu_cpu::{AccessKind, EpcIndex, EpcmObserver, PageTable, Processor, Trans
 use sgxemu_driver::os::{AddressSpace, MmId, Prot, Vma};
 use sgxemu_driver::{Cpu, Encl, Errno, FaultResult, KResult};
 
-use crate::epc_memory::{MemfdEpc, View};
+use crate::epc_memory::MemfdEpc;
 use crate::sys;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -34,19 +34,19 @@ struct EnclaveVma {
     end: u64,
     prot: Prot,
     encl: Arc<Encl>,
-    /// The enclave view mapped over the range (file offset = address − ELRANGE base), once
-    /// a page of it was first made accessible; until then an inaccessible reservation.
-    backing: Option<Arc<View>>,
 }
 
 /// A PTE: the EPC page a linear page maps, and what the host mapping currently allows.
-/// The page's bytes are in the enclave's view at this very address, so changing what the
-/// host allows is one `mprotect`.
 #[derive(Clone, Copy, Debug)]
 struct Pte {
     epc: EpcIndex,
     vma_prot: Prot,
     host_prot: c_int,
+    /// Whether the EPC page is mapped at the address. A PTE whose page the host may not
+    /// touch at all (PENDING, TCS, blocked…) leaves the inaccessible placeholder there
+    /// instead: both fault alike, and the mapping is made once the EPCM allows access
+    /// (EAUG then EACCEPT costs one `mmap`, not an `mmap` and an `mprotect`).
+    mapped: bool,
     young: bool,
 }
 
@@ -59,11 +59,11 @@ struct Inner {
     installed: std::collections::VecDeque<u64>,
 }
 
-/// At most this many enclave pages are mapped at once. Neighbours with equal protections
-/// share a host mapping, but alternating protections cost one each, and a process that
-/// reaches `vm.max_map_count` (65530) cannot even munmap any more. Past the budget the
-/// oldest PTE is dropped, as the kernel may drop any PTE: the page stays in the EPC and the
-/// next access maps it again.
+/// At most this many enclave pages are mapped at once. Each mapped page can cost the host
+/// two VMAs (EPC pages of neighbouring addresses are rarely neighbours in the EPC file),
+/// and a process that reaches `vm.max_map_count` (65530) cannot even munmap any more. Past
+/// the budget the oldest PTE is dropped, as the kernel may drop any PTE: the page stays in
+/// the EPC and the next access maps it again.
 pub const MAX_MAPPED_PAGES: usize = 16 * 1024;
 
 /// How the memory manager resolved a fault in an enclave mapping.
@@ -150,7 +150,7 @@ impl Space {
         // enclave: see `exclude_from_fork`.)
         let _ = sys::madvise(start, len, libc::MADV_DONTDUMP);
         Self::remove_range(&mut inner, start, start + len);
-        inner.vmas.insert(start, EnclaveVma { end: start + len, prot, encl, backing: None });
+        inner.vmas.insert(start, EnclaveVma { end: start + len, prot, encl });
         self.vma_count.store(inner.vmas.len(), Ordering::Release);
         Ok(start)
     }
@@ -246,54 +246,25 @@ impl Space {
 
     /// Brings the host protection of the page at `page` in line with its PTE and EPCM entry.
     fn sync_host(&self, inner: &mut Inner, page: u64) -> std::io::Result<()> {
-        let Some(&pte) = inner.ptes.get(&page) else { return Ok(()) };
+        let Some(pte) = inner.ptes.get_mut(&page) else { return Ok(()) };
         let wanted = self.host_prot(pte.epc, pte.vma_prot);
         if wanted == pte.host_prot {
             return Ok(());
         }
-        if wanted != libc::PROT_NONE {
-            self.back(inner, page, pte.epc)?;
+        if pte.mapped {
+            sys::mprotect(page, PAGE, wanted)?;
+        } else {
+            self.map_epc_page(page, pte.epc, wanted)?;
+            pte.mapped = true;
         }
-        sys::mprotect(page, PAGE, wanted)?;
-        if let Some(pte) = inner.ptes.get_mut(&page) {
-            pte.host_prot = wanted;
-        }
+        pte.host_prot = wanted;
         Ok(())
     }
 
-    /// Makes sure the mapping holding `page` shows the view EPC page `epc` lives in, mapping
-    /// the view over the whole mapping (inaccessible) the first time: from then on every
-    /// page of it is one `mprotect` away, and neighbours with equal protections share one
-    /// host mapping.
-    fn back(&self, inner: &mut Inner, page: u64, epc: EpcIndex) -> std::io::Result<()> {
-        let view = self.epc.view_of(epc).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
-        let Some((start, vma)) = Self::find(inner, page) else {
-            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
-        };
-        if vma.backing.as_ref().is_some_and(|b| Arc::ptr_eq(b, &view)) {
-            return Ok(());
-        }
-        // Only ELRANGE has a place in the view (a mapping made before EINIT may reach out).
-        let (low, high) = (start.max(view.base()), vma.end.min(view.base() + view.size()));
-        if low >= high {
-            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
-        }
-        let shared = libc::MAP_SHARED | libc::MAP_FIXED;
-        sys::mmap(low, high - low, libc::PROT_NONE, shared, view.fd(), low - view.base())?;
-        let _ = sys::madvise(low, high - low, libc::MADV_DONTDUMP);
-        inner.vmas.get_mut(&start).expect("the mapping found above").backing = Some(view);
-        // Pages the old backing showed (none, unless a fallback in `drop_pte` replaced a
-        // page): their protections again.
-        let open: Vec<(u64, c_int)> = inner
-            .ptes
-            .iter()
-            .filter(|&(&p, pte)| p >= low && p < high && p != page && pte.host_prot != libc::PROT_NONE)
-            .map(|(&p, pte)| (p, pte.host_prot))
-            .collect();
-        for (p, prot) in open {
-            sys::mprotect(p, PAGE, prot)?;
-        }
-        Ok(())
+    /// Maps EPC page `epc` at `page` with `prot`.
+    fn map_epc_page(&self, page: u64, epc: EpcIndex, prot: c_int) -> std::io::Result<()> {
+        let offset = u64::from(epc.0) * PAGE;
+        sys::mmap(page, PAGE, prot, libc::MAP_SHARED | libc::MAP_FIXED, self.epc.fd(), offset).map(drop)
     }
 
     fn install(&self, addr: u64, pa: u64, vma_prot: Prot) -> KResult<()> {
@@ -304,14 +275,14 @@ impl Space {
             return Err(Errno::EFAULT);
         }
         let host_prot = self.host_prot(epc, vma_prot);
-        let old_prot = inner.ptes.get(&page).map_or(libc::PROT_NONE, |old| old.host_prot);
-        if host_prot != libc::PROT_NONE {
-            self.back(&mut inner, page, epc).map_err(|_| Errno::ENOMEM)?;
+        // Without access, the placeholder already there serves — unless an older PTE's EPC
+        // page is still mapped at the address.
+        let replaces_mapping = inner.ptes.get(&page).is_some_and(|old| old.mapped);
+        let mapped = host_prot != libc::PROT_NONE || replaces_mapping;
+        if mapped {
+            self.map_epc_page(page, epc, host_prot).map_err(|_| Errno::ENOMEM)?;
         }
-        if host_prot != old_prot {
-            sys::mprotect(page, PAGE, host_prot).map_err(|_| Errno::ENOMEM)?;
-        }
-        if let Some(old) = inner.ptes.insert(page, Pte { epc, vma_prot, host_prot, young: true }) {
+        if let Some(old) = inner.ptes.insert(page, Pte { epc, vma_prot, host_prot, mapped, young: true }) {
             inner.by_epc.remove(&old.epc);
         }
         inner.by_epc.insert(epc, page);
@@ -331,22 +302,21 @@ impl Space {
         Ok(())
     }
 
-    /// Removes the PTE of `page` and makes the host page inaccessible again. The host
-    /// flushes TLBs of every thread before mprotect returns, the shootdown ETRACK's IPIs
-    /// stand for.
+    /// Removes the PTE of `page` and makes the host page inaccessible again.
     fn drop_pte(inner: &mut Inner, page: u64) {
-        let Some(pte) = inner.ptes.remove(&page) else { return };
-        inner.by_epc.remove(&pte.epc);
-        if pte.host_prot == libc::PROT_NONE || sys::mprotect(page, PAGE, libc::PROT_NONE).is_ok() {
-            return;
-        }
-        // mprotect could not split the mapping (the host's mapping limit): never leave the
-        // page reachable — an inaccessible placeholder instead, and the view mapped again
-        // over the whole range the next time one of its pages opens.
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
-        let _ = sys::mmap(page, PAGE, libc::PROT_NONE, flags, -1, 0);
-        if let Some((start, _)) = Self::find(inner, page) {
-            inner.vmas.get_mut(&start).expect("the mapping found above").backing = None;
+        if let Some(pte) = inner.ptes.remove(&page) {
+            inner.by_epc.remove(&pte.epc);
+            if !pte.mapped {
+                return;
+            }
+            // Replace the page with an inaccessible placeholder: the next access faults into
+            // the driver again. The host flushes TLBs of every thread before mmap returns,
+            // the shootdown ETRACK's IPIs stand for.
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
+            if sys::mmap(page, PAGE, libc::PROT_NONE, flags, -1, 0).is_err() {
+                // Never leave the old EPC page reachable: fall back to revoking access.
+                let _ = sys::mprotect(page, PAGE, libc::PROT_NONE);
+            }
         }
     }
 

@@ -184,7 +184,6 @@ impl Processor {
         measurement.eadd(info.linaddr - enclave.params.baseaddr, flags.bits());
         drop(measurement);
         // 11.
-        self.epc.bind(index, enclave.span(), info.linaddr);
         self.epc.write(index, 0, &page);
         enclave.add_child(lp.id);
         *lock.entry() = EpcmEntry {

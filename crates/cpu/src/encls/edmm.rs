@@ -46,7 +46,6 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 5.
-        self.epc.bind(index, enclave.span(), info.linaddr);
         self.epc.zero(index);
         enclave.add_child(lp.id);
         *lock.entry() = EpcmEntry {

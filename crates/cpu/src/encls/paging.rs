@@ -175,7 +175,6 @@ impl Processor {
             enclave.retire();
         }
         *lock.entry() = EpcmEntry::default();
-        self.epc.unbind(index);
         if old != 0 {
             return Ok(Status::Info(ErrorCode::VaSlotOccupied));
         }
@@ -268,7 +267,6 @@ impl Processor {
             }
             (_, Some(owner)) => {
                 owner.add_child(lp.id);
-                self.epc.bind(index, owner.span(), info.linaddr);
                 self.epc.write(index, 0, &page[..]);
                 (None, Some(owner.reference()))
             }

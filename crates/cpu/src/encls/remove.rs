@@ -53,7 +53,6 @@ impl Processor {
             e.remove_child(lp.id);
         }
         *entry = EpcmEntry::default();
-        self.epc.unbind(index);
         Ok(Status::Success)
     }
 
