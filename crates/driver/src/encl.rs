@@ -14,6 +14,7 @@ use crate::encls::{Cpu, PCMD_SIZE};
 use crate::epc::Owner;
 use crate::errno::{Errno, KResult};
 use crate::os::{AddressSpace, Backing, Prot};
+use crate::page_array::PageArray;
 use crate::sgx::Sgx;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -87,7 +88,7 @@ pub(crate) struct EnclState {
     /// Child pages resident in the EPC.
     pub(crate) secs_child_cnt: u64,
     /// Page records by linear address.
-    pub(crate) pages: BTreeMap<u64, EnclPage>,
+    pub(crate) pages: PageArray,
     /// The SECS's record (max_prot unused).
     pub(crate) secs: EnclPage,
     /// VA pages; the front ones have free slots.
@@ -127,7 +128,7 @@ impl EnclState {
 
     pub(crate) fn record(&mut self, addr: Option<u64>) -> Option<&mut EnclPage> {
         match addr {
-            Some(addr) => self.pages.get_mut(&addr),
+            Some(addr) => self.pages.get_mut(addr),
             None => Some(&mut self.secs),
         }
     }
@@ -231,7 +232,7 @@ impl Encl {
                 attributes_mask: 0,
                 page_cnt: 0,
                 secs_child_cnt: 0,
-                pages: BTreeMap::new(),
+                pages: PageArray::default(),
                 secs: EnclPage::new(Prot::empty(), PageType::Secs),
                 va_order: VecDeque::new(),
                 va_pages: BTreeMap::new(),
@@ -274,14 +275,14 @@ impl Encl {
     /// EPC pages (child pages, SECS and VA pages) this enclave holds.
     pub fn epc_pages(&self) -> Vec<EpcIndex> {
         let st = self.lock();
-        let children = st.pages.values().filter_map(|p| p.epc);
+        let children = st.pages.iter().filter_map(|(_, p)| p.epc);
         children.chain(st.secs.epc).chain(st.va_pages.keys().copied()).collect()
     }
 
     /// The kernel's record of the page at `addr`: (page type, max protections, resident).
     pub fn page_record(&self, addr: u64) -> Option<(PageType, Prot, bool)> {
         let st = self.lock();
-        st.pages.get(&addr).map(|p| (p.page_type, p.max_prot, p.epc.is_some()))
+        st.pages.get(addr).map(|p| (p.page_type, p.max_prot, p.epc.is_some()))
     }
 
     // ---- address spaces --------------------------------------------------------------
@@ -342,7 +343,7 @@ impl Encl {
         addr: u64,
         vm_prot: Option<Prot>,
     ) -> Result<EpcIndex, LoadError> {
-        let page = st.pages.get(&addr).ok_or(LoadError::NoPage)?;
+        let page = st.pages.get(addr).ok_or(LoadError::NoPage)?;
         if vm_prot.is_some_and(|prot| !page.max_prot.contains(prot)) {
             return Err(LoadError::Access);
         }
@@ -427,7 +428,7 @@ impl Encl {
         let first_index = (pcmd_page - st.size - PAGE) / PCMD_SIZE as u64;
         let secs_index = st.size / PAGE;
         let sharer_busy = (first_index..(first_index + 32).min(secs_index))
-            .any(|i| st.pages.get(&(st.base + i * PAGE)).is_some_and(|p| p.epc.is_some() && p.being_reclaimed));
+            .any(|i| st.pages.get(st.base + i * PAGE).is_some_and(|p| p.epc.is_some() && p.being_reclaimed));
         if sharer_busy {
             return;
         }
@@ -500,9 +501,8 @@ impl Encl {
         // Pages the reclaimer holds stay counted in secs_child_cnt: it finds the enclave
         // released, frees them and then the SECS (`free_orphan`).
         let mut held = 0;
-        let addrs: Vec<u64> = st.pages.keys().copied().collect();
-        for addr in addrs {
-            let Some(page) = st.pages.remove(&addr) else { continue };
+        let records: Vec<EnclPage> = st.pages.drain().map(|(_, page)| page).collect();
+        for page in records {
             let Some(epc) = page.epc else { continue };
             if sgx.pool.unmark_reclaimable(epc).is_err() {
                 held += 1;

@@ -188,14 +188,14 @@ impl Encl {
         let addr = st.base + offset;
         let unwind = |this: &Encl, cpu: &mut Cpu, st: &mut EnclState, remove: bool, e: Errno| {
             if remove {
-                st.pages.remove(&addr);
+                st.pages.remove(addr);
             }
             this.shrink(cpu, st, va);
             sgx.free_epc(cpu, epc);
             Err(e)
         };
         // 5.
-        if st.pages.contains_key(&addr) {
+        if st.pages.contains(addr) {
             return unwind(self, cpu, &mut st, false, Errno::EBUSY);
         }
         st.pages.insert(addr, EnclPage::new(max_prot, page_type));
@@ -215,7 +215,7 @@ impl Encl {
             return unwind(self, cpu, &mut st, true, Errno::EIO);
         }
         // 8.
-        if let Some(record) = st.pages.get_mut(&addr) {
+        if let Some(record) = st.pages.get_mut(addr) {
             record.epc = Some(epc);
         }
         st.secs_child_cnt += 1;
@@ -380,7 +380,7 @@ impl Encl {
         perms: u64,
     ) -> Result<(), (Errno, Option<ErrorCode>)> {
         let epc = self.load_page(st, cpu, addr, None).map_err(|e| (Encl::ioctl_load_errno(e), None))?;
-        if st.pages.get(&addr).map(|p| p.page_type) != Some(PageType::Reg) {
+        if st.pages.get(addr).map(|p| p.page_type) != Some(PageType::Reg) {
             return Err((Errno::EINVAL, None));
         }
         match cpu.emodpr(&self.sgx.processor, perms, self.sgx.epc_addr(epc)) {
@@ -432,7 +432,7 @@ impl Encl {
         let sgx = self.sgx.clone();
         let mut st = self.lock();
         let mut epc = self.load_page(&mut st, cpu, addr, None).map_err(|e| (Encl::ioctl_load_errno(e), None))?;
-        let record = st.pages.get(&addr).expect("loaded");
+        let record = st.pages.get(addr).expect("loaded");
         let (old_type, old_prot) = (record.page_type, record.max_prot);
         let to_tcs = new_type == SGX_PAGE_TYPE_TCS;
         let allowed = matches!((old_type, to_tcs), (PageType::Reg, _) | (PageType::Tcs, false));
@@ -443,9 +443,9 @@ impl Encl {
             if !old_prot.contains(Prot::READ | Prot::WRITE) {
                 return Err((Errno::EPERM, None));
             }
-            st.pages.get_mut(&addr).expect("loaded").max_prot = Prot::READ | Prot::WRITE;
+            st.pages.get_mut(addr).expect("loaded").max_prot = Prot::READ | Prot::WRITE;
             if sgx.pool.unmark_reclaimable(epc).is_err() {
-                st.pages.get_mut(&addr).expect("loaded").max_prot = old_prot;
+                st.pages.get_mut(addr).expect("loaded").max_prot = old_prot;
                 return Err((Errno::EAGAIN, None));
             }
             // Zap without the lock (mm locks come first), the page pinned against reclaim.
@@ -453,10 +453,10 @@ impl Encl {
             self.zap(addr);
             st = self.lock();
             sgx.pool.mark_reclaimable(epc, self.owner(Some(addr)));
-            epc = st.pages.get(&addr).and_then(|p| p.epc).unwrap_or(epc);
+            epc = st.pages.get(addr).and_then(|p| p.epc).unwrap_or(epc);
         }
         let restore = |st: &mut EnclState| {
-            if let Some(p) = st.pages.get_mut(&addr) {
+            if let Some(p) = st.pages.get_mut(addr) {
                 p.max_prot = old_prot;
             }
         };
@@ -472,7 +472,7 @@ impl Encl {
             }
         }
         self.etrack(&st, cpu).map_err(|e| (e, None))?;
-        st.pages.get_mut(&addr).expect("loaded").page_type = if to_tcs { PageType::Tcs } else { PageType::Trim };
+        st.pages.get_mut(addr).expect("loaded").page_type = if to_tcs { PageType::Tcs } else { PageType::Trim };
         Ok(())
     }
 
@@ -529,7 +529,7 @@ impl Encl {
         let sgx = self.sgx.clone();
         let mut st = self.lock();
         let epc = self.load_page(&mut st, cpu, addr, None).map_err(Encl::ioctl_load_errno)?;
-        if st.pages.get(&addr).map(|p| p.page_type) != Some(PageType::Trim) {
+        if st.pages.get(addr).map(|p| p.page_type) != Some(PageType::Trim) {
             return Err(Errno::EPERM);
         }
         // EMODPR(RWX) proves acceptance: only an accepted TRIM page makes it #PF.
@@ -543,7 +543,7 @@ impl Encl {
         // The zap runs without the lock (address-space locks come first); meanwhile a fault
         // must not map the page again, or the mapping would outlive the EPC page. It finds
         // the page busy and retries (and, once the record is gone, EAUGs a new one).
-        if let Some(record) = st.pages.get_mut(&addr) {
+        if let Some(record) = st.pages.get_mut(addr) {
             record.being_reclaimed = true;
         }
         drop(st);
@@ -551,7 +551,7 @@ impl Encl {
         st = self.lock();
         sgx.free_epc(cpu, epc);
         st.secs_child_cnt -= 1;
-        st.pages.remove(&addr);
+        st.pages.remove(addr);
         st.page_cnt -= 1;
         Ok(())
     }

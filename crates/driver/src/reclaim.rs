@@ -33,7 +33,7 @@ pub(crate) fn reclaim_pages(sgx: &Sgx, cpu: &mut Cpu, n: usize) -> usize {
             freed += free_orphan(sgx, cpu, &encl, page);
             continue;
         }
-        match st.pages.get_mut(&addr) {
+        match st.pages.get_mut(addr) {
             Some(record) if record.epc == Some(page) => record.being_reclaimed = true,
             _ => {
                 sgx.pool.untrack(page);
