@@ -1,6 +1,8 @@
 //! The enclave ioctls (the kernel's `ioctl.c`), each validation in the order of driver spec
 //! §3 with its errno, `count`/`result` written back on success and on error.
 
+use std::time::Duration;
+
 use sgxemu_arch::{ErrorCode, PAGE_SIZE, PageType, Secinfo, Secs, Sigstruct, Vector};
 use sgxemu_uapi::{
     SGX_ATTR_PROVISIONKEY, SGX_PAGE_MEASURE, SGX_PAGE_TYPE_MASK, SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM,
@@ -347,12 +349,13 @@ impl Encl {
         if params.result != 0 || params.count != 0 {
             return Err(Errno::EINVAL);
         }
+        let patience = self.sgx.platform.sgx2_ioctl_patience();
         let mut result = Ok(());
         let mut done = 0;
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
             let addr = self.lock().base + params.offset + done;
-            let step = self.patiently(|| {
+            let step = Self::patiently(patience, || {
                 let mut st = self.lock();
                 self.restrict_page(&mut st, cpu, addr, params.permissions)
             });
@@ -408,10 +411,11 @@ impl Encl {
             result = Err(Errno::EINVAL);
         } else {
             let start = self.lock().base + params.offset;
+            let patience = self.sgx.platform.sgx2_ioctl_patience();
             while done < params.length {
                 self.sgx.reclaim_direct(cpu);
                 let addr = start + done;
-                match self.patiently(|| self.modify_page(cpu, addr, params.page_type)) {
+                match Self::patiently(patience, || self.modify_page(cpu, addr, params.page_type)) {
                     Ok(()) => done += PAGE,
                     Err((e, code)) => {
                         if let Some(code) = code {
@@ -429,7 +433,7 @@ impl Encl {
     }
 
     fn modify_page(&self, cpu: &mut Cpu, addr: u64, new_type: u64) -> Result<(), (Errno, Option<ErrorCode>)> {
-        let sgx = self.sgx.clone();
+        let sgx = &self.sgx;
         let mut st = self.lock();
         let mut epc = self.load_page(&mut st, cpu, addr, None).map_err(|e| (Encl::ioctl_load_errno(e), None))?;
         let record = st.pages.get(addr).expect("loaded");
@@ -477,13 +481,12 @@ impl Encl {
     }
 
     /// Runs one page's step of an SGX2 ioctl, retrying an EAGAIN (a page the reclaimer
-    /// holds, no EPC page free to reload into) for as long as the platform's patience
-    /// allows — zero on the kernel's terms.
+    /// holds, no EPC page free to reload into) for as long as `patience` (the platform's,
+    /// read once per ioctl) allows — zero on the kernel's terms.
     fn patiently<T>(
-        &self,
+        patience: Duration,
         mut step: impl FnMut() -> Result<T, (Errno, Option<ErrorCode>)>,
     ) -> Result<T, (Errno, Option<ErrorCode>)> {
-        let patience = self.sgx.platform.sgx2_ioctl_patience();
         // The clock is read only once a retry is wanted: most pages never need one.
         let mut start = None;
         loop {
@@ -511,10 +514,11 @@ impl Encl {
         let mut result = Ok(());
         let mut done = 0;
         let start = self.lock().base + params.offset;
+        let patience = self.sgx.platform.sgx2_ioctl_patience();
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
             let addr = start + done;
-            if let Err((e, _)) = self.patiently(|| self.remove_page(cpu, addr).map_err(|e| (e, None))) {
+            if let Err((e, _)) = Self::patiently(patience, || self.remove_page(cpu, addr).map_err(|e| (e, None))) {
                 result = Err(e);
                 break;
             }
@@ -526,10 +530,11 @@ impl Encl {
     }
 
     fn remove_page(&self, cpu: &mut Cpu, addr: u64) -> KResult<()> {
-        let sgx = self.sgx.clone();
+        let sgx = &self.sgx;
         let mut st = self.lock();
         let epc = self.load_page(&mut st, cpu, addr, None).map_err(Encl::ioctl_load_errno)?;
-        if st.pages.get(addr).map(|p| p.page_type) != Some(PageType::Trim) {
+        let record = st.pages.get_mut(addr).expect("loaded");
+        if record.page_type != PageType::Trim {
             return Err(Errno::EPERM);
         }
         // EMODPR(RWX) proves acceptance: only an accepted TRIM page makes it #PF.
@@ -543,9 +548,7 @@ impl Encl {
         // The zap runs without the lock (address-space locks come first); meanwhile a fault
         // must not map the page again, or the mapping would outlive the EPC page. It finds
         // the page busy and retries (and, once the record is gone, EAUGs a new one).
-        if let Some(record) = st.pages.get_mut(addr) {
-            record.being_reclaimed = true;
-        }
+        record.being_reclaimed = true;
         drop(st);
         self.zap(addr);
         st = self.lock();
