@@ -21,11 +21,22 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// Slots per VA page.
 const VA_SLOTS: usize = sgxemu_arch::VA_SLOTS_PER_PAGE;
 
-/// Where an evicted page's version lives.
+/// Where an evicted page's version lives. (Compact: one is kept in every page record.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct VaSlot {
     pub(crate) va: EpcIndex,
-    pub(crate) slot: usize,
+    pub(crate) slot: u16,
+}
+
+impl VaSlot {
+    fn index(self) -> usize {
+        usize::from(self.slot)
+    }
+
+    /// The EPC address of the slot's 8 bytes.
+    pub(crate) fn epc_addr(self, sgx: &Sgx) -> u64 {
+        sgx.epc_addr(self.va) + 8 * u64::from(self.slot)
+    }
 }
 
 /// The driver's record of one enclave page (`struct sgx_encl_page`).
@@ -145,15 +156,15 @@ impl EnclState {
             self.va_order.pop_front();
             self.va_order.push_back(va);
         }
-        Some(VaSlot { va, slot })
+        Some(VaSlot { va, slot: u16::try_from(slot).expect("a VA page has 512 slots") })
     }
 
     /// Frees a slot; its VA page moves to the front (`sgx_free_va_slot` + list_move).
     pub(crate) fn free_va_slot(&mut self, slot: VaSlot) {
         if let Some(page) = self.va_pages.get_mut(&slot.va)
-            && page.used[slot.slot]
+            && page.used[slot.index()]
         {
-            page.used[slot.slot] = false;
+            page.used[slot.index()] = false;
             page.nr_used -= 1;
         }
         if let Some(pos) = self.va_order.iter().position(|&va| va == slot.va) {
@@ -392,7 +403,7 @@ impl Encl {
         backing.read(pcmd_off, &mut pcmd);
         let secs_addr = if addr.is_some() { st.secs.epc.map_or(0, |p| sgx.epc_addr(p)) } else { 0 };
         let slot = st.record(addr).and_then(|r| r.va_slot);
-        let slot_addr = slot.map_or(0, |s| sgx.epc_addr(s.va) + 8 * s.slot as u64);
+        let slot_addr = slot.map_or(0, |s| s.epc_addr(sgx));
         let linaddr = addr.unwrap_or(0);
         let result = cpu.eldu(&sgx.processor, secs_addr, linaddr, &contents, &pcmd, sgx.epc_addr(epc), slot_addr);
         // Whatever happened, the PCMD entry and the contents page are consumed.
@@ -587,5 +598,16 @@ impl Encl {
             done += n;
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_record_stays_small() {
+        // Page records are walked by the million in the SGX2 ioctls: keep them cache-friendly.
+        assert!(size_of::<Option<EnclPage>>() <= 24, "{}", size_of::<Option<EnclPage>>());
     }
 }

@@ -89,7 +89,7 @@ fn write_out(sgx: &Sgx, cpu: &mut Cpu, encl: &Encl, st: &mut EnclState, page: Ep
         sgx.warn(format!("no free VA slot for {addr:x?}"));
         return;
     };
-    let slot_addr = sgx.epc_addr(slot.va) + 8 * slot.slot as u64;
+    let slot_addr = slot.epc_addr(sgx);
     let epc_addr = sgx.epc_addr(page);
     let mut contents = vec![0u8; PAGE_SIZE];
     let mut pcmd = [0u8; PCMD_SIZE];
