@@ -3,11 +3,14 @@
 //!
 //! Records live in 512-entry leaves, one per 2 MiB of address space, found through a hash
 //! map: a lookup is a hash probe and an index, and the SGX2 ioctls, which look up every page
-//! of a range a few times each, walk one leaf after another. A B-tree keyed by address did
-//! the same job at several times the cost per lookup and moved whole nodes on every removal.
-//! Range walks (mmap's permission check, teardown) stay in address order through an ordered
-//! set of the leaves in use, which changes only when a leaf is created or emptied.
+//! of a range a few times each, walk one leaf after another. The leaf the last lookup found
+//! is remembered, so those repeated lookups of one page, and of its neighbours, skip even
+//! the hash. A B-tree keyed by address did the same job at several times the cost per lookup
+//! and moved whole nodes on every removal. Range walks (mmap's permission check, teardown)
+//! stay in address order through an ordered set of the leaves in use, which changes only
+//! when a leaf is created or emptied.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
@@ -24,23 +27,30 @@ const LEAF_SHIFT: u32 = LEAF_RECORDS.trailing_zeros();
 /// The records of one 2 MiB-aligned stretch of address space.
 #[derive(Debug)]
 struct Leaf {
+    /// Its leaf number (address >> 21).
+    number: u64,
     records: Box<[Option<EnclPage>]>,
     /// Records present (the leaf is dropped when it reaches zero).
     len: usize,
 }
 
 impl Leaf {
-    fn new() -> Self {
-        Leaf { records: std::iter::repeat_with(|| None).take(LEAF_RECORDS).collect(), len: 0 }
+    fn new(number: u64) -> Self {
+        Leaf { number, records: std::iter::repeat_with(|| None).take(LEAF_RECORDS).collect(), len: 0 }
     }
 }
 
 /// Page-aligned linear address → the driver's record of that enclave page.
 #[derive(Debug, Default)]
 pub(crate) struct PageArray {
-    leaves: FxHashMap<u64, Leaf>,
-    /// The keys of `leaves`, in order.
+    /// The leaves in use, in no particular order.
+    leaves: Vec<Leaf>,
+    /// Leaf number → position in `leaves`.
+    positions: FxHashMap<u64, usize>,
+    /// The numbers of the leaves in use, in order.
     leaf_order: BTreeSet<u64>,
+    /// (leaf number, position) of the leaf the last lookup found.
+    last_found: Cell<Option<(u64, usize)>>,
     len: usize,
 }
 
@@ -62,14 +72,27 @@ impl PageArray {
         self.len
     }
 
+    /// Where leaf `number` is in `leaves`, if it is in use.
+    fn position(&self, number: u64) -> Option<usize> {
+        if let Some((last, position)) = self.last_found.get()
+            && last == number
+        {
+            return Some(position);
+        }
+        let position = *self.positions.get(&number)?;
+        self.last_found.set(Some((number, position)));
+        Some(position)
+    }
+
     pub(crate) fn get(&self, addr: u64) -> Option<&EnclPage> {
         let (leaf, slot) = locate(addr);
-        self.leaves.get(&leaf)?.records[slot].as_ref()
+        self.leaves[self.position(leaf)?].records[slot].as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, addr: u64) -> Option<&mut EnclPage> {
         let (leaf, slot) = locate(addr);
-        self.leaves.get_mut(&leaf)?.records[slot].as_mut()
+        let position = self.position(leaf)?;
+        self.leaves[position].records[slot].as_mut()
     }
 
     pub(crate) fn contains(&self, addr: u64) -> bool {
@@ -79,10 +102,8 @@ impl PageArray {
     /// Stores `page` at `addr`; returns the record it replaced, if any.
     pub(crate) fn insert(&mut self, addr: u64, page: EnclPage) -> Option<EnclPage> {
         let (leaf_number, slot) = locate(addr);
-        let leaf = self.leaves.entry(leaf_number).or_insert_with(|| {
-            self.leaf_order.insert(leaf_number);
-            Leaf::new()
-        });
+        let position = self.position(leaf_number).unwrap_or_else(|| self.add_leaf(leaf_number));
+        let leaf = &mut self.leaves[position];
         let old = leaf.records[slot].replace(page);
         if old.is_none() {
             leaf.len += 1;
@@ -94,15 +115,35 @@ impl PageArray {
     /// Takes the record at `addr` out; a leaf left empty is freed.
     pub(crate) fn remove(&mut self, addr: u64) -> Option<EnclPage> {
         let (leaf_number, slot) = locate(addr);
-        let leaf = self.leaves.get_mut(&leaf_number)?;
+        let position = self.position(leaf_number)?;
+        let leaf = &mut self.leaves[position];
         let old = leaf.records[slot].take()?;
         leaf.len -= 1;
         self.len -= 1;
         if leaf.len == 0 {
-            self.leaves.remove(&leaf_number);
-            self.leaf_order.remove(&leaf_number);
+            self.drop_leaf(position);
         }
         Some(old)
+    }
+
+    /// Puts a new, empty leaf in use; returns its position.
+    fn add_leaf(&mut self, number: u64) -> usize {
+        let position = self.leaves.len();
+        self.leaves.push(Leaf::new(number));
+        self.positions.insert(number, position);
+        self.leaf_order.insert(number);
+        position
+    }
+
+    /// Frees the (empty) leaf at `position`; the last leaf moves into its place.
+    fn drop_leaf(&mut self, position: usize) {
+        let number = self.leaves.swap_remove(position).number;
+        self.positions.remove(&number);
+        self.leaf_order.remove(&number);
+        if let Some(moved) = self.leaves.get(position) {
+            self.positions.insert(moved.number, position);
+        }
+        self.last_found.set(None);
     }
 
     /// The records with addresses in `range`, in address order.
@@ -111,7 +152,9 @@ impl PageArray {
         let first_leaf = start >> (PAGE_SHIFT + LEAF_SHIFT);
         let leaves = if start < end { self.leaf_order.range(first_leaf..) } else { self.leaf_order.range(0..0) };
         leaves
-            .map_while(move |&number| (address_of(number, 0) < end).then(|| (number, &self.leaves[&number])))
+            .map_while(move |&number| {
+                (address_of(number, 0) < end).then(|| (number, &self.leaves[self.positions[&number]]))
+            })
             .flat_map(|(number, leaf)| {
                 leaf.records
                     .iter()
@@ -129,10 +172,10 @@ impl PageArray {
     /// Empties the array, handing back every record in address order.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, EnclPage)> + use<> {
         let mut leaves = std::mem::take(&mut self.leaves);
-        let order = std::mem::take(&mut self.leaf_order);
-        self.len = 0;
-        order.into_iter().flat_map(move |number| {
-            let leaf = leaves.remove(&number).expect("every ordered leaf exists");
+        leaves.sort_unstable_by_key(|leaf| leaf.number);
+        *self = PageArray::default();
+        leaves.into_iter().flat_map(|leaf| {
+            let number = leaf.number;
             leaf.records
                 .into_iter()
                 .enumerate()
@@ -198,7 +241,10 @@ mod tests {
             array.remove(addr);
         }
         assert_eq!(array.len(), 0);
-        assert!(array.leaves.is_empty() && array.leaf_order.is_empty(), "every emptied leaf is freed");
+        assert!(
+            array.leaves.is_empty() && array.positions.is_empty() && array.leaf_order.is_empty(),
+            "every emptied leaf is freed"
+        );
         array.insert(LEAF_SPAN, record(2));
         assert_eq!(array.get(LEAF_SPAN).map(tag), Some(2), "a freed leaf comes back on insert");
     }
@@ -242,6 +288,7 @@ mod tests {
     enum Op {
         Insert(u64, u8),
         Remove(u64),
+        Get(u64),
         Range(u64, u64),
     }
 
@@ -256,6 +303,7 @@ mod tests {
         prop_oneof![
             3 => (address(), 0u8..8).prop_map(|(addr, tag)| Op::Insert(addr, tag)),
             2 => address().prop_map(Op::Remove),
+            2 => address().prop_map(Op::Get),
             1 => (address(), address()).prop_map(|(a, b)| Op::Range(a, b)),
         ]
     }
@@ -275,6 +323,9 @@ mod tests {
                     Op::Remove(addr) => {
                         proptest::prop_assert_eq!(array.remove(addr).map(|p| tag(&p)), model.remove(&addr));
                     }
+                    Op::Get(addr) => {
+                        proptest::prop_assert_eq!(array.get(addr).map(tag), model.get(&addr).copied());
+                    }
                     Op::Range(start, end) => {
                         let got: Vec<(u64, u8)> = array.range(start..end).map(|(a, p)| (a, tag(p))).collect();
                         let want: Vec<(u64, u8)> =
@@ -284,6 +335,10 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(array.len(), model.len());
                 proptest::prop_assert_eq!(array.leaves.len(), array.leaf_order.len());
+                proptest::prop_assert_eq!(array.leaves.len(), array.positions.len());
+                for (position, leaf) in array.leaves.iter().enumerate() {
+                    proptest::prop_assert_eq!(array.positions[&leaf.number], position);
+                }
             }
             let all: Vec<(u64, u8)> = array.drain().map(|(a, p)| (a, tag(&p))).collect();
             proptest::prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
