@@ -14,17 +14,29 @@ use crate::encls::{Cpu, PCMD_SIZE};
 use crate::epc::Owner;
 use crate::errno::{Errno, KResult};
 use crate::os::{AddressSpace, Backing, Prot};
+use crate::page_array::PageArray;
 use crate::sgx::Sgx;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 /// Slots per VA page.
 const VA_SLOTS: usize = sgxemu_arch::VA_SLOTS_PER_PAGE;
 
-/// Where an evicted page's version lives.
+/// Where an evicted page's version lives. (Compact: one is kept in every page record.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct VaSlot {
     pub(crate) va: EpcIndex,
-    pub(crate) slot: usize,
+    pub(crate) slot: u16,
+}
+
+impl VaSlot {
+    fn index(self) -> usize {
+        usize::from(self.slot)
+    }
+
+    /// The EPC address of the slot's 8 bytes.
+    pub(crate) fn epc_addr(self, sgx: &Sgx) -> u64 {
+        sgx.epc_addr(self.va) + 8 * u64::from(self.slot)
+    }
 }
 
 /// The driver's record of one enclave page (`struct sgx_encl_page`).
@@ -87,7 +99,7 @@ pub(crate) struct EnclState {
     /// Child pages resident in the EPC.
     pub(crate) secs_child_cnt: u64,
     /// Page records by linear address.
-    pub(crate) pages: BTreeMap<u64, EnclPage>,
+    pub(crate) pages: PageArray,
     /// The SECS's record (max_prot unused).
     pub(crate) secs: EnclPage,
     /// VA pages; the front ones have free slots.
@@ -127,7 +139,7 @@ impl EnclState {
 
     pub(crate) fn record(&mut self, addr: Option<u64>) -> Option<&mut EnclPage> {
         match addr {
-            Some(addr) => self.pages.get_mut(&addr),
+            Some(addr) => self.pages.get_mut(addr),
             None => Some(&mut self.secs),
         }
     }
@@ -144,15 +156,15 @@ impl EnclState {
             self.va_order.pop_front();
             self.va_order.push_back(va);
         }
-        Some(VaSlot { va, slot })
+        Some(VaSlot { va, slot: u16::try_from(slot).expect("a VA page has 512 slots") })
     }
 
     /// Frees a slot; its VA page moves to the front (`sgx_free_va_slot` + list_move).
     pub(crate) fn free_va_slot(&mut self, slot: VaSlot) {
         if let Some(page) = self.va_pages.get_mut(&slot.va)
-            && page.used[slot.slot]
+            && page.used[slot.index()]
         {
-            page.used[slot.slot] = false;
+            page.used[slot.index()] = false;
             page.nr_used -= 1;
         }
         if let Some(pos) = self.va_order.iter().position(|&va| va == slot.va) {
@@ -231,7 +243,7 @@ impl Encl {
                 attributes_mask: 0,
                 page_cnt: 0,
                 secs_child_cnt: 0,
-                pages: BTreeMap::new(),
+                pages: PageArray::default(),
                 secs: EnclPage::new(Prot::empty(), PageType::Secs),
                 va_order: VecDeque::new(),
                 va_pages: BTreeMap::new(),
@@ -274,14 +286,14 @@ impl Encl {
     /// EPC pages (child pages, SECS and VA pages) this enclave holds.
     pub fn epc_pages(&self) -> Vec<EpcIndex> {
         let st = self.lock();
-        let children = st.pages.values().filter_map(|p| p.epc);
+        let children = st.pages.iter().filter_map(|(_, p)| p.epc);
         children.chain(st.secs.epc).chain(st.va_pages.keys().copied()).collect()
     }
 
     /// The kernel's record of the page at `addr`: (page type, max protections, resident).
     pub fn page_record(&self, addr: u64) -> Option<(PageType, Prot, bool)> {
         let st = self.lock();
-        st.pages.get(&addr).map(|p| (p.page_type, p.max_prot, p.epc.is_some()))
+        st.pages.get(addr).map(|p| (p.page_type, p.max_prot, p.epc.is_some()))
     }
 
     // ---- address spaces --------------------------------------------------------------
@@ -342,7 +354,7 @@ impl Encl {
         addr: u64,
         vm_prot: Option<Prot>,
     ) -> Result<EpcIndex, LoadError> {
-        let page = st.pages.get(&addr).ok_or(LoadError::NoPage)?;
+        let page = st.pages.get(addr).ok_or(LoadError::NoPage)?;
         if vm_prot.is_some_and(|prot| !page.max_prot.contains(prot)) {
             return Err(LoadError::Access);
         }
@@ -391,7 +403,7 @@ impl Encl {
         backing.read(pcmd_off, &mut pcmd);
         let secs_addr = if addr.is_some() { st.secs.epc.map_or(0, |p| sgx.epc_addr(p)) } else { 0 };
         let slot = st.record(addr).and_then(|r| r.va_slot);
-        let slot_addr = slot.map_or(0, |s| sgx.epc_addr(s.va) + 8 * s.slot as u64);
+        let slot_addr = slot.map_or(0, |s| s.epc_addr(sgx));
         let linaddr = addr.unwrap_or(0);
         let result = cpu.eldu(&sgx.processor, secs_addr, linaddr, &contents, &pcmd, sgx.epc_addr(epc), slot_addr);
         // Whatever happened, the PCMD entry and the contents page are consumed.
@@ -427,7 +439,7 @@ impl Encl {
         let first_index = (pcmd_page - st.size - PAGE) / PCMD_SIZE as u64;
         let secs_index = st.size / PAGE;
         let sharer_busy = (first_index..(first_index + 32).min(secs_index))
-            .any(|i| st.pages.get(&(st.base + i * PAGE)).is_some_and(|p| p.epc.is_some() && p.being_reclaimed));
+            .any(|i| st.pages.get(st.base + i * PAGE).is_some_and(|p| p.epc.is_some() && p.being_reclaimed));
         if sharer_busy {
             return;
         }
@@ -500,9 +512,8 @@ impl Encl {
         // Pages the reclaimer holds stay counted in secs_child_cnt: it finds the enclave
         // released, frees them and then the SECS (`free_orphan`).
         let mut held = 0;
-        let addrs: Vec<u64> = st.pages.keys().copied().collect();
-        for addr in addrs {
-            let Some(page) = st.pages.remove(&addr) else { continue };
+        let records: Vec<EnclPage> = st.pages.drain().map(|(_, page)| page).collect();
+        for page in records {
             let Some(epc) = page.epc else { continue };
             if sgx.pool.unmark_reclaimable(epc).is_err() {
                 held += 1;
@@ -587,5 +598,16 @@ impl Encl {
             done += n;
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_record_stays_small() {
+        // Page records are walked by the million in the SGX2 ioctls: keep them cache-friendly.
+        assert!(size_of::<Option<EnclPage>>() <= 24, "{}", size_of::<Option<EnclPage>>());
     }
 }

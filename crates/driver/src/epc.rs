@@ -2,7 +2,7 @@
 //! free pages, pages reclaimable in LRU order, and who owns each.
 
 use std::sync::Weak;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use sgxemu_cpu::EpcIndex;
@@ -136,12 +136,44 @@ pub(crate) struct Isolated {
     pub(crate) owner: Owner,
 }
 
+/// One bit per EPC page: set while the reclaimer tracks it (the kernel's
+/// `SGX_EPC_PAGE_RECLAIMER_TRACKED` page flag). Written only under the active list's lock,
+/// read without it, as the kernel reads the flag: freeing a page checks it on every free,
+/// and taking the list's lock just for that check cost as much as the free itself.
+#[derive(Debug)]
+struct TrackedBits(Box<[AtomicU64]>);
+
+impl TrackedBits {
+    fn new(pages: u64) -> Self {
+        TrackedBits((0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn word(&self, page: EpcIndex) -> (&AtomicU64, u64) {
+        (&self.0[page.as_usize() / 64], 1 << (page.as_usize() % 64))
+    }
+
+    fn get(&self, page: EpcIndex) -> bool {
+        let (word, bit) = self.word(page);
+        word.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Called with the active list's lock held: writers never race, so a plain load and
+    /// store do (no locked read-modify-write), and the lock orders them.
+    fn set(&self, page: EpcIndex, tracked: bool) {
+        let (word, bit) = self.word(page);
+        let old = word.load(Ordering::Relaxed);
+        word.store(if tracked { old | bit } else { old & !bit }, Ordering::Relaxed);
+    }
+}
+
 /// The EPC allocator shared by all enclaves.
 #[derive(Debug)]
 pub(crate) struct EpcPool {
     free: Mutex<Vec<EpcIndex>>,
     nr_free: AtomicUsize,
     active: Mutex<ActiveList>,
+    /// Which pages `active` tracks, readable without its lock.
+    tracked: TrackedBits,
 }
 
 impl EpcPool {
@@ -153,6 +185,7 @@ impl EpcPool {
             nr_free: AtomicUsize::new(free.len()),
             free: Mutex::new(free),
             active: Mutex::new(ActiveList::default()),
+            tracked: TrackedBits::new(pages),
         }
     }
 
@@ -194,7 +227,10 @@ impl EpcPool {
     pub(crate) fn mark_reclaimable(&self, page: EpcIndex, owner: Owner) {
         let mut active = self.active.lock();
         match active.tracking(page) {
-            Tracking::Untracked => active.tracked += 1,
+            Tracking::Untracked => {
+                active.tracked += 1;
+                self.tracked.set(page, true);
+            }
             Tracking::Linked => active.unlink(page),
             Tracking::Isolated => {}
         }
@@ -208,7 +244,7 @@ impl EpcPool {
         match active.tracking(page) {
             Tracking::Isolated => Err(()),
             _ => {
-                active.forget(page);
+                self.forget(&mut active, page);
                 Ok(())
             }
         }
@@ -225,7 +261,7 @@ impl EpcPool {
             match active.slots[page.as_usize()].owner.clone() {
                 Some(owner) => out.push(Isolated { page, owner }),
                 // Every marked page has an owner; never strand one that had none.
-                None => active.forget(page),
+                None => self.forget(&mut active, page),
             }
         }
         out
@@ -241,12 +277,19 @@ impl EpcPool {
 
     /// Forgets an isolated page (written out, or its enclave is gone).
     pub(crate) fn untrack(&self, page: EpcIndex) {
-        self.active.lock().forget(page);
+        self.forget(&mut self.active.lock(), page);
     }
 
-    /// Whether `page` is tracked (on the list or held by the reclaimer).
+    /// Stops tracking `page` (the active list's lock held).
+    fn forget(&self, active: &mut ActiveList, page: EpcIndex) {
+        active.forget(page);
+        self.tracked.set(page, false);
+    }
+
+    /// Whether `page` is tracked (on the list or held by the reclaimer). A lock-free read,
+    /// for the free path's sanity check: exact unless someone races with the page's owner.
     pub(crate) fn is_tracked(&self, page: EpcIndex) -> bool {
-        self.active.lock().tracking(page) != Tracking::Untracked
+        self.tracked.get(page)
     }
 }
 
@@ -307,5 +350,25 @@ mod tests {
         pool.untrack(EpcIndex(5));
         assert!(!pool.reclaim_in_flight() && !pool.has_reclaimable());
         assert!(!(0..8).any(|i| pool.is_tracked(EpcIndex(i))));
+    }
+
+    #[test]
+    fn the_tracked_flag_follows_the_list_without_its_lock() {
+        let pool = EpcPool::new(130);
+        let page = EpcIndex(129); // the last word's first bit
+        assert!(!pool.is_tracked(page));
+        pool.mark_reclaimable(page, owner());
+        pool.mark_reclaimable(EpcIndex(65), owner());
+        assert!(pool.is_tracked(page) && pool.is_tracked(EpcIndex(65)) && !pool.is_tracked(EpcIndex(64)));
+        let isolated = pool.isolate(1);
+        assert_eq!(isolated[0].page, page);
+        assert!(pool.is_tracked(page), "isolated pages stay tracked");
+        pool.putback(page);
+        assert!(pool.is_tracked(page));
+        assert_eq!(pool.unmark_reclaimable(page), Ok(()));
+        assert!(!pool.is_tracked(page) && pool.is_tracked(EpcIndex(65)), "neighbours in the word keep theirs");
+        pool.isolate(1);
+        pool.untrack(EpcIndex(65));
+        assert!(!pool.is_tracked(EpcIndex(65)));
     }
 }

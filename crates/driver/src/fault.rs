@@ -28,7 +28,7 @@ impl Encl {
         let addr = addr & !(PAGE_SIZE as u64 - 1);
         let mut st = self.lock();
         // 2.
-        if self.sgx.sgx2() && !st.pages.contains_key(&addr) {
+        if self.sgx.sgx2() && !st.pages.contains(addr) {
             drop(st);
             return self.eaug_page(cpu, vma, addr);
         }
@@ -74,7 +74,7 @@ impl Encl {
         // 7. A concurrent fault may have added the page while this one waited for the lock.
         // Mainline then frees its page and returns SIGBUS (a known race); we take the fix
         // proposed upstream and let the access retry, which maps the winner's page.
-        if st.pages.contains_key(&addr) {
+        if st.pages.contains(addr) {
             return FaultResult::NoPage;
         }
         // 5.

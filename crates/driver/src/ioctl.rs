@@ -1,6 +1,8 @@
 //! The enclave ioctls (the kernel's `ioctl.c`), each validation in the order of driver spec
 //! §3 with its errno, `count`/`result` written back on success and on error.
 
+use std::time::Duration;
+
 use sgxemu_arch::{ErrorCode, PAGE_SIZE, PageType, Secinfo, Secs, Sigstruct, Vector};
 use sgxemu_uapi::{
     SGX_ATTR_PROVISIONKEY, SGX_PAGE_MEASURE, SGX_PAGE_TYPE_MASK, SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM,
@@ -188,14 +190,14 @@ impl Encl {
         let addr = st.base + offset;
         let unwind = |this: &Encl, cpu: &mut Cpu, st: &mut EnclState, remove: bool, e: Errno| {
             if remove {
-                st.pages.remove(&addr);
+                st.pages.remove(addr);
             }
             this.shrink(cpu, st, va);
             sgx.free_epc(cpu, epc);
             Err(e)
         };
         // 5.
-        if st.pages.contains_key(&addr) {
+        if st.pages.contains(addr) {
             return unwind(self, cpu, &mut st, false, Errno::EBUSY);
         }
         st.pages.insert(addr, EnclPage::new(max_prot, page_type));
@@ -215,7 +217,7 @@ impl Encl {
             return unwind(self, cpu, &mut st, true, Errno::EIO);
         }
         // 8.
-        if let Some(record) = st.pages.get_mut(&addr) {
+        if let Some(record) = st.pages.get_mut(addr) {
             record.epc = Some(epc);
         }
         st.secs_child_cnt += 1;
@@ -347,12 +349,13 @@ impl Encl {
         if params.result != 0 || params.count != 0 {
             return Err(Errno::EINVAL);
         }
+        let patience = self.sgx.platform.sgx2_ioctl_patience();
         let mut result = Ok(());
         let mut done = 0;
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
             let addr = self.lock().base + params.offset + done;
-            let step = self.patiently(|| {
+            let step = Self::patiently(patience, || {
                 let mut st = self.lock();
                 self.restrict_page(&mut st, cpu, addr, params.permissions)
             });
@@ -380,7 +383,7 @@ impl Encl {
         perms: u64,
     ) -> Result<(), (Errno, Option<ErrorCode>)> {
         let epc = self.load_page(st, cpu, addr, None).map_err(|e| (Encl::ioctl_load_errno(e), None))?;
-        if st.pages.get(&addr).map(|p| p.page_type) != Some(PageType::Reg) {
+        if st.pages.get(addr).map(|p| p.page_type) != Some(PageType::Reg) {
             return Err((Errno::EINVAL, None));
         }
         match cpu.emodpr(&self.sgx.processor, perms, self.sgx.epc_addr(epc)) {
@@ -408,10 +411,11 @@ impl Encl {
             result = Err(Errno::EINVAL);
         } else {
             let start = self.lock().base + params.offset;
+            let patience = self.sgx.platform.sgx2_ioctl_patience();
             while done < params.length {
                 self.sgx.reclaim_direct(cpu);
                 let addr = start + done;
-                match self.patiently(|| self.modify_page(cpu, addr, params.page_type)) {
+                match Self::patiently(patience, || self.modify_page(cpu, addr, params.page_type)) {
                     Ok(()) => done += PAGE,
                     Err((e, code)) => {
                         if let Some(code) = code {
@@ -429,10 +433,10 @@ impl Encl {
     }
 
     fn modify_page(&self, cpu: &mut Cpu, addr: u64, new_type: u64) -> Result<(), (Errno, Option<ErrorCode>)> {
-        let sgx = self.sgx.clone();
+        let sgx = &self.sgx;
         let mut st = self.lock();
         let mut epc = self.load_page(&mut st, cpu, addr, None).map_err(|e| (Encl::ioctl_load_errno(e), None))?;
-        let record = st.pages.get(&addr).expect("loaded");
+        let record = st.pages.get(addr).expect("loaded");
         let (old_type, old_prot) = (record.page_type, record.max_prot);
         let to_tcs = new_type == SGX_PAGE_TYPE_TCS;
         let allowed = matches!((old_type, to_tcs), (PageType::Reg, _) | (PageType::Tcs, false));
@@ -443,9 +447,9 @@ impl Encl {
             if !old_prot.contains(Prot::READ | Prot::WRITE) {
                 return Err((Errno::EPERM, None));
             }
-            st.pages.get_mut(&addr).expect("loaded").max_prot = Prot::READ | Prot::WRITE;
+            st.pages.get_mut(addr).expect("loaded").max_prot = Prot::READ | Prot::WRITE;
             if sgx.pool.unmark_reclaimable(epc).is_err() {
-                st.pages.get_mut(&addr).expect("loaded").max_prot = old_prot;
+                st.pages.get_mut(addr).expect("loaded").max_prot = old_prot;
                 return Err((Errno::EAGAIN, None));
             }
             // Zap without the lock (mm locks come first), the page pinned against reclaim.
@@ -453,10 +457,10 @@ impl Encl {
             self.zap(addr);
             st = self.lock();
             sgx.pool.mark_reclaimable(epc, self.owner(Some(addr)));
-            epc = st.pages.get(&addr).and_then(|p| p.epc).unwrap_or(epc);
+            epc = st.pages.get(addr).and_then(|p| p.epc).unwrap_or(epc);
         }
         let restore = |st: &mut EnclState| {
-            if let Some(p) = st.pages.get_mut(&addr) {
+            if let Some(p) = st.pages.get_mut(addr) {
                 p.max_prot = old_prot;
             }
         };
@@ -472,18 +476,17 @@ impl Encl {
             }
         }
         self.etrack(&st, cpu).map_err(|e| (e, None))?;
-        st.pages.get_mut(&addr).expect("loaded").page_type = if to_tcs { PageType::Tcs } else { PageType::Trim };
+        st.pages.get_mut(addr).expect("loaded").page_type = if to_tcs { PageType::Tcs } else { PageType::Trim };
         Ok(())
     }
 
     /// Runs one page's step of an SGX2 ioctl, retrying an EAGAIN (a page the reclaimer
-    /// holds, no EPC page free to reload into) for as long as the platform's patience
-    /// allows — zero on the kernel's terms.
+    /// holds, no EPC page free to reload into) for as long as `patience` (the platform's,
+    /// read once per ioctl) allows — zero on the kernel's terms.
     fn patiently<T>(
-        &self,
+        patience: Duration,
         mut step: impl FnMut() -> Result<T, (Errno, Option<ErrorCode>)>,
     ) -> Result<T, (Errno, Option<ErrorCode>)> {
-        let patience = self.sgx.platform.sgx2_ioctl_patience();
         // The clock is read only once a retry is wanted: most pages never need one.
         let mut start = None;
         loop {
@@ -511,10 +514,11 @@ impl Encl {
         let mut result = Ok(());
         let mut done = 0;
         let start = self.lock().base + params.offset;
+        let patience = self.sgx.platform.sgx2_ioctl_patience();
         while done < params.length {
             self.sgx.reclaim_direct(cpu);
             let addr = start + done;
-            if let Err((e, _)) = self.patiently(|| self.remove_page(cpu, addr).map_err(|e| (e, None))) {
+            if let Err((e, _)) = Self::patiently(patience, || self.remove_page(cpu, addr).map_err(|e| (e, None))) {
                 result = Err(e);
                 break;
             }
@@ -526,10 +530,11 @@ impl Encl {
     }
 
     fn remove_page(&self, cpu: &mut Cpu, addr: u64) -> KResult<()> {
-        let sgx = self.sgx.clone();
+        let sgx = &self.sgx;
         let mut st = self.lock();
         let epc = self.load_page(&mut st, cpu, addr, None).map_err(Encl::ioctl_load_errno)?;
-        if st.pages.get(&addr).map(|p| p.page_type) != Some(PageType::Trim) {
+        let record = st.pages.get_mut(addr).expect("loaded");
+        if record.page_type != PageType::Trim {
             return Err(Errno::EPERM);
         }
         // EMODPR(RWX) proves acceptance: only an accepted TRIM page makes it #PF.
@@ -543,15 +548,13 @@ impl Encl {
         // The zap runs without the lock (address-space locks come first); meanwhile a fault
         // must not map the page again, or the mapping would outlive the EPC page. It finds
         // the page busy and retries (and, once the record is gone, EAUGs a new one).
-        if let Some(record) = st.pages.get_mut(&addr) {
-            record.being_reclaimed = true;
-        }
+        record.being_reclaimed = true;
         drop(st);
         self.zap(addr);
         st = self.lock();
         sgx.free_epc(cpu, epc);
         st.secs_child_cnt -= 1;
-        st.pages.remove(&addr);
+        st.pages.remove(addr);
         st.page_cnt -= 1;
         Ok(())
     }

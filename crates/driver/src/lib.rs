@@ -21,6 +21,7 @@ pub mod errno;
 mod fault;
 mod ioctl;
 pub mod os;
+mod page_array;
 mod reclaim;
 mod sgx;
 

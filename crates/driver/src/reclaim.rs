@@ -33,7 +33,7 @@ pub(crate) fn reclaim_pages(sgx: &Sgx, cpu: &mut Cpu, n: usize) -> usize {
             freed += free_orphan(sgx, cpu, &encl, page);
             continue;
         }
-        match st.pages.get_mut(&addr) {
+        match st.pages.get_mut(addr) {
             Some(record) if record.epc == Some(page) => record.being_reclaimed = true,
             _ => {
                 sgx.pool.untrack(page);
@@ -89,7 +89,7 @@ fn write_out(sgx: &Sgx, cpu: &mut Cpu, encl: &Encl, st: &mut EnclState, page: Ep
         sgx.warn(format!("no free VA slot for {addr:x?}"));
         return;
     };
-    let slot_addr = sgx.epc_addr(slot.va) + 8 * slot.slot as u64;
+    let slot_addr = slot.epc_addr(sgx);
     let epc_addr = sgx.epc_addr(page);
     let mut contents = vec![0u8; PAGE_SIZE];
     let mut pcmd = [0u8; PCMD_SIZE];

@@ -449,8 +449,13 @@ impl AddressSpace for Process {
 
     fn zap(&self, addr: u64) {
         self.ptes.lock().remove(page_of(addr));
-        // flush_tlb: wait for instructions that may still use the old translation.
-        drop(self.shootdown.write());
+        // flush_tlb: wait for instructions that may still use the old translation. One that
+        // translated through it took `shootdown` before the page-table lock we just took
+        // after it, so a free lock seen now means none is in flight: skip the wait, which is
+        // most of a zap's cost when no thread is inside.
+        if self.shootdown.is_locked() {
+            drop(self.shootdown.write());
+        }
     }
 
     fn test_and_clear_young(&self, addr: u64) -> bool {

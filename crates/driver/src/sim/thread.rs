@@ -59,7 +59,17 @@ pub enum Step {
 /// point, so an AEX/ERESUME (which save and restore RIP through the SSA) resumes it.
 #[derive(Clone, Debug)]
 pub(crate) struct Program {
-    steps: Vec<Step>,
+    /// Shared with the thread running it, which reads steps without copying them.
+    steps: Arc<Vec<Step>>,
+    entry: u64,
+    results: Vec<u64>,
+}
+
+/// A thread's view of the program its TCS runs while it is inside the enclave: the steps
+/// (shared with the TCS's program, so no step is copied and no lock taken per step) and the
+/// results produced since the last hand-over to the TCS's program.
+struct Running {
+    steps: Option<Arc<Vec<Step>>>,
     entry: u64,
     results: Vec<u64>,
 }
@@ -208,7 +218,7 @@ impl SimThread {
         if !(EENTER..=ERESUME).contains(&function) || run.reserved.iter().any(|&q| q != 0) {
             return Exit { ret: -22, run, results: Vec::new() };
         }
-        let pending_program = program;
+        let mut pending_program = program;
         {
             let mut user = self.user.lock();
             user.regs.rax = u64::from(function);
@@ -225,11 +235,13 @@ impl SimThread {
                 let inflight = self.process.shootdown.read();
                 let result = processor.enclu(lp, regs, &*self.process);
                 drop(inflight);
+                // EENTER succeeds at most once per call (later entries are ERESUMEs), so the
+                // program moves in rather than being copied.
                 if result.is_ok()
                     && leaf == EENTER
-                    && let Some(steps) = &pending_program
+                    && let Some(steps) = pending_program.take()
                 {
-                    let program = Program { steps: steps.clone(), entry: regs.rip, results: Vec::new() };
+                    let program = Program { steps: Arc::new(steps), entry: regs.rip, results: Vec::new() };
                     self.programs.lock().insert(tcs, program);
                 }
                 result.map_err(|e| (e, regs.rax as u32))
@@ -304,44 +316,64 @@ impl SimThread {
 
     /// Runs the TCS's program until it exits, faults (after the AEX) or is interrupted.
     fn run_inside(&mut self, tcs: u64) -> Inside {
-        loop {
+        let mut running = self.running(tcs);
+        let inside = loop {
             let mut guard = self.user.lock();
             let UserContext { processor, lp, regs } = &mut *guard;
             if !lp.in_enclave() {
-                return Inside::Interrupted;
+                break Inside::Interrupted;
             }
-            let pause_here = |&(at, _): &(usize, _)| {
-                self.programs.lock().get(&tcs).is_some_and(|p| regs.rip.wrapping_sub(p.entry) as usize == at)
-            };
+            let index = regs.rip.wrapping_sub(running.entry) as usize;
+            let pause_here = |&(at, _): &(usize, _)| running.steps.is_some() && index == at;
             if self.pause.0.as_ref().is_some_and(pause_here) {
                 let (_, at_pause) = self.pause.0.take().expect("checked");
                 drop(guard);
+                // The test's code may let anything happen meanwhile: look the program up again.
+                self.hand_over(tcs, running);
                 at_pause();
+                running = self.running(tcs);
                 continue;
             }
-            let step = {
-                let programs = self.programs.lock();
-                programs.get(&tcs).and_then(|p| p.steps.get(regs.rip.wrapping_sub(p.entry) as usize).cloned())
-            };
-            let step = step.unwrap_or(Step::Exit);
-            if step == Step::Exit {
+            let Running { steps, results, .. } = &mut running;
+            let step = steps.as_ref().and_then(|steps| steps.get(index)).unwrap_or(&Step::Exit);
+            if *step == Step::Exit {
                 regs.rax = Enclu::Eexit as u64;
                 regs.rbx = VDSO_ENCLU + 3;
                 if processor.eexit(lp, regs).is_ok() {
-                    return Inside::Exited;
+                    break Inside::Exited;
                 }
             }
             let inflight = self.process.shootdown.read();
-            let executed = self.execute(processor, lp, regs, tcs, &step);
+            let executed = self.execute(processor, lp, regs, results, step);
             drop(inflight);
             match executed {
                 Ok(()) => regs.rip += 1,
                 Err(exception) => {
                     let report = processor.aex(lp, regs, AexEvent::from_exception(exception));
                     let cr2 = report.map_or(0, |r| r.cr2);
-                    return Inside::Faulted { exception, cr2 };
+                    break Inside::Faulted { exception, cr2 };
                 }
             }
+        };
+        self.hand_over(tcs, running);
+        inside
+    }
+
+    /// The program `tcs` runs now (none: the thread finds nothing to do and exits).
+    fn running(&self, tcs: u64) -> Running {
+        let programs = self.programs.lock();
+        let program = programs.get(&tcs);
+        Running { steps: program.map(|p| p.steps.clone()), entry: program.map_or(0, |p| p.entry), results: Vec::new() }
+    }
+
+    /// Appends the results gathered while running to the TCS's program, where the vDSO's
+    /// return reads them.
+    fn hand_over(&self, tcs: u64, running: Running) {
+        if running.results.is_empty() {
+            return;
+        }
+        if let Some(program) = self.programs.lock().get_mut(&tcs) {
+            program.results.extend(running.results);
         }
     }
 
@@ -350,7 +382,7 @@ impl SimThread {
         processor: &Processor,
         lp: &mut Lp,
         regs: &mut Regs,
-        tcs: u64,
+        results: &mut Vec<u64>,
         step: &Step,
     ) -> Result<(), Exception> {
         let process = &*self.process;
@@ -373,7 +405,7 @@ impl SimThread {
                     Access::AbortPage => bytes[..*len].fill(0xFF),
                     Access::Normal { .. } => {}
                 }
-                self.push_result(tcs, u64::from_le_bytes(bytes));
+                results.push(u64::from_le_bytes(bytes));
                 Ok(())
             }
             Step::Fetch { addr } => processor.check_access(lp, process, *addr, AccessKind::Execute).map(drop),
@@ -385,16 +417,10 @@ impl SimThread {
                 regs.rdx = *rdx;
                 processor.enclu(lp, regs, process)?;
                 regs.rip = rip;
-                self.push_result(tcs, regs.rax);
+                results.push(regs.rax);
                 Ok(())
             }
             Step::Exit => Err(Exception::Gp),
-        }
-    }
-
-    fn push_result(&self, tcs: u64, value: u64) {
-        if let Some(program) = self.programs.lock().get_mut(&tcs) {
-            program.results.push(value);
         }
     }
 }
