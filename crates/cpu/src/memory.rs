@@ -18,6 +18,12 @@ pub trait Memory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Exception>;
     /// Writes `data` at `addr`.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Exception>;
+    /// The `len` bytes at `addr` in place, where this memory can lend them (a kernel's own
+    /// buffers), so a leaf can copy them straight to their destination; `None` (the
+    /// default) makes the leaf read them with [`Memory::read`].
+    fn lend(&self, _addr: u64, _len: usize) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// What a page-table walk finds for a linear address.

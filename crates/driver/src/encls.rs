@@ -85,6 +85,10 @@ impl Memory for KernelMemory {
         Ok(())
     }
 
+    fn lend(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        self.range(addr, len).ok().map(|range| &self.bytes[range])
+    }
+
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Exception> {
         let range = self.range(addr, data.len())?;
         self.bytes[range].copy_from_slice(data);

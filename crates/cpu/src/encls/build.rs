@@ -145,14 +145,23 @@ impl Processor {
         }
         // 5.
         let (_secs_lock, enclave) = self.lock_secs_shared(&mut lp.enclaves, lp.id, secs_index, info.secs)?;
-        // 6.
-        let mut page = [0u8; PAGE_SIZE];
-        self.read_bytes(mem, info.srcpge, &mut page)?;
-        // 7.
+        // 6. (Where the memory lends the source in place, it goes into the EPC with one copy;
+        // an EPC address reads as abort-page data, so that always takes the copy.)
         let is_tcs = page_type == Some(PageType::Tcs);
+        let lent = mem.lend(info.srcpge, PAGE_SIZE).filter(|_| self.epc_index(info.srcpge).is_none());
+        let mut copied: [u8; PAGE_SIZE];
+        let page: &[u8] = match lent {
+            Some(page) => page,
+            None => {
+                copied = [0u8; PAGE_SIZE];
+                self.read_bytes(mem, info.srcpge, &mut copied)?;
+                &copied
+            }
+        };
+        // 7.
         let mode64 = enclave.params.flags().contains(AttributesFlags::MODE64BIT);
         if is_tcs {
-            let tcs = Tcs::read_from_bytes(&page[..]).map_err(|_| Exception::Gp)?;
+            let tcs = Tcs::read_from_bytes(page).map_err(|_| Exception::Gp)?;
             if tcs.reserved.iter().any(|&b| b != 0) {
                 return Err(Exception::Gp);
             }
@@ -171,20 +180,22 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 9.
-        if is_tcs {
+        let tcs = if is_tcs {
             flags.remove(SecinfoFlags::PERM_MASK);
-            let mut tcs = Tcs::read_from_bytes(&page[..]).map_err(|_| Exception::Gp)?;
+            let mut tcs = Tcs::read_from_bytes(page).map_err(|_| Exception::Gp)?;
             tcs.flags &= !sgxemu_arch::TcsFlags::DBGOPTIN.bits();
             tcs.cssa = 0;
             tcs.aep = 0;
             tcs.state = 0;
-            page.copy_from_slice(tcs.as_bytes());
-        }
+            Some(tcs)
+        } else {
+            None
+        };
         // 10.
         measurement.eadd(info.linaddr - enclave.params.baseaddr, flags.bits());
         drop(measurement);
         // 11.
-        self.epc.write(index, 0, &page);
+        self.epc.write(index, 0, tcs.as_ref().map_or(page, |tcs| tcs.as_bytes()));
         enclave.add_child(lp.id);
         *lock.entry() = EpcmEntry {
             valid: true,
