@@ -3,6 +3,7 @@
 //! enclave code. The processor model reads and writes pages through the alias only.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::c_int;
@@ -18,13 +19,59 @@ const CHUNK_PAGES: u64 = 512;
 #[derive(Debug)]
 pub struct MemfdEpc {
     fd: c_int,
+    chunks: Arc<Chunks>,
+    /// The thread that populates the chunk after the one being written, so that giving a
+    /// page to an enclave (EAUG, ELDU, EADD) does not wait for the host to allocate and
+    /// zero memory — EPC is memory that exists already. `None` if it could not start (or in
+    /// a fork child): chunks are then populated on demand only.
+    ahead: Option<std::thread::Thread>,
+}
+
+/// The alias mapping and which of its 2 MiB chunks are populated.
+#[derive(Debug)]
+struct Chunks {
     alias: u64,
     pages: u64,
-    /// One bit per 2 MiB chunk of the alias already populated. A chunk is populated with one
-    /// `MADV_POPULATE_WRITE` the first time a page of it is written, instead of taking a
-    /// host page fault on each of its 512 pages (building a large enclave writes every page
-    /// once, and those faults were a fifth of the time).
+    /// One bit per chunk already populated (or being populated). A chunk is populated with
+    /// one `MADV_POPULATE_WRITE`, instead of taking a host page fault on each of its 512
+    /// pages (building a large enclave writes every page once, and those faults were a
+    /// fifth of the time).
     populated: Box<[AtomicU64]>,
+    /// The chunk the populating thread should do next, plus one (0: none).
+    requested: AtomicU64,
+}
+
+impl Chunks {
+    fn count(&self) -> u64 {
+        self.pages.div_ceil(CHUNK_PAGES)
+    }
+
+    fn is_populated(&self, chunk: u64) -> bool {
+        self.populated[(chunk / 64) as usize].load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0
+    }
+
+    /// Populates `chunk` unless someone claimed it already (best effort: without
+    /// MADV_POPULATE_WRITE, before Linux 5.14, its pages fault in one by one).
+    fn populate(&self, chunk: u64) {
+        let (word, bit) = (&self.populated[(chunk / 64) as usize], 1u64 << (chunk % 64));
+        if word.load(Ordering::Relaxed) & bit != 0 || word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return;
+        }
+        let start = chunk * CHUNK_PAGES;
+        let len = CHUNK_PAGES.min(self.pages - start) * PAGE_SIZE as u64;
+        let _ = sys::madvise(self.alias + start * PAGE_SIZE as u64, len, libc::MADV_POPULATE_WRITE);
+    }
+
+    /// The populating thread's loop: the latest requested chunk each time it is woken.
+    fn populate_requested(&self) -> ! {
+        loop {
+            std::thread::park();
+            let wanted = self.requested.swap(0, Ordering::AcqRel);
+            if wanted != 0 {
+                self.populate(wanted - 1);
+            }
+        }
+    }
 }
 
 impl MemfdEpc {
@@ -42,9 +89,33 @@ impl MemfdEpc {
         // Failed assertions abort(): a core dump must not contain the whole EPC (the kernel
         // marks enclave VMAs VM_DONTDUMP too).
         let _ = sys::madvise(alias, size, libc::MADV_DONTDUMP);
-        let chunks = pages.div_ceil(CHUNK_PAGES);
-        let populated = (0..chunks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Ok(MemfdEpc { fd, alias, pages, populated })
+        let count = pages.div_ceil(CHUNK_PAGES);
+        let populated = (0..count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        let chunks = Arc::new(Chunks { alias, pages, populated, requested: AtomicU64::new(0) });
+        let ahead = Self::start_populating_ahead(chunks.clone());
+        Ok(MemfdEpc { fd, chunks, ahead })
+    }
+
+    /// The populating thread, with every signal blocked (the program's signals are for its
+    /// own threads, and the emulator's IPIs for threads that run enclave code).
+    fn start_populating_ahead(chunks: Arc<Chunks>) -> Option<std::thread::Thread> {
+        let spawn = || {
+            std::thread::Builder::new()
+                .name("sgxemu-epc".into())
+                .spawn(move || chunks.populate_requested())
+                .ok()
+                .map(|handle| handle.thread().clone())
+        };
+        // SAFETY: sigfillset/pthread_sigmask on locals and the calling thread only; the new
+        // thread inherits the full mask, then this thread's mask is restored.
+        unsafe {
+            let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = (std::mem::zeroed(), std::mem::zeroed());
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let thread = spawn();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            thread
+        }
     }
 
     /// The memfd enclave mappings are made from (offset = page index × 4096).
@@ -52,28 +123,32 @@ impl MemfdEpc {
         self.fd
     }
 
-    /// Before the first write into `page`'s chunk: populate the whole chunk at once. (Best
-    /// effort: without MADV_POPULATE_WRITE, before Linux 5.14, the pages fault in one by one.)
+    /// Before a write into `page`: its chunk populated (now, if the thread ahead has not
+    /// done it yet), and the next chunk requested from the thread ahead — the EPC allocator
+    /// hands out pages in order, so that is where the next writes will go.
     fn populate_chunk_of(&self, page: EpcIndex) {
         let chunk = u64::from(page.0) / CHUNK_PAGES;
-        let (word, bit) = (&self.populated[(chunk / 64) as usize], 1u64 << (chunk % 64));
-        if word.load(Ordering::Relaxed) & bit != 0 || word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
-            return;
+        self.chunks.populate(chunk);
+        let next = chunk + 1;
+        if next < self.chunks.count()
+            && !self.chunks.is_populated(next)
+            && let Some(thread) = &self.ahead
+            && self.chunks.requested.swap(next + 1, Ordering::AcqRel) != next + 1
+        {
+            // One futex wake per chunk, lock-free: safe in the signal handlers EAUG runs in.
+            thread.unpark();
         }
-        let start = chunk * CHUNK_PAGES;
-        let len = CHUNK_PAGES.min(self.pages - start) * PAGE_SIZE as u64;
-        let _ = sys::madvise(self.alias + start * PAGE_SIZE as u64, len, libc::MADV_POPULATE_WRITE);
     }
 
     fn ptr(&self, page: EpcIndex, offset: usize, len: usize) -> *mut u8 {
-        assert!(u64::from(page.0) < self.pages && offset + len <= PAGE_SIZE, "EPC access out of range");
-        (self.alias + u64::from(page.0) * PAGE_SIZE as u64 + offset as u64) as *mut u8
+        assert!(u64::from(page.0) < self.chunks.pages && offset + len <= PAGE_SIZE, "EPC access out of range");
+        (self.chunks.alias + u64::from(page.0) * PAGE_SIZE as u64 + offset as u64) as *mut u8
     }
 }
 
 impl EpcMemory for MemfdEpc {
     fn pages(&self) -> u64 {
-        self.pages
+        self.chunks.pages
     }
 
     fn read(&self, page: EpcIndex, offset: usize, buf: &mut [u8]) {
