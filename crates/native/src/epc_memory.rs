@@ -174,3 +174,28 @@ impl EpcMemory for MemfdEpc {
         unsafe { std::ptr::write_bytes(dst, 0, PAGE_SIZE) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writing_a_chunk_has_the_next_one_populated_ahead_and_nothing_further() {
+        let epc = MemfdEpc::new(4 * CHUNK_PAGES).expect("EPC storage");
+        assert!(!epc.chunks.is_populated(0));
+        epc.write(EpcIndex(3), 0, &[0xAB; 8]);
+        assert!(epc.chunks.is_populated(0), "the written chunk, on demand");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !epc.chunks.is_populated(1) {
+            assert!(std::time::Instant::now() < deadline, "the next chunk was never populated");
+            std::thread::yield_now();
+        }
+        assert!(!epc.chunks.is_populated(2), "only one chunk ahead");
+        let mut back = [0u8; 8];
+        epc.read(EpcIndex(3), 0, &mut back);
+        assert_eq!(back, [0xAB; 8]);
+        // The last chunk has no next one to ask for.
+        epc.zero(EpcIndex(4 * CHUNK_PAGES as u32 - 1));
+        assert!(epc.chunks.is_populated(3));
+    }
+}
