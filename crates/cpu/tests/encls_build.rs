@@ -1413,6 +1413,52 @@ fn eextend_measures_the_chunk_at_its_enclave_offset_as_it_is_now_in_the_epc() {
 }
 
 #[test]
+fn eextend_page_is_sixteen_eextends_back_to_back_with_the_same_results() {
+    let data = pattern(3);
+    // The same page measured leaf by leaf and page at a time: the same MRENCLAVE and the
+    // same sixteen leaves counted.
+    let mut measured = Vec::new();
+    for page_at_a_time in [false, true] {
+        let mut h = harness();
+        let secs = new_secs(&mut h);
+        let page = h.eadd(secs, BASE + 0x3000, reg(R | W), &data).unwrap();
+        let before = h.lp.stats().encls;
+        if page_at_a_time {
+            assert_eq!(h.cpu.eextend_page(&mut h.lp, secs, page), Ok(()));
+        } else {
+            h.eextend_page(secs, page).unwrap();
+        }
+        let counted: u64 = h.lp.stats().encls.iter().zip(before).map(|(now, was)| now - was).sum();
+        assert_eq!(counted, 16);
+        measured.push(h.cpu.mrenclave_so_far(secs));
+    }
+    assert_eq!(measured[0], measured[1]);
+    let mut stream = Vec::new();
+    push_ecreate(&mut stream, 1, SIZE);
+    push_eadd(&mut stream, 0x3000, 0x203);
+    push_eextend_page(&mut stream, 0x3000, &data);
+    assert_eq!(measured[1], Some(sha256(&stream)));
+    // Its failures are the first leaf's: a misaligned SECS, another enclave's SECS, a page
+    // that is no REG/TCS page, an initialized enclave — and a misaligned address is the
+    // single leaf's.
+    let mut h = harness();
+    let a = new_secs(&mut h);
+    let b = new_secs(&mut h);
+    let page = h.eadd(a, BASE, reg(R), &[0; PAGE_SIZE]).unwrap();
+    let never_used = h.alloc_page();
+    let before = h.cpu.mrenclave_so_far(a);
+    assert_eq!(h.cpu.eextend_page(&mut h.lp, a + 8, page), Err(Exception::Gp));
+    assert_eq!(h.cpu.eextend_page(&mut h.lp, b, page), Err(Exception::Gp));
+    assert_eq!(h.cpu.eextend_page(&mut h.lp, a, never_used), Err(sgx_pf(never_used)));
+    assert_eq!(h.cpu.eextend_page(&mut h.lp, a, page + 0x80), Err(Exception::Gp));
+    assert_eq!(h.cpu.mrenclave_so_far(a), before, "no failed call measured anything");
+    assert_eq!(h.cpu.eextend_page(&mut h.lp, a, page + 0x100), Ok(()), "one chunk, as EEXTEND would");
+    assert_ne!(h.cpu.mrenclave_so_far(a), before);
+    let e = TestEnclave::build(&mut h);
+    assert_eq!(h.cpu.eextend_page(&mut h.lp, e.secs, e.pages[&(e.base + layout::CODE)]), Err(Exception::Gp));
+}
+
+#[test]
 fn eextend_misaligned_secs_is_gp_and_secs_outside_epc_is_pf_on_secs() {
     let mut h = harness();
     let secs = new_secs(&mut h);

@@ -170,6 +170,18 @@ impl Cpu {
         p.eextend(&mut self.lp, secs, chunk).map_err(from_exception)
     }
 
+    /// The sixteen EEXTENDs of the EPC page at `page`, back to back (one call into the
+    /// processor unless a test injected an EEXTEND fault, which needs them one by one).
+    pub fn eextend_page(&mut self, p: &Processor, secs: u64, page: u64) -> EnclsResult {
+        if self.eextend_fault_in.is_some() {
+            for chunk in (0..PAGE_SIZE as u64).step_by(256) {
+                self.eextend(p, secs, page + chunk)?;
+            }
+            return Ok(());
+        }
+        p.eextend_page(&mut self.lp, secs, page).map_err(from_exception)
+    }
+
     /// Writes IA32_SGXLEPUBKEYHASH0..3 with `mrsigner` on this CPU (`sgx_update_lepubkeyhash`).
     pub fn update_lepubkeyhash(&mut self, p: &Processor, mrsigner: &[u8; 32]) -> EnclsResult {
         for (i, chunk) in mrsigner.chunks_exact(8).enumerate() {

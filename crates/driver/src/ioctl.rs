@@ -223,16 +223,12 @@ impl Encl {
         st.secs_child_cnt += 1;
         // 9. (Mainline leaves secs_child_cnt raised on this path and warns at teardown; we
         // undo it, so a failed EEXTEND leaves exact bookkeeping — see the README.)
-        if measure {
-            for chunk in (0..PAGE).step_by(256) {
-                if let Err(e) = cpu.eextend(&sgx.processor, secs, epc_addr + chunk) {
-                    if e != EnclsError::Fault(Vector::Pf) {
-                        sgx.warn(format!("EEXTEND failed: {e:?}"));
-                    }
-                    st.secs_child_cnt -= 1;
-                    return unwind(self, cpu, &mut st, true, Errno::EIO);
-                }
+        if measure && let Err(e) = cpu.eextend_page(&sgx.processor, secs, epc_addr) {
+            if e != EnclsError::Fault(Vector::Pf) {
+                sgx.warn(format!("EEXTEND failed: {e:?}"));
             }
+            st.secs_child_cnt -= 1;
+            return unwind(self, cpu, &mut st, true, Errno::EIO);
         }
         // 10.
         sgx.pool.mark_reclaimable(epc, self.owner(Some(addr)));

@@ -253,6 +253,53 @@ impl Processor {
         Ok(())
     }
 
+    /// The sixteen EEXTENDs of one page (`page` = its EPC address), issued back to back as
+    /// a driver measuring a page does: each does exactly what [`Processor::eextend`] does,
+    /// and no leaf of another logical processor comes between them (the page's entry and
+    /// the measurement stay locked throughout) — one of the orders in which the hardware
+    /// could have run them, checked once and hashed with one compression call. Stops at
+    /// the first fault, as the sixteen single leaves would at their first.
+    pub fn eextend_page(&self, lp: &mut Lp, secs: u64, page: u64) -> Result<(), Exception> {
+        const CHUNKS: usize = PAGE_SIZE / EEXTEND_CHUNK_SIZE;
+        const BLOCKS_PER_CHUNK: usize = 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE;
+        if !page.is_multiple_of(PAGE_SIZE as u64) {
+            // Only the first chunk is page aligned: let the single leaf raise what it raises.
+            return self.eextend(lp, secs, page);
+        }
+        lp.stats.count_encls(Encls::Eextend);
+        // 1.-4. as in `eextend`, for the first chunk: the others share its page, entry and
+        // enclave, so they pass or fail alike.
+        if !secs.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(Exception::Gp);
+        }
+        let secs_index = self.epc_operand(secs, false)?;
+        let index = self.epc_operand(page, false)?;
+        let entry = self.epcm.entry_unless_exclusive(index).ok_or(Exception::Gp)?;
+        if !entry.valid || !matches!(entry.page_type, PageType::Reg | PageType::Tcs) {
+            return Err(Exception::epcm_pf(page, false));
+        }
+        let owner = entry.owner.filter(|owner| owner.secs == secs_index).ok_or(Exception::Gp)?;
+        let enclave = self.owner_of(&mut lp.enclaves, owner).ok_or(Exception::Gp)?;
+        let mut measurement = enclave.measurement.try_lock().ok_or(Exception::Gp)?;
+        if enclave.is_initialized() {
+            return Err(Exception::Gp);
+        }
+        // 5. for every chunk: header record and data, in order, in one buffer.
+        let page_offset = entry.enclave_address - enclave.params.baseaddr;
+        let mut blocks = [[0u8; MEAS_RECORD_SIZE]; CHUNKS * BLOCKS_PER_CHUNK];
+        for (chunk, records) in blocks.chunks_exact_mut(BLOCKS_PER_CHUNK).enumerate() {
+            let within_page = chunk * EEXTEND_CHUNK_SIZE;
+            let header = u128::from(sgxemu_arch::MEAS_EEXTEND) | u128::from(page_offset + within_page as u64) << 64;
+            records[0][..16].copy_from_slice(&header.to_le_bytes());
+            self.epc.read(index, within_page, records[1..].as_flattened_mut());
+        }
+        measurement.absorb(&blocks);
+        for _ in 1..CHUNKS {
+            lp.stats.count_encls(Encls::Eextend);
+        }
+        Ok(())
+    }
+
     /// EINIT (RBX = SIGSTRUCT, RCX = SECS, RDX = EINITTOKEN): verifies the signature and
     /// launch policy and finalizes MRENCLAVE (spec §4.4, checks in its order).
     pub fn einit(&self, lp: &mut Lp, mem: &mut dyn Memory, sigstruct: u64, secs: u64, token: u64) -> LeafResult {
