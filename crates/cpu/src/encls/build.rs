@@ -211,6 +211,27 @@ impl Processor {
     /// EEXTEND (RBX = SECS, RCX = 256-byte chunk in an EPC page): extends MRENCLAVE with
     /// the chunk as it is now in the EPC (spec §4.3).
     pub fn eextend(&self, lp: &mut Lp, secs: u64, chunk: u64) -> Result<(), Exception> {
+        self.eextend_run::<1>(lp, secs, chunk)
+    }
+
+    /// The sixteen EEXTENDs of one page (`page` = its EPC address), issued back to back as
+    /// a driver measuring a page does: each does exactly what [`Processor::eextend`] does,
+    /// and no leaf of another logical processor comes between them (the page's entry and
+    /// the measurement stay locked throughout) — one of the orders in which the hardware
+    /// could have run them, checked once and hashed with one compression call. Stops at
+    /// the first fault, as the sixteen single leaves would at their first.
+    pub fn eextend_page(&self, lp: &mut Lp, secs: u64, page: u64) -> Result<(), Exception> {
+        if !page.is_multiple_of(PAGE_SIZE as u64) {
+            // Only a page's first chunk is page aligned: the single leaf says what this is.
+            return self.eextend(lp, secs, page);
+        }
+        self.eextend_run::<{ PAGE_SIZE / EEXTEND_CHUNK_SIZE }>(lp, secs, page)
+    }
+
+    /// `CHUNKS` EEXTENDs of consecutive chunks of one page from `chunk` on, back to back.
+    /// The checks of the first leaf hold for all of them: they share the page, its entry
+    /// and its enclave.
+    fn eextend_run<const CHUNKS: usize>(&self, lp: &mut Lp, secs: u64, chunk: u64) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Eextend);
         // 1.
         if !secs.is_multiple_of(PAGE_SIZE as u64) {
@@ -223,7 +244,7 @@ impl Processor {
         }
         let index = self.epc_operand(chunk, false)?;
         // 3.
-        // The entry stays locked for the whole leaf: no owner reference is copied out.
+        // The entry stays locked for the whole run: no owner reference is copied out.
         let entry = self.epcm.entry_unless_exclusive(index).ok_or(Exception::Gp)?;
         if !entry.valid || !matches!(entry.page_type, PageType::Reg | PageType::Tcs) {
             return Err(Exception::epcm_pf(chunk, false));
@@ -237,63 +258,22 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 5.
-        // The header record and the chunk are hashed with one compression call, the chunk
-        // read straight from the EPC into the block buffer.
-        let within_page = (chunk % PAGE_SIZE as u64) as usize;
-        let offset = linaddr - enclave.params.baseaddr + within_page as u64;
-        let mut blocks = [[0u8; MEAS_RECORD_SIZE]; 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE];
-        // The header's 16 meaningful bytes in one store, written in place: the compression
-        // function reads the block back 16 bytes at a time, and a record built elsewhere and
-        // copied in stalls store-to-load forwarding (that stall was half of this leaf's own
-        // time).
-        let header = u128::from(sgxemu_arch::MEAS_EEXTEND) | u128::from(offset) << 64;
-        blocks[0][..16].copy_from_slice(&header.to_le_bytes());
-        self.epc.read(index, within_page, blocks[1..].as_flattened_mut());
-        measurement.absorb(&blocks);
-        Ok(())
-    }
-
-    /// The sixteen EEXTENDs of one page (`page` = its EPC address), issued back to back as
-    /// a driver measuring a page does: each does exactly what [`Processor::eextend`] does,
-    /// and no leaf of another logical processor comes between them (the page's entry and
-    /// the measurement stay locked throughout) — one of the orders in which the hardware
-    /// could have run them, checked once and hashed with one compression call. Stops at
-    /// the first fault, as the sixteen single leaves would at their first.
-    pub fn eextend_page(&self, lp: &mut Lp, secs: u64, page: u64) -> Result<(), Exception> {
-        const CHUNKS: usize = PAGE_SIZE / EEXTEND_CHUNK_SIZE;
-        const BLOCKS_PER_CHUNK: usize = 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE;
-        if !page.is_multiple_of(PAGE_SIZE as u64) {
-            // Only the first chunk is page aligned: let the single leaf raise what it raises.
-            return self.eextend(lp, secs, page);
-        }
-        lp.stats.count_encls(Encls::Eextend);
-        // 1.-4. as in `eextend`, for the first chunk: the others share its page, entry and
-        // enclave, so they pass or fail alike.
-        if !secs.is_multiple_of(PAGE_SIZE as u64) {
-            return Err(Exception::Gp);
-        }
-        let secs_index = self.epc_operand(secs, false)?;
-        let index = self.epc_operand(page, false)?;
-        let entry = self.epcm.entry_unless_exclusive(index).ok_or(Exception::Gp)?;
-        if !entry.valid || !matches!(entry.page_type, PageType::Reg | PageType::Tcs) {
-            return Err(Exception::epcm_pf(page, false));
-        }
-        let owner = entry.owner.filter(|owner| owner.secs == secs_index).ok_or(Exception::Gp)?;
-        let enclave = self.owner_of(&mut lp.enclaves, owner).ok_or(Exception::Gp)?;
-        let mut measurement = enclave.measurement.try_lock().ok_or(Exception::Gp)?;
-        if enclave.is_initialized() {
-            return Err(Exception::Gp);
-        }
-        // 5. for every chunk: header record and data, in order, in one buffer.
-        let page_offset = entry.enclave_address - enclave.params.baseaddr;
-        let mut blocks = [[0u8; MEAS_RECORD_SIZE]; CHUNKS * BLOCKS_PER_CHUNK];
-        for (chunk, records) in blocks.chunks_exact_mut(BLOCKS_PER_CHUNK).enumerate() {
-            let within_page = chunk * EEXTEND_CHUNK_SIZE;
-            let header = u128::from(sgxemu_arch::MEAS_EEXTEND) | u128::from(page_offset + within_page as u64) << 64;
+        // Each chunk's header record and data, read straight from the EPC into the block
+        // buffer, all hashed with one compression call.
+        let first = (chunk % PAGE_SIZE as u64) as usize;
+        let mut blocks = [[[0u8; MEAS_RECORD_SIZE]; 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE]; CHUNKS];
+        for (i, records) in blocks.iter_mut().enumerate() {
+            let within_page = first + i * EEXTEND_CHUNK_SIZE;
+            let offset = linaddr - enclave.params.baseaddr + within_page as u64;
+            // The header's 16 meaningful bytes in one store, written in place: the
+            // compression function reads the block back 16 bytes at a time, and a record
+            // built elsewhere and copied in stalls store-to-load forwarding (that stall was
+            // half of this leaf's own time).
+            let header = u128::from(sgxemu_arch::MEAS_EEXTEND) | u128::from(offset) << 64;
             records[0][..16].copy_from_slice(&header.to_le_bytes());
             self.epc.read(index, within_page, records[1..].as_flattened_mut());
         }
-        measurement.absorb(&blocks);
+        measurement.absorb(blocks.as_flattened());
         for _ in 1..CHUNKS {
             lp.stats.count_encls(Encls::Eextend);
         }
