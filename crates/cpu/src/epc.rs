@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
+use parking_lot::RwLock;
 use sgxemu_arch::PAGE_SIZE;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Index of a page inside the EPC (0-based). Deliberately no arithmetic: convert with
 /// [`crate::Processor::epc_addr`] / [`crate::Processor::epc_index`].
@@ -31,16 +31,29 @@ pub trait EpcMemory: Send + Sync + std::fmt::Debug {
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]);
     /// Sets every byte of `page` to zero.
     fn zero(&self, page: EpcIndex);
+    /// Calls `f` with the `len` bytes of `page` from `offset`, lent in place where the
+    /// storage can (a leaf that only hashes a page, EEXTEND, then reads it once instead of
+    /// copying it first); the default copies them into a buffer. `f` must not reach this
+    /// storage itself.
+    fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        let mut buf = [0u8; PAGE_SIZE];
+        self.read(page, offset, &mut buf[..len]);
+        f(&buf[..len]);
+    }
 }
 
 /// Pages per lazily allocated chunk (2 MiB of EPC).
 const CHUNK_PAGES: usize = 512;
-const WORDS: usize = PAGE_SIZE / 8;
 
-/// One page as 512 atomic words: accesses are lock-free and byte-exact like RAM (racing
-/// accessors see each other's bytes, never a torn lock), and aligned copies compile to
-/// plain loads and stores.
-type Page = [AtomicU64; WORDS];
+/// One page behind its own reader-writer lock: leaves on different pages never wait for
+/// each other, racing accesses to one page are each all-or-nothing (never torn), and a
+/// reader can be lent the bytes in place. No caller holds two pages' locks at once.
+type Page = RwLock<PageBytes>;
+
+/// A page's bytes, cache-line aligned as a real page is (hashing and copying a page that
+/// straddles one more line than it needs is measurably slower).
+#[repr(align(64))]
+struct PageBytes([u8; PAGE_SIZE]);
 
 /// EPC storage allocated in 2 MiB chunks on first write, so a 64 GiB EPC costs memory only
 /// for the pages an enclave actually uses. Never-written pages read as zero.
@@ -70,7 +83,7 @@ impl SparseEpc {
 
     fn page(&self, page: EpcIndex) -> &Page {
         let chunk = self.chunks[page.as_usize() / CHUNK_PAGES]
-            .get_or_init(|| (0..CHUNK_PAGES).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect());
+            .get_or_init(|| (0..CHUNK_PAGES).map(|_| RwLock::new(PageBytes([0; PAGE_SIZE]))).collect());
         &chunk[page.as_usize() % CHUNK_PAGES]
     }
 
@@ -80,74 +93,32 @@ impl SparseEpc {
     }
 }
 
-/// Mask selecting bytes `[from, to)` of a little-endian word.
-fn byte_mask(from: usize, to: usize) -> u64 {
-    let bits = |n: usize| if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
-    bits(to) & !bits(from)
-}
-
 impl EpcMemory for SparseEpc {
     fn pages(&self) -> u64 {
         self.pages
     }
 
     fn read(&self, page: EpcIndex, offset: usize, buf: &mut [u8]) {
-        let Some(words) = self.existing(page) else {
-            buf.fill(0);
-            return;
-        };
-        if offset.is_multiple_of(8) && buf.len().is_multiple_of(8) {
-            // Whole words: plain loads, no per-byte work.
-            for (chunk, word) in buf.chunks_exact_mut(8).zip(&words[offset / 8..]) {
-                chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-            }
-            return;
-        }
-        let mut at = offset;
-        let mut out = buf;
-        while !out.is_empty() {
-            let (word, within) = (at / 8, at % 8);
-            let n = (8 - within).min(out.len());
-            let bytes = words[word].load(Ordering::Relaxed).to_le_bytes();
-            out[..n].copy_from_slice(&bytes[within..within + n]);
-            out = &mut out[n..];
-            at += n;
+        match self.existing(page) {
+            Some(bytes) => buf.copy_from_slice(&bytes.read().0[offset..offset + buf.len()]),
+            None => buf.fill(0),
         }
     }
 
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]) {
-        let words = self.page(page);
-        if offset.is_multiple_of(8) && data.len().is_multiple_of(8) {
-            for (chunk, word) in data.chunks_exact(8).zip(&words[offset / 8..]) {
-                word.store(u64::from_le_bytes(chunk.try_into().expect("eight bytes")), Ordering::Relaxed);
-            }
-            return;
-        }
-        let mut at = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (word, within) = (at / 8, at % 8);
-            let n = (8 - within).min(rest.len());
-            if n == 8 {
-                let value = u64::from_le_bytes(rest[..8].try_into().expect("eight bytes"));
-                words[word].store(value, Ordering::Relaxed);
-            } else {
-                // A partial word: replace only its bytes, so racing writers of the
-                // neighbouring bytes are not undone (byte-granular, like RAM).
-                let mut bytes = [0u8; 8];
-                bytes[within..within + n].copy_from_slice(&rest[..n]);
-                let mask = byte_mask(within, within + n);
-                words[word].fetch_and(!mask, Ordering::Relaxed);
-                words[word].fetch_or(u64::from_le_bytes(bytes), Ordering::Relaxed);
-            }
-            rest = &rest[n..];
-            at += n;
-        }
+        self.page(page).write().0[offset..offset + data.len()].copy_from_slice(data);
     }
 
     fn zero(&self, page: EpcIndex) {
-        if let Some(words) = self.existing(page) {
-            words.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+        if let Some(bytes) = self.existing(page) {
+            bytes.write().0.fill(0);
+        }
+    }
+
+    fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        match self.existing(page) {
+            Some(bytes) => f(&bytes.read().0[offset..offset + len]),
+            None => f(&[0; PAGE_SIZE][..len]),
         }
     }
 }
@@ -197,9 +168,30 @@ mod tests {
     }
 
     #[test]
-    fn byte_masks_cover_exactly_the_range() {
-        assert_eq!(byte_mask(0, 8), u64::MAX);
-        assert_eq!(byte_mask(0, 1), 0xFF);
-        assert_eq!(byte_mask(3, 5), 0x00FF_FF00_0000);
+    fn lent_bytes_are_the_stored_ones_and_unwritten_pages_lend_zeros_without_allocating() {
+        let epc = SparseEpc::new(2048);
+        let mut lent = Vec::new();
+        epc.lend(EpcIndex(7), 0, PAGE_SIZE, &mut |bytes| lent = bytes.to_vec());
+        assert_eq!(lent, vec![0; PAGE_SIZE]);
+        assert_eq!(epc.allocated_bytes(), 0);
+        epc.write(EpcIndex(7), 250, &[9; 12]);
+        epc.lend(EpcIndex(7), 256, 8, &mut |bytes| lent = bytes.to_vec());
+        assert_eq!(lent, [9, 9, 9, 9, 9, 9, 0, 0]);
+    }
+
+    #[test]
+    fn racing_writers_of_one_page_never_tear_each_others_copies() {
+        let epc = SparseEpc::new(1);
+        std::thread::scope(|scope| {
+            for value in [0x11u8, 0x22] {
+                let epc = &epc;
+                scope.spawn(move || (0..2000).for_each(|_| epc.write(EpcIndex(0), 0, &[value; PAGE_SIZE])));
+            }
+            for _ in 0..2000 {
+                epc.lend(EpcIndex(0), 0, PAGE_SIZE, &mut |bytes| {
+                    assert!(bytes.iter().all(|&b| b == bytes[0]), "a torn page");
+                });
+            }
+        });
     }
 }

@@ -173,6 +173,16 @@ impl EpcMemory for MemfdEpc {
         // SAFETY: one whole page of the alias mapping.
         unsafe { std::ptr::write_bytes(dst, 0, PAGE_SIZE) };
     }
+
+    fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        let src = self.ptr(page, offset, len);
+        // SAFETY: `src..src + len` lies inside the alias mapping, which lives as long as
+        // `self` and is never unmapped; the slice does not outlive this call. The bytes
+        // are only read, as in `read`: enclave code writing them at the same moment (an
+        // initialized enclave's, never the case for EEXTEND, the leaf that lends) would
+        // make the reader see some mix of old and new bytes, as another CPU would.
+        f(unsafe { std::slice::from_raw_parts(src, len) });
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Building an enclave: ECREATE, EADD, EEXTEND, EINIT (spec §4.1–§4.4).
 
 use sgxemu_arch::{
-    AttributesFlags, EEXTEND_CHUNK_SIZE, Einittoken, Encls, ErrorCode, MEAS_RECORD_SIZE, Miscselect, PAGE_SIZE,
-    PageType, Pageinfo, Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs, xfrm_is_consistent, xsave_size,
+    AttributesFlags, EEXTEND_CHUNK_SIZE, Einittoken, Encls, ErrorCode, Miscselect, PAGE_SIZE, PageType, Pageinfo,
+    Secinfo, SecinfoFlags, Secs, Sigstruct, Tcs, xfrm_is_consistent, xsave_size,
 };
 use sgxemu_crypto::MeasurementState;
 use zerocopy::{FromBytes, IntoBytes};
@@ -258,22 +258,15 @@ impl Processor {
             return Err(Exception::Gp);
         }
         // 5.
-        // Each chunk's header record and data, read straight from the EPC into the block
-        // buffer, all hashed with one compression call.
+        // The chunks are hashed where they lie in the EPC, each behind its header record.
         let first = (chunk % PAGE_SIZE as u64) as usize;
-        let mut blocks = [[[0u8; MEAS_RECORD_SIZE]; 1 + EEXTEND_CHUNK_SIZE / MEAS_RECORD_SIZE]; CHUNKS];
-        for (i, records) in blocks.iter_mut().enumerate() {
-            let within_page = first + i * EEXTEND_CHUNK_SIZE;
-            let offset = linaddr - enclave.params.baseaddr + within_page as u64;
-            // The header's 16 meaningful bytes in one store, written in place: the
-            // compression function reads the block back 16 bytes at a time, and a record
-            // built elsewhere and copied in stalls store-to-load forwarding (that stall was
-            // half of this leaf's own time).
-            let header = u128::from(sgxemu_arch::MEAS_EEXTEND) | u128::from(offset) << 64;
-            records[0][..16].copy_from_slice(&header.to_le_bytes());
-            self.epc.read(index, within_page, records[1..].as_flattened_mut());
-        }
-        measurement.absorb(blocks.as_flattened());
+        let offset = linaddr - enclave.params.baseaddr + first as u64;
+        self.epc.lend(index, first, CHUNKS * EEXTEND_CHUNK_SIZE, &mut |data| {
+            let (chunks, _) = data.as_chunks::<EEXTEND_CHUNK_SIZE>();
+            for (i, data) in chunks.iter().enumerate() {
+                measurement.eextend(offset + (i * EEXTEND_CHUNK_SIZE) as u64, data);
+            }
+        });
         for _ in 1..CHUNKS {
             lp.stats.count_encls(Encls::Eextend);
         }
