@@ -1,5 +1,7 @@
 //! Builds the sample enclaves from `enclaves/` with gcc into static-PIE ELF files in
-//! `OUT_DIR` (`demo.elf`, `attest.elf`), refusing any that would need relocating; and a
+//! `OUT_DIR` (`demo.elf`, `attest.elf`, and the self-relocating `reloc.elf` and
+//! `reloc-relr.elf`), refusing any that is not loadable or whose relocations are not what
+//! it is meant to have; and a
 //! host-side archive of the same C (with ENCLU supplied by the test) that the integration
 //! tests link, so the CMAC and the operations can be tested without an enclave.
 
@@ -14,8 +16,33 @@ use std::process::{Command, exit};
 const COMMON_SOURCES: &[&str] = &["entry.S", "rt.c", "cmac.c", "common.c"];
 /// Headers, for `rerun-if-changed` only.
 const HEADERS: &[&str] = &["ops.h", "sgx.h", "cmac.h", "common.h"];
-/// The enclaves: output name and the source that holds its `enclave_main`.
-const ENCLAVES: &[(&str, &str)] = &[("demo", "demo.c"), ("attest", "attest.c")];
+/// One enclave to build.
+struct Sample {
+    /// Output name (`NAME.elf`).
+    name: &'static str,
+    /// The source that holds its `enclave_main`.
+    main_source: &'static str,
+    /// Linker flags beyond [`ENCLAVE_FLAGS`].
+    extra_flags: &'static [&'static str],
+    /// It applies its own relative relocations (and so must have some); the others must
+    /// have none.
+    self_relocating: bool,
+}
+
+/// The enclaves.
+const ENCLAVES: &[Sample] = &[
+    Sample { name: "demo", main_source: "demo.c", extra_flags: &[], self_relocating: false },
+    Sample { name: "attest", main_source: "attest.c", extra_flags: &[], self_relocating: false },
+    // The same self-relocating program with its relocations as RELA entries, and packed
+    // into DT_RELR (binutils 2.38 and later).
+    Sample { name: "reloc", main_source: "reloc.c", extra_flags: &[], self_relocating: true },
+    Sample {
+        name: "reloc-relr",
+        main_source: "reloc.c",
+        extra_flags: &["-Wl,-z,pack-relative-relocs"],
+        self_relocating: true,
+    },
+];
 
 /// gcc flags for an enclave: freestanding static PIE, no libc, no stack protector or unwind
 /// tables, no CET notes, no red zone, AES-NI; entry `enclave_entry`; 4 KiB segment alignment,
@@ -77,23 +104,29 @@ fn main() {
     let ar = env::var_os("SGXEMU_SAMPLES_AR").unwrap_or_else(|| "ar".into());
     println!("cargo:rerun-if-env-changed=SGXEMU_SAMPLES_CC");
     println!("cargo:rerun-if-env-changed=SGXEMU_SAMPLES_AR");
-    for file in COMMON_SOURCES.iter().chain(HEADERS).copied().chain(ENCLAVES.iter().map(|e| e.1)) {
+    for file in COMMON_SOURCES.iter().chain(HEADERS).copied().chain(ENCLAVES.iter().map(|e| e.main_source)) {
         println!("cargo:rerun-if-changed={}", src.join(file).display());
     }
 
-    for &(name, main_source) in ENCLAVES {
+    for sample in ENCLAVES {
+        let name = sample.name;
         let elf = out_dir.join(format!("{name}.elf"));
         let mut cmd = Command::new(&gcc);
-        cmd.args(ENCLAVE_FLAGS).arg("-I").arg(&src).arg("-o").arg(&elf);
-        cmd.args(COMMON_SOURCES.iter().chain([&main_source]).map(|f| src.join(f)));
+        cmd.args(ENCLAVE_FLAGS).args(sample.extra_flags).arg("-I").arg(&src).arg("-o").arg(&elf);
+        cmd.args(COMMON_SOURCES.iter().chain([&sample.main_source]).map(|f| src.join(f)));
         run(&mut cmd, &gcc);
         let bytes = fs::read(&elf).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", elf.display())));
-        if let Err(problem) = check_enclave_elf(&bytes) {
-            fail(&format!(
-                "sample enclave {name}.elf is not loadable: {problem}. The loader refuses relocations \
+        match (check_enclave_elf(&bytes), sample.self_relocating) {
+            (Ok(Relocations::None), false) | (Ok(Relocations::Some(_)), true) => {}
+            (Ok(Relocations::Some(problem)), false) => fail(&format!(
+                "sample enclave {name}.elf needs relocating: {problem}. It is loaded as linked \
                  (MRENCLAVE cannot depend on the load address): no pointer-valued initialised globals, \
                  no function-pointer tables"
-            ));
+            )),
+            (Ok(Relocations::None), true) => {
+                fail(&format!("sample enclave {name}.elf is meant to relocate itself but has no relocations"))
+            }
+            (Err(problem), _) => fail(&format!("sample enclave {name}.elf is not loadable: {problem}")),
         }
     }
 
@@ -144,11 +177,17 @@ const SHT_RELR: u32 = 19;
 /// DT_RELR, DT_RELACOUNT, DT_RELCOUNT.
 const DT_RELOCATION_TAGS: &[u64] = &[7, 8, 17, 18, 20, 22, 23, 35, 36, 0x6fff_fff9, 0x6fff_fffa];
 
+/// Whether an enclave ELF has relocations, and the first sign of them.
+enum Relocations {
+    None,
+    Some(String),
+}
+
 /// Checks what the loader needs of an enclave ELF: 64-bit little-endian x86-64 ET_DYN, no
-/// interpreter, no TLS, PT_LOADs starting at vaddr 0, the entry in an executable PT_LOAD,
-/// and no relocations of any kind (no REL/RELA/RELR section, no relocation tag in
-/// PT_DYNAMIC).
-fn check_enclave_elf(elf: &[u8]) -> Result<(), String> {
+/// interpreter, no TLS, PT_LOADs starting at vaddr 0, the entry in an executable PT_LOAD;
+/// and says whether it has relocations of any kind (a REL/RELA/RELR section, a relocation
+/// tag in PT_DYNAMIC).
+fn check_enclave_elf(elf: &[u8]) -> Result<Relocations, String> {
     let u16_at = |off: usize| read::<2>(elf, off).map(u16::from_le_bytes);
     let u32_at = |off: usize| read::<4>(elf, off).map(u32::from_le_bytes);
     let u64_at = |off: usize| read::<8>(elf, off).map(u64::from_le_bytes);
@@ -165,15 +204,17 @@ fn check_enclave_elf(elf: &[u8]) -> Result<(), String> {
     let (shentsize, shnum) = (usize::from(u16_at(58)?), usize::from(u16_at(60)?));
 
     // Sections first: they give the better message (a name, `readelf -r` shows the rest).
+    let mut relocations = Relocations::None;
     let shstrtab = shoff + usize::from(u16_at(62)?) * shentsize;
     let shstr_off = usize_at(shstrtab + 24)?;
     for i in 0..shnum {
         let sh = shoff + i * shentsize;
         let (sh_type, sh_size) = (u32_at(sh + 4)?, u64_at(sh + 32)?);
-        if matches!(sh_type, SHT_RELA | SHT_REL | SHT_RELR) && sh_size != 0 {
+        if matches!(sh_type, SHT_RELA | SHT_REL | SHT_RELR) && sh_size != 0 && matches!(relocations, Relocations::None)
+        {
             let name_at = shstr_off + usize::try_from(u32_at(sh)?).map_err(|_| "offset overflow")?;
             let name = elf.get(name_at..).and_then(|n| n.split(|&b| b == 0).next()).unwrap_or_default();
-            return Err(format!(
+            relocations = Relocations::Some(format!(
                 "section {} holds {sh_size} bytes of relocations (see `readelf -r`)",
                 String::from_utf8_lossy(name)
             ));
@@ -196,8 +237,8 @@ fn check_enclave_elf(elf: &[u8]) -> Result<(), String> {
                     if tag == 0 {
                         break;
                     }
-                    if DT_RELOCATION_TAGS.contains(&tag) {
-                        return Err(format!("PT_DYNAMIC has relocation tag {tag:#x}"));
+                    if DT_RELOCATION_TAGS.contains(&tag) && matches!(relocations, Relocations::None) {
+                        relocations = Relocations::Some(format!("PT_DYNAMIC has relocation tag {tag:#x}"));
                     }
                 }
             }
@@ -222,7 +263,7 @@ fn check_enclave_elf(elf: &[u8]) -> Result<(), String> {
     if !loads.iter().any(|&(vaddr, memsz, flags)| flags & PF_X != 0 && (vaddr..vaddr + memsz).contains(&entry)) {
         return Err(format!("entry point {entry:#x} is not in an executable PT_LOAD"));
     }
-    Ok(())
+    Ok(relocations)
 }
 
 fn read<const N: usize>(elf: &[u8], off: usize) -> Result<[u8; N], String> {

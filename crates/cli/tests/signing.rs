@@ -142,3 +142,20 @@ fn bad_enclave_files_get_one_clear_line() {
     fails(&["measure", &elf, "--threads", "0"], "thread");
     fails(&["measure", s(&d.join("missing.elf"))], "cannot read");
 }
+
+#[test]
+fn a_self_relocating_enclave_is_measured_only_when_declared_so() {
+    let d = dir("self-relocating");
+    for (name, bytes) in [("reloc.elf", sgxemu_samples::RELOC_ELF), ("reloc-relr.elf", sgxemu_samples::RELOC_RELR_ELF)]
+    {
+        let elf = write(&d, name, bytes);
+        fails(&["measure", &elf], "--self-relocating");
+        let measured = ok(&["measure", &elf, "--self-relocating"]);
+        let image = sgxemu_enclave::image_from_elf(
+            bytes,
+            &sgxemu_enclave::Layout { self_relocating: true, ..sgxemu_enclave::Layout::default() },
+        )
+        .unwrap();
+        assert_eq!(mrenclave(&measured), sgxemu_enclave::sign::hex(&image.mrenclave()), "{name}");
+    }
+}

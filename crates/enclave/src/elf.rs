@@ -15,10 +15,13 @@
 //!   4096)` is not required, since pages are assembled by copying.
 //! * `p_filesz ≤ p_memsz`, and file ranges (of `PT_LOAD` and `PT_DYNAMIC`) lie inside the file.
 //! * `e_entry` lies in a page of an executable segment; it becomes every TCS's OENTRY.
-//! * No load-time relocations: a `PT_DYNAMIC` whose table has a non-empty `DT_RELA`, `DT_REL`,
-//!   `DT_RELR` or `DT_JMPREL` table (a non-zero size tag, or an address tag without its size)
-//!   is refused, because the loader does not relocate and MRENCLAVE cannot depend on the load
-//!   address. A `PT_DYNAMIC` without relocations is fine. `PT_INTERP` is refused.
+//! * The loader never relocates: MRENCLAVE cannot depend on the load address. By default a
+//!   `PT_DYNAMIC` whose table has a non-empty `DT_RELA`, `DT_REL`, `DT_RELR` or `DT_JMPREL`
+//!   table (a non-zero size tag, or an address tag without its size) is refused. A program
+//!   that applies its own relative relocations when it first runs (as the enclave runtimes
+//!   of Rust's SGX target and Intel's SDK do) is loaded with [`Layout::self_relocating`]:
+//!   its relocations are then checked, not applied — see [`crate::relocations`]. A
+//!   `PT_DYNAMIC` without relocations is always fine. `PT_INTERP` is refused.
 //! * Segment ends are limited to [`MAX_IMAGE_END`], and the image must fit the layout's size.
 //!
 //! Segments are named in errors by their index in the program header table (as `readelf -l`
@@ -177,10 +180,12 @@ pub enum ImageError {
         /// e_entry.
         entry: u64,
     },
-    /// `PT_DYNAMIC` has load-time relocations.
+    /// `PT_DYNAMIC` has load-time relocations and the layout does not say the program
+    /// applies them itself.
     #[error(
-        "the program has load-time relocations ({tag} = {value:#x} in PT_DYNAMIC); link the enclave so it needs none, \
-         since the loader does not relocate and MRENCLAVE cannot depend on the load address"
+        "the program has load-time relocations ({tag} = {value:#x} in PT_DYNAMIC), which the loader does not apply \
+         (MRENCLAVE cannot depend on the load address): link the enclave so it needs none, or, if it applies its \
+         own relative relocations at startup, load it as self-relocating (--self-relocating)"
     )]
     Relocations {
         /// The dynamic tag that shows them.
@@ -188,6 +193,9 @@ pub enum ImageError {
         /// Its value.
         value: u64,
     },
+    /// A relocation table a self-relocating program could not apply to itself.
+    #[error("{0}")]
+    SelfRelocation(#[from] crate::relocations::RelocationError),
     /// The layout cannot be applied (validation, or the image does not fit the size).
     #[error(transparent)]
     Layout(#[from] LayoutError),
@@ -223,7 +231,16 @@ const RELOCATION_TAGS: [(i64, &str, i64, &str); 4] = [
 /// pages, then the threads, heap and dynamic room of the [layout convention](crate::layout).
 pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
     layout.validate()?;
-    let (entry, segments) = parse(bytes)?;
+    let Parsed { entry, segments, dynamic } = parse(bytes)?;
+    if let Some(table) = dynamic {
+        let tags = dynamic_tags(table);
+        if layout.self_relocating {
+            let spans: Vec<_> = segments.iter().map(Segment::span).collect();
+            crate::relocations::check(bytes, &tags, &spans)?;
+        } else {
+            refuse_relocations(&tags)?;
+        }
+    }
 
     let image_end = segments.iter().map(|s| s.page_end).max().unwrap_or(0);
     let plan = layout.plan(image_end)?;
@@ -269,9 +286,18 @@ pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
     })
 }
 
-/// Checks the ELF header and program headers; returns the entry point and the PT_LOAD
-/// segments sorted by address.
-fn parse(bytes: &[u8]) -> Result<(u64, Vec<Segment>)> {
+/// What [`parse`] finds in a well-formed file.
+struct Parsed<'f> {
+    /// e_entry.
+    entry: u64,
+    /// The PT_LOAD segments, sorted by address.
+    segments: Vec<Segment>,
+    /// The `PT_DYNAMIC` table's bytes, if there is one.
+    dynamic: Option<&'f [u8]>,
+}
+
+/// Checks the ELF header and program headers.
+fn parse(bytes: &[u8]) -> Result<Parsed<'_>> {
     if bytes.len() < EHDR_SIZE {
         return Err(ImageError::TruncatedHeader { len: bytes.len() });
     }
@@ -313,6 +339,7 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<Segment>)> {
 
     let file_len = bytes.len() as u64;
     let mut segments = Vec::new();
+    let mut dynamic = None;
     for (index, ph) in phdrs.iter().enumerate() {
         let p_type = ph.p_type(endian);
         let (offset, filesz) = (ph.p_offset(endian), ph.p_filesz(endian));
@@ -324,7 +351,7 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<Segment>)> {
                     return Err(ImageError::FileRangeOutside { index, offset, filesz, file_len });
                 }
                 // In range: offset + filesz ≤ file_len, which is a usize.
-                check_dynamic(&bytes[offset as usize..(offset + filesz) as usize])?;
+                dynamic = Some(&bytes[offset as usize..(offset + filesz) as usize]);
             }
             elf::PT_LOAD => {
                 let (vaddr, memsz, flags) = (ph.p_vaddr(endian), ph.p_memsz(endian), ph.p_flags(endian));
@@ -390,31 +417,43 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<Segment>)> {
     if !segments.iter().any(executable) {
         return Err(ImageError::EntryNotExecutable { entry });
     }
-    Ok((entry, segments))
+    Ok(Parsed { entry, segments, dynamic })
 }
 
-/// Refuses a dynamic table that asks for load-time relocations. Entries are 16 bytes
-/// (`d_tag` i64, `d_val` u64); the table ends at DT_NULL or at the end of the segment.
-fn check_dynamic(table: &[u8]) -> Result<()> {
-    let mut found: Vec<(i64, u64)> = Vec::new();
-    for entry in table.chunks_exact(16) {
+/// The entries of a dynamic table up to DT_NULL (or the end of the segment): 16 bytes each,
+/// `d_tag` i64 and `d_val` u64.
+fn dynamic_tags(table: &[u8]) -> crate::relocations::DynamicTags {
+    let entries = table.chunks_exact(16).map(|entry| {
         let (tag, val) = entry.split_at(8);
-        let tag = i64::from_le_bytes(tag.try_into().unwrap_or([0; 8]));
-        let val = u64::from_le_bytes(val.try_into().unwrap_or([0; 8]));
-        if tag == elf::DT_NULL as i64 {
-            break;
-        }
-        found.push((tag, val));
-    }
-    let value_of = |want: i64| found.iter().find(|&&(t, _)| t == want).map(|&(_, v)| v);
+        (i64::from_le_bytes(tag.try_into().unwrap_or([0; 8])), u64::from_le_bytes(val.try_into().unwrap_or([0; 8])))
+    });
+    crate::relocations::DynamicTags(entries.take_while(|&(tag, _)| tag != elf::DT_NULL as i64).collect())
+}
+
+/// Refuses a dynamic table that asks for load-time relocations.
+fn refuse_relocations(tags: &crate::relocations::DynamicTags) -> Result<()> {
     for (addr_tag, addr_name, size_tag, size_name) in RELOCATION_TAGS {
-        match (value_of(addr_tag), value_of(size_tag)) {
+        match (tags.value(addr_tag), tags.value(size_tag)) {
             (_, Some(size)) if size != 0 => return Err(ImageError::Relocations { tag: size_name, value: size }),
             (Some(addr), None) if addr != 0 => return Err(ImageError::Relocations { tag: addr_name, value: addr }),
             _ => {}
         }
     }
     Ok(())
+}
+
+impl Segment {
+    /// What the relocation checks need to know of the segment.
+    fn span(&self) -> crate::relocations::Span {
+        crate::relocations::Span {
+            index: self.index,
+            vaddr: self.vaddr,
+            memsz: self.memsz,
+            offset: self.offset,
+            filesz: self.filesz,
+            writable: self.perms.contains(SecinfoFlags::W),
+        }
+    }
 }
 
 /// Appends the pages of one checked segment: file bytes at their vaddr, zeros elsewhere.
@@ -894,6 +933,102 @@ pub(crate) mod tests {
         assert!(image_from_elf(&with_dynamic(&[]).build(), &Layout::default()).is_ok());
     }
 
+    /// The sample, with its RW segment holding 0x100 bytes of data and then a DT_RELA table
+    /// of `rela` (r_offset, r_info, r_addend) at 0x3100, described by `tags` + DT_RELA/SZ.
+    fn with_rela(rela: &[(u64, u64, i64)], tags: &[(u64, u64)]) -> TestElf {
+        let mut e = sample_elf();
+        let mut rw = pattern(0x100, 3);
+        for (offset, info, addend) in rela {
+            rw.extend_from_slice(&offset.to_le_bytes());
+            rw.extend_from_slice(&info.to_le_bytes());
+            rw.extend_from_slice(&addend.to_le_bytes());
+        }
+        e.phdrs.remove(2);
+        e.load(RW, 0x3000, &rw, 0x3000);
+        let size = 24 * rela.len() as u64;
+        let mut entries = vec![(elf::DT_RELA as u64, 0x3100), (elf::DT_RELASZ as u64, size)];
+        entries.extend_from_slice(tags);
+        entries.push((0, 0));
+        let built = with_dynamic(&entries);
+        e.phdrs.retain(|p| p.p_type != elf::PT_DYNAMIC && p.p_type != elf::PT_GNU_STACK);
+        let dynamic = built.phdrs.last().expect("with_dynamic adds PT_DYNAMIC");
+        let table = &built.body[(dynamic.p_offset - TestElf::BODY) as usize..][..dynamic.p_filesz as usize];
+        e.segment(elf::PT_DYNAMIC, RW, 0x3000, table, table.len() as u64);
+        e
+    }
+
+    const RELATIVE: u64 = elf::R_X86_64_RELATIVE as u64;
+
+    #[test]
+    fn self_relocating_programs_are_checked_not_relocated() {
+        let self_relocating = Layout { self_relocating: true, ..Layout::default() };
+        let e = with_rela(&[(0x3008, RELATIVE, 0x1010), (0x3010, 0, 0), (0x4ff8, RELATIVE, 0x3000)], &[]);
+        // Refused by default, with the way out in the message.
+        let refused = err(&e);
+        assert_eq!(refused, ImageError::Relocations { tag: "DT_RELASZ", value: 72 });
+        assert!(refused.to_string().contains("--self-relocating"), "{refused}");
+        // Accepted when the program applies them itself — and loaded exactly as linked:
+        // the same pages and MRENCLAVE as the same bytes without any relocation table.
+        let image = image_from_elf(&e.build(), &self_relocating).unwrap();
+        let unrelocated = image_from_elf(&e.build(), &Layout { self_relocating: false, ..Layout::default() });
+        assert!(unrelocated.is_err());
+        let mut plain = e.clone();
+        plain.phdrs.retain(|p| p.p_type != elf::PT_DYNAMIC);
+        let plain = image_from_elf(&plain.build(), &Layout::default()).unwrap();
+        assert_eq!(image.pages, plain.pages);
+        assert_eq!(image.mrenclave(), plain.mrenclave());
+    }
+
+    #[test]
+    fn self_relocation_the_program_could_not_do_is_refused() {
+        use crate::relocations::RelocationError as R;
+        let check =
+            |e: TestElf| match image_from_elf(&e.build(), &Layout { self_relocating: true, ..Layout::default() }) {
+                Err(ImageError::SelfRelocation(r)) => r,
+                other => panic!("expected a relocation error, got {other:?}"),
+            };
+        // A target in the RX segment (a text relocation), or past the RW segment's memory.
+        assert_eq!(check(with_rela(&[(0x1008, RELATIVE, 0)], &[])), R::TargetNotWritable { target: 0x1008 });
+        assert_eq!(check(with_rela(&[(0x5ffc, RELATIVE, 0)], &[])), R::TargetNotWritable { target: 0x5ffc });
+        // A symbol, or a type that needs one or a resolver call.
+        let sym = 1u64 << 32 | RELATIVE;
+        assert_eq!(
+            check(with_rela(&[(0x3008, RELATIVE, 0), (0x3010, sym, 0)], &[])),
+            R::UnsupportedType { index: 1, target: 0x3010, r_type: 8, symbol: 1 }
+        );
+        let irelative = elf::R_X86_64_IRELATIVE as u64;
+        assert_eq!(
+            check(with_rela(&[(0x3008, irelative, 0x1010)], &[])),
+            R::UnsupportedType { index: 0, target: 0x3008, r_type: elf::R_X86_64_IRELATIVE, symbol: 0 }
+        );
+        // Text relocations, PLT and REL tables, odd entry sizes, a table outside the file.
+        let one = [(0x3008, RELATIVE, 0)];
+        assert_eq!(check(with_rela(&one, &[(elf::DT_TEXTREL as u64, 0)])), R::TextRelocations);
+        assert_eq!(check(with_rela(&one, &[(elf::DT_FLAGS as u64, u64::from(elf::DF_TEXTREL))])), R::TextRelocations);
+        assert!(matches!(
+            check(with_rela(&one, &[(elf::DT_JMPREL as u64, 0x3100), (elf::DT_PLTRELSZ as u64, 24)])),
+            R::UnsupportedTable { tag: "DT_JMPREL", .. }
+        ));
+        assert!(matches!(
+            check(with_rela(&one, &[(elf::DT_REL as u64, 0x3100), (elf::DT_RELSZ as u64, 16)])),
+            R::UnsupportedTable { tag: "DT_REL", .. }
+        ));
+        assert_eq!(
+            check(with_rela(&one, &[(elf::DT_RELAENT as u64, 16)])),
+            R::EntrySize { tag: "DT_RELA", size: 24, entsize: 16, expected: 24 }
+        );
+        let mut outside = with_rela(&one, &[]);
+        outside.phdrs.retain(|p| p.p_type != elf::PT_DYNAMIC);
+        let built = with_dynamic(&[(elf::DT_RELA as u64, 0x5000), (elf::DT_RELASZ as u64, 24), (0, 0)]);
+        let table = built
+            .phdrs
+            .last()
+            .map(|d| built.body[(d.p_offset - TestElf::BODY) as usize..][..d.p_filesz as usize].to_vec());
+        let table = table.expect("a dynamic table");
+        outside.segment(elf::PT_DYNAMIC, RW, 0x3000, &table, table.len() as u64);
+        assert_eq!(check(outside), R::TableOutside { tag: "DT_RELA", addr: 0x5000, size: 24 });
+    }
+
     #[test]
     fn interpreter_is_refused() {
         let mut e = sample_elf();
@@ -944,6 +1079,20 @@ pub(crate) mod tests {
             }
             // An explicit size refuses huge corrupt segments before any page is built.
             let small = Layout { heap_pages: 1, size: Some(0x100_0000), ..Layout::default() };
+            let _ = image_from_elf(&bytes, &small);
+        }
+
+        /// Corrupting any byte of a self-relocating ELF — its dynamic table and relocation
+        /// entries included — never panics when its relocations are checked.
+        #[test]
+        fn corrupt_relocations_never_panic(edits in proptest::collection::vec((0usize..0x3000, proptest::num::u8::ANY), 1..8)) {
+            let e = with_rela(&[(0x3008, RELATIVE, 0x1010), (0x3010, RELATIVE, 0x3000)], &[]);
+            let mut bytes = e.build();
+            for (at, v) in edits {
+                let at = at % bytes.len();
+                bytes[at] = v;
+            }
+            let small = Layout { heap_pages: 1, size: Some(0x100_0000), self_relocating: true, ..Layout::default() };
             let _ = image_from_elf(&bytes, &small);
         }
 

@@ -134,6 +134,11 @@ pub struct Layout {
     pub debug: bool,
     /// SECS.MISCSELECT requested (default 0).
     pub miscselect: u32,
+    /// The program applies its own relative relocations when it first runs (default
+    /// false): its `R_X86_64_RELATIVE` and RELR relocations are then accepted — checked to
+    /// be ones it can apply, into its writable segments — instead of refused. They are
+    /// never applied by the loader, so MRENCLAVE stays independent of the load address.
+    pub self_relocating: bool,
 }
 
 impl Default for Layout {
@@ -150,6 +155,7 @@ impl Default for Layout {
             attributes: Attributes::new(AttributesFlags::MODE64BIT, 0x3),
             debug: false,
             miscselect: 0,
+            self_relocating: false,
         }
     }
 }

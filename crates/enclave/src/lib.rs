@@ -29,6 +29,7 @@ pub mod enter;
 pub mod image;
 pub mod layout;
 pub mod loader;
+pub mod relocations;
 pub mod sgxs;
 pub mod sign;
 mod vdso;

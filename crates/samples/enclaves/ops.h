@@ -24,6 +24,7 @@
 #define SGXEMU_OP_UD2 11
 #define SGXEMU_OP_REPORT 20
 #define SGXEMU_OP_VERIFY 21
+#define SGXEMU_OP_RELOCATED 30
 
 /* PING's ret[0]: "SGXEMU_1" read as a big-endian number. */
 #define SGXEMU_PING_MAGIC 0x534758454D555F31ULL

@@ -1,12 +1,17 @@
 //! The bundled sample enclaves and the host side of their call protocol.
 //!
-//! `build.rs` compiles two enclaves from C and assembly (`crates/samples/enclaves/`) with gcc
+//! `build.rs` compiles the enclaves from C and assembly (`crates/samples/enclaves/`) with gcc
 //! into static-PIE ELF files and this crate embeds them:
 //!
 //! * [`DEMO_ELF`]: every operation of [`op`], including the EDMM ones (EACCEPT, EACCEPTCOPY,
 //!   EMODPE) and deliberate faults; a test vehicle that trusts the host with any address.
 //! * [`ATTEST_ELF`]: only [`op::PING`], [`op::COPY_IN`], [`op::COPY_OUT`], [`op::REPORT`] and
 //!   [`op::VERIFY`] ([`ATTEST_OPS`]); any other op returns [`UNKNOWN_OP`].
+//! * [`RELOC_ELF`] and [`RELOC_RELR_ELF`]: the attestation sample's operations plus
+//!   [`op::RELOCATED`] ([`RELOC_OPS`]), in a program that *does* need relocating — tables of
+//!   function and string pointers — and relocates itself at its first entry
+//!   (`enclaves/reloc.c`): the way to write an enclave with initialised pointers. Load them
+//!   with [`sgxemu_enclave::Layout::self_relocating`].
 //!
 //! This documentation is also the contract a loader follows, and what you need to write your
 //! own enclave for it.
@@ -15,14 +20,19 @@
 //!
 //! An x86-64 `ET_DYN` (static PIE) with PT_LOADs starting at vaddr 0 (R headers, RX `.text`,
 //! R `.rodata` where there is any, RW `.dynamic`), none empty and no page in two of them,
-//! `p_vaddr ≡ p_offset (mod 4096)`, entry point `enclave_entry`, and **no relocations of any
-//! kind**: MRENCLAVE measures the page contents, so they cannot depend on the load address.
-//! Position-independent code reaches its data RIP-relatively; what must not appear is
-//! anything the dynamic linker would patch: pointer-valued initialised globals, tables of
-//! function pointers, `R_X86_64_RELATIVE`. `build.rs` parses each ELF and fails the build
-//! if one has a REL/RELA/RELR section, a relocation tag in `PT_DYNAMIC`, a `PT_INTERP`, a
-//! `PT_TLS`, an empty PT_LOAD or two PT_LOADs sharing a page. The flags (`build.rs`,
-//! `ENCLAVE_FLAGS`):
+//! `p_vaddr ≡ p_offset (mod 4096)`, entry point `enclave_entry`. The loader never relocates:
+//! MRENCLAVE measures the page contents, so they cannot depend on the load address.
+//! Position-independent code reaches its data RIP-relatively, and the demo and attestation
+//! samples have **no relocations of any kind** — nothing the dynamic linker would patch:
+//! pointer-valued initialised globals, tables of function pointers, `R_X86_64_RELATIVE`. A
+//! program that has such pointers must add its load address to them itself before using
+//! them, as the self-relocating samples do: `relocate_self` in `enclaves/reloc.c` walks
+//! `_DYNAMIC` (hidden, so reached RIP-relatively) for `DT_RELA`/`DT_RELR`, takes the load
+//! address from `__ehdr_start`, and lets one thread apply them while others entering wait.
+//! `build.rs` parses each ELF and fails the build if one has a `PT_INTERP`, a `PT_TLS`, an
+//! empty PT_LOAD or two PT_LOADs sharing a page, or if its relocations (a REL/RELA/RELR
+//! section, a relocation tag in `PT_DYNAMIC`) are not what it is meant to have. The flags
+//! (`build.rs`, `ENCLAVE_FLAGS`; the RELR sample adds `-Wl,-z,pack-relative-relocs`):
 //!
 //! ```text
 //! gcc -O2 -std=gnu11 -ffreestanding -fno-builtin -nostdlib -static-pie -fPIE
@@ -120,6 +130,8 @@ struct PageAligned<B: ?Sized>(B);
 
 const DEMO_IMAGE: &PageAligned<[u8]> = &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf")));
 const ATTEST_IMAGE: &PageAligned<[u8]> = &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/attest.elf")));
+const RELOC_IMAGE: &PageAligned<[u8]> = &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/reloc.elf")));
+const RELOC_RELR_IMAGE: &PageAligned<[u8]> = &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/reloc-relr.elf")));
 
 /// The demo enclave's ELF file: every operation of [`op`] (see the crate docs). It starts
 /// at a 4096-aligned address.
@@ -128,6 +140,15 @@ pub const DEMO_ELF: &[u8] = &DEMO_IMAGE.0;
 /// The attestation enclave's ELF file: [`ATTEST_OPS`] only. It starts at a 4096-aligned
 /// address.
 pub const ATTEST_ELF: &[u8] = &ATTEST_IMAGE.0;
+
+/// The self-relocating sample's ELF file, its relocations `R_X86_64_RELATIVE` entries in
+/// `DT_RELA`: [`RELOC_OPS`]. Load it with [`sgxemu_enclave::Layout::self_relocating`]; at its
+/// first entry it adds its load address where its relocations say (see the crate docs).
+pub const RELOC_ELF: &[u8] = &RELOC_IMAGE.0;
+
+/// The same program as [`RELOC_ELF`], linked with `-z pack-relative-relocs`: its
+/// relocations packed into `DT_RELR`.
+pub const RELOC_RELR_ELF: &[u8] = &RELOC_RELR_IMAGE.0;
 
 /// The symbol of both samples' entry point (their ELF `e_entry`, TCS.OENTRY).
 pub const ENTRY_SYMBOL: &str = "enclave_entry";
@@ -195,6 +216,11 @@ pub mod op {
     pub const REPORT: u64 = 20;
     /// Check a REPORT's MAC with the report key.
     pub const VERIFY: u64 = 21;
+    /// Only in the self-relocating sample: works through relocated pointers (args: an
+    /// index into its function table, that function's argument, an index into its word
+    /// table; rets: the function's result, the word's 8 bytes, the relocations applied, the
+    /// first word's offset in the enclave).
+    pub const RELOCATED: u64 = 30;
 }
 
 /// Every operation, in number order: what [`DEMO_ELF`] implements.
@@ -217,6 +243,9 @@ pub const DEMO_OPS: &[u64] = &[
 
 /// What [`ATTEST_ELF`] implements.
 pub const ATTEST_OPS: &[u64] = &[op::PING, op::COPY_IN, op::COPY_OUT, op::REPORT, op::VERIFY];
+
+/// What [`RELOC_ELF`] and [`RELOC_RELR_ELF`] implement.
+pub const RELOC_OPS: &[u64] = &[op::PING, op::COPY_IN, op::COPY_OUT, op::REPORT, op::VERIFY, op::RELOCATED];
 
 /// PING's `ret[0]`: the bytes `"SGXEMU_1"` read as a big-endian number.
 pub const PING_MAGIC: u64 = 0x5347_5845_4D55_5F31;
@@ -274,9 +303,10 @@ mod tests {
         for (name, value) in rust {
             assert_eq!(define(&format!("SGXEMU_OP_{name}")), value, "SGXEMU_OP_{name}");
         }
-        let c_ops = OPS_H.lines().filter(|l| l.starts_with("#define SGXEMU_OP_")).count();
-        assert_eq!(c_ops, rust.len(), "ops.h and op:: list the same operations");
         assert_eq!(DEMO_OPS, rust.map(|r| r.1));
+        assert_eq!(define("SGXEMU_OP_RELOCATED"), op::RELOCATED);
+        let c_ops = OPS_H.lines().filter(|l| l.starts_with("#define SGXEMU_OP_")).count();
+        assert_eq!(c_ops, rust.len() + 1, "ops.h and op:: list the same operations");
         assert_eq!(define("SGXEMU_PING_MAGIC"), PING_MAGIC);
         assert_eq!(define("SGXEMU_UNKNOWN_OP"), UNKNOWN_OP);
         assert_eq!(define("SGXEMU_FILL_MULTIPLIER"), FILL_MULTIPLIER);
@@ -293,7 +323,7 @@ mod tests {
 
     #[test]
     fn images_are_page_aligned_elf_files() {
-        for elf in [DEMO_ELF, ATTEST_ELF] {
+        for elf in [DEMO_ELF, ATTEST_ELF, RELOC_ELF, RELOC_RELR_ELF] {
             assert_eq!(elf.as_ptr().addr() % 4096, 0);
             assert_eq!(&elf[..4], b"\x7fELF");
         }

@@ -136,3 +136,19 @@ fn attest_is_the_smaller_subset() {
     let has_symbol = |bytes, n: &str| parse(bytes).symbols().any(|s| s.name() == Ok(n));
     assert!(has_symbol(DEMO_ELF, "sgxemu_aes128_cmac") && has_symbol(ATTEST_ELF, "sgxemu_aes128_cmac"));
 }
+
+#[test]
+fn the_self_relocating_samples_have_relative_relocations_only() {
+    use object::{ObjectSection, RelocationFlags, RelocationTarget};
+    let rela = parse(sgxemu_samples::RELOC_ELF);
+    assert!(rela.section_by_name(".rela.dyn").is_some_and(|s| s.size() > 0), "reloc: a RELA table");
+    let relocations: Vec<_> = rela.dynamic_relocations().expect("dynamic relocations").collect();
+    assert_eq!(relocations.len(), 6, "three function pointers and three word pointers");
+    for (_, r) in relocations {
+        assert_eq!(r.flags(), RelocationFlags::Elf { r_type: elf::R_X86_64_RELATIVE });
+        assert_eq!(r.target(), RelocationTarget::Absolute, "no symbol");
+    }
+    let relr = parse(sgxemu_samples::RELOC_RELR_ELF);
+    assert!(relr.section_by_name(".relr.dyn").is_some_and(|s| s.size() > 0), "reloc-relr: a RELR table");
+    assert!(relr.section_by_name(".rela.dyn").is_none_or(|s| s.size() == 0), "reloc-relr: nothing left in RELA");
+}

@@ -8,10 +8,11 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags as F};
 use sgxemu_crypto::SigningKey;
 use sgxemu_enclave::{
-    Device, EdmmOp, Enclave, EnterError, FlowError, Layout, LoadError, Next, Registers, SigstructFields, image_from_elf,
+    Device, EdmmOp, Enclave, EnterError, FlowError, ImageError, Layout, LoadError, Next, Registers, SigstructFields,
+    image_from_elf,
 };
 use sgxemu_samples::host::SampleEnclave;
-use sgxemu_samples::{ATTEST_ELF, Call, DEMO_ELF, PING_MAGIC, op};
+use sgxemu_samples::{ATTEST_ELF, Call, DEMO_ELF, PING_MAGIC, RELOC_ELF, RELOC_RELR_ELF, op};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -238,4 +239,50 @@ fn page_table_permissions_come_through_enclave_protect() {
         other => panic!("expected a write fault, got {other:?}"),
     }
     assert_eq!(e.enclave.protect(data..data + 3, libc::PROT_READ), Err(sgxemu_enclave::Errno(libc::EINVAL)));
+}
+
+#[test]
+fn self_relocating_enclaves_relocate_themselves_wherever_they_load() {
+    let (_guard, device, key) = setup();
+    let layout = Layout { self_relocating: true, ..Layout::default() };
+    for (name, elf) in [("RELA", RELOC_ELF), ("RELR", RELOC_RELR_ELF)] {
+        // Refused unless declared self-relocating: the loader never relocates.
+        assert!(
+            matches!(image_from_elf(elf, &Layout::default()), Err(ImageError::Relocations { .. })),
+            "{name}: loaded as linked only when declared"
+        );
+        let image = image_from_elf(elf, &layout).unwrap();
+        // Where "relocate" lies in the image, found independently of the enclave.
+        let word_offset = image
+            .pages
+            .iter()
+            .find_map(|p| {
+                let bytes = p.data.bytes();
+                bytes.windows(9).position(|w| w == b"relocate\0").map(|at| p.offset + at as u64)
+            })
+            .expect("the first word is in the image");
+        // Two instances at two bases: the same measured pages relocate to each.
+        let first = SampleEnclave::load(&device, elf, &layout, key, &mut |_| {}).unwrap();
+        let second = SampleEnclave::load(&device, elf, &layout, key, &mut |_| {}).unwrap();
+        assert_ne!(first.enclave.base(), second.enclave.base());
+        for enclave in [&first, &second] {
+            // Two threads race through the first entry; the enclave relocates itself once.
+            let results: Vec<[u64; 4]> = std::thread::scope(|scope| {
+                let calls: Vec<_> = enclave
+                    .enclave
+                    .tcs()
+                    .iter()
+                    .map(|&tcs| scope.spawn(move || enclave.call(tcs, op::RELOCATED, [1, 7, 2, 0, 0, 0]).unwrap()))
+                    .collect();
+                calls.into_iter().map(|c| c.join().unwrap()).collect()
+            });
+            for ret in results {
+                assert_eq!(ret[0], 49, "{name}: squared(7) through the relocated function table");
+                assert_eq!(ret[1], u64::from_le_bytes(*b"enclave!"), "{name}: a word through a relocated pointer");
+                assert_eq!(ret[2], 6, "{name}: six pointers, relocated once");
+                assert_eq!(ret[3], word_offset, "{name}: pointer = load address + link-time address");
+            }
+            assert_eq!(enclave.call(enclave.enclave.tcs()[0], op::PING, [0; 6]).unwrap()[0], PING_MAGIC);
+        }
+    }
 }

@@ -39,6 +39,10 @@ pub struct LayoutArgs {
     /// SECS.MISCSELECT to request (0 or 1: EXINFO in the SSA).
     #[arg(long, default_value_t = 0, value_name = "BITS")]
     pub miscselect: u32,
+    /// The enclave applies its own relative relocations when it first runs: accept its
+    /// R_X86_64_RELATIVE/RELR relocations (checked, never applied; MRENCLAVE unchanged).
+    #[arg(long)]
+    pub self_relocating: bool,
 }
 
 impl LayoutArgs {
@@ -61,6 +65,7 @@ impl LayoutArgs {
             dynamic_pages: pages("--dynamic", self.dynamic)?,
             debug: self.debug,
             miscselect: self.miscselect,
+            self_relocating: self.self_relocating,
             ..Layout::default()
         })
     }
