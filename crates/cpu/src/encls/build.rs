@@ -218,7 +218,7 @@ impl Processor {
     /// a driver measuring a page does: each does exactly what [`Processor::eextend`] does,
     /// and no leaf of another logical processor comes between them (the page's entry and
     /// the measurement stay locked throughout) — one of the orders in which the hardware
-    /// could have run them, checked once and hashed with one compression call. Stops at
+    /// could have run them, checked once (their checks are the same) and hashed in place. Stops at
     /// the first fault, as the sixteen single leaves would at their first.
     pub fn eextend_page(&self, lp: &mut Lp, secs: u64, page: u64) -> Result<(), Exception> {
         if !page.is_multiple_of(PAGE_SIZE as u64) {
