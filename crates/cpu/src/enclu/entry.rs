@@ -1,9 +1,10 @@
 //! EENTER, ERESUME and EEXIT (spec §5.1–§5.3).
 
+use std::mem::offset_of;
 use std::sync::Arc;
 
 use sgxemu_arch::{AttributesFlags, Enclu, GPRSGX_SIZE, Gprsgx, PAGE_SIZE, PageType, Tcs, TcsFlags, xsave_size};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::enclave::Enclave;
 use crate::epc::EpcIndex;
@@ -23,7 +24,38 @@ struct Entry {
     enclave: Arc<Enclave>,
     secs_page: EpcIndex,
     tcs_page: EpcIndex,
-    tcs: Tcs,
+    tcs: TcsView,
+}
+
+/// The TCS fields EENTER and ERESUME use, read from the page's architectural bytes (a whole
+/// [`Tcs`] is a 4 KiB-aligned 4 KiB value: zeroing and moving one on every entry cost more
+/// than the rest of the leaf's own work).
+struct TcsView {
+    flags: u64,
+    ossa: u64,
+    cssa: u32,
+    nssa: u32,
+    oentry: u64,
+    ofsbase: u64,
+    ogsbase: u64,
+}
+
+impl TcsView {
+    fn read(processor: &Processor, page: EpcIndex) -> Self {
+        let mut raw = [0u8; TCS_FIELDS];
+        processor.epc.read(page, 0, &mut raw);
+        let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("eight bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("four bytes"));
+        TcsView {
+            flags: u64_at(offset_of!(Tcs, flags)),
+            ossa: u64_at(offset_of!(Tcs, ossa)),
+            cssa: u32_at(offset_of!(Tcs, cssa)),
+            nssa: u32_at(offset_of!(Tcs, nssa)),
+            oentry: u64_at(offset_of!(Tcs, oentry)),
+            ofsbase: u64_at(offset_of!(Tcs, ofsbase)),
+            ogsbase: u64_at(offset_of!(Tcs, ogsbase)),
+        }
+    }
 }
 
 impl Processor {
@@ -99,9 +131,9 @@ impl Processor {
                 return Err(Exception::Gp);
             }
             self.epc.write(tcs_page, 0, &1u64.to_le_bytes());
-            self.epc.write(tcs_page, std::mem::offset_of!(Tcs, aep), &aep.to_le_bytes());
+            self.epc.write(tcs_page, offset_of!(Tcs, aep), &aep.to_le_bytes());
             if resume {
-                self.epc.write(tcs_page, std::mem::offset_of!(Tcs, cssa), &frame_index.to_le_bytes());
+                self.epc.write(tcs_page, offset_of!(Tcs, cssa), &frame_index.to_le_bytes());
             }
         }
         // Effects.
@@ -130,7 +162,7 @@ impl Processor {
             }
             _ => {
                 let ursp_urbp = [regs.rsp, regs.rbp];
-                let offset = p.frame_bytes() - GPRSGX_SIZE as u64 + std::mem::offset_of!(Gprsgx, ursp) as u64;
+                let offset = p.frame_bytes() - GPRSGX_SIZE as u64 + offset_of!(Gprsgx, ursp) as u64;
                 let frame =
                     FrameAccess { processor: self, frame_la, frame_bytes: p.frame_bytes(), pages: &ctx.frame_pages };
                 frame.write(offset, ursp_urbp.as_bytes());
@@ -174,8 +206,7 @@ impl Processor {
                 _ => return Err(Exception::epcm_pf_user(tcs_la, true)),
             }
         };
-        let mut tcs = Tcs::new_zeroed();
-        self.epc.read(tcs_page, 0, &mut tcs.as_mut_bytes()[..TCS_FIELDS]);
+        let tcs = TcsView::read(self, tcs_page);
         let p = &enclave.params;
         // 5.
         let aligned = |v: u64| v.is_multiple_of(PAGE_SIZE as u64);
@@ -249,7 +280,7 @@ impl Processor {
             return Err(Exception::Gp);
         };
         let mut aep = [0u8; 8];
-        self.epc.read(ctx.tcs_page, std::mem::offset_of!(Tcs, aep), &mut aep);
+        self.epc.read(ctx.tcs_page, offset_of!(Tcs, aep), &mut aep);
         regs.rip = regs.rbx;
         regs.rcx = u64::from_le_bytes(aep);
         self.leave_enclave(lp, regs, ctx);
