@@ -2,6 +2,7 @@
 //! descriptors (of `/dev/null`, so fd numbers, `dup`-free `close` and `poll` behave), whose
 //! ioctls, mmaps, munmaps and mprotects reach the driver with the kernel's results.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,6 +13,7 @@ use sgxemu_driver::os::{Prot, SourceVma, Task};
 use sgxemu_driver::{Encl, Errno, KResult};
 
 use crate::engine::Engine;
+use crate::signals::{self, HeldSignals};
 use crate::user_copy::Copier;
 
 /// The device nodes the emulator provides.
@@ -75,15 +77,32 @@ fn read_implies_exec() -> bool {
     persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
 }
 
-/// The calling thread as the driver's `Task`, for one system call.
+/// How often the driver's `signal_pending()` asks the kernel (one system call): every call
+/// the first time, then every this many calls. The driver asks once per page in its loops,
+/// where a system call would be a tenth of an EADD's cost; answering from the last look for
+/// up to fifteen pages only makes an interrupted call stop a few pages later.
+const SIGNAL_CHECK_INTERVAL: u32 = 16;
+
+/// The calling thread as the driver's `Task`, for one system call, run while its
+/// asynchronous signals are `held`.
 struct NativeTask<'a> {
     engine: &'a Engine,
     copier: Copier,
+    held: &'a HeldSignals,
+    checks: Cell<u32>,
+    /// The deliverable signals `signal_pending()` saw, once it saw any.
+    interrupted_by: Cell<Option<libc::sigset_t>>,
 }
 
 impl<'a> NativeTask<'a> {
-    fn new(engine: &'a Engine) -> Self {
-        NativeTask { engine, copier: Copier::for_this_thread(engine.pid) }
+    fn new(engine: &'a Engine, held: &'a HeldSignals) -> Self {
+        NativeTask {
+            engine,
+            copier: Copier::for_this_thread(engine.pid),
+            held,
+            checks: Cell::new(0),
+            interrupted_by: Cell::new(None),
+        }
     }
 }
 
@@ -104,7 +123,15 @@ impl Task for NativeTask<'_> {
     }
 
     fn signal_pending(&self) -> bool {
-        false
+        let checks = self.checks.get();
+        self.checks.set(checks.wrapping_add(1));
+        if self.interrupted_by.get().is_none() && checks.is_multiple_of(SIGNAL_CHECK_INTERVAL) {
+            let deliverable = self.held.deliverable();
+            if !signals::is_empty(&deliverable) {
+                self.interrupted_by.set(Some(deliverable));
+            }
+        }
+        self.interrupted_by.get().is_some()
     }
 
     fn read_implies_exec(&self) -> bool {
@@ -132,6 +159,7 @@ impl Engine {
     /// `close(fd)` of a device: the enclave is released once nothing maps it.
     pub fn closed(&self, fd: c_int) {
         if let Some(DeviceFile::Enclave(encl)) = self.devices.remove(fd) {
+            let _held = HeldSignals::hold();
             self.release_if_unused(&encl);
         }
     }
@@ -146,10 +174,23 @@ impl Engine {
     /// ioctl on a device fd.
     pub fn ioctl(&self, fd: c_int, cmd: u32, arg: u64) -> KResult<()> {
         match self.devices.get(fd) {
-            Some(DeviceFile::Enclave(encl)) => {
-                let state = crate::thread::current(&self.processor);
-                encl.ioctl(&mut state.cpus().kcpu, &NativeTask::new(self), cmd, arg)
-            }
+            Some(DeviceFile::Enclave(encl)) => loop {
+                let held = HeldSignals::hold();
+                let task = NativeTask::new(self, &held);
+                let result = {
+                    let state = crate::thread::current(&self.processor);
+                    encl.ioctl(&mut state.cpus().kcpu, &task, cmd, arg)
+                };
+                let interrupted_by = task.interrupted_by.get();
+                // The signals that waited are delivered here, their handlers run outside the
+                // call; then the kernel's ERESTARTSYS rule decides.
+                drop(held);
+                match (result, interrupted_by) {
+                    (Err(Errno::ERESTARTSYS), Some(signals)) if signals::restarts_after(&signals) => continue,
+                    (Err(Errno::ERESTARTSYS), _) => return Err(Errno::EINTR),
+                    (other, _) => return other,
+                }
+            },
             Some(DeviceFile::Provision) => Err(Errno::ENOTTY),
             None => Err(Errno(libc::EBADF)),
         }
@@ -158,6 +199,7 @@ impl Engine {
     /// mmap of an enclave fd. Returns the address.
     pub fn mmap(&self, addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int) -> KResult<u64> {
         let Some(DeviceFile::Enclave(encl)) = self.devices.get(fd) else { return Err(Errno::ENODEV) };
+        let _held = HeldSignals::hold();
         if len == 0 || !addr.is_multiple_of(4096) {
             return Err(Errno::EINVAL);
         }
@@ -186,6 +228,7 @@ impl Engine {
 
     /// munmap of a range holding enclave mappings.
     pub fn munmap(&self, addr: u64, len: u64) -> KResult<()> {
+        let _held = HeldSignals::hold();
         let touched = self.space.unmap(addr, len).map_err(io_errno)?;
         for encl in touched {
             self.release_if_unused(&encl);
@@ -195,6 +238,7 @@ impl Engine {
 
     /// mprotect of a range holding enclave mappings: the driver's per-page maximum applies.
     pub fn mprotect(&self, addr: u64, len: u64, prot: c_int) -> KResult<()> {
+        let _held = HeldSignals::hold();
         let prot = prot_of(prot);
         let len = len.div_ceil(4096) * 4096;
         let read_implies_exec = read_implies_exec();

@@ -125,6 +125,90 @@ pub fn block_async() -> libc::sigset_t {
     old
 }
 
+/// The asynchronous signals held back while the emulator carries out one of the program's
+/// system calls on a device, as they are inside a kernel system call: none of the program's
+/// handlers runs in the middle of it (where it could call into the device whose locks the
+/// call holds), a signal that arrives waits, and the call can see it through
+/// [`HeldSignals::deliverable`] to stop early as the kernel's `signal_pending()` makes it.
+/// Dropping the guard restores the caller's mask, which delivers what waited.
+pub struct HeldSignals {
+    caller: libc::sigset_t,
+}
+
+impl HeldSignals {
+    /// Blocks the asynchronous signals for the calling thread.
+    pub fn hold() -> Self {
+        // SAFETY: an all-zero sigset_t is valid output storage.
+        let mut caller: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: SIG_BLOCK with an initialised set (the kernel's sigset size is 8).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK as libc::c_long,
+                async_set(),
+                &mut caller,
+                8 as libc::c_long,
+            )
+        };
+        HeldSignals { caller }
+    }
+
+    /// The asynchronous signals pending for this thread now that its caller does not block:
+    /// those that will be delivered when the guard drops (one system call).
+    pub fn deliverable(&self) -> libc::sigset_t {
+        // SAFETY: an all-zero sigset_t is valid output storage.
+        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the kernel writes its 8-byte pending set into `pending`.
+        unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut pending, 8 as libc::c_long) };
+        let (pending, asynchronous, caller) =
+            (sigset_words(pending), sigset_words(*async_set()), sigset_words(self.caller));
+        sigset_of(std::array::from_fn(|i| pending[i] & asynchronous[i] & !caller[i]))
+    }
+}
+
+impl std::fmt::Debug for HeldSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldSignals").field("caller", &format_args!("{:#x}", sigset_words(self.caller)[0])).finish()
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        // SAFETY: SIG_SETMASK with the mask saved in `hold`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK as libc::c_long,
+                &self.caller,
+                std::ptr::null_mut::<libc::sigset_t>(),
+                8 as libc::c_long,
+            )
+        };
+    }
+}
+
+/// Whether `set` holds no signal.
+pub fn is_empty(set: &libc::sigset_t) -> bool {
+    sigset_words(*set).iter().all(|&w| w == 0)
+}
+
+/// Whether a system call that stopped with ERESTARTSYS for the signals in `delivered` runs
+/// again once their handlers have run, as the kernel decides: yes, unless one of them has a
+/// handler installed without SA_RESTART (the call then fails with EINTR).
+pub fn restarts_after(delivered: &libc::sigset_t) -> bool {
+    let delivered = sigset_words(*delivered)[0];
+    (1..MAX_SIGNAL as c_int).filter(|&sig| delivered & wrapped_bit(sig) != 0).all(|sig| {
+        // SAFETY: an all-zero sigaction is valid output storage.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a query: no new action, and `current` is valid output storage.
+        let queried = unsafe { crate::real::sigaction(sig, std::ptr::null(), &mut current) } == 0;
+        !queried
+            || current.sa_sigaction == libc::SIG_DFL
+            || current.sa_sigaction == libc::SIG_IGN
+            || current.sa_flags & libc::SA_RESTART != 0
+    })
+}
+
 /// The program's `sigaction` for an asynchronous signal: a handler is installed wrapped, so
 /// that a signal arriving while the thread runs enclave code is delivered as hardware
 /// would: AEX first (the thread is then at the AEP, on its own stack), the signal queued

@@ -215,41 +215,128 @@ fn an_async_signal_during_enclave_code_is_an_aex_then_the_program_s_handler() {
     assert_eq!(ON_ENCLAVE_STACK.load(std::sync::atomic::Ordering::Relaxed), 0, "never on the enclave stack");
 }
 
-/// On a fresh uninitialized enclave: ADD_PAGES with its argument at an unmapped address,
-/// then ADD_PAGES of two pages whose second source page is unreadable (result, count).
-fn add_pages_from_bad_pointers(engine: &sgxemu_native::Engine) -> (Result<(), i32>, Result<(), i32>, u64) {
-    use sgxemu_arch::{Attributes, AttributesFlags, PageType, Secinfo, SecinfoFlags, Secs};
-    use sgxemu_uapi::{SGX_IOC_ENCLAVE_ADD_PAGES, SGX_IOC_ENCLAVE_CREATE, SgxEnclaveAddPages, SgxEnclaveCreate};
+const ANYWHERE: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+/// ECREATE of a fresh enclave of `size` bytes (a power of two) on a new device descriptor.
+fn fresh_enclave(engine: &sgxemu_native::Engine, size: u64) -> i32 {
+    use sgxemu_arch::{Attributes, AttributesFlags, Secs};
+    use sgxemu_uapi::{SGX_IOC_ENCLAVE_CREATE, SgxEnclaveCreate};
     use zerocopy::{FromZeros, IntoBytes};
     // SAFETY: opening /dev/null for a descriptor number, as the preload does.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
     engine.opened("/dev/sgx_enclave", fd);
-    let size = 1 << 20;
-    let anywhere = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    let reservation = sgxemu_native::sys::mmap(0, 2 * size, libc::PROT_NONE, anywhere, -1, 0).expect("address space");
+    let reservation = sgxemu_native::sys::mmap(0, 2 * size, libc::PROT_NONE, ANYWHERE, -1, 0).expect("address space");
     let mut secs = Secs::new_zeroed();
     (secs.baseaddr, secs.size, secs.ssaframesize) = (reservation.div_ceil(size) * size, size, 1);
     secs.attributes = Attributes::new(AttributesFlags::MODE64BIT, 0x3);
     let create = SgxEnclaveCreate { src: secs.as_bytes().as_ptr() as u64 };
     engine.ioctl(fd, SGX_IOC_ENCLAVE_CREATE, &create as *const _ as u64).expect("ENCLAVE_CREATE");
-    // Two source pages: the first readable, the second not.
-    let source =
-        sgxemu_native::sys::mmap(0, 2 * PAGE, libc::PROT_READ | libc::PROT_WRITE, anywhere, -1, 0).expect("source");
-    // SAFETY: the second page of our own fresh mapping.
-    assert_eq!(unsafe { libc::mprotect((source + PAGE) as *mut libc::c_void, PAGE as usize, libc::PROT_NONE) }, 0);
+    fd
+}
+
+/// ADD_PAGES of `length` bytes from `source` at enclave offset `offset` (RW pages,
+/// `measure`d or not): the result and the count the driver wrote back.
+fn add_pages(
+    engine: &sgxemu_native::Engine,
+    fd: i32,
+    (source, offset, length): (u64, u64, u64),
+    measure: bool,
+) -> (Result<(), i32>, u64) {
+    use sgxemu_arch::{PageType, Secinfo, SecinfoFlags};
+    use sgxemu_uapi::{SGX_IOC_ENCLAVE_ADD_PAGES, SGX_PAGE_MEASURE, SgxEnclaveAddPages};
+    use zerocopy::IntoBytes;
     let secinfo = Secinfo::new((SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg));
-    let bad_argument = engine.ioctl(fd, SGX_IOC_ENCLAVE_ADD_PAGES, 8).map_err(|e| e.0);
     let mut add = SgxEnclaveAddPages {
         src: source,
-        offset: 0,
-        length: 2 * PAGE,
+        offset,
+        length,
         secinfo: secinfo.as_bytes().as_ptr() as u64,
-        flags: 0,
+        flags: if measure { SGX_PAGE_MEASURE } else { 0 },
         count: 0,
     };
     let result = engine.ioctl(fd, SGX_IOC_ENCLAVE_ADD_PAGES, &mut add as *mut _ as u64).map_err(|e| e.0);
+    (result, add.count)
+}
+
+/// On a fresh uninitialized enclave: ADD_PAGES with its argument at an unmapped address,
+/// then ADD_PAGES of two pages whose second source page is unreadable (result, count).
+fn add_pages_from_bad_pointers(engine: &sgxemu_native::Engine) -> (Result<(), i32>, Result<(), i32>, u64) {
+    use sgxemu_uapi::SGX_IOC_ENCLAVE_ADD_PAGES;
+    let fd = fresh_enclave(engine, 1 << 20);
+    // Two source pages: the first readable, the second not.
+    let source =
+        sgxemu_native::sys::mmap(0, 2 * PAGE, libc::PROT_READ | libc::PROT_WRITE, ANYWHERE, -1, 0).expect("source");
+    // SAFETY: the second page of our own fresh mapping.
+    assert_eq!(unsafe { libc::mprotect((source + PAGE) as *mut libc::c_void, PAGE as usize, libc::PROT_NONE) }, 0);
+    let bad_argument = engine.ioctl(fd, SGX_IOC_ENCLAVE_ADD_PAGES, 8).map_err(|e| e.0);
+    let (result, count) = add_pages(engine, fd, (source, 0, 2 * PAGE), false);
     engine.closed(fd);
-    (bad_argument, result, add.count)
+    (bad_argument, result, count)
+}
+
+static USR1_HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    USR1_HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn a_signal_during_a_long_add_pages_ends_it_early_as_the_kernel_s_signal_pending_does() {
+    let engine = support::enclave::engine();
+    let pages = 2048;
+    let length = pages * PAGE;
+    let source =
+        sgxemu_native::sys::mmap(0, length, libc::PROT_READ | libc::PROT_WRITE, ANYWHERE, -1, 0).expect("source");
+    for restart in [false, true] {
+        // SAFETY: a zeroed sigaction with a plain handler is valid; SIGUSR1 is the test's.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_usr1 as *const () as usize;
+            act.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()), 0);
+        }
+        let fd = fresh_enclave(engine, 16 << 20);
+        let handled_before = USR1_HANDLED.load(std::sync::atomic::Ordering::Relaxed);
+        // Another thread sends SIGUSR1 to this one every 100 µs while it adds 8 MiB of
+        // measured pages (twice the EPC, so the reclaimer works too).
+        let tid = sgxemu_native::sys::gettid();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (result, count) = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = sgxemu_native::sys::tgkill(tid, libc::SIGUSR1);
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            });
+            let outcome = add_pages(engine, fd, (source, 0, length), true);
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            outcome
+        });
+        assert!(USR1_HANDLED.load(std::sync::atomic::Ordering::Relaxed) > handled_before, "the handler ran");
+        let resumable = match (restart, result) {
+            // The per-page check stopped it after some pages: success with the partial count.
+            (_, Ok(())) => {
+                assert!(count > 0 && count < length, "partial progress: {count:#x} of {length:#x}");
+                true
+            }
+            // ERESTARTSYS without SA_RESTART is EINTR: from the per-page check before the
+            // first page (count 0), or from an EPC allocation that had to reclaim.
+            (false, Err(libc::EINTR)) => true,
+            // With SA_RESTART the kernel runs the call again with the same arguments: if an
+            // allocation stopped it after some pages, the rerun finds the first page added
+            // and fails with EBUSY (driver spec §3.2: a page added twice is EBUSY).
+            (true, Err(libc::EBUSY)) => false,
+            (_, other) => panic!("SA_RESTART {restart}: {other:?} after {count:#x} bytes"),
+        };
+        if resumable {
+            // Continued without signals, the call adds the rest.
+            let (rest, added) = add_pages(engine, fd, (source + count, count, length - count), true);
+            assert_eq!((rest, added), (Ok(()), length - count));
+        }
+        engine.closed(fd);
+    }
+    // SAFETY: back to the default disposition.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_DFL) };
 }
 
 #[test]
