@@ -53,11 +53,11 @@ pub struct PlatformConfig {
     pub attributes: AttributesFlags,
     /// Settable XFRM bits (CPUID.(12h,1).EDX:ECX).
     pub xfrm: u64,
-    /// log2 of the maximum enclave size in 64-bit mode (CPUID.(12h,0).EDX[15:8]).
+    /// log2 of the maximum enclave size in 64-bit mode (CPUID.(12h,0).EDX\[15:8\]).
     pub max_enclave_size_64_log2: u8,
-    /// log2 of the maximum enclave size outside 64-bit mode (CPUID.(12h,0).EDX[7:0]).
+    /// log2 of the maximum enclave size outside 64-bit mode (CPUID.(12h,0).EDX\[7:0\]).
     pub max_enclave_size_32_log2: u8,
-    /// Flexible launch control: IA32_SGXLEPUBKEYHASH0..3 writable (CPUID.7.ECX[30] and
+    /// Flexible launch control: IA32_SGXLEPUBKEYHASH0..3 writable (CPUID.7.ECX\[30\] and
     /// IA32_FEATURE_CONTROL.SGX_LC_ENABLE). Linux requires it.
     pub flexible_launch_control: bool,
     /// Platform root secrets; `None` draws fresh random ones (a "power cycle").

@@ -22,7 +22,7 @@ pub enum Exception {
 }
 
 impl Exception {
-    /// An EPCM-induced #PF (spec §3.4 [DESIGN]): P=1, SGX=1, W if the operand is written.
+    /// An EPCM-induced #PF (spec §3.4 \[DESIGN\]): P=1, SGX=1, W if the operand is written.
     pub fn epcm_pf(addr: u64, write: bool) -> Self {
         let mut code = PfErrorCode::P | PfErrorCode::SGX;
         if write {

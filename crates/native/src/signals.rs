@@ -107,13 +107,13 @@ fn wrapped_bit(sig: c_int) -> u64 {
     1 << (sig - 1)
 }
 
-/// `mask` plus [`waiting_in_enclave`].
+/// `mask` plus `waiting_in_enclave`.
 pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     let (mask, extra) = (sigset_words(*mask), sigset_words(waiting_in_enclave()));
     sigset_of(std::array::from_fn(|i| mask[i] | extra[i]))
 }
 
-/// Blocks [`waiting_in_enclave`] for the calling thread; returns the previous mask.
+/// Blocks `waiting_in_enclave` for the calling thread; returns the previous mask.
 pub fn block_async() -> libc::sigset_t {
     let extra = waiting_in_enclave();
     // SAFETY: an all-zero sigset_t is valid output storage.

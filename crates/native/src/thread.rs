@@ -244,7 +244,7 @@ fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
     Some(wanted)
 }
 
-/// [`ensure_alt_stack`], asking the kernel only the first time for each thread (the
+/// `ensure_alt_stack`, asking the kernel only the first time for each thread (the
 /// program cannot replace the stack afterwards: `sigaltstack` is not interposed, and the
 /// emulator's handlers write it back into every `uc_stack` they return through).
 pub fn alt_stack(state: &ThreadState) -> Option<libc::stack_t> {

@@ -276,7 +276,7 @@ impl TestEnclave {
         self.with_secinfo(tcs, flags, Enclu::Eaccept, addr)
     }
 
-    /// ENCLU[EMODPE] from `tcs`.
+    /// ENCLU\[EMODPE\] from `tcs`.
     pub fn emodpe(&self, tcs: u64, addr: u64, flags: u64) -> Vec<Step> {
         self.with_secinfo(tcs, flags, Enclu::Emodpe, addr)
     }
