@@ -173,26 +173,28 @@ impl Engine {
 
     /// ioctl on a device fd.
     pub fn ioctl(&self, fd: c_int, cmd: u32, arg: u64) -> KResult<()> {
-        match self.devices.get(fd) {
-            Some(DeviceFile::Enclave(encl)) => loop {
-                let held = HeldSignals::hold();
-                let task = NativeTask::new(self, &held);
-                let result = {
-                    let state = crate::thread::current(&self.processor);
-                    encl.ioctl(&mut state.cpus().kcpu, &task, cmd, arg)
-                };
-                let interrupted_by = task.interrupted_by.get();
-                // The signals that waited are delivered here, their handlers run outside the
-                // call; then the kernel's ERESTARTSYS rule decides.
-                drop(held);
-                match (result, interrupted_by) {
-                    (Err(Errno::ERESTARTSYS), Some(signals)) if signals::restarts_after(&signals) => continue,
-                    (Err(Errno::ERESTARTSYS), _) => return Err(Errno::EINTR),
-                    (other, _) => return other,
-                }
-            },
-            Some(DeviceFile::Provision) => Err(Errno::ENOTTY),
-            None => Err(Errno(libc::EBADF)),
+        // Each round is one entry into the call, as the kernel's restart re-enters it.
+        loop {
+            let encl = match self.devices.get(fd) {
+                Some(DeviceFile::Enclave(encl)) => encl,
+                Some(DeviceFile::Provision) => return Err(Errno::ENOTTY),
+                None => return Err(Errno(libc::EBADF)),
+            };
+            let held = HeldSignals::hold();
+            let task = NativeTask::new(self, &held);
+            let result = {
+                let state = crate::thread::current(&self.processor);
+                encl.ioctl(&mut state.cpus().kcpu, &task, cmd, arg)
+            };
+            let interrupted_by = task.interrupted_by.get();
+            // The signals that waited are delivered here, their handlers run outside the
+            // call; then the kernel's ERESTARTSYS rule decides.
+            drop(held);
+            match (result, interrupted_by) {
+                (Err(Errno::ERESTARTSYS), Some(signals)) if signals::restarts_after(&signals) => continue,
+                (Err(Errno::ERESTARTSYS), _) => return Err(Errno::EINTR),
+                (other, _) => return other,
+            }
         }
     }
 
