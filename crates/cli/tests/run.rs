@@ -104,3 +104,12 @@ fn cpuid_reads_as_the_emulated_part_in_every_context_of_the_program() {
         }
     }
 }
+
+#[test]
+fn copies_of_an_enclave_descriptor_reach_the_driver_too() {
+    let exe = build("dup_probe");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // EFAULT (14) is the driver's answer; ENOTTY (25) a file that is no enclave.
+    assert_eq!(text(&out.stdout), "fd 14 dup 14 fcntl 14 dup2 14 dup3 14\nafter close 14\nreplaced 25 kept 14\n");
+}

@@ -156,6 +156,19 @@ impl Engine {
         self.devices.insert(fd, file);
     }
 
+    /// After `dup`, `dup2`, `dup3` or `fcntl(F_DUPFD…)` made `new` a second descriptor of
+    /// `old`'s open file: a descriptor of a device is one too, of the same enclave. Whatever
+    /// `new` named before (which the call closed) is closed here first.
+    pub fn duplicated(&self, old: c_int, new: c_int) {
+        if old == new {
+            return;
+        }
+        self.closed(new);
+        if let Some(file) = self.devices.get(old) {
+            self.devices.insert(new, file);
+        }
+    }
+
     /// `close(fd)` of a device: the enclave is released once nothing maps it.
     pub fn closed(&self, fd: c_int) {
         if let Some(DeviceFile::Enclave(encl)) = self.devices.remove(fd) {

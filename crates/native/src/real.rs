@@ -51,6 +51,16 @@ real_fn!(/// openat(2).
     openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: libc::c_uint) -> c_int);
 real_fn!(/// close(2).
     close(fd: c_int) -> c_int);
+real_fn!(/// dup(2).
+    dup(fd: c_int) -> c_int);
+real_fn!(/// dup2(2).
+    dup2(fd: c_int, new: c_int) -> c_int);
+real_fn!(/// dup3(2).
+    dup3(fd: c_int, new: c_int, flags: c_int) -> c_int);
+real_fn!(/// fcntl(2) (the third argument passed as an integer, as every command's is in registers).
+    fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int);
+real_fn!(/// fcntl64, glibc's name for fcntl in programs built with 64-bit file offsets.
+    fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int);
 real_fn!(/// ioctl(2).
     ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_void) -> c_int);
 real_fn!(/// mmap(2).

@@ -184,6 +184,57 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { real::close(fd) }
 }
 
+/// dup(2): a copy of a device descriptor is a device descriptor too.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    let new = unsafe { real::dup(fd) };
+    duplicated(fd, new)
+}
+
+/// dup2(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    let result = unsafe { real::dup2(fd, new) };
+    duplicated(fd, result)
+}
+
+/// dup3(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    let result = unsafe { real::dup3(fd, new, flags) };
+    duplicated(fd, result)
+}
+
+/// fcntl(2). Only F_DUPFD and F_DUPFD_CLOEXEC concern the emulator; every command takes at
+/// most one integer or pointer argument, passed on as it came.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: forwarded C contract.
+    let result = unsafe { real::fcntl(fd, cmd, arg) };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC { duplicated(fd, result) } else { result }
+}
+
+/// fcntl64: glibc's fcntl for programs built with 64-bit file offsets.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: forwarded C contract.
+    let result = unsafe { real::fcntl64(fd, cmd, arg) };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC { duplicated(fd, result) } else { result }
+}
+
+/// After a call that made `new` (if not negative, an error) a copy of descriptor `fd`.
+fn duplicated(fd: c_int, new: c_int) -> c_int {
+    if new >= 0
+        && let Some(engine) = Engine::get()
+    {
+        engine.duplicated(fd, new);
+    }
+    new
+}
+
 /// ioctl(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
