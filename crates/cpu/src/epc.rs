@@ -31,15 +31,10 @@ pub trait EpcMemory: Send + Sync + std::fmt::Debug {
     fn write(&self, page: EpcIndex, offset: usize, data: &[u8]);
     /// Sets every byte of `page` to zero.
     fn zero(&self, page: EpcIndex);
-    /// Calls `f` with the `len` bytes of `page` from `offset`, lent in place where the
-    /// storage can (a leaf that only hashes a page, EEXTEND, then reads it once instead of
-    /// copying it first); the default copies them into a buffer. `f` must not reach this
-    /// storage itself.
-    fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
-        let mut buf = [0u8; PAGE_SIZE];
-        self.read(page, offset, &mut buf[..len]);
-        f(&buf[..len]);
-    }
+    /// Calls `f` with the `len` bytes of `page` from `offset` in place, so a leaf that only
+    /// hashes a page (EEXTEND) reads it once instead of copying it first. `f` must not reach
+    /// this storage itself.
+    fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8]));
 }
 
 /// Pages per lazily allocated chunk (2 MiB of EPC).

@@ -34,6 +34,7 @@ use sgxemu_arch::{IntoBytes, PAGE_SIZE, PageType, SecinfoFlags};
 
 use crate::image::{EnclaveImage, ImagePage, PageData};
 use crate::layout::{Layout, LayoutError};
+use crate::relocations::{DT_RELR, DT_RELRSZ, DynamicTags};
 
 /// [`PAGE_SIZE`] as a `u64`.
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -48,10 +49,6 @@ const EHDR_SIZE: usize = 64;
 const EI_CLASS: usize = 4;
 /// Index of EI_DATA in e_ident.
 const EI_DATA: usize = 5;
-/// DT_RELRSZ (gABI; not in `object` 0.36).
-const DT_RELRSZ: i64 = 35;
-/// DT_RELR (gABI; not in `object` 0.36).
-const DT_RELR: i64 = 36;
 
 /// Why an ELF file cannot become an enclave image.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -233,7 +230,7 @@ pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
     layout.validate()?;
     let Parsed { entry, segments, dynamic } = parse(bytes)?;
     if let Some(table) = dynamic {
-        let tags = dynamic_tags(table);
+        let tags = DynamicTags::parse(table);
         if layout.self_relocating {
             let spans: Vec<_> = segments.iter().map(Segment::span).collect();
             crate::relocations::check(bytes, &tags, &spans)?;
@@ -420,18 +417,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>> {
     Ok(Parsed { entry, segments, dynamic })
 }
 
-/// The entries of a dynamic table up to DT_NULL (or the end of the segment): 16 bytes each,
-/// `d_tag` i64 and `d_val` u64.
-fn dynamic_tags(table: &[u8]) -> crate::relocations::DynamicTags {
-    let entries = table.chunks_exact(16).map(|entry| {
-        let (tag, val) = entry.split_at(8);
-        (i64::from_le_bytes(tag.try_into().unwrap_or([0; 8])), u64::from_le_bytes(val.try_into().unwrap_or([0; 8])))
-    });
-    crate::relocations::DynamicTags(entries.take_while(|&(tag, _)| tag != elf::DT_NULL as i64).collect())
-}
-
 /// Refuses a dynamic table that asks for load-time relocations.
-fn refuse_relocations(tags: &crate::relocations::DynamicTags) -> Result<()> {
+fn refuse_relocations(tags: &DynamicTags) -> Result<()> {
     for (addr_tag, addr_name, size_tag, size_name) in RELOCATION_TAGS {
         match (tags.value(addr_tag), tags.value(size_tag)) {
             (_, Some(size)) if size != 0 => return Err(ImageError::Relocations { tag: size_name, value: size }),

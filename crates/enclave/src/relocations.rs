@@ -23,9 +23,9 @@
 use object::elf;
 
 /// DT_RELRSZ (gABI; not in `object` 0.36).
-const DT_RELRSZ: i64 = 35;
+pub(crate) const DT_RELRSZ: i64 = 35;
 /// DT_RELR (gABI; not in `object` 0.36).
-const DT_RELR: i64 = 36;
+pub(crate) const DT_RELR: i64 = 36;
 /// DT_RELRENT (gABI; not in `object` 0.36).
 const DT_RELRENT: i64 = 37;
 /// Size of an Elf64_Rela.
@@ -38,6 +38,16 @@ const RELR_SIZE: u64 = 8;
 pub struct DynamicTags(pub Vec<(i64, u64)>);
 
 impl DynamicTags {
+    /// The entries of a `PT_DYNAMIC` segment's bytes up to DT_NULL (or the segment's end):
+    /// 16 bytes each, `d_tag` i64 and `d_val` u64.
+    pub fn parse(table: &[u8]) -> Self {
+        let entries = table.chunks_exact(16).map(|entry| {
+            let (tag, val) = entry.split_at(8);
+            (i64::from_le_bytes(tag.try_into().unwrap_or([0; 8])), u64::from_le_bytes(val.try_into().unwrap_or([0; 8])))
+        });
+        DynamicTags(entries.take_while(|&(tag, _)| tag != elf::DT_NULL as i64).collect())
+    }
+
     /// The value of the first entry with `tag`.
     pub fn value(&self, tag: i64) -> Option<u64> {
         self.0.iter().find(|&&(t, _)| t == tag).map(|&(_, v)| v)
@@ -158,10 +168,9 @@ pub fn check(file: &[u8], tags: &DynamicTags, spans: &[Span]) -> Result<usize, R
         }
     }
     let writable_target = |target: u64| {
-        let inside = |s: &&Span| {
-            s.writable && target >= s.vaddr && target.checked_add(8).is_some_and(|end| end <= s.vaddr + s.memsz)
-        };
-        if spans.iter().any(|s| inside(&s)) { Ok(()) } else { Err(RelocationError::TargetNotWritable { target }) }
+        let end = target.checked_add(8);
+        let inside = |s: &Span| s.writable && target >= s.vaddr && end.is_some_and(|end| end <= s.vaddr + s.memsz);
+        if spans.iter().any(inside) { Ok(()) } else { Err(RelocationError::TargetNotWritable { target }) }
     };
     let mut count = 0;
     if let Some(rela) = table(

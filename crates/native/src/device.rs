@@ -98,7 +98,8 @@ impl<'a> NativeTask<'a> {
     fn new(engine: &'a Engine, held: &'a HeldSignals) -> Self {
         NativeTask {
             engine,
-            copier: Copier::for_this_thread(engine.pid),
+            // The hold leaves SIGSEGV and SIGBUS as the program had them: its mask decides.
+            copier: Copier::for_mask(engine.pid, held.caller_mask()),
             held,
             checks: Cell::new(0),
             interrupted_by: Cell::new(None),

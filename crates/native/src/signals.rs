@@ -103,7 +103,8 @@ fn sigset_of(words: SigsetWords) -> libc::sigset_t {
     unsafe { std::mem::transmute::<SigsetWords, libc::sigset_t>(words) }
 }
 
-fn wrapped_bit(sig: c_int) -> u64 {
+/// Bit `sig - 1`: signal `sig` in the first word of a `sigset_t` (and in [`WRAPPED`]).
+fn signal_bit(sig: c_int) -> u64 {
     1 << (sig - 1)
 }
 
@@ -115,14 +116,13 @@ pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
 
 /// Blocks `waiting_in_enclave` for the calling thread; returns the previous mask.
 pub fn block_async() -> libc::sigset_t {
-    let extra = waiting_in_enclave();
-    // SAFETY: an all-zero sigset_t is valid output storage.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: SIG_BLOCK with an initialised set (the kernel's sigset size is 8).
-    unsafe {
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK as libc::c_long, &extra, &mut old, 8 as libc::c_long)
-    };
-    old
+    // SIG_BLOCK with a valid set cannot fail.
+    sys::sigprocmask(libc::SIG_BLOCK, Some(&waiting_in_enclave())).unwrap_or_else(empty_set)
+}
+
+fn empty_set() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is the empty set.
+    unsafe { std::mem::zeroed() }
 }
 
 /// The asynchronous signals held back while the emulator carries out one of the program's
@@ -138,26 +138,19 @@ pub struct HeldSignals {
 impl HeldSignals {
     /// Blocks the asynchronous signals for the calling thread.
     pub fn hold() -> Self {
-        // SAFETY: an all-zero sigset_t is valid output storage.
-        let mut caller: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: SIG_BLOCK with an initialised set (the kernel's sigset size is 8).
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_BLOCK as libc::c_long,
-                async_set(),
-                &mut caller,
-                8 as libc::c_long,
-            )
-        };
-        HeldSignals { caller }
+        // SIG_BLOCK with a valid set cannot fail.
+        HeldSignals { caller: sys::sigprocmask(libc::SIG_BLOCK, Some(async_set())).unwrap_or_else(empty_set) }
+    }
+
+    /// The calling thread's mask before the hold (the program's own).
+    pub fn caller_mask(&self) -> &libc::sigset_t {
+        &self.caller
     }
 
     /// The asynchronous signals pending for this thread now that its caller does not block:
     /// those that will be delivered when the guard drops (one system call).
     pub fn deliverable(&self) -> libc::sigset_t {
-        // SAFETY: an all-zero sigset_t is valid output storage.
-        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut pending = empty_set();
         // SAFETY: the kernel writes its 8-byte pending set into `pending`.
         unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut pending, 8 as libc::c_long) };
         let (pending, asynchronous, caller) =
@@ -174,16 +167,7 @@ impl std::fmt::Debug for HeldSignals {
 
 impl Drop for HeldSignals {
     fn drop(&mut self) {
-        // SAFETY: SIG_SETMASK with the mask saved in `hold`.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK as libc::c_long,
-                &self.caller,
-                std::ptr::null_mut::<libc::sigset_t>(),
-                8 as libc::c_long,
-            )
-        };
+        sys::sigprocmask(libc::SIG_SETMASK, Some(&self.caller));
     }
 }
 
@@ -197,7 +181,7 @@ pub fn is_empty(set: &libc::sigset_t) -> bool {
 /// handler installed without SA_RESTART (the call then fails with EINTR).
 pub fn restarts_after(delivered: &libc::sigset_t) -> bool {
     let delivered = sigset_words(*delivered)[0];
-    (1..MAX_SIGNAL as c_int).filter(|&sig| delivered & wrapped_bit(sig) != 0).all(|sig| {
+    (1..MAX_SIGNAL as c_int).filter(|&sig| delivered & signal_bit(sig) != 0).all(|sig| {
         // SAFETY: an all-zero sigaction is valid output storage.
         let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: a query: no new action, and `current` is valid output storage.
@@ -223,7 +207,7 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
         // SAFETY: forwarded as it came.
         return unsafe { crate::real::sigaction(sig, act, old) };
     }
-    let was_wrapped = WRAPPED.load(Ordering::Acquire) & wrapped_bit(sig) != 0;
+    let was_wrapped = WRAPPED.load(Ordering::Acquire) & signal_bit(sig) != 0;
     // SAFETY: the caller passes null or a valid sigaction.
     let Some(act) = (unsafe { act.as_ref() }) else {
         // A query: what the program asked for, if we wrapped it.
@@ -258,9 +242,9 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
     APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
     APP_HANDLER[index].store(handler, Ordering::Release);
     if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
-        WRAPPED.fetch_or(wrapped_bit(sig), Ordering::AcqRel);
+        WRAPPED.fetch_or(signal_bit(sig), Ordering::AcqRel);
     } else {
-        WRAPPED.fetch_and(!wrapped_bit(sig), Ordering::AcqRel);
+        WRAPPED.fetch_and(!signal_bit(sig), Ordering::AcqRel);
     }
     0
 }

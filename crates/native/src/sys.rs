@@ -69,21 +69,23 @@ pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<c_int> {
     Ok(fd)
 }
 
+/// rt_sigprocmask for the calling thread: `how` (SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK) with
+/// `set`, or only a query without one; the mask before (`None` if the call failed). The
+/// system call itself, not the C library's wrapper, so it is safe in signal handlers and
+/// whatever the C library does with its internal signals.
+pub fn sigprocmask(how: c_int, set: Option<&libc::sigset_t>) -> Option<libc::sigset_t> {
+    // SAFETY: an all-zero sigset_t is valid output storage.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let set = set.map_or(std::ptr::null(), |s| s as *const libc::sigset_t);
+    // SAFETY: `set` is null or an initialised set; the kernel writes its 8-byte mask into
+    // `old` and reads 8 bytes of `set`.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigprocmask, how as c_long, set, &mut old, 8 as c_long) };
+    (r == 0).then_some(old)
+}
+
 /// The calling thread's signal mask (`None` if the query failed).
 pub fn current_signal_mask() -> Option<libc::sigset_t> {
-    // SAFETY: an all-zero sigset_t is valid output storage.
-    let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a query (no new set); the kernel writes its 8-byte mask into `mask`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK as c_long,
-            std::ptr::null::<libc::sigset_t>(),
-            &mut mask,
-            8 as c_long,
-        )
-    };
-    (r == 0).then_some(mask)
+    sigprocmask(libc::SIG_BLOCK, None)
 }
 
 /// Copies from this process's memory at `addr` without faulting: EFAULT if any byte is

@@ -76,7 +76,16 @@ pub enum Copier {
 impl Copier {
     /// The fastest copier that is safe on the calling thread now.
     pub fn for_this_thread(pid: i32) -> Self {
-        if fixup_reachable() { Copier::Direct } else { Copier::Kernel { pid } }
+        match sys::current_signal_mask() {
+            Some(mask) => Self::for_mask(pid, &mask),
+            None => Copier::Kernel { pid },
+        }
+    }
+
+    /// The fastest copier that is safe on the calling thread while its signal mask blocks
+    /// what `mask` blocks of SIGSEGV and SIGBUS (for a caller that knows its mask already).
+    pub fn for_mask(pid: i32, mask: &libc::sigset_t) -> Self {
+        if fixup_reachable(mask) { Copier::Direct } else { Copier::Kernel { pid } }
     }
 
     /// Copies `buf.len()` bytes from this process's address `addr`; EFAULT if any is
@@ -110,10 +119,9 @@ fn direct(dst: *mut u8, src: *const u8, len: usize) -> io::Result<()> {
 }
 
 /// Whether a fault in the copy would reach the emulator's handler: neither SIGSEGV nor
-/// SIGBUS blocked on this thread, and the handler still installed for both.
-fn fixup_reachable() -> bool {
-    let Some(mask) = sys::current_signal_mask() else { return false };
-    [libc::SIGSEGV, libc::SIGBUS].into_iter().all(|sig| !signal_in(&mask, sig) && crate::signals::handles(sig))
+/// SIGBUS blocked by `mask`, and the handler still installed for both.
+fn fixup_reachable(mask: &libc::sigset_t) -> bool {
+    [libc::SIGSEGV, libc::SIGBUS].into_iter().all(|sig| !signal_in(mask, sig) && crate::signals::handles(sig))
 }
 
 fn signal_in(mask: &libc::sigset_t, sig: c_int) -> bool {

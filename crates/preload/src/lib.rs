@@ -214,7 +214,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, flags: c_int) -> c_int {
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: forwarded C contract.
     let result = unsafe { real::fcntl(fd, cmd, arg) };
-    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC { duplicated(fd, result) } else { result }
+    fcntl_done(fd, cmd, result)
 }
 
 /// fcntl64: glibc's fcntl for programs built with 64-bit file offsets.
@@ -222,6 +222,11 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: forwarded C contract.
     let result = unsafe { real::fcntl64(fd, cmd, arg) };
+    fcntl_done(fd, cmd, result)
+}
+
+/// After fcntl `cmd` on `fd` returned `result`: a duplicated descriptor is registered.
+fn fcntl_done(fd: c_int, cmd: c_int, result: c_int) -> c_int {
     if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC { duplicated(fd, result) } else { result }
 }
 
