@@ -35,6 +35,9 @@ pub trait EpcMemory: Send + Sync + std::fmt::Debug {
     /// hashes a page (EEXTEND) reads it once instead of copying it first. `f` must not reach
     /// this storage itself.
     fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8]));
+    /// A hint that `len` bytes of `page` from `offset` will be written soon: storage that
+    /// lives in host memory brings them into the cache. Changes no contents.
+    fn prefetch(&self, _page: EpcIndex, _offset: usize, _len: usize) {}
 }
 
 /// Pages per lazily allocated chunk (2 MiB of EPC).

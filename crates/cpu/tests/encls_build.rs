@@ -79,6 +79,9 @@
 //! 5. Offset includes the chunk's position; data read from the EPC as it is now:
 //!    `eextend_measures_the_chunk_at_its_enclave_offset_as_it_is_now_in_the_epc`, `mrenclave_equals_…`.
 //!
+//! A page's sixteen leaves at once (the driver's path): `eextend_page_is_sixteen_eextends_back_to_back_with_the_same_results`,
+//! and with host work overlapped: `eextend_page_overlapped_calls_alongside_before_each_chunk_and_measures_the_same`.
+//!
 //! **EINIT (§4.4)**
 //! 1. SIGSTRUCT/SECS not 4K, token not 512 aligned → #GP; SECS not in EPC → #PF(SECS):
 //!    `einit_misaligned_operands_are_gp_and_secs_outside_epc_is_pf_on_secs`.
@@ -1456,6 +1459,29 @@ fn eextend_page_is_sixteen_eextends_back_to_back_with_the_same_results() {
     assert_ne!(h.cpu.mrenclave_so_far(a), before);
     let e = TestEnclave::build(&mut h);
     assert_eq!(h.cpu.eextend_page(&mut h.lp, e.secs, e.pages[&(e.base + layout::CODE)]), Err(Exception::Gp));
+}
+
+#[test]
+fn eextend_page_overlapped_calls_alongside_before_each_chunk_and_measures_the_same() {
+    let data = pattern(5);
+    let mut h = harness();
+    let secs = new_secs(&mut h);
+    let page = h.eadd(secs, BASE + 0x2000, reg(R | W), &data).unwrap();
+    let mut calls = Vec::new();
+    let result = h.cpu.eextend_page_overlapped(&mut h.lp, secs, page, &mut |chunk| calls.push(chunk));
+    assert_eq!(result, Ok(()));
+    assert_eq!(calls, (0..16).collect::<Vec<_>>(), "once per chunk, in order");
+    let mut stream = Vec::new();
+    push_ecreate(&mut stream, 1, SIZE);
+    push_eadd(&mut stream, 0x2000, 0x203);
+    push_eextend_page(&mut stream, 0x2000, &data);
+    assert_eq!(h.cpu.mrenclave_so_far(secs), Some(sha256(&stream)));
+    // A page that faults measures nothing and runs nothing alongside.
+    let never_used = h.alloc_page();
+    calls.clear();
+    let result = h.cpu.eextend_page_overlapped(&mut h.lp, secs, never_used, &mut |chunk| calls.push(chunk));
+    assert_eq!(result, Err(sgx_pf(never_used)));
+    assert!(calls.is_empty());
 }
 
 #[test]

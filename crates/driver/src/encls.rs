@@ -171,15 +171,23 @@ impl Cpu {
     }
 
     /// The sixteen EEXTENDs of the EPC page at `page`, back to back (one call into the
-    /// processor unless a test injected an EEXTEND fault, which needs them one by one).
-    pub fn eextend_page(&mut self, p: &Processor, secs: u64, page: u64) -> EnclsResult {
+    /// processor unless a test injected an EEXTEND fault, which needs them one by one),
+    /// with `alongside(i)` run before chunk `i` is hashed
+    /// ([`Processor::eextend_page_overlapped`]).
+    pub fn eextend_page(
+        &mut self,
+        p: &Processor,
+        secs: u64,
+        page: u64,
+        alongside: &mut dyn FnMut(usize),
+    ) -> EnclsResult {
         if self.eextend_fault_in.is_some() {
             for chunk in (0..PAGE_SIZE as u64).step_by(256) {
                 self.eextend(p, secs, page + chunk)?;
             }
             return Ok(());
         }
-        p.eextend_page(&mut self.lp, secs, page).map_err(from_exception)
+        p.eextend_page_overlapped(&mut self.lp, secs, page, alongside).map_err(from_exception)
     }
 
     /// Writes IA32_SGXLEPUBKEYHASH0..3 with `mrsigner` on this CPU (`sgx_update_lepubkeyhash`).

@@ -196,6 +196,12 @@ impl EpcPool {
         Some(page)
     }
 
+    /// The page [`EpcPool::take_free`] would pop now, if any (a hint: another thread may
+    /// take it first).
+    pub(crate) fn peek_free(&self) -> Option<EpcIndex> {
+        self.free.lock().last().copied()
+    }
+
     /// Returns a page to the free list (after EREMOVE, or after EWB invalidated it).
     pub(crate) fn put_free(&self, page: EpcIndex) {
         self.free.lock().push(page);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sgxemu_arch::{ErrorCode, PAGE_SIZE, PageType, Secinfo, Secs, Sigstruct, Vector};
+use sgxemu_arch::{EEXTEND_CHUNK_SIZE, ErrorCode, PAGE_SIZE, PageType, Secinfo, Secs, Sigstruct, Vector};
 use sgxemu_uapi::{
     SGX_ATTR_PROVISIONKEY, SGX_PAGE_MEASURE, SGX_PAGE_TYPE_MASK, SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM,
     SGX_SECINFO_PERMISSION_MASK, SGX_SECINFO_R, SGX_SECINFO_RESERVED_MASK, SGX_SECINFO_W, SgxEnclaveAddPages,
@@ -16,7 +16,7 @@ use crate::encl::{Encl, EnclPage, EnclState};
 use crate::encls::{Cpu, EnclsError};
 use crate::errno::{Errno, KResult};
 use crate::os::{Prot, Task};
-use crate::sgx::UNPRIV_ATTRIBUTES;
+use crate::sgx::{Sgx, UNPRIV_ATTRIBUTES};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 /// EINIT retries: SGX_EINIT_SLEEP_COUNT rounds of SGX_EINIT_SPIN_COUNT attempts.
@@ -55,6 +55,24 @@ fn validate_secinfo(secinfo: &Secinfo) -> KResult<()> {
     let tcs_with_perms = page_type == SGX_PAGE_TYPE_TCS && perms != 0;
     let reserved = flags & SGX_SECINFO_RESERVED_MASK != 0 || secinfo.reserved.iter().any(|&b| b != 0);
     if bad_type || w_without_r || tcs_with_perms || reserved { Err(Errno::EINVAL) } else { Ok(()) }
+}
+
+/// What ADD_PAGES does while a measured page is hashed: it brings in the next page's
+/// source and the EPC page that will most likely receive it (the free list's top), one
+/// chunk's share before each chunk, so that their copies (copy_from_user, EADD) find them
+/// in the cache instead of waiting on memory for every line.
+fn next_page_fetcher<'a>(sgx: &'a Sgx, task: &'a dyn Task, next_src: Option<u64>) -> impl FnMut(usize) + 'a {
+    let next_epc = next_src.and(sgx.pool.peek_free());
+    let epc = sgx.processor.epc_memory();
+    move |chunk| {
+        let offset = chunk * EEXTEND_CHUNK_SIZE;
+        if let Some(src) = next_src {
+            task.prefetch_user(src + offset as u64, EEXTEND_CHUNK_SIZE);
+        }
+        if let Some(page) = next_epc {
+            epc.prefetch(page, offset, EEXTEND_CHUNK_SIZE);
+        }
+    }
 }
 
 impl Encl {
@@ -142,7 +160,9 @@ impl Encl {
                 break;
             }
             let measure = add.flags & SGX_PAGE_MEASURE != 0;
-            if let Err(e) = self.add_page(cpu, task, add.src + done, add.offset + done, &secinfo, measure) {
+            let src = add.src + done;
+            let next_src = (done + PAGE < add.length).then_some(src + PAGE);
+            if let Err(e) = self.add_page(cpu, task, (src, next_src), add.offset + done, &secinfo, measure) {
                 result = Err(e);
                 break;
             }
@@ -153,12 +173,13 @@ impl Encl {
         result
     }
 
-    /// `sgx_encl_add_page`: one page of ADD_PAGES.
+    /// `sgx_encl_add_page`: one page of ADD_PAGES, from `src.0`; `src.1` is the source of
+    /// the page the call adds next, if any.
     fn add_page(
         &self,
         cpu: &mut Cpu,
         task: &dyn Task,
-        src: u64,
+        (src, next_src): (u64, Option<u64>),
         offset: u64,
         secinfo: &Secinfo,
         measure: bool,
@@ -223,7 +244,10 @@ impl Encl {
         st.secs_child_cnt += 1;
         // 9. (Mainline leaves secs_child_cnt raised on this path and warns at teardown; we
         // undo it, so a failed EEXTEND leaves exact bookkeeping — see the README.)
-        if measure && let Err(e) = cpu.eextend_page(&sgx.processor, secs, epc_addr) {
+        if measure
+            && let Err(e) =
+                cpu.eextend_page(&sgx.processor, secs, epc_addr, &mut next_page_fetcher(&sgx, task, next_src))
+        {
             if e != EnclsError::Fault(Vector::Pf) {
                 sgx.warn(format!("EEXTEND failed: {e:?}"));
             }

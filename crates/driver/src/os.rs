@@ -70,6 +70,10 @@ pub trait Task {
     fn source_vma(&self, addr: u64) -> Option<SourceVma>;
     /// A signal is pending for the task.
     fn signal_pending(&self) -> bool;
+    /// A hint that `len` bytes of user memory at `addr` will be copied in soon: a task
+    /// whose memory the emulator reaches directly brings them into the cache. Never fails
+    /// and never faults, whatever the address.
+    fn prefetch_user(&self, _addr: u64, _len: usize) {}
     /// The task's personality has READ_IMPLIES_EXEC.
     fn read_implies_exec(&self) -> bool;
     /// Whether `fd` is an open file of `/dev/sgx_provision`: `None` if `fd` is not an

@@ -211,11 +211,13 @@ fn signed(flags: AttributesFlags, mrenclave: [u8; 32]) -> Sigstruct {
 }
 
 /// A task that runs `hook` before every copy from user memory (to raise a signal or issue
-/// another ioctl at that instant) and otherwise behaves like the process it wraps.
+/// another ioctl at that instant) and otherwise behaves like the process it wraps; it
+/// records the prefetch hints it gets.
 struct HookTask<'a> {
     process: &'a Process,
     signal: Cell<bool>,
     hook: RefCell<CopyHook<'a>>,
+    prefetched: RefCell<Vec<(u64, usize)>>,
 }
 
 /// Called with the user address of each copy from user memory and the task's signal flag.
@@ -223,7 +225,12 @@ type CopyHook<'a> = Box<dyn FnMut(u64, &Cell<bool>) + 'a>;
 
 impl<'a> HookTask<'a> {
     fn new(process: &'a Process, hook: impl FnMut(u64, &Cell<bool>) + 'a) -> Self {
-        HookTask { process, signal: Cell::new(false), hook: RefCell::new(Box::new(hook)) }
+        HookTask {
+            process,
+            signal: Cell::new(false),
+            hook: RefCell::new(Box::new(hook)),
+            prefetched: RefCell::default(),
+        }
     }
 }
 
@@ -243,6 +250,10 @@ impl Task for HookTask<'_> {
 
     fn signal_pending(&self) -> bool {
         self.signal.get()
+    }
+
+    fn prefetch_user(&self, addr: u64, len: usize) {
+        self.prefetched.borrow_mut().push((addr, len));
     }
 
     fn read_implies_exec(&self) -> bool {
@@ -977,6 +988,33 @@ fn add_pages_with_a_signal_pending_before_the_first_page_is_erestartsys() {
     w.p.signal_pending.store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(w.encl().info().pages, 0);
     assert_eq!(w.sgx().free_pages(), free);
+    w.teardown();
+}
+
+#[test]
+fn a_measured_add_pages_prefetches_the_next_source_page_of_the_call_while_it_hashes() {
+    let mut w = World::sgx2();
+    w.create(MODE64);
+    let p = w.p.clone();
+    w.put(SECINFO_AT, &secinfo(SECINFO_RW));
+    // Each page's hashing brings in the next page's source, a chunk's share at a time; the
+    // last page prefetches nothing beyond the call's range, and unmeasured pages nothing.
+    for (offset, flags) in [(2 * PAGE, SGX_PAGE_MEASURE), (6 * PAGE, 0)] {
+        let task = HookTask::new(&p, |_, _| {});
+        let arg = SgxEnclaveAddPages { src: SRC, offset, length: 3 * PAGE, secinfo: SECINFO_AT, flags, count: 0 };
+        w.put(ARG, &arg);
+        let mut cpu = w.m.kernel_cpu();
+        assert_eq!(w.encl().ioctl(&mut cpu, &task, SGX_IOC_ENCLAVE_ADD_PAGES, ARG), Ok(()));
+        assert_eq!(w.get::<SgxEnclaveAddPages>(ARG).count, 3 * PAGE);
+        let expected: Vec<(u64, usize)> = if flags == SGX_PAGE_MEASURE {
+            (1..3).flat_map(|page| (0..16).map(move |chunk| (SRC + page * PAGE + chunk * 256, 256))).collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(*task.prefetched.borrow(), expected);
+        drop(task);
+        drop(cpu);
+    }
     w.teardown();
 }
 

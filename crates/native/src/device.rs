@@ -123,6 +123,10 @@ impl Task for NativeTask<'_> {
         Some(SourceVma { may_exec: true })
     }
 
+    fn prefetch_user(&self, addr: u64, len: usize) {
+        crate::prefetch::lines(addr, len);
+    }
+
     fn signal_pending(&self) -> bool {
         let checks = self.checks.get();
         self.checks.set(checks.wrapping_add(1));

@@ -174,6 +174,10 @@ impl EpcMemory for MemfdEpc {
         unsafe { std::ptr::write_bytes(dst, 0, PAGE_SIZE) };
     }
 
+    fn prefetch(&self, page: EpcIndex, offset: usize, len: usize) {
+        crate::prefetch::lines(self.ptr(page, offset, len) as u64, len);
+    }
+
     fn lend(&self, page: EpcIndex, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
         let src = self.ptr(page, offset, len);
         // SAFETY: `src..src + len` lies inside the alias mapping, which lives as long as

@@ -20,6 +20,7 @@ pub mod enclu;
 pub mod engine;
 pub mod epc_memory;
 pub mod platform;
+pub mod prefetch;
 pub mod real;
 pub mod signals;
 pub mod size;

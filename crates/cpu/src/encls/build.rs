@@ -211,7 +211,7 @@ impl Processor {
     /// EEXTEND (RBX = SECS, RCX = 256-byte chunk in an EPC page): extends MRENCLAVE with
     /// the chunk as it is now in the EPC (spec §4.3).
     pub fn eextend(&self, lp: &mut Lp, secs: u64, chunk: u64) -> Result<(), Exception> {
-        self.eextend_run::<1>(lp, secs, chunk)
+        self.eextend_run::<1>(lp, secs, chunk, &mut |_| {})
     }
 
     /// The sixteen EEXTENDs of one page (`page` = its EPC address), issued back to back as
@@ -221,17 +221,38 @@ impl Processor {
     /// could have run them, checked once (their checks are the same) and hashed in place. Stops at
     /// the first fault, as the sixteen single leaves would at their first.
     pub fn eextend_page(&self, lp: &mut Lp, secs: u64, page: u64) -> Result<(), Exception> {
+        self.eextend_page_overlapped(lp, secs, page, &mut |_| {})
+    }
+
+    /// [`Processor::eextend_page`], calling `alongside(i)` before it hashes chunk `i`: the
+    /// SHA-256 rounds are bound by their own latency and leave the memory system idle, so
+    /// host work that waits on memory overlaps them there (the driver brings in the next
+    /// page it will add). `alongside` runs with the page's entry and the measurement
+    /// locked: it must not reach the processor. It is not called for a faulting page.
+    pub fn eextend_page_overlapped(
+        &self,
+        lp: &mut Lp,
+        secs: u64,
+        page: u64,
+        alongside: &mut dyn FnMut(usize),
+    ) -> Result<(), Exception> {
         if !page.is_multiple_of(PAGE_SIZE as u64) {
             // Only a page's first chunk is page aligned: the single leaf says what this is.
             return self.eextend(lp, secs, page);
         }
-        self.eextend_run::<{ PAGE_SIZE / EEXTEND_CHUNK_SIZE }>(lp, secs, page)
+        self.eextend_run::<{ PAGE_SIZE / EEXTEND_CHUNK_SIZE }>(lp, secs, page, alongside)
     }
 
     /// `CHUNKS` EEXTENDs of consecutive chunks of one page from `chunk` on, back to back.
     /// The checks of the first leaf hold for all of them: they share the page, its entry
-    /// and its enclave.
-    fn eextend_run<const CHUNKS: usize>(&self, lp: &mut Lp, secs: u64, chunk: u64) -> Result<(), Exception> {
+    /// and its enclave. `alongside(i)` is called before chunk `i` is hashed.
+    fn eextend_run<const CHUNKS: usize>(
+        &self,
+        lp: &mut Lp,
+        secs: u64,
+        chunk: u64,
+        alongside: &mut dyn FnMut(usize),
+    ) -> Result<(), Exception> {
         lp.stats.count_encls(Encls::Eextend);
         // 1.
         if !secs.is_multiple_of(PAGE_SIZE as u64) {
@@ -264,6 +285,7 @@ impl Processor {
         self.epc.lend(index, first, CHUNKS * EEXTEND_CHUNK_SIZE, &mut |data| {
             let (chunks, _) = data.as_chunks::<EEXTEND_CHUNK_SIZE>();
             for (i, data) in chunks.iter().enumerate() {
+                alongside(i);
                 measurement.eextend(offset + (i * EEXTEND_CHUNK_SIZE) as u64, data);
             }
         });
