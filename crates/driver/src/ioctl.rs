@@ -173,8 +173,8 @@ impl Encl {
         result
     }
 
-    /// `sgx_encl_add_page`: one page of ADD_PAGES, from `src.0`; `src.1` is the source of
-    /// the page the call adds next, if any.
+    /// `sgx_encl_add_page`: one page of ADD_PAGES, from the user address `src`; `next_src`
+    /// is where the page the call adds next comes from, if any.
     fn add_page(
         &self,
         cpu: &mut Cpu,
