@@ -265,24 +265,23 @@ fn create(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), Loa
 }
 
 /// Adds the image's pages in runs of contiguous pages with the same flags and measurement.
+///
+/// Each run is first staged into a page-aligned buffer, ADD_PAGES' source. Staging reads
+/// the image's pages from memory, where they have usually gone cold, while the ADD_PAGES
+/// that follows is bound by hashing (EEXTEND), which leaves the memory system idle; so a
+/// large image is staged by a helper thread one run ahead, into the other of two buffers.
+/// Small images, or a failure to start the thread, take the plain sequential path.
 fn add_pages(
     file: &EnclaveFile,
     image: &EnclaveImage,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<(), LoadError> {
     let total = image.pages.len();
-    let mut buffer = vec![AlignedPage([0; PAGE_SIZE]); ADD_BATCH_PAGES];
     let mut done = 0;
-    for run in runs(&image.pages) {
-        for (slot, page) in buffer.iter_mut().zip(run) {
-            match &page.data {
-                PageData::Zero => slot.0.fill(0),
-                PageData::Bytes(bytes) => slot.0.copy_from_slice(&bytes[..]),
-            }
-        }
+    let mut add = |buffer: &[AlignedPage], run: &[ImagePage]| {
         let first = &run[0];
         let secinfo = Secinfo::new(first.flags);
-        let mut add = SgxEnclaveAddPages {
+        let mut arg = SgxEnclaveAddPages {
             src: buffer.as_ptr() as u64,
             offset: first.offset,
             length: (run.len() * PAGE_SIZE) as u64,
@@ -290,11 +289,98 @@ fn add_pages(
             flags: if first.measured { SGX_PAGE_MEASURE } else { 0 },
             count: 0,
         };
-        add_run(file, &mut add)?;
+        add_run(file, &mut arg)?;
         done += run.len();
         progress(LoadProgress { pages_added: done, pages_total: total });
+        Ok(())
+    };
+    if runs(&image.pages).nth(STAGE_AHEAD_MIN_RUNS - 1).is_some() {
+        let staged = std::thread::scope(|scope| stage_ahead(scope, image, &mut add));
+        if let Some(result) = staged {
+            return result;
+        }
+    }
+    let mut buffer = new_buffer();
+    for run in runs(&image.pages) {
+        stage(&mut buffer, run);
+        add(&buffer, run)?;
     }
     Ok(())
+}
+
+/// Runs from which staging on a helper thread pays for starting it (a thread costs tens of
+/// microseconds; staging a run, about a hundred).
+const STAGE_AHEAD_MIN_RUNS: usize = 4;
+
+type Buffer = Box<[AlignedPage]>;
+
+/// Adds one run, staged in the buffer given (ADD_PAGES, then progress).
+type AddRun<'a> = dyn FnMut(&[AlignedPage], &[ImagePage]) -> Result<(), LoadError> + 'a;
+
+fn new_buffer() -> Buffer {
+    vec![AlignedPage([0; PAGE_SIZE]); ADD_BATCH_PAGES].into_boxed_slice()
+}
+
+/// Copies `run`'s contents into the first pages of `buffer`.
+fn stage(buffer: &mut [AlignedPage], run: &[ImagePage]) {
+    for (slot, page) in buffer.iter_mut().zip(run) {
+        match &page.data {
+            PageData::Zero => slot.0.fill(0),
+            PageData::Bytes(bytes) => slot.0.copy_from_slice(&bytes[..]),
+        }
+    }
+}
+
+/// Runs `f` (which starts a thread) with every signal blocked on the calling thread, so that
+/// the new thread starts with them all blocked: the program's asynchronous signals are for
+/// its own threads, never for a helper of the library that only copies memory.
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data, for which all-zero bytes are a valid value.
+    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: sigfillset/pthread_sigmask on these locals and the calling thread's own mask.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let result = f();
+    // SAFETY: puts back the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
+}
+
+/// Adds every run with `add`, each staged one run ahead by a helper thread in `scope`;
+/// `None` if the thread could not start (nothing was added then).
+fn stage_ahead<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    image: &'env EnclaveImage,
+    add: &mut AddRun<'_>,
+) -> Option<Result<(), LoadError>> {
+    use std::sync::mpsc::sync_channel;
+    // Two buffers circulate: empty ones to the stager, staged ones back.
+    let (empty_tx, empty_rx) = sync_channel::<Buffer>(2);
+    let (staged_tx, staged_rx) = sync_channel::<(Buffer, &'env [ImagePage])>(1);
+    let stager = move || {
+        for run in runs(&image.pages) {
+            let Ok(mut buffer) = empty_rx.recv() else { return };
+            stage(&mut buffer, run);
+            if staged_tx.send((buffer, run)).is_err() {
+                return;
+            }
+        }
+    };
+    with_signals_blocked(|| std::thread::Builder::new().name("sgxemu-stage".into()).spawn_scoped(scope, stager))
+        .ok()?;
+    for _ in 0..2 {
+        let _ = empty_tx.send(new_buffer());
+    }
+    // The stager ends when the runs do, or when this side hangs up after an error.
+    for (buffer, run) in staged_rx.iter() {
+        if let Err(e) = add(&buffer, run) {
+            return Some(Err(e));
+        }
+        let _ = empty_tx.send(buffer);
+    }
+    Some(Ok(()))
 }
 
 /// One ADD_PAGES run, continued after partial progress on EINTR/EAGAIN (a pending signal or

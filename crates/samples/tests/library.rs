@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use sgxemu_arch::{PAGE_SIZE, PageType, SecinfoFlags as F};
 use sgxemu_crypto::SigningKey;
 use sgxemu_enclave::{
-    Device, EdmmOp, Enclave, EnterError, FlowError, ImageError, Layout, LoadError, Next, Registers, SigstructFields,
-    image_from_elf,
+    Device, EdmmOp, Enclave, EnclaveImage, EnterError, FlowError, ImageError, ImagePage, Layout, LoadError, Next,
+    PageData, Registers, SigstructFields, image_from_elf,
 };
 use sgxemu_samples::host::SampleEnclave;
 use sgxemu_samples::{ATTEST_ELF, Call, DEMO_ELF, PING_MAGIC, RELOC_ELF, RELOC_RELR_ELF, op};
@@ -55,6 +55,66 @@ fn loading_reports_progress_and_einit_refuses_another_enclave_s_sigstruct() {
     let mut bad = image.clone();
     bad.size = 3 << 20;
     assert!(matches!(Enclave::load(&device, &bad, &sig, &mut |_| {}), Err(LoadError::Image(_))));
+}
+
+/// An image of `pages` measured pages with distinct contents, whose permissions change
+/// every 100 pages (so that it loads in many ADD_PAGES runs); no code, never entered.
+fn many_run_image(pages: u64) -> EnclaveImage {
+    let pages: Vec<ImagePage> = (0..pages)
+        .map(|i| {
+            let perms = if (i / 100) % 2 == 0 { F::R | F::W } else { F::R };
+            let mut data = Box::new([0u8; PAGE_SIZE]);
+            for (k, word) in data.chunks_exact_mut(8).enumerate() {
+                word.copy_from_slice(&(i << 32 | k as u64).to_le_bytes());
+            }
+            ImagePage {
+                offset: i * PAGE,
+                flags: perms.with_page_type(PageType::Reg),
+                data: PageData::Bytes(data),
+                measured: true,
+            }
+        })
+        .collect();
+    let size = (pages.len() as u64 * PAGE).next_power_of_two();
+    EnclaveImage {
+        size,
+        ssaframesize: 1,
+        attributes: sgxemu_arch::Attributes::new(sgxemu_arch::AttributesFlags::MODE64BIT, 0x3),
+        miscselect: 0,
+        pages,
+        tcs: Vec::new(),
+        dynamic_start: size,
+    }
+}
+
+#[test]
+fn a_large_image_is_staged_ahead_in_order_and_a_failing_run_stops_its_load() {
+    let (_guard, device, key) = setup();
+    // Sixteen runs: staged by the helper thread. EINIT passing means every page reached the
+    // EPC with its own contents, in order (MRENCLAVE equals the offline one).
+    let image = many_run_image(1600);
+    let sig = sgxemu_enclave::sign_image(&image, &SigstructFields::for_image(&image), key).unwrap();
+    let mut reports = Vec::new();
+    let enclave = Enclave::load(&device, &image, &sig, &mut |p| reports.push(p.pages_added)).expect("the image loads");
+    let expected: Vec<usize> = (1..=16).map(|run| run * 100).collect();
+    assert_eq!(reports, expected, "one report per run, in order");
+    drop(enclave);
+    // A run that ADD_PAGES refuses (a TCS whose reserved bytes are not zero: EADD #GP, EIO)
+    // ends the load with its offset, however far ahead the staging has gone.
+    let mut bad = image.clone();
+    let tcs = &mut bad.pages[1234];
+    tcs.flags = F::empty().with_page_type(PageType::Tcs);
+    let offset = tcs.offset;
+    match Enclave::load(&device, &bad, &sig, &mut |_| {}) {
+        Err(LoadError::AddPages { offset: at, added: 0, errno }) => {
+            assert_eq!((at, errno.0), (offset, libc::EIO));
+        }
+        other => panic!("expected ADD_PAGES to fail at {offset:#x}, got {other:?}"),
+    }
+    // A small image takes the sequential path, with the same results.
+    let small = many_run_image(300);
+    let sig = sgxemu_enclave::sign_image(&small, &SigstructFields::for_image(&small), key).unwrap();
+    Enclave::load(&device, &small, &sig, &mut |_| {}).expect("the small image loads");
 }
 
 #[test]
