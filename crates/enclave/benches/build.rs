@@ -27,16 +27,7 @@ fn image(pages: u64) -> EnclaveImage {
             ImagePage { offset: i * PAGE, flags, data: PageData::Bytes(data), measured: true }
         })
         .collect();
-    let size = (pages.len() as u64 * PAGE).next_power_of_two().max(2 * PAGE);
-    EnclaveImage {
-        size,
-        ssaframesize: 1,
-        attributes: sgxemu_arch::Attributes::new(sgxemu_arch::AttributesFlags::MODE64BIT, 0x3),
-        miscselect: 0,
-        pages,
-        tcs: Vec::new(),
-        dynamic_start: size,
-    }
+    EnclaveImage::of_pages(pages)
 }
 
 /// The record stream EINIT's MRENCLAVE hashes for `image`.

@@ -2,7 +2,7 @@
 //! whether it is measured — everything MRENCLAVE depends on, independent of where the
 //! enclave is loaded.
 
-use sgxemu_arch::{Attributes, PAGE_SIZE, PageType, SecinfoFlags};
+use sgxemu_arch::{Attributes, AttributesFlags, PAGE_SIZE, PageType, SecinfoFlags};
 use sgxemu_crypto::MeasurementState;
 
 /// Contents of one page of an image.
@@ -89,6 +89,25 @@ pub struct EnclaveImage {
 }
 
 impl EnclaveImage {
+    /// An image of `pages` (ascending offsets) in the smallest enclave that holds them: 64-bit,
+    /// XFRM x87+SSE, one-page SSA frames, no thread, no dynamic area. A data-only enclave, as
+    /// tests and benchmarks build; programs come from [`crate::image_from_elf`] and
+    /// [`crate::read_sgxs`].
+    #[must_use]
+    pub fn of_pages(pages: Vec<ImagePage>) -> Self {
+        let end = pages.last().map_or(0, |page| page.offset + PAGE_SIZE as u64);
+        let size = end.next_power_of_two().max(2 * PAGE_SIZE as u64);
+        EnclaveImage {
+            size,
+            ssaframesize: 1,
+            attributes: Attributes::new(AttributesFlags::MODE64BIT, 0x3),
+            miscselect: 0,
+            pages,
+            tcs: Vec::new(),
+            dynamic_start: size,
+        }
+    }
+
     /// The page added at `offset`, if any (`pages` is sorted by offset).
     #[must_use]
     pub fn page(&self, offset: u64) -> Option<&ImagePage> {
@@ -158,5 +177,22 @@ mod tests {
         assert_eq!(image.page(0x5000).map(|p| p.offset), Some(0x5000));
         assert!(image.page(0x1000).is_none());
         assert!(image.page(0x2001).is_none());
+    }
+
+    #[test]
+    fn an_image_of_pages_has_the_smallest_enclave_that_holds_them() {
+        let page = |offset| ImagePage {
+            offset,
+            flags: SecinfoFlags::R.with_page_type(PageType::Reg),
+            data: PageData::Zero,
+            measured: false,
+        };
+        for (last, size) in [(0x1000, 0x2000), (0x2000, 0x4000), (0x7000, 0x8000), (0x8000, 0x10000)] {
+            let image = EnclaveImage::of_pages(vec![page(0), page(last)]);
+            assert_eq!((image.size, image.dynamic_start), (size, size), "last page at {last:#x}");
+            assert!(image.attributes.flags().contains(AttributesFlags::MODE64BIT));
+        }
+        assert_eq!(EnclaveImage::of_pages(vec![page(0)]).size, 0x2000);
+        assert_eq!(EnclaveImage::of_pages(Vec::new()).size, 0x2000);
     }
 }

@@ -75,16 +75,7 @@ fn many_run_image(pages: u64) -> EnclaveImage {
             }
         })
         .collect();
-    let size = (pages.len() as u64 * PAGE).next_power_of_two();
-    EnclaveImage {
-        size,
-        ssaframesize: 1,
-        attributes: sgxemu_arch::Attributes::new(sgxemu_arch::AttributesFlags::MODE64BIT, 0x3),
-        miscselect: 0,
-        pages,
-        tcs: Vec::new(),
-        dynamic_start: size,
-    }
+    EnclaveImage::of_pages(pages)
 }
 
 #[test]
