@@ -16,7 +16,7 @@ use crate::device::{Device, EnclaveFile, Errno};
 use crate::image::{EnclaveImage, ImagePage, PageData};
 
 /// Pages per ADD_PAGES call: large enough to amortise the ioctl, small enough to report
-/// progress often and keep the source buffer at 1 MiB.
+/// progress often and keep each source buffer at 1 MiB.
 const ADD_BATCH_PAGES: usize = 256;
 
 /// Where loading stopped.
@@ -312,6 +312,7 @@ fn add_pages(
 /// microseconds; staging a run, about a hundred).
 const STAGE_AHEAD_MIN_RUNS: usize = 4;
 
+/// An ADD_PAGES source buffer, a batch long.
 type Buffer = Box<[AlignedPage]>;
 
 /// Adds one run, staged in the buffer given (ADD_PAGES, then progress).
