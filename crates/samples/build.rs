@@ -117,13 +117,13 @@ fn main() {
         run(&mut cmd, &gcc);
         let bytes = fs::read(&elf).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", elf.display())));
         match (check_enclave_elf(&bytes), sample.self_relocating) {
-            (Ok(Relocations::None), false) | (Ok(Relocations::Some(_)), true) => {}
-            (Ok(Relocations::Some(problem)), false) => fail(&format!(
+            (Ok(None), false) | (Ok(Some(_)), true) => {}
+            (Ok(Some(problem)), false) => fail(&format!(
                 "sample enclave {name}.elf needs relocating: {problem}. It is loaded as linked \
                  (MRENCLAVE cannot depend on the load address): no pointer-valued initialised globals, \
                  no function-pointer tables"
             )),
-            (Ok(Relocations::None), true) => {
+            (Ok(None), true) => {
                 fail(&format!("sample enclave {name}.elf is meant to relocate itself but has no relocations"))
             }
             (Err(problem), _) => fail(&format!("sample enclave {name}.elf is not loadable: {problem}")),
@@ -177,17 +177,11 @@ const SHT_RELR: u32 = 19;
 /// DT_RELR, DT_RELACOUNT, DT_RELCOUNT.
 const DT_RELOCATION_TAGS: &[u64] = &[7, 8, 17, 18, 20, 22, 23, 35, 36, 0x6fff_fff9, 0x6fff_fffa];
 
-/// Whether an enclave ELF has relocations, and the first sign of them.
-enum Relocations {
-    None,
-    Some(String),
-}
-
 /// Checks what the loader needs of an enclave ELF: 64-bit little-endian x86-64 ET_DYN, no
 /// interpreter, no TLS, PT_LOADs starting at vaddr 0, the entry in an executable PT_LOAD;
 /// and says whether it has relocations of any kind (a REL/RELA/RELR section, a relocation
-/// tag in PT_DYNAMIC).
-fn check_enclave_elf(elf: &[u8]) -> Result<Relocations, String> {
+/// tag in PT_DYNAMIC): the first sign of them, if any.
+fn check_enclave_elf(elf: &[u8]) -> Result<Option<String>, String> {
     let u16_at = |off: usize| read::<2>(elf, off).map(u16::from_le_bytes);
     let u32_at = |off: usize| read::<4>(elf, off).map(u32::from_le_bytes);
     let u64_at = |off: usize| read::<8>(elf, off).map(u64::from_le_bytes);
@@ -204,17 +198,16 @@ fn check_enclave_elf(elf: &[u8]) -> Result<Relocations, String> {
     let (shentsize, shnum) = (usize::from(u16_at(58)?), usize::from(u16_at(60)?));
 
     // Sections first: they give the better message (a name, `readelf -r` shows the rest).
-    let mut relocations = Relocations::None;
+    let mut relocations = None;
     let shstrtab = shoff + usize::from(u16_at(62)?) * shentsize;
     let shstr_off = usize_at(shstrtab + 24)?;
     for i in 0..shnum {
         let sh = shoff + i * shentsize;
         let (sh_type, sh_size) = (u32_at(sh + 4)?, u64_at(sh + 32)?);
-        if matches!(sh_type, SHT_RELA | SHT_REL | SHT_RELR) && sh_size != 0 && matches!(relocations, Relocations::None)
-        {
+        if matches!(sh_type, SHT_RELA | SHT_REL | SHT_RELR) && sh_size != 0 && relocations.is_none() {
             let name_at = shstr_off + usize::try_from(u32_at(sh)?).map_err(|_| "offset overflow")?;
             let name = elf.get(name_at..).and_then(|n| n.split(|&b| b == 0).next()).unwrap_or_default();
-            relocations = Relocations::Some(format!(
+            relocations = Some(format!(
                 "section {} holds {sh_size} bytes of relocations (see `readelf -r`)",
                 String::from_utf8_lossy(name)
             ));
@@ -237,8 +230,8 @@ fn check_enclave_elf(elf: &[u8]) -> Result<Relocations, String> {
                     if tag == 0 {
                         break;
                     }
-                    if DT_RELOCATION_TAGS.contains(&tag) && matches!(relocations, Relocations::None) {
-                        relocations = Relocations::Some(format!("PT_DYNAMIC has relocation tag {tag:#x}"));
+                    if DT_RELOCATION_TAGS.contains(&tag) && relocations.is_none() {
+                        relocations = Some(format!("PT_DYNAMIC has relocation tag {tag:#x}"));
                     }
                 }
             }

@@ -150,9 +150,7 @@ impl HeldSignals {
     /// The asynchronous signals pending for this thread now that its caller does not block:
     /// those that will be delivered when the guard drops (one system call).
     pub fn deliverable(&self) -> libc::sigset_t {
-        let mut pending = empty_set();
-        // SAFETY: the kernel writes its 8-byte pending set into `pending`.
-        unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut pending, 8 as libc::c_long) };
+        let pending = sys::pending_signals().unwrap_or_else(empty_set);
         let (pending, asynchronous, caller) =
             (sigset_words(pending), sigset_words(*async_set()), sigset_words(self.caller));
         sigset_of(std::array::from_fn(|i| pending[i] & asynchronous[i] & !caller[i]))

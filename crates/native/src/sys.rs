@@ -83,6 +83,16 @@ pub fn sigprocmask(how: c_int, set: Option<&libc::sigset_t>) -> Option<libc::sig
     (r == 0).then_some(old)
 }
 
+/// rt_sigpending: the signals pending for the calling thread or its process (`None` if the
+/// call failed). The system call itself, as [`sigprocmask`].
+pub fn pending_signals() -> Option<libc::sigset_t> {
+    // SAFETY: an all-zero sigset_t is valid output storage.
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes its 8-byte pending set into `pending`.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut pending, 8 as c_long) };
+    (r == 0).then_some(pending)
+}
+
 /// The calling thread's signal mask (`None` if the query failed).
 pub fn current_signal_mask() -> Option<libc::sigset_t> {
     sigprocmask(libc::SIG_BLOCK, None)
