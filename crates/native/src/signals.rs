@@ -397,7 +397,7 @@ fn dispatch(
     }
     if let (true, Some(engine), Some(s)) = (inside, engine, state) {
         let st = s;
-        let traps_at_insn = sig == libc::SIGILL || (sig == libc::SIGSEGV && frame.trapno() == 13);
+        let traps_at_insn = enclu_trap(sig, frame);
         let code = if traps_at_insn {
             // The page may have been reclaimed since the instruction trapped: run it again
             // (it faults and comes back) rather than guess what it was.
@@ -407,7 +407,7 @@ fn dispatch(
             [0; 3]
         };
         return match sig {
-            libc::SIGILL if code.starts_with(&ENCLU) => enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs),
+            _ if traps_at_insn && code.starts_with(&ENCLU) => enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs),
             // `syscall` in enclave code: #UD at the instruction (dispatch reports the address
             // after it; the call itself did not run, RAX still holds its number).
             libc::SIGSYS if si_code(info) == syscall_dispatch::SYS_USER_DISPATCH => {
@@ -440,13 +440,29 @@ fn dispatch(
         libc::SIGSEGV if cpuid::faulting() && frame.trapno() == 13 && host_code(rip).starts_with(&CPUID) => {
             emulate_cpuid(frame)
         }
-        libc::SIGILL if host_code(rip).starts_with(&ENCLU) => match engine {
+        _ if enclu_trap(sig, frame) && host_code(rip).starts_with(&ENCLU) => match engine {
             // The thread's state exists (the program entered before, or this is its first
             // ENCLU and allocating is safe: it interrupted its own ENCLU, not libc).
             Some(engine) => enclu::on_enclu(engine, thread::current(&engine.processor), frame, 0, 0),
             None => Outcome::Signal(sig),
         },
         _ => Outcome::Signal(sig),
+    }
+}
+
+/// Whether `sig` may be how this host reports an ENCLU it cannot run (the caller then looks
+/// for ENCLU's bytes at RIP). Where the processor has no SGX (AMD) ENCLU is #UD (SIGILL).
+/// Where it has SGX but the firmware or hypervisor left it off (Intel machines and their KVM
+/// guests), the instruction starts for real: it is #GP (SIGSEGV, trap 13), or a #PF (trap 14)
+/// when its microcode touches an operand page the host has not mapped, such as a TCS or SSA
+/// of ours. Every one leaves RIP at the ENCLU. A #PF fetching the instruction itself stays a
+/// page fault: the code page must be mapped first.
+fn enclu_trap(sig: c_int, frame: &Frame) -> bool {
+    const FETCH: u64 = 0x10;
+    match (sig, frame.trapno()) {
+        (libc::SIGILL, _) | (libc::SIGSEGV, 13) => true,
+        (libc::SIGSEGV, 14) => frame.err() & FETCH == 0,
+        _ => false,
     }
 }
 

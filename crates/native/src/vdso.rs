@@ -148,8 +148,15 @@ std::arch::global_asm!(
     "mov [rsp + 128], rax",
     "lea rax, [rip + sgxemu_vdso_aep]",
     "mov [rsp + 136], rax",
+    // The emulator is called with the ABI's 16-byte stack alignment whatever RSP the caller
+    // (or an enclave's EEXIT, which the user handler path re-enters from) left: the frame's
+    // address is kept on the aligned stack and reloaded after the call.
     "mov rdi, rsp",
+    "and rsp, -16",
+    "push rdi",
+    "push rdi",
     "call qword ptr [rip + sgxemu_vdso_slot_eenter]",
+    "mov rsp, [rsp]",
     "cmp qword ptr [rsp + 144], 0",
     "jne 9f",
     "mov rax, [rsp + 136]",
