@@ -109,7 +109,7 @@ impl<'a> Frame<'a> {
     }
 
     /// The frame's XSAVE area (standard format), if the kernel saved one.
-    fn xsave_area(&mut self) -> Option<&mut [u8]> {
+    pub fn xsave_area(&mut self) -> Option<&mut [u8]> {
         let fpregs = self.uc.uc_mcontext.fpregs.cast::<u8>();
         if fpregs.is_null() {
             return None;

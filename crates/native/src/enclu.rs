@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::space::Resolution;
 use crate::thread::{self, ThreadState};
 use crate::vdso::{self, SoftFrame, frame};
-use crate::{signals, sys};
+use crate::{signals, sys, xfeatures};
 
 /// What a handler should do after the emulator looked at a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +151,12 @@ fn enclu_again(
             st.host_fs.store(regs.fsbase, Ordering::Relaxed);
             st.host_gs.store(regs.gsbase, Ordering::Relaxed);
         }
+        let tcs = regs.rbx;
         return match enclu_from_outside(engine, st, &mut regs) {
             Ok(()) => {
+                if leaf == Some(Enclu::Eenter) {
+                    xfeatures::prepare(engine, &st.cpus().lp, tcs);
+                }
                 frame.set_regs(&regs);
                 if leaf == Some(Enclu::Eresume) {
                     frame.load_xstate(&st.cpus().lp.xsave);
@@ -239,6 +243,34 @@ pub fn on_enclave_page_fault(
         _ => {
             let fault = Fault { vector: Vector::Pf as u8, code: host_code as u32, addr };
             enclave_exception(engine, st, frame, regs, fault, None)
+        }
+    }
+}
+
+/// A `ud2` that stands for a patched XSAVE-family instruction (see [`crate::xfeatures`]):
+/// carried out on the frame's state, or its exception raised as the instruction's own.
+pub fn on_xfeature(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    enclave_fs: u64,
+    enclave_gs: u64,
+    insn: &iced_x86::Instruction,
+) -> Outcome {
+    let before = regs_with_bases(frame, enclave_fs, enclave_gs);
+    let mut regs = before;
+    let result = match frame.xsave_area() {
+        Some(area) => xfeatures::emulate(engine, &st.cpus().lp, &mut regs, area, insn),
+        None => Err(Exception::Gp.into()),
+    };
+    match result {
+        Ok(()) => {
+            frame.set_regs(&regs);
+            Outcome::Resume
+        }
+        Err(raised) => {
+            let fault = Fault::from_exception(raised.exception);
+            enclave_exception(engine, st, frame, before, fault, raised.access)
         }
     }
 }
@@ -402,6 +434,7 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         fail(words, e);
         return;
     }
+    xfeatures::prepare(engine, &st.cpus().lp, words[frame::RBX]);
     words[frame::RAX] = regs.rax;
     words[frame::RCX] = regs.rcx;
     words[frame::RIP] = regs.rip;

@@ -32,6 +32,7 @@ pub mod thread;
 pub mod user_copy;
 pub mod vdso;
 pub mod vdso_image;
+pub mod xfeatures;
 
 pub use engine::{Engine, EngineError};
 pub use sgxemu_cpu::PlatformConfig;

@@ -423,6 +423,10 @@ fn dispatch(
             libc::SIGSEGV if frame.trapno() == 13 && code.starts_with(&CPUID) => {
                 enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
             }
+            libc::SIGILL if code.starts_with(&UD2) => match patched_instruction(engine, rip) {
+                Some(insn) => enclu::on_xfeature(engine, st, frame, enclave_fs, enclave_gs, &insn),
+                None => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
+            },
             _ => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
         };
     }
@@ -488,6 +492,13 @@ fn trace_mapping(rip: u64) {
 }
 
 const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
+const UD2: [u8; 2] = [0x0f, 0x0b];
+
+/// The XSAVE-family instruction a `ud2` of enclave code at `rip` stands for, if we put it there.
+fn patched_instruction(engine: &Engine, rip: u64) -> Option<iced_x86::Instruction> {
+    let page = engine.space.epc_at(rip)?;
+    crate::xfeatures::patched_instruction(engine, page, rip)
+}
 const CPUID: [u8; 2] = [0x0f, 0xa2];
 
 /// The first bytes of the instruction at `rip` in enclave code, through the EPC alias (the
