@@ -5,10 +5,11 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::ArchError;
 
-/// Reserved SECINFO.FLAGS bits: 7:6 and 63:16.
+/// Reserved SECINFO.FLAGS bits: 7:6 and 63:16 (spec §1.7).
 ///
-/// Bits 5:3 (PENDING, MODIFIED, PR) are defined but only meaningful to EACCEPT; every other
-/// leaf treats them as reserved too (spec §1.7, **\[DESIGN\]**) — see
+/// Bits 5:3 (PENDING, MODIFIED, PR) are defined fields, not reserved: EACCEPT compares
+/// PENDING and MODIFIED, and every other leaf ignores all three (Intel's enclave memory
+/// manager passes PR to EMODPE, and that works on hardware) — see
 /// [`SecinfoFlags::STATE_MASK`].
 pub const SECINFO_FLAGS_RESERVED: u64 = 0xFFFF_FFFF_FFFF_00C0;
 
@@ -89,7 +90,7 @@ bitflags::bitflags! {
 impl SecinfoFlags {
     /// The permission bits R, W and X.
     pub const PERM_MASK: SecinfoFlags = SecinfoFlags::R.union(SecinfoFlags::W).union(SecinfoFlags::X);
-    /// The EPCM state bits PENDING, MODIFIED and PR.
+    /// The EPCM state bits PENDING, MODIFIED and PR: only EACCEPT reads them from a SECINFO.
     pub const STATE_MASK: SecinfoFlags = SecinfoFlags::PENDING.union(SecinfoFlags::MODIFIED).union(SecinfoFlags::PR);
     /// Mask of the PAGE_TYPE field, bits 15:8.
     pub const PAGE_TYPE_MASK: u64 = 0xFF00;

@@ -1,5 +1,6 @@
 //! The emulated part: what CPUID leaf 0x12 enumerates and the platform secrets.
 
+use sgxemu_arch::xsave::{XFEATURE_AMX, XFEATURE_AVX, XFEATURE_AVX512, XFEATURE_PKRU, XFRM_LEGACY};
 use sgxemu_arch::{AttributesFlags, Miscselect, PAGE_SIZE, cpuid, msr};
 
 /// Default EPC size: 128 MiB, a common client-part size.
@@ -8,6 +9,16 @@ pub const DEFAULT_EPC_SIZE: u64 = 128 << 20;
 pub const MAX_EPC_SIZE: u64 = 64 << 30;
 /// Physical base address of the single EPC section the model enumerates.
 pub const DEFAULT_EPC_BASE: u64 = 0x80_0000_0000;
+
+/// log2 of the default maximum 64-bit enclave size: 2^56, what an Ice Lake-SP server part
+/// reports in CPUID.(12h,0).EDX\[15:8\]. ELRANGE costs nothing until pages are added.
+pub const DEFAULT_MAX_ENCLAVE_SIZE_64_LOG2: u8 = 56;
+/// log2 of the default maximum enclave size outside 64-bit mode (CPUID.(12h,0).EDX\[7:0\]).
+pub const DEFAULT_MAX_ENCLAVE_SIZE_32_LOG2: u8 = 31;
+/// The XFRM components the default part offers (CPUID.(12h,1).EDX:ECX): x87, SSE, AVX,
+/// AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU and AMX (XTILECFG, XTILEDATA), as a server
+/// part with AMX reports. A host layer intersects it with what its OS enabled in XCR0.
+pub const DEFAULT_XFRM: u64 = XFRM_LEGACY | XFEATURE_AVX | XFEATURE_AVX512 | XFEATURE_PKRU | XFEATURE_AMX;
 
 /// Configuration errors: every field is checked before a [`crate::Processor`] exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +40,12 @@ pub enum ConfigError {
     Xfrm {
         /// The rejected mask.
         xfrm: u64,
+    },
+    /// A maximum enclave size (CPUID.(12h,0).EDX) outside what the address space allows.
+    #[error("maximum enclave size 2^{log2} is invalid: 64-bit enclaves allow 2^13 to 2^63, 32-bit ones 2^13 to 2^32")]
+    MaxEnclaveSize {
+        /// The rejected log2.
+        log2: u8,
     },
     /// Settable attributes include INIT or reserved bits.
     #[error("settable attribute mask {mask:#x} includes INIT or reserved bits")]
@@ -76,9 +93,9 @@ impl Default for PlatformConfig {
                 | AttributesFlags::PROVISIONKEY
                 | AttributesFlags::EINITTOKENKEY
                 | AttributesFlags::KSS,
-            xfrm: 0x7,
-            max_enclave_size_64_log2: 36,
-            max_enclave_size_32_log2: 31,
+            xfrm: DEFAULT_XFRM,
+            max_enclave_size_64_log2: DEFAULT_MAX_ENCLAVE_SIZE_64_LOG2,
+            max_enclave_size_32_log2: DEFAULT_MAX_ENCLAVE_SIZE_32_LOG2,
             flexible_launch_control: true,
             secrets: None,
         }
@@ -98,6 +115,12 @@ impl PlatformConfig {
         }
         if self.xfrm & 0x3 != 0x3 || !sgxemu_arch::xfrm_is_consistent(self.xfrm) {
             return Err(ConfigError::Xfrm { xfrm: self.xfrm });
+        }
+        let min_log2 = (2 * PAGE_SIZE).trailing_zeros() as u8;
+        for (log2, max) in [(self.max_enclave_size_64_log2, 63), (self.max_enclave_size_32_log2, 32)] {
+            if !(min_log2..=max).contains(&log2) {
+                return Err(ConfigError::MaxEnclaveSize { log2 });
+            }
         }
         if self.attributes.contains(AttributesFlags::INIT)
             || AttributesFlags::from_bits(self.attributes.bits()).is_none()
@@ -169,7 +192,9 @@ mod tests {
         let [eax, ebx, _, edx] = cfg.cpuid_leaf12(0);
         assert_eq!(eax & 0x3, 0x3);
         assert_eq!(ebx, 1);
-        assert_eq!(edx, 0x241F);
+        assert_eq!(edx, 0x381F, "MaxEnclaveSize_Not64 = 31, MaxEnclaveSize_64 = 56, as Ice Lake-SP");
+        let [_, _, ecx, edx] = cfg.cpuid_leaf12(1);
+        assert_eq!((ecx, edx), (0x0006_02E7, 0), "x87|SSE|AVX|AVX-512|PKRU|AMX");
         let [eax, _, ecx, edx] = cfg.cpuid_leaf12(2);
         assert_eq!(eax & 0xF, 1);
         assert_eq!(u64::from(ecx & 0xFFFF_F000) | (u64::from(edx) << 32), DEFAULT_EPC_SIZE);
@@ -198,6 +223,14 @@ mod tests {
         }
         let cfg = PlatformConfig { xfrm: 0x1, ..Default::default() };
         assert_eq!(cfg.validate(), Err(ConfigError::Xfrm { xfrm: 0x1 }));
+        for (log2_64, log2_32, bad) in [(64, 31, 64), (12, 31, 12), (56, 33, 33), (56, 0, 0)] {
+            let cfg = PlatformConfig {
+                max_enclave_size_64_log2: log2_64,
+                max_enclave_size_32_log2: log2_32,
+                ..Default::default()
+            };
+            assert_eq!(cfg.validate(), Err(ConfigError::MaxEnclaveSize { log2: bad }));
+        }
         let cfg = PlatformConfig { attributes: AttributesFlags::INIT, ..Default::default() };
         assert!(matches!(cfg.validate(), Err(ConfigError::Attributes { .. })));
     }

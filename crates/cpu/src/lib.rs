@@ -46,7 +46,10 @@ pub mod testkit;
 mod tracking;
 
 pub use access::Access;
-pub use config::{ConfigError, DEFAULT_EPC_BASE, DEFAULT_EPC_SIZE, MAX_EPC_SIZE, PlatformConfig};
+pub use config::{
+    ConfigError, DEFAULT_EPC_BASE, DEFAULT_EPC_SIZE, DEFAULT_MAX_ENCLAVE_SIZE_32_LOG2, DEFAULT_MAX_ENCLAVE_SIZE_64_LOG2,
+    DEFAULT_XFRM, MAX_EPC_SIZE, PlatformConfig,
+};
 pub use enclu::{AexEvent, AexReport, EventKind};
 pub use epc::{EpcIndex, EpcMemory, SparseEpc};
 pub use epcm::EpcmView;
@@ -58,9 +61,3 @@ pub use processor::{EpcmObserver, Processor, ProcessorError};
 pub use regs::{Regs, is_canonical};
 pub use secrets::{PlatformSecrets, RandomnessError};
 pub use stats::LeafStats;
-
-/// True if SECINFO has bits a leaf other than EACCEPT must reject: the architecturally
-/// reserved flag bits and bytes, and (spec §1.7 [DESIGN]) PENDING, MODIFIED and PR.
-pub(crate) fn secinfo_reserved(secinfo: &sgxemu_arch::Secinfo) -> bool {
-    secinfo.has_reserved_bits() || secinfo.flags().intersects(sgxemu_arch::SecinfoFlags::STATE_MASK)
-}

@@ -9,8 +9,9 @@
 //!    #PF(RCX, P|W|SGX): `ecreate_target_outside_epc_is_pf_on_target`.
 //! 2. SRCPGE not 4K / SECINFO not 64 aligned, LINADDR ≠ 0, SECS ≠ 0 → #GP (after step 1):
 //!    `ecreate_pageinfo_field_checks_are_gp`.
-//! 3. SECINFO reserved bits/bytes, PENDING/MODIFIED/PR → #GP:
-//!    `ecreate_secinfo_reserved_bits_or_bytes_are_gp`; PT ≠ PT_SECS → #GP:
+//! 3. SECINFO reserved bits (FLAGS 7:6, 63:16) / bytes → #GP:
+//!    `ecreate_secinfo_reserved_bits_or_bytes_are_gp`; PENDING/MODIFIED/PR are not reserved
+//!    and ignored: `ecreate_ignores_secinfo_state_bits`; PT ≠ PT_SECS → #GP:
 //!    `ecreate_secinfo_page_type_other_than_secs_is_gp`.
 //! 4. Target locked → #GP: `concurrent_ecreates_of_one_page_create_it_once` (a lock race can only
 //!    be provoked with threads; the test asserts exactly one success and only #GP/#PF otherwise).
@@ -25,8 +26,9 @@
 //!    bytes can never decide alone: no architectural XSAVE size + 184 lies within 16 bytes below a
 //!    page multiple, so both MISCSELECT values are checked on both sides of every boundary);
 //!    MODE64BIT and non-canonical BASEADDR, 32-bit and BASEADDR ≥ 4 GiB
-//!    `ecreate_secs_64bit_noncanonical_base_is_gp`; SIZE ≥ 2^CPUID max (64/32-bit, from the
-//!    configured CPUID) `ecreate_secs_size_at_or_above_cpuid_maximum_is_gp`; SIZE < 8192
+//!    `ecreate_secs_64bit_noncanonical_base_is_gp`; SIZE > 2^CPUID max (64/32-bit, from the
+//!    configured CPUID; SIZE equal to the maximum is accepted, as on hardware)
+//!    `ecreate_secs_size_above_cpuid_maximum_is_gp`; SIZE < 8192
 //!    `ecreate_secs_size_below_two_pages_is_gp`; SIZE not a power of two
 //!    `ecreate_secs_size_not_power_of_two_is_gp` (and every single-bit flip of SIZE in
 //!    `einit_one_flipped_bit_of_enclave_content_fails_with_invalid_measurement`); BASEADDR not
@@ -47,8 +49,9 @@
 //!    → #PF(RCX, W): `eadd_target_outside_epc_is_pf_on_target`.
 //! 2. SRCPGE/SECS/LINADDR not 4K, SECINFO not 64 aligned → #GP: `eadd_pageinfo_field_alignment_is_gp`;
 //!    SECS not in EPC → #PF(SECS) (before step 3): `eadd_secs_outside_epc_is_pf_on_secs`.
-//! 3. SECINFO reserved bits/bytes and PENDING/MODIFIED/PR → #GP:
-//!    `eadd_secinfo_reserved_or_state_bits_are_gp`; PT ∉ {REG, TCS} → #GP:
+//! 3. SECINFO reserved bits/bytes → #GP: `eadd_secinfo_reserved_bits_are_gp`; PENDING/MODIFIED/PR
+//!    are not reserved: measured as given, never copied into the EPCM
+//!    (`eadd_ignores_secinfo_state_bits_but_measures_them`); PT ∉ {REG, TCS} → #GP:
 //!    `eadd_secinfo_page_type_not_reg_or_tcs_is_gp`.
 //! 4. Target locked → #GP: `concurrent_eadds_to_one_target_add_it_once` (race, allowed outcomes);
 //!    target valid → #PF(RCX, W), after step 3, before step 5: `eadd_on_valid_target_is_pf_on_target`.
@@ -601,7 +604,7 @@ fn ecreate_pageinfo_field_checks_are_gp() {
 fn ecreate_secinfo_reserved_bits_or_bytes_are_gp() {
     let secs_flags = SecinfoFlags::from(PageType::Secs).bits();
     let mut cases: Vec<(String, [u8; 64])> = Vec::new();
-    for bit in [3, 4, 5, 6, 7, 16, 31, 32, 63] {
+    for bit in [6, 7, 16, 31, 32, 63] {
         let mut bytes = [0u8; 64];
         bytes[..8].copy_from_slice(&(secs_flags | 1 << bit).to_le_bytes());
         cases.push((format!("FLAGS bit {bit}"), bytes));
@@ -619,6 +622,24 @@ fn ecreate_secinfo_reserved_bits_or_bytes_are_gp() {
         h.put_pageinfo(0, scratch::SECS, scratch::SECINFO, 0);
         assert_eq!(h.cpu.ecreate(&mut h.lp, &mut h.mem, scratch::PAGEINFO, target), Err(Exception::Gp), "{name}");
         assert!(!view(&h, target).valid, "{name}: no state change");
+    }
+}
+
+#[test]
+fn ecreate_ignores_secinfo_state_bits() {
+    // PENDING, MODIFIED and PR (bits 5:3) are defined SECINFO fields, not reserved ones;
+    // ECREATE reads only the page type (spec §1.7).
+    let state = SecinfoFlags::STATE_MASK;
+    for flags in [SecinfoFlags::PENDING, SecinfoFlags::MODIFIED, SecinfoFlags::PR, state] {
+        let mut h = harness();
+        let target = h.alloc_page();
+        let secinfo = flags.with_page_type(PageType::Secs).bits();
+        assert_eq!(ecreate_to(&mut h, &secs_image(BASE, SIZE), secinfo, target), Ok(()), "{flags:?}");
+        let v = view(&h, target);
+        assert_eq!(v.flags, SecinfoFlags::from(PageType::Secs), "{flags:?}: EPCM state bits stay clear");
+        let mut stream = Vec::new();
+        push_ecreate(&mut stream, 1, SIZE);
+        assert_eq!(h.cpu.mrenclave_so_far(target), Some(sha256(&stream)), "{flags:?}: the ECREATE record");
     }
 }
 
@@ -719,14 +740,28 @@ fn ecreate_secs_xfrm_low_bits_not_both_set_is_gp() {
 
 #[test]
 fn ecreate_secs_xfrm_not_supported_by_the_part_is_gp() {
-    // The default part supports XFRM 0x7 (x87, SSE, AVX).
+    // The default part offers x87, SSE, AVX, AVX-512, PKRU and AMX (0x602E7), not MPX.
     check_secs_cases(
         &config(),
         &[
             ("MPX", with_xfrm(0x1F, 1), GP),
+            ("bit 8", with_xfrm(0x103, 1), GP),
+            ("bit 63", with_xfrm(0x3 | 1 << 63, 1), GP),
+            ("AVX", with_xfrm(0x7, 1), OK),
+            ("AVX-512", with_xfrm(0xE7, 1), OK),
+            ("PKRU", with_xfrm(0x203, 1), OK),
+            ("AMX", with_xfrm(0x6_0003, 3), OK),
+            ("everything offered", with_xfrm(0x6_02E7, 3), OK),
+        ],
+    );
+    // A part (or a host XCR0) offering only AVX refuses the rest.
+    let avx_only = PlatformConfig { xfrm: 0x7, ..config() };
+    check_secs_cases(
+        &avx_only,
+        &[
             ("AVX-512", with_xfrm(0xE7, 1), GP),
             ("PKRU", with_xfrm(0x203, 1), GP),
-            ("bit 63", with_xfrm(0x3 | 1 << 63, 1), GP),
+            ("AMX", with_xfrm(0x6_0003, 3), GP),
             ("AVX", with_xfrm(0x7, 1), OK),
         ],
     );
@@ -848,7 +883,7 @@ fn ecreate_secs_64bit_noncanonical_base_is_gp() {
 }
 
 #[test]
-fn ecreate_secs_size_at_or_above_cpuid_maximum_is_gp() {
+fn ecreate_secs_size_above_cpuid_maximum_is_gp() {
     let sized = |base: u64, size: u64, mode64: bool| {
         secs_with(|s| {
             s.baseaddr = base;
@@ -858,27 +893,34 @@ fn ecreate_secs_size_at_or_above_cpuid_maximum_is_gp() {
             }
         })
     };
-    // Default part: EDX[15:8] = 36, EDX[7:0] = 31.
+    // Default part (Ice Lake-SP): EDX[15:8] = 56, EDX[7:0] = 31. CPUID names the largest
+    // supported size, so SIZE equal to it is created (the SDM pseudocode's ">=" is a typo).
     check_secs_cases(
         &config(),
         &[
-            ("64-bit 2^36", sized(0, 1 << 36, true), GP),
-            ("64-bit 2^40", sized(0, 1 << 40, true), GP),
+            ("64-bit 2^56, the maximum", sized(0, 1 << 56, true), OK),
+            ("64-bit 2^57", sized(0, 1 << 57, true), GP),
             ("64-bit 2^63", sized(0, 1 << 63, true), GP),
-            ("64-bit 2^35", sized(0, 1 << 35, true), OK),
-            ("32-bit 2^31", sized(0, 1 << 31, false), GP),
-            ("32-bit 2^30", sized(0, 1 << 30, false), OK),
+            ("64-bit 2^40", sized(0, 1 << 40, true), OK),
+            ("32-bit 2^31, the maximum", sized(0, 1 << 31, false), OK),
+            ("32-bit 2^32", sized(0, 1 << 32, false), GP),
         ],
     );
-    // The limit comes from the configured CPUID values.
+    // The limit comes from the configured CPUID values; Intel confirmed a 64 GiB enclave is
+    // created on a part reporting 2^36.
+    let client = PlatformConfig { max_enclave_size_64_log2: 36, ..config() };
+    check_secs_cases(
+        &client,
+        &[("64-bit 2^36, the maximum", sized(0, 1 << 36, true), OK), ("64-bit 2^37", sized(0, 1 << 37, true), GP)],
+    );
     let small = PlatformConfig { max_enclave_size_64_log2: 20, max_enclave_size_32_log2: 16, ..config() };
     check_secs_cases(
         &small,
         &[
-            ("64-bit 2^20", sized(BASE, 1 << 20, true), GP),
-            ("64-bit 2^19", sized(BASE, 1 << 19, true), OK),
-            ("32-bit 2^16", sized(0, 1 << 16, false), GP),
-            ("32-bit 2^15", sized(0, 1 << 15, false), OK),
+            ("64-bit 2^20", sized(BASE, 1 << 20, true), OK),
+            ("64-bit 2^21", sized(BASE, 1 << 21, true), GP),
+            ("32-bit 2^16", sized(0, 1 << 16, false), OK),
+            ("32-bit 2^17", sized(0, 1 << 17, false), GP),
         ],
     );
 }
@@ -1138,15 +1180,12 @@ fn eadd_secs_outside_epc_is_pf_on_secs() {
 }
 
 #[test]
-fn eadd_secinfo_reserved_or_state_bits_are_gp() {
+fn eadd_secinfo_reserved_bits_are_gp() {
     let mut h = harness();
     let secs = new_secs(&mut h);
     let target = h.alloc_page();
     let rw = reg(R | W).bits();
     for (name, flags) in [
-        ("PENDING", rw | SecinfoFlags::PENDING.bits()),
-        ("MODIFIED", rw | SecinfoFlags::MODIFIED.bits()),
-        ("PR", rw | SecinfoFlags::PR.bits()),
         ("bit 6", rw | 1 << 6),
         ("bit 7", rw | 1 << 7),
         ("bit 16", rw | 1 << 16),
@@ -1163,6 +1202,30 @@ fn eadd_secinfo_reserved_or_state_bits_are_gp() {
         assert_eq!(h.cpu.eadd(&mut h.lp, &mut h.mem, scratch::PAGEINFO, target), Err(Exception::Gp), "byte {byte}");
     }
     assert!(!view(&h, target).valid);
+}
+
+#[test]
+fn eadd_ignores_secinfo_state_bits_but_measures_them() {
+    // EADD checks only the reserved SECINFO fields (spec §1.7, §4.2 step 3); the EADD record
+    // carries the first 48 bytes of the SECINFO as given, and the EPCM starts with PENDING,
+    // MODIFIED and PR clear (step 11).
+    let state = SecinfoFlags::STATE_MASK;
+    for (offset, flags) in [
+        (0x1000, reg(R | W | SecinfoFlags::PENDING)),
+        (0x2000, reg(R | SecinfoFlags::MODIFIED)),
+        (0x3000, reg(R | X | SecinfoFlags::PR)),
+        (0x4000, reg(R | W | X | state)),
+    ] {
+        let mut h = harness();
+        let secs = new_secs(&mut h);
+        let target = h.alloc_page();
+        assert_eq!(eadd_to(&mut h, secs, BASE + offset, flags.bits(), &pattern(0x42), target), Ok(()), "{flags:?}");
+        assert_eq!(view(&h, target).flags, flags.difference(state), "{flags:?}: EPCM state bits clear");
+        let mut stream = Vec::new();
+        push_ecreate(&mut stream, 1, SIZE);
+        push_eadd(&mut stream, offset, flags.bits());
+        assert_eq!(h.cpu.mrenclave_so_far(secs), Some(sha256(&stream)), "{flags:?}: measured as given");
+    }
 }
 
 #[test]

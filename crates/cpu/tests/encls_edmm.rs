@@ -3,7 +3,8 @@
 //!
 //! EAUG (§4.12) — table `eaug_operand_checks_in_order` runs each case and names it:
 //! - 1 RBX not 32-aligned / RCX not 4K-aligned → #GP; RCX not in EPC → #PF(RCX)
-//! - 2 SECS / LINADDR not 4K-aligned → #GP; SRCPGE ≠ 0 → #GP; SECINFO ≠ 0 → #GP
+//! - 2 SECS / LINADDR not 4K-aligned → #GP; SRCPGE ≠ 0 → #GP; SECINFO ≠ 0 → #GP (no shadow
+//!   stacks on this part; the kernel passes SECINFO = 0, as `eaug_adds_a_zeroed_pending_rw_page` does)
 //! - 3 SECS not in EPC → #PF(SECS); target VALID → #PF(RCX)
 //! - 4 SECS invalid / not PT_SECS → #PF(SECS); LINADDR outside ELRANGE → #GP
 //! - order between the steps: the "x before y" rows of the same table
@@ -17,8 +18,11 @@
 //!
 //! EMODPR (§4.13)
 //! - 1 RBX not 64-aligned / RCX not 4K-aligned → #GP, RCX not in EPC → #PF; 2 SECINFO reserved
-//!   bits/bytes (PENDING/MODIFIED/PR included) → #GP, W without R → #GP; 3 VALID = 0 → #PF;
+//!   bits (FLAGS 7:6, 63:16) / bytes → #GP, W without R → #GP; 3 VALID = 0 → #PF;
 //!   with their order: `emodpr_operand_checks_in_order` (table)
+//! - 2 only RWX is read: the kernel's SECINFO (new RWX, page type 0) restricts
+//!   (`emodpr_restricts_and_sets_pr`); PENDING/MODIFIED/PR and a page type are ignored:
+//!   `emodpr_ignores_secinfo_state_bits_and_page_type`
 //! - 3 busy with SGX1 leaves → #GP: `concurrency.rs` `leaves_meeting_an_ewb_in_progress`
 //!   (deterministic); 4 busy with SGX2 leaves → SGX_EPC_PAGE_CONFLICT: lock races
 //!   `emodt_races_emodpr_on_one_page`, `emodpr_races_emodpr_on_one_page` and the unit test
@@ -35,8 +39,11 @@
 //!   `emodpr_needs_etrack_before_eaccept`
 //!
 //! EMODT (§4.14)
-//! - 1 alignment → #GP, not in EPC → #PF; 2 reserved SECINFO bits (state bits included) → #GP,
+//! - 1 alignment → #GP, not in EPC → #PF; 2 reserved SECINFO bits / bytes → #GP,
 //!   PT ∉ {TCS, TRIM} → #GP; 3 VALID = 0 → #PF; with their order: `emodt_operand_checks_in_order`
+//! - 2 only PT is read: the kernel's SECINFO (PT << 8 alone) in
+//!   `emodt_allowed_transitions_set_modified_and_clear_rwx_and_pr`; RWX and PENDING/MODIFIED/PR
+//!   are ignored: `emodt_ignores_secinfo_permissions_and_state_bits`
 //! - 3 conflict → SGX_EPC_PAGE_CONFLICT: `concurrency.rs` `leaves_meeting_an_ewb_in_progress`
 //!   (SGX1 holder, deterministic), `emodt_races_emodpr_on_one_page` (SGX2 holder)
 //! - 4 SECS / VA / TRIM sources, TCS→TCS, TRIM→TCS → #PF: `emodt_disallowed_transitions_are_pf`
@@ -392,9 +399,6 @@ fn emodpr_operand_checks_in_order() {
         ("flags bit 7", si, secinfo(r | 1 << 7), data, gp),
         ("flags bit 16", si, secinfo(r | 1 << 16), data, gp),
         ("flags bit 63", si, secinfo(r | 1 << 63), data, gp),
-        ("PENDING", si, secinfo(r | F::PENDING.bits()), data, gp),
-        ("MODIFIED", si, secinfo(r | F::MODIFIED.bits()), data, gp),
-        ("PR", si, secinfo(r | F::PR.bits()), data, gp),
         ("reserved byte 8", si, with_byte(8), data, gp),
         ("reserved byte 63", si, with_byte(63), data, gp),
         ("W without R", si, secinfo(F::W.bits()), data, gp),
@@ -496,6 +500,26 @@ fn emodpr_restricts_and_sets_pr() {
 }
 
 #[test]
+fn emodpr_ignores_secinfo_state_bits_and_page_type() {
+    // EMODPR reads only R, W and X (spec §1.7, §4.13): PENDING/MODIFIED/PR are defined
+    // fields, not reserved ones, and the page type is not checked.
+    let requests = [
+        ("PENDING", F::R | F::PENDING),
+        ("MODIFIED", F::R | F::MODIFIED),
+        ("PR", F::R | F::PR),
+        ("all state bits, PT_REG", reg(F::R | F::STATE_MASK)),
+        ("PT_TCS", F::R.with_page_type(PageType::Tcs)),
+    ];
+    for (name, request) in requests {
+        let (mut h, e) = setup();
+        let data = e.pages[&(e.base + layout::DATA)];
+        let before = view(&h, data);
+        assert_eq!(emodpr(&mut h, data, request), Ok(Status::Success), "{name}");
+        assert_eq!(view(&h, data), EpcmView { flags: reg(F::R | F::PR), ..before }, "{name}: RW → R, PR");
+    }
+}
+
+#[test]
 fn emodpr_needs_etrack_before_eaccept() {
     let (mut h, e) = setup();
     let la = heap(&e, 0);
@@ -554,9 +578,6 @@ fn emodt_operand_checks_in_order() {
         ("PT 0xFF", si, pt(0xFF), data, gp),
         ("flags bit 7", si, secinfo(trim | 1 << 7), data, gp),
         ("flags bit 40", si, secinfo(trim | 1 << 40), data, gp),
-        ("PENDING", si, secinfo(trim | F::PENDING.bits()), data, gp),
-        ("MODIFIED", si, secinfo(trim | F::MODIFIED.bits()), data, gp),
-        ("PR", si, secinfo(trim | F::PR.bits()), data, gp),
         ("reserved byte", si, byte, data, gp),
         // Step 3.
         ("target invalid", si, secinfo(trim), invalid, Err(pf(invalid, false))),
@@ -668,6 +689,22 @@ fn emodt_allowed_transitions_set_modified_and_clear_rwx_and_pr() {
     assert_eq!(access(&h, &inside, la, AccessKind::Read), Err(access_pf(la, AccessKind::Read)));
     exit(&h, inside);
     h.cpu.check_invariants().unwrap();
+}
+
+#[test]
+fn emodt_ignores_secinfo_permissions_and_state_bits() {
+    // EMODT reads only the page type (spec §1.7, §4.14).
+    for to in [PageType::Trim, PageType::Tcs] {
+        for (name, extra) in [("PENDING", F::PENDING), ("MODIFIED", F::MODIFIED), ("PR", F::PR), ("RWX|all", F::all())] {
+            let (mut h, e) = setup();
+            let data = e.pages[&(e.base + layout::DATA)];
+            let before = view(&h, data);
+            h.put_secinfo(extra.with_page_type(to));
+            assert_eq!(h.cpu.emodt(&mut h.lp, &mut h.mem, scratch::SECINFO, data), Ok(Status::Success), "{to:?} {name}");
+            let expect = EpcmView { page_type: to, flags: F::MODIFIED.with_page_type(to), ..before };
+            assert_eq!(view(&h, data), expect, "{to:?} {name}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,9 +30,13 @@
 //!   `eaccept_by_a_caller_that_entered_before_etrack_is_not_tracked` (the caller must re-enter),
 //!   `eaccept_waits_for_other_lps_that_entered_before_etrack`; plain EAUG acceptance never needs
 //!   tracking: `eaccept_of_an_eaug_page_needs_no_tracking`.
-//! * 9 new TCS: reserved area / DBGOPTIN / CSSA ≥ NSSA / AEP / STATE → #GP:
+//! * 9 new TCS: reserved area / DBGOPTIN / AEP / STATE → #GP:
 //!   `eaccept_of_a_malformed_new_tcs_is_gp`; 8 before 9: `eaccept_tracking_precedes_the_tcs_checks`;
-//!   a well-formed one is accepted and enterable: `eaccept_of_a_new_tcs_makes_it_enterable`.
+//!   a well-formed one is accepted and enterable: `eaccept_of_a_new_tcs_makes_it_enterable`; an
+//!   all-zero page converted to a TCS (CSSA = NSSA = 0) is accepted, as on hardware, and EENTER
+//!   refuses it: `eaccept_of_a_zeroed_page_converted_to_a_tcs_succeeds`.
+//! * The SECINFOs Intel's sgx-emm passes — PT_REG | PENDING | RW (commit), PT_REG | PR | R
+//!   (restrict), PT_TCS | MODIFIED, PT_TRIM | MODIFIED — are accepted: `eaccept_success_effects`.
 //! * 10 success clears PENDING/MODIFIED/PR, RAX=0/ZF=0, RIP advanced: `eaccept_success_effects`
 //!   (EAUG, EMODPR, EMODT-to-TRIM acceptances), `eaccept_through_enclu`.
 //!
@@ -42,8 +46,9 @@
 //!   (RBX, RCX, RDX in order) → #PF: `eacceptcopy_translation_faults`; all #GP checks before any
 //!   #PF and the SECINFO EPCM check after the three translations: `eacceptcopy_step_1_order`;
 //!   SECINFO page checks → #PF(RBX): `eacceptcopy_secinfo_page_checks_are_pf`.
-//! * 2 SECINFO reserved (incl. PENDING/MODIFIED/PR, spec §1.7) / W without R / PT≠REG → #GP:
-//!   `eacceptcopy_invalid_secinfo_is_gp` (also 2 before 3).
+//! * 2 SECINFO reserved (FLAGS 7:6, 63:16, bytes 8..63) / W without R / PT≠REG → #GP:
+//!   `eacceptcopy_invalid_secinfo_is_gp` (also 2 before 3); PENDING/MODIFIED/PR are ignored, so
+//!   sgx-emm's PT_REG | PENDING | permissions works: `eacceptcopy_accepts_the_secinfo_sgx_emm_passes`.
 //! * 3 source not R / PENDING / MODIFIED / BLOCKED / not REG / wrong address / other enclave →
 //!   #PF(RDX): `eacceptcopy_source_checks_are_pf` (also 3 before 4).
 //! * 4 destination not PENDING / MODIFIED / not REG / other enclave / wrong address →
@@ -57,7 +62,9 @@
 //! * 1 alignment / ELRANGE → #GP, translations → #PF, then SECINFO page checks → #PF(RBX):
 //!   `emodpe_alignment_and_elrange_are_gp`, `emodpe_translation_faults`, `emodpe_step_1_order`,
 //!   `emodpe_secinfo_page_checks_are_pf`.
-//! * 2 SECINFO reserved (incl. PENDING/MODIFIED/PR) → #GP: `emodpe_reserved_secinfo_bits_are_gp`.
+//! * 2 SECINFO reserved (FLAGS 7:6, 63:16, bytes 8..63) → #GP: `emodpe_reserved_secinfo_bits_are_gp`;
+//!   only RWX is read, so sgx-emm's PT_REG | PR | permissions works, and PENDING, MODIFIED and
+//!   the page type are ignored too: `emodpe_accepts_the_secinfo_sgx_emm_passes`.
 //! * 3 target PENDING / MODIFIED / not REG / BLOCKED / other enclave / wrong address → #PF(RCX):
 //!   `emodpe_target_checks_are_pf` (also 2 before 3); busy → #GP: race test above.
 //! * 4 EPCM.R=0 and W without R → #GP: `emodpe_write_without_read_is_gp`.
@@ -694,8 +701,6 @@ fn eaccept_of_a_malformed_new_tcs_is_gp() {
         ("reserved_first", reserved_first),
         ("reserved_last", reserved_last),
         ("dbgoptin", Tcs { flags: 1, ..good_new_tcs() }),
-        ("cssa_equals_nssa", Tcs { cssa: 1, ..good_new_tcs() }),
-        ("nssa_zero", Tcs { nssa: 0, ..good_new_tcs() }),
         ("aep", Tcs { aep: 0x40_1000, ..good_new_tcs() }),
         ("state", Tcs { state: 1, ..good_new_tcs() }),
     ];
@@ -709,6 +714,24 @@ fn eaccept_of_a_malformed_new_tcs_is_gp() {
         assert_eq!(flags_of(&h, epc), SecinfoFlags::from(PageType::Tcs) | MODIFIED, "case {name}: still MODIFIED");
         leave(&mut h, &mut regs);
     }
+}
+
+#[test]
+fn eaccept_of_a_zeroed_page_converted_to_a_tcs_succeeds() {
+    // Intel's EMM tests EMODT a freshly committed (all-zero) page to a TCS and expect the
+    // EACCEPT to succeed on hardware, although CSSA = NSSA = 0; the model follows the
+    // hardware, and only EENTER refuses such a TCS.
+    let (mut h, e) = setup();
+    let epc = tcs_candidate(&mut h, &e, &Tcs::default());
+    etrack(&h, &e);
+    let mut regs = enter(&mut h, &e);
+    put_secinfo(&h, &e, e.base + SI, SecinfoFlags::from(PageType::Tcs) | MODIFIED);
+    assert_eq!(eaccept(&mut h, &mut regs, e.base + SI, e.base + HEAP), Ok(Status::Success));
+    assert_eq!(flags_of(&h, epc), SecinfoFlags::from(PageType::Tcs), "MODIFIED cleared");
+    leave(&mut h, &mut regs);
+    let mut probe = outside_regs();
+    assert_eq!(h.eenter(&mut probe, e.base + HEAP, AEP), Err(Exception::Gp), "CSSA ≥ NSSA at EENTER");
+    h.cpu.check_invariants().unwrap();
 }
 
 #[test]
@@ -1002,9 +1025,6 @@ fn eacceptcopy_invalid_secinfo_is_gp() {
     let rx = reg(R | X).bits();
     cases.push(flags_case("bit6", rx | 1 << 6));
     cases.push(flags_case("bit20", rx | 1 << 20));
-    cases.push(flags_case("pending", rx | PENDING.bits()));
-    cases.push(flags_case("modified", rx | MODIFIED.bits()));
-    cases.push(flags_case("pr", rx | PR.bits()));
     cases.push(flags_case("w_without_r", reg(W).bits()));
     cases.push(flags_case("wx_without_r", reg(W | X).bits()));
     cases.push(flags_case("pt_tcs", SecinfoFlags::from(PageType::Tcs).bits()));
@@ -1028,6 +1048,31 @@ fn eacceptcopy_invalid_secinfo_is_gp() {
     }
     assert_eq!(flags_of(&h, dest), reg(R | W | PENDING));
     leave(&mut h, &mut regs);
+}
+
+#[test]
+fn eacceptcopy_accepts_the_secinfo_sgx_emm_passes() {
+    // sgx-emm's commit-with-data passes PT_REG | PENDING | permissions; EACCEPTCOPY reads
+    // RWX and the page type only, so MODIFIED and PR are ignored as well (spec §1.7, §5.8).
+    for (name, flags) in [
+        ("sgx-emm: PENDING | RX", reg(R | X | PENDING)),
+        ("PENDING | RW", reg(R | W | PENDING)),
+        ("MODIFIED", reg(R | X | MODIFIED)),
+        ("PR", reg(R | X | PR)),
+        ("all state bits", reg(R | X | SecinfoFlags::STATE_MASK)),
+    ] {
+        let (mut h, e) = setup();
+        let dest = eaug(&mut h, &e, HEAP);
+        let mut regs = enter(&mut h, &e);
+        put_secinfo(&h, &e, e.base + SI, flags);
+        assert_eq!(
+            eacceptcopy(&mut h, &mut regs, e.base + SI, e.base + HEAP, e.base + SRC),
+            Ok(Status::Success),
+            "{name}"
+        );
+        assert_eq!(flags_of(&h, dest), reg(flags.perms()), "{name}: RWX from SECINFO, PENDING cleared");
+        leave(&mut h, &mut regs);
+    }
 }
 
 #[test]
@@ -1231,9 +1276,6 @@ fn emodpe_reserved_secinfo_bits_are_gp() {
         ("bit7", x | 1 << 7),
         ("bit16", x | 1 << 16),
         ("bit63", x | 1 << 63),
-        ("pending", x | PENDING.bits()),
-        ("modified", x | MODIFIED.bits()),
-        ("pr", x | PR.bits()),
     ] {
         let mut bytes = [0u8; 64];
         bytes[..8].copy_from_slice(&flags.to_le_bytes());
@@ -1257,6 +1299,27 @@ fn emodpe_reserved_secinfo_bits_are_gp() {
     assert_eq!(flags_of(&h, e.pages[&data]), reg(R | W));
     assert_eq!(flags_of(&h, pending), reg(R | W | PENDING));
     leave(&mut h, &mut regs);
+}
+
+#[test]
+fn emodpe_accepts_the_secinfo_sgx_emm_passes() {
+    // sgx-emm extends permissions with SECINFO.FLAGS = PT_REG << 8 | PR | new permissions, and
+    // that works on hardware: EMODPE reads only R, W and X (spec §1.7, §5.9).
+    for (name, flags) in [
+        ("sgx-emm: PT_REG | PR | RWX", reg(R | W | X | PR)),
+        ("PT_REG | PENDING | X", reg(X | PENDING)),
+        ("PT_REG | MODIFIED | X", reg(X | MODIFIED)),
+        ("all state bits, no page type", X | SecinfoFlags::STATE_MASK),
+        ("PT_TCS | X", X.with_page_type(PageType::Tcs)),
+    ] {
+        let (mut h, e) = setup();
+        let data = e.base + layout::DATA;
+        let mut regs = enter(&mut h, &e);
+        put_secinfo(&h, &e, e.base + SI, flags);
+        assert_eq!(emodpe(&mut h, &mut regs, e.base + SI, data), Ok(()), "{name}");
+        assert_eq!(flags_of(&h, e.pages[&data]), reg(R | W | X), "{name}: RW extended by X, no state bits");
+        leave(&mut h, &mut regs);
+    }
 }
 
 #[test]

@@ -93,7 +93,7 @@ use sgxemu_cpu::regs::{
     RFLAGS_SF, RFLAGS_TF, RFLAGS_ZF,
 };
 use sgxemu_cpu::testkit::{Harness, TestEnclave, layout, scratch, secs_image, tcs_image, test_signing_key};
-use sgxemu_cpu::{AexEvent, EpcIndex, EventKind, Exception, Regs, Status};
+use sgxemu_cpu::{AexEvent, DEFAULT_XFRM, EpcIndex, EventKind, Exception, Regs, Status};
 
 const AEP: u64 = 0x40_1000;
 const ENCLU_RIP: u64 = 0x40_0000;
@@ -513,7 +513,7 @@ fn eenter_xfrm_not_in_xcr0_is_gp() {
     assert_eenter_fails(&mut h, e.tcs, AEP, Exception::Gp, "XCR0=3, XFRM=7");
     h.lp.xcr0 = 0x7;
     let mut regs = enter(&mut h, &e);
-    assert_eq!(h.lp.xcr0, 0x7);
+    assert_eq!(h.lp.xcr0, 0x7, "XCR0 := XFRM");
     h.eexit(&mut regs, ENCLU_RIP + 3).unwrap();
 }
 
@@ -787,11 +787,11 @@ fn eenter_opt_in_keeps_tf() {
 #[test]
 fn eenter_loads_xfrm_into_xcr0_and_eexit_restores_it() {
     let (mut h, e) = setup();
-    assert_eq!(h.lp.xcr0, 0x7);
+    assert_eq!(h.lp.xcr0, DEFAULT_XFRM, "XCR0 outside: every component the part offers");
     let mut regs = enter(&mut h, &e);
     assert_eq!(h.lp.xcr0, 0x3, "XCR0 := XFRM");
     h.eexit(&mut regs, ENCLU_RIP + 3).unwrap();
-    assert_eq!(h.lp.xcr0, 0x7);
+    assert_eq!(h.lp.xcr0, DEFAULT_XFRM, "XCR0 outside: every component the part offers");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1157,7 +1157,7 @@ fn eexit_effects() {
     };
     assert_eq!(regs, expected);
     assert_eq!(h.lp.xsave, image, "extended state as the enclave left it");
-    assert_eq!(h.lp.xcr0, 0x7);
+    assert_eq!(h.lp.xcr0, DEFAULT_XFRM, "XCR0 outside: every component the part offers");
     assert!(!h.lp.in_enclave());
     assert!(h.cpu.lps_inside(e.secs).is_empty());
     assert_eq!(tcs_fields(&h, &e).state, 0);
@@ -1464,7 +1464,7 @@ fn aex_restores_tf_and_xcr0() {
     assert_eq!(h.lp.xcr0, 0x3);
     h.cpu.aex(&mut h.lp, &mut regs, AexEvent::interrupt()).unwrap();
     assert_ne!(regs.rflags & RFLAGS_TF, 0);
-    assert_eq!(h.lp.xcr0, 0x7);
+    assert_eq!(h.lp.xcr0, DEFAULT_XFRM, "XCR0 outside: every component the part offers");
     assert_eq!(frame_gpr(&h, &e, 0).rflags & RFLAGS_TF, 0, "the enclave ran without TF");
 }
 

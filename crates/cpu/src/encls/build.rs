@@ -39,7 +39,7 @@ impl Processor {
         }
         // 3.
         let secinfo: Secinfo = self.read_operand(mem, info.secinfo)?;
-        if crate::secinfo_reserved(&secinfo) || secinfo.flags().page_type() != Some(PageType::Secs) {
+        if secinfo.has_reserved_bits() || secinfo.flags().page_type() != Some(PageType::Secs) {
             return Err(Exception::Gp);
         }
         // 4.
@@ -81,8 +81,10 @@ impl Processor {
         if (mode64 && !is_canonical(secs.baseaddr)) || (!mode64 && secs.baseaddr >= 1 << 32) {
             return Err(Exception::Gp);
         }
+        // CPUID gives the largest supported size, and hardware creates an enclave of exactly
+        // that size: the SDM pseudocode's ">=" is a typo for ">" (spec §4.1).
         let max_log2 = if mode64 { cfg.max_enclave_size_64_log2 } else { cfg.max_enclave_size_32_log2 };
-        if secs.size >= 1u64 << max_log2 {
+        if secs.size > 1u64 << max_log2 {
             return Err(Exception::Gp);
         }
         if secs.size < 2 * PAGE_SIZE as u64 || !secs.size.is_power_of_two() || secs.baseaddr & (secs.size - 1) != 0 {
@@ -135,7 +137,7 @@ impl Processor {
         let secinfo: Secinfo = self.read_operand(mem, info.secinfo)?;
         let mut flags = secinfo.flags();
         let page_type = flags.page_type();
-        if crate::secinfo_reserved(&secinfo) || !matches!(page_type, Some(PageType::Reg | PageType::Tcs)) {
+        if secinfo.has_reserved_bits() || !matches!(page_type, Some(PageType::Reg | PageType::Tcs)) {
             return Err(Exception::Gp);
         }
         // 4.

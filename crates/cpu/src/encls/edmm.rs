@@ -82,7 +82,7 @@ impl Processor {
         // 2.
         let request: Secinfo = self.read_operand(mem, secinfo)?;
         let perms = request.flags() & SecinfoFlags::PERM_MASK;
-        if crate::secinfo_reserved(&request) || (perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R)) {
+        if request.has_reserved_bits() || (perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R)) {
             return Err(Exception::Gp);
         }
         // 3. (and 4. when the holder is EMODT, an SGX2 leaf holding the page exclusive)
@@ -132,7 +132,7 @@ impl Processor {
         // 2.
         let request: Secinfo = self.read_operand(mem, secinfo)?;
         let new_type = request.flags().page_type();
-        if crate::secinfo_reserved(&request) || !matches!(new_type, Some(PageType::Tcs | PageType::Trim)) {
+        if request.has_reserved_bits() || !matches!(new_type, Some(PageType::Tcs | PageType::Trim)) {
             return Err(Exception::Gp);
         }
         let new_type = new_type.unwrap_or(PageType::Trim);

@@ -119,7 +119,12 @@ impl Processor {
         Ok(Status::Success)
     }
 
-    /// A page about to become a TCS must look like a fresh one (spec §5.7 step 9).
+    /// A page about to become a TCS must look like a fresh one (spec §5.7 step 9): no
+    /// reserved bits, DBGOPTIN, AEP or STATE set, and 32-bit FS/GS limits ending in 0xFFF.
+    ///
+    /// The SDM also lists CSSA ≥ NSSA as a #GP, but hardware accepts an all-zero page (CSSA =
+    /// NSSA = 0) converted to a TCS — Intel's enclave memory manager tests do exactly that — so
+    /// the model leaves that check to EENTER, which makes it anyway.
     fn new_tcs_ok(&self, index: EpcIndex, ctx: &EnclaveContext) -> bool {
         let mut page = [0u8; PAGE_SIZE];
         self.epc.read(index, 0, &mut page);
@@ -130,7 +135,6 @@ impl Processor {
         let limits_ok = mode64 || (tcs.fslimit & 0xFFF == 0xFFF && tcs.gslimit & 0xFFF == 0xFFF);
         tcs.reserved.iter().all(|&b| b == 0)
             && tcs.flags & TcsFlags::DBGOPTIN.bits() == 0
-            && tcs.cssa < tcs.nssa
             && tcs.aep == 0
             && tcs.state == 0
             && limits_ok
@@ -165,11 +169,12 @@ impl Processor {
             return Err(Exception::epcm_pf_user(secinfo_la, false));
         }
         let secinfo: Secinfo = self.read_epc_obj(secinfo_page, secinfo_la);
-        // 2. (PENDING/MODIFIED/PR count as reserved outside EACCEPT, spec §1.7.)
+        // 2. PENDING/MODIFIED/PR are not reserved and not read here: sgx-emm passes
+        // PT_REG | PENDING | permissions (spec §1.7).
         let flags = secinfo.flags();
         let perms = flags & SecinfoFlags::PERM_MASK;
         let w_without_r = perms.contains(SecinfoFlags::W) && !perms.contains(SecinfoFlags::R);
-        if crate::secinfo_reserved(&secinfo) || w_without_r || flags.page_type() != Some(PageType::Reg) {
+        if secinfo.has_reserved_bits() || w_without_r || flags.page_type() != Some(PageType::Reg) {
             return Err(Exception::Gp);
         }
         // 3.
@@ -223,8 +228,9 @@ impl Processor {
             return Err(Exception::epcm_pf_user(secinfo_la, false));
         }
         let secinfo: Secinfo = self.read_epc_obj(secinfo_page, secinfo_la);
-        // 2.
-        if crate::secinfo_reserved(&secinfo) {
+        // 2. Only the reserved bits: EMODPE reads nothing but R, W and X, so the PT_REG | PR
+        // that sgx-emm passes with the new permissions is accepted, as on hardware (spec §1.7).
+        if secinfo.has_reserved_bits() {
             return Err(Exception::Gp);
         }
         // 3.
