@@ -171,3 +171,38 @@ fn a_64_gib_epc_costs_only_the_pages_used() {
     // Just past the end is not EPC.
     assert_eq!(cpu.epa(&mut lp, 3, last + 4096), Err(Exception::epcm_pf(last + 4096, true)));
 }
+
+/// Resident memory of this process in bytes, where `/proc` tells it.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE_SIZE as u64)
+}
+
+#[test]
+fn enclaves_of_1_tib_and_of_the_maximum_size_cost_only_the_pages_added() {
+    use std::time::{Duration, Instant};
+
+    // ELRANGE is address space, not memory: ECREATE and EADD at both ends of a 1 TiB enclave
+    // and of a 2^56-byte one (the default part's maximum, where anything per page of ELRANGE
+    // could not even be allocated) stay fast and small.
+    let resident_before = resident_bytes();
+    let started = Instant::now();
+    for (base, size) in [(1u64 << 40, 1u64 << 40), (0, 1 << sgxemu_cpu::DEFAULT_MAX_ENCLAVE_SIZE_64_LOG2)] {
+        let mut h = Harness::new();
+        let secs = h.ecreate(&secs_image(base, size)).expect("ECREATE");
+        let rw = (SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg);
+        for la in [base, base + size - PAGE_SIZE as u64] {
+            let page = h.eadd(secs, la, rw, &[0x5A; PAGE_SIZE]).expect("EADD");
+            h.eextend_page(secs, page).expect("EEXTEND");
+            assert_eq!(h.cpu.epcm_view(h.cpu.epc_index(page).unwrap()).enclave_address, la);
+        }
+        assert!(h.cpu.mrenclave_so_far(secs).is_some());
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    if let (Some(before), Some(after)) = (resident_before, resident_bytes()) {
+        let grown = after.saturating_sub(before);
+        assert!(grown < 64 << 20, "resident memory grew by {grown} bytes");
+    }
+}

@@ -1204,7 +1204,7 @@ fn init_with_reserved_bits_under_the_masks_is_einval() {
             s.miscselect |= 1 << 31;
             s.miscmask |= 1 << 31;
         }),
-        ("XFRM bit 3, which this part (XFRM 0x7) cannot set", |s| {
+        ("XFRM bit 3 (MPX), which this part (XFRM 0x602E7) cannot set", |s| {
             s.attributes.xfrm |= 1 << 3;
             s.attributemask.xfrm |= 1 << 3;
         }),

@@ -570,6 +570,30 @@ fn a_hole_of_an_initialized_sgx2_enclave_is_eaugd() {
 }
 
 #[test]
+fn a_1_tib_enclave_costs_only_the_pages_it_uses() {
+    // ELRANGE is address space: creating, mapping and mprotecting a 1 TiB enclave, and an
+    // EAUG at its very top, cost what is touched, not what is spanned.
+    let started = std::time::Instant::now();
+    let (mut w, e) = World::loaded(Machine::with_epc(EPC), 1, 1 << 40);
+    assert_eq!(e.size, 1 << 40);
+    w.map(e.base + e.size / 2, e.size / 2, RW, e.fd).unwrap();
+    w.p.mprotect(e.base + e.size / 2, e.size / 2, RWX).unwrap();
+    let top = e.base + e.size - PAGE;
+    let free = w.free();
+    let exit = w.enter(e.tcs1(), e.put_to_address(top, MAGIC));
+    assert_pf(&exit, 0x8007, top);
+    assert_eq!(w.free(), free - 1, "one EAUG");
+    let accept = w.enter(e.tcs2(), e.eaccept(e.tcs2(), top, ACCEPT_RW_REG_PENDING));
+    assert_exited(&accept);
+    assert_eq!(accept.results[0], 0);
+    assert_exited(&w.t.enter(e.tcs1(), ERESUME, None));
+    assert_eq!(w.enter(e.tcs1(), e.get_from_address(top)).results, vec![MAGIC]);
+    w.teardown();
+    let elapsed = started.elapsed();
+    assert!(elapsed < std::time::Duration::from_millis(500), "{elapsed:?}");
+}
+
+#[test]
 fn a_hole_on_sgx1_is_sigbus() {
     let (mut w, e) = World::loaded(sgx1_machine(EPC), 1, 0);
     let hole = e.first_unbacked();

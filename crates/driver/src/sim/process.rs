@@ -263,13 +263,10 @@ impl Process {
                 vma.prot = prot;
             }
         }
-        let mut ptes = self.ptes.lock();
-        for page in (addr..end).step_by(PAGE_SIZE) {
-            if let Some(pte) = ptes.get_mut(page) {
-                pte.writable = prot.contains(Prot::WRITE);
-                pte.executable = prot.contains(Prot::EXEC);
-            }
-        }
+        self.ptes.lock().for_each_in_range(addr, end, |pte| {
+            pte.writable = prot.contains(Prot::WRITE);
+            pte.executable = prot.contains(Prot::EXEC);
+        });
         Ok(())
     }
 
