@@ -68,7 +68,9 @@
 //!
 //! **AEX (§5.4)**
 //! * 1/2 state saved into frame CSSA: `aex_saves_gprs_flags_rip_and_fs_gs_into_the_frame`,
-//!   `aex_saves_the_xsave_area`, `aex_saves_only_the_xfrm_bits_of_xstate_bv`; EXITINFO:
+//!   `aex_saves_the_xsave_area`, `aex_saves_only_the_xfrm_bits_of_xstate_bv`; AVX-512 and PKRU
+//!   components at their standard offsets, saved and restored by ERESUME:
+//!   `aex_and_eresume_carry_avx512_and_pkru_state`; EXITINFO:
 //!   `aex_exitinfo_per_vector` (always-reported #DE #DB #BP(type 6) #BR #UD #MF #AC #XM; #GP/#PF
 //!   with EXINFO; #OF #NM #CP and interrupts → 0),
 //!   `aex_gp_and_pf_exitinfo_need_miscselect_exinfo`; EXINFO (MADDR, ERRCD with U/S forced to 1
@@ -1358,6 +1360,34 @@ fn aex_saves_the_xsave_area() {
     // XFRM = 3: the 576-byte legacy+header image, nothing beyond.
     assert_eq!(frame_bytes(&h, &e, 0, 0, 576), image[..576].to_vec());
     assert!(frame_bytes(&h, &e, 0, 576, 64).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn aex_and_eresume_carry_avx512_and_pkru_state() {
+    // XFRM = x87|SSE|AVX|AVX-512|PKRU (offered by the default part): 2696 bytes of XSAVE
+    // area in the standard format — opmask @1088, ZMM_Hi256 @1152, Hi16_ZMM @1664, PKRU
+    // @2688 — still fit one SSA page beside GPRSGX and EXINFO.
+    const XFRM: u64 = 0x2E7;
+    let mut h = Harness::new();
+    let mut image = default_secs();
+    image.attributes = Attributes::new(AttributesFlags::MODE64BIT | AttributesFlags::DEBUG, XFRM);
+    let e = TestEnclave::build_with(&mut h, image);
+    let mut regs = enter(&mut h, &e);
+    assert_eq!(h.lp.xcr0, XFRM, "XCR0 := XFRM");
+    let len = sgxemu_arch::xsave_size(XFRM);
+    assert_eq!(len, 2696);
+    let mut state = patterned_xsave(len);
+    state[sgxemu_arch::XSTATE_BV_OFFSET..sgxemu_arch::XSTATE_BV_OFFSET + 8].copy_from_slice(&XFRM.to_le_bytes());
+    h.lp.xsave[..len].copy_from_slice(&state);
+    h.cpu.aex(&mut h.lp, &mut regs, AexEvent::interrupt()).unwrap();
+    for (name, offset, size) in [("opmask", 1088, 64), ("ZMM_Hi256", 1152, 512), ("Hi16_ZMM", 1664, 1024), ("PKRU", 2688, 8)]
+    {
+        assert_eq!(frame_bytes(&h, &e, 0, offset, size), state[offset..offset + size].to_vec(), "{name} saved");
+    }
+    assert_ne!(h.lp.xsave[..len], state[..], "AEX leaves synthetic state");
+    let mut regs = outside_regs();
+    h.eresume(&mut regs, e.tcs, AEP).unwrap();
+    assert_eq!(h.lp.xsave[..len], state[..], "ERESUME restores every component");
 }
 
 #[test]
