@@ -307,15 +307,18 @@ fn enclave_fault(engine: &Engine, st: &ThreadState, frame: &mut Frame, fs: u64, 
 
 /// An interrupt (the driver's IPI) while enclave code runs: AEX to the AEP, whose ERESUME
 /// continues the enclave after the kernel's work.
-pub fn on_interrupt(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs: u64, enclave_gs: u64) {
+/// Returns whether it took the AEX (the logical processor was in enclave mode).
+pub fn on_interrupt(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs: u64, enclave_gs: u64) -> bool {
     let mut regs = regs_with_bases(frame, enclave_fs, enclave_gs);
     frame.save_xstate(&mut st.cpus().lp.xsave);
-    if engine.processor.aex(&mut st.cpus().lp, &mut regs, AexEvent::interrupt()).is_some() {
+    let exited = engine.processor.aex(&mut st.cpus().lp, &mut regs, AexEvent::interrupt()).is_some();
+    if exited {
         st.in_enclave.store(false, Ordering::Release);
         frame.set_regs(&regs);
         frame.load_xstate(&st.cpus().lp.xsave);
         frame.set_sigmask(st.host_mask.get());
     }
+    exited
 }
 
 /// Hardware's AEX for an exception in enclave mode, then the kernel: the fault handler

@@ -85,18 +85,25 @@ impl Platform for NativePlatform {
     fn kick(&self, secs: u64, lps: &[LpId]) {
         let targets: Vec<&thread::ThreadState> =
             thread::all().into_iter().filter(|t| lps.contains(&t.lp_id) && t.tid != sys::gettid()).collect();
-        let before: Vec<u64> = targets.iter().map(|t| t.kicks_seen.load(Ordering::Acquire)).collect();
+        let before: Vec<(u64, u64)> = targets
+            .iter()
+            .map(|t| (t.kicks_seen.load(Ordering::Acquire), t.kick_aexes.load(Ordering::Acquire)))
+            .collect();
         for target in &targets {
             crate::stats::count(&crate::stats::IPIS);
             let _ = sys::tgkill(target.tid, kick_signal());
         }
-        // Wait until each LP is out of the enclave. A thread handles the IPI with an AEX
-        // if it runs enclave code; one that took it in the instant between the model's
-        // EENTER and its own bookkeeping is still inside afterwards and gets another. A
-        // thread in the middle of an exit handler gets it once the handler is done.
+        // Wait until each LP has taken its AEX, or is out of the enclave. As on hardware the
+        // AEX itself completes the tracking epoch: a thread that goes straight back in with
+        // ERESUME (one spinning on a lock the caller holds, say) does not hold the caller up.
+        // A thread that took the IPI in the instant between the model's EENTER and its own
+        // bookkeeping saw no enclave code to interrupt: it gets another.
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (target, mut seen) in targets.iter().zip(before) {
-            while self.processor.lps_inside(secs).contains(&target.lp_id) && Instant::now() < deadline {
+        for (target, (mut seen, aexes)) in targets.iter().zip(before) {
+            while target.kick_aexes.load(Ordering::Acquire) == aexes
+                && self.processor.lps_inside(secs).contains(&target.lp_id)
+                && Instant::now() < deadline
+            {
                 let now = target.kicks_seen.load(Ordering::Acquire);
                 if now != seen {
                     seen = now;

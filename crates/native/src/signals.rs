@@ -259,7 +259,7 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         sys::set_gs_base(s.host_gs.load(Ordering::Relaxed));
         // SAFETY: `uc` is this signal's context.
         let mut frame = unsafe { Frame::new(uc) };
-        enclu::on_interrupt(engine, s, &mut frame, enclave_fs, enclave_gs);
+        let _ = enclu::on_interrupt(engine, s, &mut frame, enclave_fs, enclave_gs);
         // Deliver it again where the thread now is (the AEP, its own stack); it is blocked
         // until this handler returns.
         // SAFETY: re-queues this signal to this thread with the siginfo the kernel gave.
@@ -388,8 +388,8 @@ fn dispatch(
             let st = s;
             // Also between the software EENTER and the first enclave instruction: the LP is
             // in enclave mode there, so the AEX (and later ERESUME) covers that code too.
-            if inside {
-                enclu::on_interrupt(engine, st, frame, enclave_fs, enclave_gs);
+            if inside && enclu::on_interrupt(engine, st, frame, enclave_fs, enclave_gs) {
+                s.kick_aexes.fetch_add(1, Ordering::AcqRel);
             }
             s.kicks_seen.fetch_add(1, Ordering::AcqRel);
         }

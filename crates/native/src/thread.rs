@@ -41,6 +41,8 @@ pub struct ThreadState {
     pub alt_stack_checked: Cell<bool>,
     /// IPIs received (the reclaimer's kicks acknowledge through this).
     pub kicks_seen: AtomicU64,
+    /// How many of those IPIs found it running enclave code and made it take an AEX.
+    pub kick_aexes: AtomicU64,
 }
 
 /// The logical processors of one thread.
@@ -195,6 +197,7 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
         alt_stack: Cell::new(0),
         alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),
+        kick_aexes: AtomicU64::new(0),
     }));
     if !register(state, tid) {
         sys::stderr_line("sgxemu: too many threads use enclaves at once\n");
