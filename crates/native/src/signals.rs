@@ -561,3 +561,28 @@ fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         f(sig);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_trapping(trapno: i64, err: i64, run: impl FnOnce(&Frame)) {
+        // SAFETY: an all-zero ucontext_t is a valid (empty) context.
+        let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
+        uc.uc_mcontext.gregs[libc::REG_TRAPNO as usize] = trapno;
+        uc.uc_mcontext.gregs[libc::REG_ERR as usize] = err;
+        // SAFETY: `uc` outlives the frame.
+        let frame = unsafe { Frame::new((&mut uc as *mut libc::ucontext_t).cast()) };
+        run(&frame);
+    }
+
+    #[test]
+    fn enclu_traps_as_ud_gp_or_an_operand_page_fault() {
+        frame_trapping(6, 0, |f| assert!(enclu_trap(libc::SIGILL, f), "#UD: a host without SGX"));
+        frame_trapping(13, 0, |f| assert!(enclu_trap(libc::SIGSEGV, f), "#GP: SGX present but disabled"));
+        frame_trapping(14, 0x4, |f| assert!(enclu_trap(libc::SIGSEGV, f), "#PF reading an operand (TCS, SSA)"));
+        frame_trapping(14, 0x6, |f| assert!(enclu_trap(libc::SIGSEGV, f), "#PF writing an operand"));
+        frame_trapping(14, 0x14, |f| assert!(!enclu_trap(libc::SIGSEGV, f), "fetching the instruction itself"));
+        frame_trapping(17, 0, |f| assert!(!enclu_trap(libc::SIGBUS, f), "#AC is the instruction's own"));
+    }
+}

@@ -31,8 +31,8 @@ pub(crate) mod frame {
     pub const VECTOR: usize = 19;
     pub const ERROR: usize = 20;
     pub const ADDR: usize = 21;
-    /// Words in the frame; the last one is the jump slot just below the caller's RSP.
-    pub const WORDS: usize = 23;
+    /// Words in the frame (the assembly reserves 192 bytes, 16-byte aligned, for it).
+    pub const WORDS: usize = 22;
 }
 
 /// The registers at the vDSO's ENCLU as the software EENTER receives and returns them.
@@ -40,7 +40,7 @@ pub(crate) mod frame {
 #[derive(Debug)]
 pub struct SoftFrame {
     /// RAX, RBX, RCX, RDX, RSI, RDI, R8–R15, RBP, RSP, RFLAGS, RIP, status, vector,
-    /// error code, address, jump slot.
+    /// error code, address.
     pub words: [u64; frame::WORDS],
 }
 
@@ -125,7 +125,15 @@ std::arch::global_asm!(
     // Software EENTER: every GPR into a SoftFrame, the emulator decides, then either jump
     // into the enclave with the frame's registers or take the exception path.
     "5:",
-    "sub rsp, 184",
+    // The frame goes on a 16-byte aligned stack whatever RSP the caller (or an enclave's
+    // EEXIT, which the user handler path re-enters from) left: the kernel's ENCLU does not
+    // care, so neither may this. RAX waits in the red zone while RSP is aligned.
+    "mov [rsp - 8], rax",
+    "mov rax, rsp",
+    "and rsp, -16",
+    "sub rsp, 192",
+    "mov [rsp + 120], rax",
+    "mov rax, [rax - 8]",
     "mov [rsp + 0], rax",
     "mov [rsp + 8], rbx",
     "mov [rsp + 16], rcx",
@@ -141,26 +149,20 @@ std::arch::global_asm!(
     "mov [rsp + 96], r14",
     "mov [rsp + 104], r15",
     "mov [rsp + 112], rbp",
-    "lea rax, [rsp + 184]",
-    "mov [rsp + 120], rax",
     "pushfq",
     "pop rax",
     "mov [rsp + 128], rax",
     "lea rax, [rip + sgxemu_vdso_aep]",
     "mov [rsp + 136], rax",
-    // The emulator is called with the ABI's 16-byte stack alignment whatever RSP the caller
-    // (or an enclave's EEXIT, which the user handler path re-enters from) left: the frame's
-    // address is kept on the aligned stack and reloaded after the call.
     "mov rdi, rsp",
-    "and rsp, -16",
-    "push rdi",
-    "push rdi",
     "call qword ptr [rip + sgxemu_vdso_slot_eenter]",
-    "mov rsp, [rsp]",
     "cmp qword ptr [rsp + 144], 0",
     "jne 9f",
-    "mov rax, [rsp + 136]",
-    "mov [rsp + 176], rax",
+    // Into the enclave: the entry point goes just below the RSP it starts with, and every
+    // register comes from the frame.
+    "mov rax, [rsp + 120]",
+    "mov rcx, [rsp + 136]",
+    "mov [rax - 8], rcx",
     "mov rax, [rsp + 0]",
     "mov rbx, [rsp + 8]",
     "mov rcx, [rsp + 16]",
@@ -183,7 +185,7 @@ std::arch::global_asm!(
     "mov rsi, [rsp + 160]",
     "mov rdx, [rsp + 168]",
     "mov eax, 2",
-    "add rsp, 184",
+    "mov rsp, [rsp + 120]",
     "jmp sgxemu_vdso_handle_exception",
     ".p2align 3",
     ".globl sgxemu_vdso_slot_eenter",
@@ -204,7 +206,7 @@ unsafe extern "C" {
     static sgxemu_vdso_end: u8;
 }
 
-const _: () = assert!(frame::WORDS * 8 == 184 && frame::STATUS * 8 == 144 && frame::RIP * 8 == 136);
+const _: () = assert!(frame::WORDS * 8 <= 192 && frame::STATUS * 8 == 144 && frame::RIP * 8 == 136);
 
 /// The mapped synthetic vDSO.
 #[derive(Debug, Clone, Copy)]

@@ -362,3 +362,101 @@ fn bad_user_pointers_are_efault_with_partial_progress_whatever_the_signal_mask()
     assert_eq!(kernel_copier, sgxemu_native::user_copy::Copier::Kernel { pid: 0 });
     assert_eq!(blocked, (Err(libc::EFAULT), Err(libc::EFAULT), PAGE));
 }
+
+/// Bytes an XSAVE of XFRM = x87 | SSE (the test enclave's) writes: the legacy region and
+/// the header; a canary sits in each qword the host's other components would use.
+const XSAVE_LEGACY_AND_HEADER: u64 = 576;
+const CANARY: u64 = 0xC0FF_EE00_DEAD_BEEF;
+
+fn lay_canaries(e: &TestEnclave, area: u64) -> Vec<u64> {
+    let offsets: Vec<u64> = (XSAVE_LEGACY_AND_HEADER..PAGE).step_by(64).collect();
+    for &offset in &offsets {
+        e.call(0, op::WRITE, area + offset, CANARY, 0, 0);
+    }
+    offsets
+}
+
+fn assert_canaries(e: &TestEnclave, area: u64, offsets: &[u64], after: &str) {
+    for &offset in offsets {
+        assert_eq!(e.read(0, area + offset), CANARY, "{after} wrote past its XFRM's area (at +{offset})");
+    }
+}
+
+/// On hardware EENTER loads XCR0 with the enclave's XFRM; here the host's XCR0 stays, and
+/// it enables more than x87 | SSE on any host with AVX: the emulator makes the enclave's
+/// XSAVE family behave as under XFRM (AMX hosts overran Intel SDK enclaves' save areas).
+#[test]
+fn an_enclave_s_xsave_family_works_under_its_own_xfrm() {
+    let host_xcr0 = sgxemu_native::xfeatures::host_xcr0();
+    if host_xcr0 & !0x3 == 0 {
+        eprintln!("skipped: this host's XCR0 ({host_xcr0:#x}) is the test enclave's XFRM; nothing to emulate");
+        return;
+    }
+    let e = TestEnclave::load(1 << 20);
+    let area = e.base + DATA;
+    let canaries = lay_canaries(&e, area);
+    let mut xcr0 = 0u64;
+    e.call(0, op::XSAVE, area, &mut xcr0 as *mut u64 as u64, 0, 0);
+    assert_eq!(xcr0, 0x3, "XGETBV(0) inside the enclave reads its XFRM");
+    assert_canaries(&e, area, &canaries, "XSAVE");
+    assert_eq!(e.read(0, area + 512) & !0x3, 0, "XSTATE_BV holds XFRM's components only");
+    e.call(0, op::XSAVEC_XRSTOR, area, 0, 0, 0);
+    assert_eq!(e.read(0, area + 520), 1 << 63 | 0x3, "XSAVEC's XCOMP_BV is XFRM, compacted");
+    assert_canaries(&e, area, &canaries, "XSAVEC");
+}
+
+/// The kernel's vDSO runs ENCLU wherever RSP points (after an OCALL, the enclave's EEXIT
+/// chooses it); the software EENTER must not care either.
+#[test]
+fn the_vdso_enters_from_a_stack_of_any_alignment() {
+    let e = TestEnclave::load(1 << 20);
+    for misalignment in [0, 8, 1, 4] {
+        let value = 0x5eed_0000 + misalignment;
+        let (ret, run) = e.enter_with_stack_offset(e.tcs(1), misalignment, [op::WRITE, e.base + DATA, value, 0, 0]);
+        assert_eq!((ret, run.function, run.exception_vector), (0, 4, 0), "RSP off by {misalignment}: {run:?}");
+        assert_eq!(e.read(0, e.base + DATA), value);
+    }
+}
+
+/// An IPI that finds a thread running enclave code makes it take an AEX, and that AEX alone
+/// completes the tracking epoch, even when the thread goes straight back in with ERESUME (as
+/// one spinning on a lock the ioctl's caller holds does): the ioctl needs one IPI.
+#[test]
+fn an_aex_completes_the_epoch_of_a_thread_that_goes_straight_back_in() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let e = TestEnclave::load(1 << 20);
+    let engine = support::enclave::engine();
+    let release = AtomicU64::new(0);
+    let spinner_tid = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            spinner_tid.store(sgxemu_native::sys::gettid() as u64, Ordering::Release);
+            e.call(2, op::SPIN_UNTIL, &release as *const AtomicU64 as u64, 0, 0, 0);
+        });
+        let spinner = loop {
+            let tid = spinner_tid.load(Ordering::Acquire);
+            let state = sgxemu_native::thread::all().into_iter().find(|t| t.tid as u64 == tid && tid != 0);
+            match state {
+                Some(t) if t.in_enclave.load(Ordering::Acquire) => break t,
+                _ => std::thread::yield_now(),
+            }
+        };
+        let kicks_before = spinner.kicks_seen.load(Ordering::Acquire);
+        let mut restrict = sgxemu_uapi::SgxEnclaveRestrictPermissions {
+            offset: DATA,
+            length: PAGE,
+            permissions: 1,
+            ..Default::default()
+        };
+        let result = engine.ioctl(
+            e.fd,
+            sgxemu_uapi::SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS,
+            &mut restrict as *mut sgxemu_uapi::SgxEnclaveRestrictPermissions as u64,
+        );
+        let kicks = spinner.kicks_seen.load(Ordering::Acquire) - kicks_before;
+        release.store(1, Ordering::Release);
+        assert!(result.is_ok(), "RESTRICT_PERMISSIONS: {result:?}");
+        assert_eq!((restrict.count, restrict.result), (PAGE, 0));
+        assert!((1..=3).contains(&kicks), "the spinning thread took {kicks} IPIs for one ETRACK");
+    });
+}

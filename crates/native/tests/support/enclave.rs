@@ -62,6 +62,13 @@ pub mod op {
     pub const SPIN: u64 = 14;
     /// `syscall` (getpid).
     pub const SYSCALL: u64 = 15;
+    /// XSAVE64 to [RSI] with every component requested (EDX:EAX = all ones), then
+    /// XGETBV(0) → [RDX].
+    pub const XSAVE: u64 = 16;
+    /// XSAVEC64 to [RSI] with every component requested, then XRSTOR64 from it.
+    pub const XSAVEC_XRSTOR: u64 = 17;
+    /// Spin until the untrusted qword [RSI] is not zero.
+    pub const SPIN_UNTIL: u64 = 18;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -126,6 +133,35 @@ std::arch::global_asm!(
     "je 24f",
     "cmp rdi, 15",
     "je 25f",
+    "cmp rdi, 16",
+    "je 26f",
+    "cmp rdi, 17",
+    "je 27f",
+    "cmp rdi, 18",
+    "je 28f",
+    "jmp 90f",
+    // XSAVE: as the SDK's runtimes do, every component requested; XCR0 is the enclave's.
+    "26:",
+    "mov r10, rdx",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xsave64 [rsi]",
+    "xor ecx, ecx",
+    "xgetbv",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "mov [r10], rax",
+    "jmp 90f",
+    "27:",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xsavec64 [rsi]",
+    "xrstor64 [rsi]",
+    "jmp 90f",
+    "28:",
+    "pause",
+    "cmp qword ptr [rsi], 0",
+    "je 28b",
     "jmp 90f",
     // SYSCALL: getpid, which an enclave may not do (#UD).
     "25:",
@@ -359,9 +395,49 @@ std::arch::global_asm!(
     "pop rbp",
     "ret",
     ".popsection",
+    // The same with RSP lowered by the 9th argument (bytes) at the call.
+    ".pushsection .text.test_vdso_call_offset,\"ax\",@progbits",
+    ".globl test_vdso_call_offset",
+    "test_vdso_call_offset:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rax, [rbp + 16]",
+    "mov r11, [rbp + 24]",
+    "mov r12, [rbp + 32]",
+    "sub rsp, 64",
+    "and rsp, -16",
+    "sub rsp, r12",
+    "sub rsp, 8",
+    "push rax",
+    "call r11",
+    "lea rsp, [rbp - 40]",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    ".popsection",
 );
 
 unsafe extern "C" {
+    fn test_vdso_call_offset(
+        rdi: u64,
+        rsi: u64,
+        rdx: u64,
+        function: u32,
+        r8: u64,
+        r9: u64,
+        run: *mut SgxEnclaveRun,
+        entry: u64,
+        stack_offset: u64,
+    ) -> i32;
     fn test_vdso_call(
         rdi: u64,
         rsi: u64,
@@ -564,6 +640,17 @@ impl TestEnclave {
         // SAFETY: the wrapper calls the vDSO entry point with its C ABI and keeps the
         // callee-saved registers; the enclave only touches the memory the operands name.
         let ret = unsafe { test_vdso_call(rdi, rsi, rdx, function, r8, r9, &mut run, v.enter_enclave) };
+        (ret, run)
+    }
+
+    /// As [`TestEnclave::enter`], with the stack pointer at the vDSO call `offset` bytes
+    /// below a 16-byte boundary (the ABI wants it on one).
+    pub fn enter_with_stack_offset(&self, tcs: u64, offset: u64, regs: [u64; 5]) -> (i32, SgxEnclaveRun) {
+        let v = vdso::vdso(enclu::soft_eenter).expect("the synthetic vDSO");
+        let mut run = SgxEnclaveRun { tcs, ..SgxEnclaveRun::default() };
+        let [rdi, rsi, rdx, r8, r9] = regs;
+        // SAFETY: as in `enter`; the wrapper restores its own stack pointer from RBP.
+        let ret = unsafe { test_vdso_call_offset(rdi, rsi, rdx, 2, r8, r9, &mut run, v.enter_enclave, offset) };
         (ret, run)
     }
 
