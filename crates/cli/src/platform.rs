@@ -13,8 +13,19 @@ pub struct PlatformArgs {
     #[arg(long, value_name = "SIZE", env = "SGXEMU_EPC", default_value = "128M")]
     pub epc: ByteSize,
     /// Emulate an SGX1-only part: no EDMM leaves (EAUG, EMODPR, EMODT, EACCEPT, …).
-    #[arg(long, env = "SGXEMU_SGX1")]
+    /// The variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "SGXEMU_SGX1", value_parser = boolean(sgxemu_native::config::ENV_SGX1))]
     pub sgx1: bool,
+}
+
+/// The parser of a boolean flag that an environment variable can also set: clap's own
+/// takes only `true`/`false`, while `sgxemu run` and users write `SGXEMU_SGX1=1`. The same
+/// words as the preloaded library accepts ([`sgxemu_native::config::parse_bool`]).
+pub fn boolean(variable: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |value| {
+        sgxemu_native::config::parse_bool(variable, value)
+            .map_err(|_| format!("{variable} takes {}", sgxemu_native::config::BOOL_WORDS))
+    }
 }
 
 /// Why the platform options were refused.

@@ -113,3 +113,144 @@ fn copies_of_an_enclave_descriptor_reach_the_driver_too() {
     // EFAULT (14) is the driver's answer; ENOTTY (25) a file that is no enclave.
     assert_eq!(text(&out.stdout), "fd 14 dup 14 fcntl 14 dup2 14 dup3 14\nafter close 14\nreplaced 25 kept 14\n");
 }
+
+#[test]
+fn device_descriptors_survive_every_phase_of_the_process_s_life() {
+    // Constructors, a vfork child, a pthread key destructor, an atexit handler and an ELF
+    // destructor (the last ones after thread-local storage is torn down): every probe
+    // reaches the driver (EFAULT, 14), every close succeeds, and buffered stdout comes
+    // out because the process exits normally.
+    let exe = build("teardown");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "constructor: probe 14\n\
+         main: probe 14 14\n\
+         thread: probe 14\n\
+         thread exit: probe 14 close 0\n\
+         after vfork child closed it: probe 14\n\
+         atexit: probe 14 close 0\n\
+         destructor: probe 14 close 0 new 14 close 0\n"
+    );
+    assert!(!text(&out.stderr).contains("internal error"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_device_nodes_are_found_through_every_file_api() {
+    let exe = build("discover");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // EFAULT (14): an enclave; ENOTTY (25): the provisioning node; ELOOP (40): O_NOFOLLOW
+    // on the link; EACCES (13): X_OK.
+    assert_eq!(
+        text(&out.stdout),
+        "open 14 open64 14 openat 14 openat64 14 __open_2 14 __open64_2 14 __openat_2 14 __openat64_2 14\n\
+         link 14 provision 25 provision-link 25 nofollow -40\n\
+         fopen 14 fopen64 14\n\
+         stat enclave: chr 0666 10:125 size 0\n\
+         stat provision: chr 0660 10:126 size 0\n\
+         lstat enclave: chr 0666 10:125 size 0\n\
+         stat link: chr 0666 10:125 size 0\n\
+         lstat link: lnk 0777 0:0 size 14\n\
+         fstatat link nofollow: lnk 0777 0:0 size 16\n\
+         fstatat link: chr 0660 10:126 size 0\n\
+         stat dir: dir 0755 0:0 size 80\n\
+         fstat: chr 0666 10:125 size 0\n\
+         fstatat empty path: chr 0666 10:125 size 0\n\
+         statx enclave: 0 chr 0666 10:125\n\
+         statx link nofollow: 0 lnk\n\
+         access 0 0 0 faccessat 0 0 euidaccess 0 eaccess 0 x 13\n\
+         readlink fd: /dev/sgx_enclave\n\
+         readlink link: ../sgx_enclave\n\
+         readlink truncated: 5 ../sg\n\
+         readlink node: -1 errno 22\n\
+         realpath: /dev/sgx_enclave\n"
+    );
+}
+
+/// The environment variable that makes [`rust_helper`] do its work (it is a no-op in an
+/// ordinary test run).
+const HELPER: &str = "SGXEMU_RUN_TEST_HELPER";
+
+/// Run by [`rust_programs_see_the_devices`] under `sgxemu run`: what Rust's standard
+/// library (statx, readlink, realpath underneath) sees of the device paths.
+#[test]
+fn rust_helper() {
+    if std::env::var_os(HELPER).is_none() {
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let enclave = Path::new("/dev/sgx_enclave");
+    let char_device = std::fs::metadata("/dev/sgx/enclave").is_ok_and(|m| m.file_type().is_char_device());
+    let link = std::fs::symlink_metadata("/dev/sgx/provision").is_ok_and(|m| m.file_type().is_symlink());
+    println!(
+        "helper: exists {} {} char {char_device} link {link} target {:?} canonical {:?}",
+        enclave.exists(),
+        Path::new("/dev/sgx_provision").exists(),
+        std::fs::read_link("/dev/sgx/enclave").ok(),
+        std::fs::canonicalize("/dev/sgx/provision").ok(),
+    );
+}
+
+#[test]
+fn rust_programs_see_the_devices() {
+    let me = std::env::current_exe().expect("the test binary");
+    let out = support::sgxemu_with_env(
+        &["run", "--", me.to_str().expect("utf-8 path"), "rust_helper", "--exact", "--nocapture", "--test-threads=1"],
+        &[(HELPER, "1")],
+    );
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "helper: exists true true char true link true target Some(\"../sgx_enclave\") \
+             canonical Some(\"/dev/sgx_provision\")"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn programs_read_sgx_from_cpuinfo_sysfs_and_msrs() {
+    let exe = build("platform_files");
+    let out = sgxemu(&["run", "--epc", "64M", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // IA32_FEATURE_CONTROL: LOCK | SGX_LC | SGX_ENABLE; the hash MSRs: Intel's launch key
+    // hash (the part's reset values); EIO (5) for another MSR, EINVAL (22) for a read that
+    // is no multiple of 8 bytes, EACCES (13) for a write open, ENOENT (2) for no such CPU.
+    assert_eq!(
+        text(&out.stdout),
+        "cpuinfo: processors 1 flags 1 sgx 1 sgx_lc 1\n\
+         cpuinfo open: sgx_lc 1\n\
+         sgx_total_bytes: 67108864\n\
+         msr 0x3a: 0 0x60001 last cpu 1\n\
+         msr 0x8c: 0 a6053e051270b7ac\n\
+         msr 0x8d: 0 6cfbe8ba8b3b413d\n\
+         msr 0x8e: 0 c4916d99f2b3735d\n\
+         msr 0x8f: 0 d4f8c05909f9bb3b\n\
+         read at 0x8c: 16 a6053e051270b7ac a6053e051270b7ac\n\
+         msr 0x10: 5, 4 bytes: 22, write open: 13, cpu 99999: 2\n\
+         dup: 0\n"
+    );
+    // Tools that read the files themselves see the same.
+    let out = sgxemu(&["run", "--", "sh", "-c", "grep -c -w sgx_lc /proc/cpuinfo; grep -c ^processor /proc/cpuinfo"]);
+    let counts: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert!(counts.len() == 2 && counts[0] == counts[1] && counts[0] != "0", "{counts:?}");
+}
+
+#[test]
+fn boolean_settings_take_the_usual_words() {
+    // `sgxemu run` sets SGXEMU_SGX1=1, which an `sgxemu` inside must accept.
+    let out = sgxemu(&["run", "--sgx1", "--", env!("CARGO_BIN_EXE_sgxemu"), "info"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("SGX1 only"), "{}", text(&out.stdout));
+    for value in ["1", "yes", "ON", "true", "0", "off", ""] {
+        let out = support::sgxemu_with_env(&["run", "--", "true"], &[("SGXEMU_STATS", value), ("SGXEMU_SGX1", value)]);
+        assert!(out.status.success(), "{value:?}: {}", text(&out.stderr));
+    }
+    let out = support::sgxemu_with_env(&["run", "--", "true"], &[("SGXEMU_SGX1", "maybe")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.lines().next().is_some_and(|l| l.contains("SGXEMU_SGX1") && l.contains("maybe")), "{stderr}");
+}

@@ -184,8 +184,8 @@ impl Engine {
 
     fn release_if_unused(&self, encl: &Arc<Encl>) {
         if !self.space.maps(encl) && !self.devices.refers_to(encl) {
-            let state = crate::thread::current(&self.processor);
-            encl.release(&mut state.cpus().kcpu);
+            // `with_current`: a close may come from a destructor, after thread-locals are gone.
+            crate::thread::with_current(&self.processor, |state| encl.release(&mut state.cpus().kcpu));
         }
     }
 
@@ -200,10 +200,9 @@ impl Engine {
             };
             let held = HeldSignals::hold();
             let task = NativeTask::new(self, &held);
-            let result = {
-                let state = crate::thread::current(&self.processor);
+            let result = crate::thread::with_current(&self.processor, |state| {
                 encl.ioctl(&mut state.cpus().kcpu, &task, cmd, arg)
-            };
+            });
             let interrupted_by = task.interrupted_by.get();
             // The signals that waited are delivered here, their handlers run outside the
             // call; then the kernel's ERESTARTSYS rule decides.

@@ -16,6 +16,7 @@ pub mod context;
 pub mod cpuid;
 pub mod cpuid_sites;
 pub mod device;
+pub mod devices_fs;
 pub mod enclu;
 pub mod engine;
 pub mod epc_memory;

@@ -6,19 +6,60 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{c_char, c_int, c_void};
 
-fn next(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
+fn next(cache: &AtomicUsize, name: &std::ffi::CStr) -> Option<usize> {
     let cached = cache.load(Ordering::Acquire);
     if cached != 0 {
-        return cached;
+        return Some(cached);
     }
     // SAFETY: dlsym with RTLD_NEXT and a valid C string.
     let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
     if found == 0 {
         crate::sys::stderr_line(&format!("sgxemu: the C library has no {}\n", name.to_string_lossy()));
-        std::process::abort();
+        return None;
     }
     cache.store(found, Ordering::Release);
-    found
+    Some(found)
+}
+
+/// What a C function returns on failure, for a C library that lacks it (the call then
+/// fails with ENOSYS instead of ending the process).
+pub trait Failure {
+    /// The failure value.
+    fn failure() -> Self;
+}
+
+impl Failure for c_int {
+    fn failure() -> Self {
+        -1
+    }
+}
+
+impl Failure for isize {
+    fn failure() -> Self {
+        -1
+    }
+}
+
+impl Failure for i64 {
+    fn failure() -> Self {
+        -1
+    }
+}
+
+impl Failure for libc::c_ulong {
+    fn failure() -> Self {
+        0
+    }
+}
+
+impl<T> Failure for *mut T {
+    fn failure() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+impl Failure for () {
+    fn failure() -> Self {}
 }
 
 macro_rules! real_fn {
@@ -33,8 +74,13 @@ macro_rules! real_fn {
                 Ok(c) => c,
                 Err(_) => panic!("symbol name"),
             } };
+            let Some(address) = next(&CACHE, cname) else {
+                // SAFETY: __errno_location returns this thread's errno slot.
+                unsafe { *libc::__errno_location() = libc::ENOSYS };
+                return <$ret as Failure>::failure();
+            };
             // SAFETY: the symbol has the C library's signature for this name.
-            let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(next(&CACHE, cname)) };
+            let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
             // SAFETY: the caller upholds the C function's contract.
             unsafe { f($($arg),*) }
         }
@@ -79,5 +125,35 @@ real_fn!(/// fstatat(2).
     fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int);
 real_fn!(/// getauxval(3).
     getauxval(kind: libc::c_ulong) -> libc::c_ulong);
-real_fn!(/// _exit(2).
+real_fn!(/// _exit(2) (if the C library had none, this returns: the caller ends the process).
     _exit(status: c_int) -> ());
+real_fn!(/// statx(2).
+    statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: libc::c_uint, buf: *mut libc::statx) -> c_int);
+real_fn!(/// access(2).
+    access(path: *const c_char, mode: c_int) -> c_int);
+real_fn!(/// faccessat(2).
+    faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int);
+real_fn!(/// euidaccess(3) (also called eaccess).
+    euidaccess(path: *const c_char, mode: c_int) -> c_int);
+real_fn!(/// readlink(2).
+    readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize);
+real_fn!(/// readlinkat(2).
+    readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize);
+real_fn!(/// realpath(3).
+    realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char);
+real_fn!(/// canonicalize_file_name(3).
+    canonicalize_file_name(path: *const c_char) -> *mut c_char);
+real_fn!(/// fopen(3).
+    fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE);
+real_fn!(/// fopen64.
+    fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE);
+real_fn!(/// read(2).
+    read(fd: c_int, buf: *mut c_void, count: usize) -> isize);
+real_fn!(/// pread(2).
+    pread(fd: c_int, buf: *mut c_void, count: usize, offset: libc::off_t) -> isize);
+real_fn!(/// pread64.
+    pread64(fd: c_int, buf: *mut c_void, count: usize, offset: libc::off_t) -> isize);
+real_fn!(/// lseek(2).
+    lseek(fd: c_int, offset: libc::off_t, whence: c_int) -> libc::off_t);
+real_fn!(/// lseek64.
+    lseek64(fd: c_int, offset: libc::off_t, whence: c_int) -> libc::off_t);

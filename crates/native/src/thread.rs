@@ -145,15 +145,21 @@ impl Drop for Owner {
         if state.is_null() {
             return;
         }
-        // SAFETY: `state` came from Box::into_raw in `current` and is freed only here.
+        // SAFETY: `state` came from Box::into_raw in `create` and is freed only here.
         let boxed = unsafe { Box::from_raw(state) };
         unregister(boxed.tid);
-        // glibc runs thread-local destructors before atexit handlers: keep the counts.
-        let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
-        retired.merge(boxed.cpus().lp.stats());
-        retired.merge(boxed.cpus().kcpu.lp.stats());
-        free_alt_stack(boxed.alt_stack.get());
+        retire(&boxed);
     }
+}
+
+/// Keeps the counts of a state about to be freed and frees its alternate stack. (glibc runs
+/// thread-local destructors before atexit handlers, where the statistics are printed.)
+fn retire(state: &ThreadState) {
+    let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    retired.merge(state.cpus().lp.stats());
+    retired.merge(state.cpus().kcpu.lp.stats());
+    drop(retired);
+    free_alt_stack(state.alt_stack.get());
 }
 
 /// Leaf counters of threads that have exited.
@@ -169,21 +175,10 @@ thread_local! {
     static OWNER: Owner = const { Owner(Cell::new(ptr::null_mut())) };
 }
 
-/// The calling thread's state, created on first use. Normal context only (allocates, and
-/// reads a thread-local cache).
-pub fn current(processor: &Processor) -> &'static ThreadState {
-    let cached = OWNER.with(|owner| owner.0.get());
-    // SAFETY: the owner's pointer stays valid until this thread exits. (A fork child's
-    // thread starts with it cleared: see `forget_current_in_child`.)
-    if let Some(state) = unsafe { cached.as_ref() } {
-        return state;
-    }
-    let tid = sys::gettid();
-    if let Some(state) = lookup(tid) {
-        return state;
-    }
+/// A new state for thread `tid`, not yet registered.
+fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
     let lp = processor.new_lp();
-    let state = Box::into_raw(Box::new(ThreadState {
+    Box::new(ThreadState {
         tid,
         lp_id: lp.id(),
         cpus: UnsafeCell::new(Cpus { lp, kcpu: Cpu::new(processor) }),
@@ -198,12 +193,69 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
         alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),
         kick_aexes: AtomicU64::new(0),
-    }));
-    if !register(state, tid) {
-        sys::stderr_line("sgxemu: too many threads use enclaves at once\n");
-        std::process::abort();
+    })
+}
+
+/// The thread's cached state: `Ok(None)` if it has none yet, `Err(())` once the thread's
+/// thread-local storage has been torn down (a C++ static destructor, an `atexit` handler or
+/// a pthread key destructor runs after Rust's thread-locals are gone).
+fn cached() -> Result<Option<&'static ThreadState>, ()> {
+    let cached = OWNER.try_with(|owner| owner.0.get()).map_err(drop)?;
+    // SAFETY: the owner's pointer stays valid until this thread exits. (A fork child's
+    // thread starts with it cleared: see `forget_current_in_child`.)
+    Ok(unsafe { cached.as_ref() })
+}
+
+/// The calling thread's state, created on first use. Normal context only (allocates, and
+/// reads a thread-local cache).
+///
+/// Called after the thread's thread-local storage was torn down (from a destructor), a
+/// thread that never had a state gets one that is never freed (a few KiB, once per such
+/// call): prefer [`with_current`], which frees it.
+pub fn current(processor: &Processor) -> &'static ThreadState {
+    match cached() {
+        Ok(Some(state)) => state,
+        Ok(None) => create(processor),
+        Err(()) => match lookup(sys::gettid()) {
+            Some(state) => state,
+            None => Box::leak(new_state(processor, sys::gettid())),
+        },
     }
-    OWNER.with(|owner| owner.0.set(state));
+}
+
+/// Runs `f` with the calling thread's state, as [`current`]; after the thread's
+/// thread-local storage is gone, with a state made for this call alone (its counts kept
+/// with those of exited threads).
+pub fn with_current<R>(processor: &Processor, f: impl FnOnce(&ThreadState) -> R) -> R {
+    match cached() {
+        Ok(Some(state)) => f(state),
+        Ok(None) => f(create(processor)),
+        Err(()) => {
+            if let Some(state) = lookup(sys::gettid()) {
+                return f(state);
+            }
+            let state = new_state(processor, sys::gettid());
+            let result = f(&state);
+            retire(&state);
+            result
+        }
+    }
+}
+
+/// Makes, registers and caches the state of a thread that has none.
+fn create(processor: &Processor) -> &'static ThreadState {
+    let tid = sys::gettid();
+    if let Some(state) = lookup(tid) {
+        return state;
+    }
+    let state = Box::into_raw(new_state(processor, tid));
+    if !register(state, tid) {
+        // Handlers then find it only through its alternate stack's header (set up at the
+        // first EENTER); nothing else needs the table.
+        sys::stderr_line("sgxemu: more than 4096 threads use enclaves at once; this one is not in the TID table\n");
+    }
+    // A thread whose storage is gone between `cached` and here keeps its state registered.
+    let _ = OWNER.try_with(|owner| owner.0.set(state));
     // SAFETY: just registered; lives until the thread exits.
     unsafe { &*state }
 }
@@ -211,7 +263,7 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
 /// In a fork child: the forking thread's cached state is its parent thread's; forget it
 /// (the child's thread builds its own).
 pub fn forget_current_in_child() {
-    OWNER.with(|owner| owner.0.set(ptr::null_mut()));
+    let _ = OWNER.try_with(|owner| owner.0.set(ptr::null_mut()));
 }
 
 /// Every registered thread state (for statistics at exit).

@@ -1,79 +1,120 @@
 //! The library `sgxemu run` preloads into a program: the C library entry points through
-//! which programs reach `/dev/sgx_enclave`, `/dev/sgx_provision`, the vDSO and signal
-//! dispositions, connected to the emulator (`sgxemu-native`). Every call that is not about
-//! the emulated devices goes on to the C library unchanged.
+//! which programs find and reach `/dev/sgx_enclave`, `/dev/sgx_provision`, the vDSO and
+//! signal dispositions, connected to the emulator (`sgxemu-native`; what paths mean is
+//! decided in its `devices_fs` module). Every call that is not about the emulated platform
+//! goes on to the C library unchanged.
 //!
-//! These functions are called by arbitrary C code before and after `main` (even from other
-//! libraries' constructors, which run before ours), so each one starts the emulator lazily
-//! and never panics.
+//! These functions are called by arbitrary C code at any point of a process's life: before
+//! `main` (even from other libraries' constructors, which run before ours), from `atexit`
+//! handlers and C++ static destructors after Rust's thread-locals are gone, from pthread key
+//! destructors of exiting threads, in `vfork` children. Each one starts the emulator lazily,
+//! needs no thread-local storage to work, and never unwinds or aborts: [`guard`] turns a
+//! panic into one line on stderr and EIO.
 
 #![allow(clippy::missing_safety_doc, reason = "C entry points with the C library's contracts")]
 
+use std::cell::Cell;
 use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Once;
 
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
-use sgxemu_native::device::{ENCLAVE_PATH, PROVISION_PATH};
-use sgxemu_native::{Engine, cpuid, enclu, real, signals, sys, vdso};
+use sgxemu_native::devices_fs::{self, Node};
+use sgxemu_native::{cpuid, enclu, real, signals, sys, vdso};
 
 fn set_errno(errno: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// The emulated device `path` names, if any.
+/// `-1` with `errno` set, as a failing system call returns.
+fn fail(errno: c_int) -> c_int {
+    set_errno(errno);
+    -1
+}
+
+thread_local! {
+    /// The entry point this thread is in, for the panic message. Constant-initialised and
+    /// without a destructor, so it stays usable while the thread is torn down.
+    static CALL: Cell<&'static str> = const { Cell::new("") };
+}
+
+/// The one line a panic prints: `sgxemu: internal error in <call>: <message> at <where>`.
+fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
+    let call = CALL.try_with(Cell::get).unwrap_or("");
+    let call = if call.is_empty() { "an emulator thread" } else { call };
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic");
+    let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    sys::stderr_line(&format!("sgxemu: internal error in {call}: {message}{place}\n"));
+}
+
+/// Runs the body of entry point `call`. A panic in it (a bug of the emulator) never crosses
+/// into C: it prints one line, sets errno to EIO (what the kernel gives for a driver bug)
+/// and the call returns `failed()`.
+fn guard<R>(call: &'static str, failed: impl FnOnce() -> R, body: impl FnOnce() -> R) -> R {
+    static HOOK: Once = Once::new();
+    // This library carries its own standard library: the hook is the emulator's alone.
+    HOOK.call_once(|| std::panic::set_hook(Box::new(panic_hook)));
+    let outer = CALL.try_with(|c| c.replace(call)).unwrap_or("");
+    let result = std::panic::catch_unwind(AssertUnwindSafe(body));
+    let _ = CALL.try_with(|c| c.set(outer));
+    result.unwrap_or_else(|_| {
+        set_errno(libc::EIO);
+        failed()
+    })
+}
+
+/// [`guard`] for calls that return `-1` on failure.
+fn guard_int(call: &'static str, body: impl FnOnce() -> c_int) -> c_int {
+    guard(call, || -1, body)
+}
+
+/// [`guard`] for calls that return `ssize_t`/`off_t` -1 on failure.
+fn guard_long<R: From<i8>>(call: &'static str, body: impl FnOnce() -> R) -> R {
+    guard(call, || R::from(-1), body)
+}
+
+/// The emulated node a path names (null: none).
 ///
 /// # Safety
 /// `path` is null or a C string.
-unsafe fn device_path(path: *const c_char) -> Option<&'static str> {
-    if path.is_null() {
-        return None;
-    }
-    // SAFETY: the caller passes a C string.
-    match unsafe { CStr::from_ptr(path) }.to_bytes() {
-        b"/dev/sgx_enclave" => Some(ENCLAVE_PATH),
-        b"/dev/sgx_provision" => Some(PROVISION_PATH),
-        _ => None,
-    }
+unsafe fn node(path: *const c_char) -> Option<Node> {
+    // SAFETY: forwarded contract.
+    unsafe { devices_fs::resolve_c(path) }
 }
 
-fn open_device(path: &str, flags: c_int) -> c_int {
-    let engine = match Engine::start() {
-        Ok(engine) => engine,
-        Err(e) => {
-            sys::stderr_line(&format!("sgxemu: cannot start the emulated SGX platform: {e}\n"));
-            set_errno(libc::ENODEV);
-            return -1;
+/// `open` of a path: the emulator's node, or the C library's `real` open.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn open_path(call: &'static str, path: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    guard_int(call, || {
+        // SAFETY: forwarded contract.
+        match unsafe { node(path) }.map(|node| devices_fs::open(node, flags)) {
+            Some(Ok(Some(fd))) => fd,
+            Some(Err(errno)) => fail(errno),
+            None | Some(Ok(None)) => real(),
         }
-    };
-    // A real descriptor keeps fd numbering, close and poll ordinary.
-    // SAFETY: opens /dev/null with the caller's close-on-exec choice.
-    let fd = unsafe { real::open(c"/dev/null".as_ptr(), libc::O_RDWR | (flags & libc::O_CLOEXEC), 0) };
-    if fd >= 0 {
-        engine.opened(path, fd);
-    }
-    fd
+    })
 }
 
 /// open(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     // SAFETY: forwarded C contract.
-    match unsafe { device_path(path) } {
-        Some(device) => open_device(device, flags),
-        // SAFETY: forwarded C contract.
-        None => unsafe { real::open(path, flags, mode) },
-    }
+    unsafe { open_path("open", path, flags, || real::open(path, flags, mode)) }
 }
 
 /// open64(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     // SAFETY: forwarded C contract.
-    match unsafe { device_path(path) } {
-        Some(device) => open_device(device, flags),
-        // SAFETY: forwarded C contract.
-        None => unsafe { real::open64(path, flags, mode) },
-    }
+    unsafe { open_path("open64", path, flags, || real::open64(path, flags, mode)) }
 }
 
 /// The fortified open (`_FORTIFY_SOURCE`).
@@ -90,15 +131,11 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int 
     unsafe { open64(path, flags, 0) }
 }
 
-/// openat(2).
+/// openat(2). The emulator's paths are absolute, so `dirfd` does not matter for them.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    // SAFETY: forwarded C contract; device paths are absolute, so `dirfd` does not matter.
-    match unsafe { device_path(path) } {
-        Some(device) => open_device(device, flags),
-        // SAFETY: forwarded C contract.
-        None => unsafe { real::openat(dirfd, path, flags, mode) },
-    }
+    // SAFETY: forwarded C contract.
+    unsafe { open_path("openat", path, flags, || real::openat(dirfd, path, flags, mode)) }
 }
 
 /// openat64.
@@ -108,29 +145,131 @@ pub unsafe extern "C" fn openat64(dirfd: c_int, path: *const c_char, flags: c_in
     unsafe { openat(dirfd, path, flags, mode) }
 }
 
-/// What `stat` says about an emulated device node: a character device, root-owned, 0600
-/// (misc major 10, the minors Linux gives them).
-fn device_stat(path: &str, buf: *mut libc::stat) -> c_int {
+/// The fortified openat.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { openat(dirfd, path, flags, 0) }
+}
+
+/// The fortified openat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { openat(dirfd, path, flags, 0) }
+}
+
+/// open(2) flags for an fopen mode (`r`, `w`, `a`, `+`, `e`, `x`).
+fn fopen_flags(mode: &[u8]) -> c_int {
+    let mut flags = match mode.first() {
+        Some(b'w') => libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        Some(b'a') => libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+        _ => libc::O_RDONLY,
+    };
+    for &c in mode.iter().skip(1) {
+        match c {
+            b'+' => flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR,
+            b'e' => flags |= libc::O_CLOEXEC,
+            b'x' => flags |= libc::O_EXCL,
+            b',' => break,
+            _ => {}
+        }
+    }
+    flags
+}
+
+/// fopen of a path: glibc's fopen opens through an internal call no interposer sees, so
+/// the emulator's paths are opened here and wrapped with `fdopen`.
+///
+/// # Safety
+/// `path` and `mode` are null or C strings.
+unsafe fn fopen_path(
+    call: &'static str,
+    path: *const c_char,
+    mode: *const c_char,
+    real: impl FnOnce() -> *mut libc::FILE,
+) -> *mut libc::FILE {
+    guard(call, std::ptr::null_mut, || {
+        // SAFETY: forwarded contract.
+        let Some(node) = (unsafe { node(path) }).filter(|_| !mode.is_null()) else { return real() };
+        // SAFETY: `mode` is a C string.
+        let flags = fopen_flags(unsafe { CStr::from_ptr(mode) }.to_bytes());
+        match devices_fs::open(node, flags) {
+            Ok(Some(fd)) => {
+                // SAFETY: `fd` is ours to hand over; `mode` is a C string.
+                let file = unsafe { libc::fdopen(fd, mode) };
+                if file.is_null() {
+                    // SAFETY: closes the descriptor just made (errno of fdopen kept).
+                    let errno = unsafe { *libc::__errno_location() };
+                    // SAFETY: as above.
+                    unsafe { close(fd) };
+                    set_errno(errno);
+                }
+                file
+            }
+            Ok(None) => real(),
+            Err(errno) => {
+                set_errno(errno);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// fopen(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // SAFETY: forwarded C contract.
+    unsafe { fopen_path("fopen", path, mode, || real::fopen(path, mode)) }
+}
+
+/// fopen64(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // SAFETY: forwarded C contract.
+    unsafe { fopen_path("fopen64", path, mode, || real::fopen64(path, mode)) }
+}
+
+/// Fills `buf` with what `stat` (`follow`) or `lstat` says about `path`; `None`: the C
+/// library answers.
+///
+/// # Safety
+/// `path` is null or a C string; `buf` is a writable `struct stat`.
+unsafe fn stat_path(path: *const c_char, follow: bool, buf: *mut libc::stat) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let st = devices_fs::stat_of(unsafe { node(path) }?, follow)?;
     // SAFETY: the caller's buffer is a `struct stat`.
-    let st = unsafe { &mut *buf };
-    // SAFETY: all-zero is a valid `struct stat`.
-    *st = unsafe { std::mem::zeroed() };
-    st.st_mode = libc::S_IFCHR | 0o600;
-    st.st_nlink = 1;
-    st.st_rdev = libc::makedev(10, if path == ENCLAVE_PATH { 125 } else { 126 });
-    st.st_blksize = 4096;
-    0
+    unsafe { buf.write(st) };
+    Some(0)
+}
+
+/// Fills `buf` for an emulated descriptor; `None`: the C library answers.
+///
+/// # Safety
+/// `buf` is a writable `struct stat`.
+unsafe fn stat_fd(fd: c_int, buf: *mut libc::stat) -> Option<c_int> {
+    let st = devices_fs::stat_of(devices_fs::descriptor_node(fd)?, true)?;
+    // SAFETY: the caller's buffer is a `struct stat`.
+    unsafe { buf.write(st) };
+    Some(0)
+}
+
+/// Whether an `*at` call's empty path with AT_EMPTY_PATH means `dirfd` itself.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn empty_path(path: *const c_char, flags: c_int) -> bool {
+    // SAFETY: a non-null path is a C string.
+    flags & libc::AT_EMPTY_PATH != 0 && !path.is_null() && unsafe { *path } == 0
 }
 
 /// stat(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int {
-    // SAFETY: forwarded C contract.
-    match unsafe { device_path(path) } {
-        Some(device) => device_stat(device, buf),
+    guard_int("stat", || {
         // SAFETY: forwarded C contract.
-        None => unsafe { real::stat(path, buf) },
-    }
+        unsafe { stat_path(path, true, buf).unwrap_or_else(|| real::stat(path, buf)) }
+    })
 }
 
 /// stat64 (the same struct on x86-64).
@@ -143,53 +282,402 @@ pub unsafe extern "C" fn stat64(path: *const c_char, buf: *mut libc::stat) -> c_
 /// lstat(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
-    // SAFETY: forwarded C contract.
-    match unsafe { device_path(path) } {
-        Some(device) => device_stat(device, buf),
+    guard_int("lstat", || {
         // SAFETY: forwarded C contract.
-        None => unsafe { real::lstat(path, buf) },
-    }
+        unsafe { stat_path(path, false, buf).unwrap_or_else(|| real::lstat(path, buf)) }
+    })
 }
 
-/// fstatat(2).
+/// lstat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lstat64(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { lstat(path, buf) }
+}
+
+/// fstatat(2) (newfstatat).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
-    // SAFETY: forwarded C contract.
-    match unsafe { device_path(path) } {
-        Some(device) => device_stat(device, buf),
+    guard_int("fstatat", || {
         // SAFETY: forwarded C contract.
-        None => unsafe { real::fstatat(dirfd, path, buf, flags) },
+        unsafe {
+            let ours = if empty_path(path, flags) {
+                stat_fd(dirfd, buf)
+            } else {
+                stat_path(path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
+            };
+            ours.unwrap_or_else(|| real::fstatat(dirfd, path, buf, flags))
+        }
+    })
+}
+
+/// fstatat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { fstatat(dirfd, path, buf, flags) }
+}
+
+/// fstat(2): an emulated descriptor looks like its node.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
+    guard_int("fstat", || {
+        // SAFETY: forwarded C contract.
+        unsafe { stat_fd(fd, buf).unwrap_or_else(|| real::fstat(fd, buf)) }
+    })
+}
+
+/// fstat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat64(fd: c_int, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { fstat(fd, buf) }
+}
+
+// The versioned stat calls of programs built against glibc before 2.33 (`_STAT_VER` is
+// the one x86-64 layout, so the version argument changes nothing).
+
+/// __xstat.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __xstat(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { stat(path, buf) }
+}
+
+/// __xstat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __xstat64(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { stat(path, buf) }
+}
+
+/// __lxstat.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __lxstat(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { lstat(path, buf) }
+}
+
+/// __lxstat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __lxstat64(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { lstat(path, buf) }
+}
+
+/// __fxstat.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstat(_ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { fstat(fd, buf) }
+}
+
+/// __fxstat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstat64(_ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { fstat(fd, buf) }
+}
+
+/// __fxstatat.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstatat(
+    _ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { fstatat(dirfd, path, buf, flags) }
+}
+
+/// __fxstatat64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstatat64(
+    _ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { fstatat(dirfd, path, buf, flags) }
+}
+
+/// statx(2) (what Rust's `Path::exists` and `fs::metadata` call).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    buf: *mut libc::statx,
+) -> c_int {
+    guard_int("statx", || {
+        // SAFETY: all-zero is a valid `struct stat`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: forwarded C contract; `st` is writable.
+        let ours = unsafe {
+            if empty_path(path, flags) {
+                stat_fd(dirfd, &mut st)
+            } else {
+                stat_path(path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, &mut st)
+            }
+        };
+        match ours {
+            Some(_) if buf.is_null() => fail(libc::EFAULT),
+            Some(_) => {
+                // SAFETY: the caller's buffer is a `struct statx`.
+                unsafe { buf.write(devices_fs::statx_of(&st)) };
+                0
+            }
+            // SAFETY: forwarded C contract.
+            None => unsafe { real::statx(dirfd, path, flags, mask, buf) },
+        }
+    })
+}
+
+/// access-family answer for an emulated path; `None`: the C library answers.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn access_path(path: *const c_char, mode: c_int) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    Some(match devices_fs::access(unsafe { node(path) }?, mode)? {
+        Ok(()) => 0,
+        Err(errno) => fail(errno),
+    })
+}
+
+/// access(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
+    guard_int("access", || {
+        // SAFETY: forwarded C contract.
+        unsafe { access_path(path, mode).unwrap_or_else(|| real::access(path, mode)) }
+    })
+}
+
+/// faccessat(2) (faccessat2 underneath).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
+    guard_int("faccessat", || {
+        // SAFETY: forwarded C contract.
+        unsafe { access_path(path, mode).unwrap_or_else(|| real::faccessat(dirfd, path, mode, flags)) }
+    })
+}
+
+/// euidaccess(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn euidaccess(path: *const c_char, mode: c_int) -> c_int {
+    guard_int("euidaccess", || {
+        // SAFETY: forwarded C contract.
+        unsafe { access_path(path, mode).unwrap_or_else(|| real::euidaccess(path, mode)) }
+    })
+}
+
+/// eaccess(3), another name of euidaccess.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eaccess(path: *const c_char, mode: c_int) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { euidaccess(path, mode) }
+}
+
+/// readlink's answer for an emulated path, copied as readlink(2) does (truncated, no NUL);
+/// `None`: the C library answers.
+///
+/// # Safety
+/// `path` is null or a C string; `buf` is writable for `size` bytes.
+unsafe fn readlink_path(path: *const c_char, buf: *mut c_char, size: usize) -> Option<isize> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: a C string.
+    let answer = devices_fs::readlink(unsafe { CStr::from_ptr(path) }.to_bytes())?;
+    Some(match answer {
+        Ok(_) if size == 0 => fail(libc::EINVAL) as isize,
+        Ok(target) => {
+            let n = target.len().min(size);
+            // SAFETY: `buf` is writable for `size` >= `n` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast::<u8>(), n) };
+            n as isize
+        }
+        Err(errno) => fail(errno) as isize,
+    })
+}
+
+/// readlink(2): the udev links' targets, and a device descriptor's node in `/proc/self/fd`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    guard_long("readlink", || {
+        // SAFETY: forwarded C contract.
+        unsafe { readlink_path(path, buf, size).unwrap_or_else(|| real::readlink(path, buf, size)) }
+    })
+}
+
+/// readlinkat(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    guard_long("readlinkat", || {
+        // SAFETY: forwarded C contract.
+        unsafe { readlink_path(path, buf, size).unwrap_or_else(|| real::readlinkat(dirfd, path, buf, size)) }
+    })
+}
+
+/// The canonical path of a device node or link, as realpath(3) returns it (into
+/// `resolved`, or a `malloc`ed copy when it is null); `None`: the C library answers.
+///
+/// # Safety
+/// `path` is null or a C string; `resolved` is null or holds PATH_MAX bytes.
+unsafe fn canonical_path(path: *const c_char, resolved: *mut c_char) -> Option<*mut c_char> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: a C string.
+    let canonical = devices_fs::canonical(unsafe { CStr::from_ptr(path) }.to_bytes())?;
+    let out = if resolved.is_null() {
+        // SAFETY: malloc of the string's size; the caller frees it with free(3).
+        unsafe { libc::malloc(canonical.len() + 1).cast::<c_char>() }
+    } else {
+        resolved
+    };
+    if out.is_null() {
+        set_errno(libc::ENOMEM);
+        return Some(out);
+    }
+    // SAFETY: `out` holds at least len + 1 bytes (PATH_MAX, or just allocated).
+    unsafe {
+        std::ptr::copy_nonoverlapping(canonical.as_ptr(), out.cast::<u8>(), canonical.len());
+        *out.add(canonical.len()) = 0;
+    }
+    Some(out)
+}
+
+/// realpath(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    guard("realpath", std::ptr::null_mut, || {
+        // SAFETY: forwarded C contract.
+        unsafe { canonical_path(path, resolved).unwrap_or_else(|| real::realpath(path, resolved)) }
+    })
+}
+
+/// canonicalize_file_name(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
+    guard("canonicalize_file_name", std::ptr::null_mut, || {
+        // SAFETY: forwarded C contract.
+        unsafe { canonical_path(path, std::ptr::null_mut()).unwrap_or_else(|| real::canonicalize_file_name(path)) }
+    })
+}
+
+/// Copies an emulated read's bytes out as read(2) returns them.
+///
+/// # Safety
+/// `buf` is writable for the length of a successful answer (`count` bytes, which the
+/// answer never exceeds).
+unsafe fn deliver(answer: Result<Vec<u8>, c_int>, buf: *mut c_void) -> isize {
+    match answer {
+        Ok(bytes) => {
+            // SAFETY: see above.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len()) };
+            bytes.len() as isize
+        }
+        Err(errno) => fail(errno) as isize,
     }
 }
 
-/// fstat(2): an emulated device's descriptor looks like the device node.
+/// read(2): on an emulated MSR descriptor, the MSR at the file position.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
-    match Engine::get().and_then(|e| e.devices.get(fd)) {
-        Some(sgxemu_native::device::DeviceFile::Provision) => device_stat(PROVISION_PATH, buf),
-        Some(_) => device_stat(ENCLAVE_PATH, buf),
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize {
+    if !devices_fs::any_msr_open() {
         // SAFETY: forwarded C contract.
-        // SAFETY: forwarded C contract.
-        None => unsafe { real::fstat(fd, buf) },
+        return unsafe { real::read(fd, buf, count) };
     }
+    guard_long("read", || match devices_fs::msr_read_at_position(fd, count) {
+        // SAFETY: forwarded C contract.
+        Some(answer) => unsafe { deliver(answer, buf) },
+        // SAFETY: forwarded C contract.
+        None => unsafe { real::read(fd, buf, count) },
+    })
+}
+
+/// pread(2): on an emulated MSR descriptor, the MSR whose index is `offset`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, count: usize, offset: off_t) -> isize {
+    guard_long("pread", || match devices_fs::msr_pread(fd, count, offset) {
+        // SAFETY: forwarded C contract.
+        Some(answer) => unsafe { deliver(answer, buf) },
+        // SAFETY: forwarded C contract.
+        None => unsafe { real::pread(fd, buf, count, offset) },
+    })
+}
+
+/// pread64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, count: usize, offset: off_t) -> isize {
+    guard_long("pread64", || match devices_fs::msr_pread(fd, count, offset) {
+        // SAFETY: forwarded C contract.
+        Some(answer) => unsafe { deliver(answer, buf) },
+        // SAFETY: forwarded C contract.
+        None => unsafe { real::pread64(fd, buf, count, offset) },
+    })
+}
+
+/// lseek's answer on an emulated MSR descriptor; `None`: the C library answers.
+fn msr_seek(fd: c_int, offset: off_t, whence: c_int) -> Option<off_t> {
+    if !devices_fs::any_msr_open() {
+        return None;
+    }
+    Some(match devices_fs::msr_seek(fd, offset, whence)? {
+        Ok(position) => position,
+        Err(errno) => off_t::from(fail(errno)),
+    })
+}
+
+/// lseek(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lseek(fd: c_int, offset: off_t, whence: c_int) -> off_t {
+    guard_long("lseek", || {
+        // SAFETY: forwarded C contract.
+        msr_seek(fd, offset, whence).unwrap_or_else(|| unsafe { real::lseek(fd, offset, whence) })
+    })
+}
+
+/// lseek64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lseek64(fd: c_int, offset: off_t, whence: c_int) -> off_t {
+    guard_long("lseek64", || {
+        // SAFETY: forwarded C contract.
+        msr_seek(fd, offset, whence).unwrap_or_else(|| unsafe { real::lseek64(fd, offset, whence) })
+    })
 }
 
 /// close(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if let Some(engine) = Engine::get() {
-        engine.closed(fd);
-    }
+    // A panic while forgetting the descriptor still closes it (the kernel's close cannot
+    // fail to release a descriptor either).
+    let forgotten = guard(
+        "close",
+        || false,
+        || {
+            devices_fs::closing(fd);
+            true
+        },
+    );
     // SAFETY: forwarded C contract.
-    unsafe { real::close(fd) }
+    let result = unsafe { real::close(fd) };
+    if forgotten { result } else { fail(libc::EIO) }
 }
 
-/// dup(2): a copy of a device descriptor is a device descriptor too.
+/// dup(2): a copy of an emulated descriptor is one too.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: forwarded C contract.
     let new = unsafe { real::dup(fd) };
-    duplicated(fd, new)
+    duplicated("dup", fd, new)
 }
 
 /// dup2(2).
@@ -197,7 +685,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
     // SAFETY: forwarded C contract.
     let result = unsafe { real::dup2(fd, new) };
-    duplicated(fd, result)
+    duplicated("dup2", fd, result)
 }
 
 /// dup3(2).
@@ -205,7 +693,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
 pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: forwarded C contract.
     let result = unsafe { real::dup3(fd, new, flags) };
-    duplicated(fd, result)
+    duplicated("dup3", fd, result)
 }
 
 /// fcntl(2). Only F_DUPFD and F_DUPFD_CLOEXEC concern the emulator; every command takes at
@@ -227,34 +715,38 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 
 /// After fcntl `cmd` on `fd` returned `result`: a duplicated descriptor is registered.
 fn fcntl_done(fd: c_int, cmd: c_int, result: c_int) -> c_int {
-    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC { duplicated(fd, result) } else { result }
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC { duplicated("fcntl", fd, result) } else { result }
 }
 
-/// After a call that made `new` (if not negative, an error) a copy of descriptor `fd`.
-fn duplicated(fd: c_int, new: c_int) -> c_int {
-    if new >= 0
-        && let Some(engine) = Engine::get()
-    {
-        engine.duplicated(fd, new);
+/// After `call` made `new` (if not negative, an error) a copy of descriptor `fd`. (The
+/// copy exists whatever happens here: a panic is reported, and the copy is returned.)
+fn duplicated(call: &'static str, fd: c_int, new: c_int) -> c_int {
+    guard(
+        call,
+        || new,
+        || {
+            devices_fs::duplicated(fd, new);
+            new
+        },
+    )
+}
+
+/// An emulated call's result (`Err(errno)`) as the C function returns it.
+fn done(result: Result<(), c_int>) -> c_int {
+    match result {
+        Ok(()) => 0,
+        Err(errno) => fail(errno),
     }
-    new
 }
 
 /// ioctl(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    match Engine::get().filter(|e| e.devices.get(fd).is_some()) {
-        Some(engine) => match engine.ioctl(fd, request as u32, arg as u64) {
-            Ok(()) => 0,
-            Err(e) => {
-                set_errno(e.0);
-                -1
-            }
-        },
-        // SAFETY: forwarded C contract.
+    guard_int("ioctl", || match devices_fs::device_engine(fd) {
+        Some(engine) => done(engine.ioctl(fd, request as u32, arg as u64).map_err(|e| e.0)),
         // SAFETY: forwarded C contract.
         None => unsafe { real::ioctl(fd, request, arg) },
-    }
+    })
 }
 
 /// mmap(2).
@@ -267,18 +759,21 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     off: off_t,
 ) -> *mut c_void {
-    match Engine::get().filter(|e| fd >= 0 && e.devices.get(fd).is_some()) {
-        Some(engine) => match engine.mmap(addr as u64, len as u64, prot, flags, fd) {
-            Ok(at) => at as *mut c_void,
-            Err(e) => {
-                set_errno(e.0);
-                libc::MAP_FAILED
-            }
+    guard(
+        "mmap",
+        || libc::MAP_FAILED,
+        || match devices_fs::device_engine(fd) {
+            Some(engine) => match engine.mmap(addr as u64, len as u64, prot, flags, fd) {
+                Ok(at) => at as *mut c_void,
+                Err(e) => {
+                    set_errno(e.0);
+                    libc::MAP_FAILED
+                }
+            },
+            // SAFETY: forwarded C contract.
+            None => unsafe { real::mmap(addr, len, prot, flags, fd, off) },
         },
-        // SAFETY: forwarded C contract.
-        // SAFETY: forwarded C contract.
-        None => unsafe { real::mmap(addr, len, prot, flags, fd, off) },
-    }
+    )
 }
 
 /// mmap64 (the same on x86-64).
@@ -298,48 +793,37 @@ pub unsafe extern "C" fn mmap64(
 /// munmap(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
-    match Engine::get().filter(|e| e.space.overlaps(addr as u64, len as u64)) {
-        Some(engine) => match engine.munmap(addr as u64, len as u64) {
-            Ok(()) => 0,
-            Err(e) => {
-                set_errno(e.0);
-                -1
-            }
-        },
-        // SAFETY: forwarded C contract.
+    guard_int("munmap", || match devices_fs::mapping_engine(addr as u64, len as u64) {
+        Some(engine) => done(engine.munmap(addr as u64, len as u64).map_err(|e| e.0)),
         // SAFETY: forwarded C contract.
         None => unsafe { real::munmap(addr, len) },
-    }
+    })
 }
 
 /// mprotect(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int {
-    match Engine::get().filter(|e| e.space.overlaps(addr as u64, len as u64)) {
-        Some(engine) => match engine.mprotect(addr as u64, len as u64, prot) {
-            Ok(()) => 0,
-            Err(e) => {
-                set_errno(e.0);
-                -1
-            }
-        },
-        // SAFETY: forwarded C contract.
+    guard_int("mprotect", || match devices_fs::mapping_engine(addr as u64, len as u64) {
+        Some(engine) => done(engine.mprotect(addr as u64, len as u64, prot).map_err(|e| e.0)),
         // SAFETY: forwarded C contract.
         None => unsafe { real::mprotect(addr, len, prot) },
-    }
+    })
 }
 
 /// getauxval(3): AT_SYSINFO_EHDR names the synthetic vDSO; everything else is the real
 /// auxiliary vector's.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getauxval(kind: c_ulong) -> c_ulong {
-    if kind == libc::AT_SYSINFO_EHDR
-        && let Some(v) = vdso::vdso(enclu::soft_eenter)
-    {
-        return v.base;
-    }
     // SAFETY: forwarded C contract.
-    unsafe { real::getauxval(kind) }
+    let host = || unsafe { real::getauxval(kind) };
+    guard("getauxval", host, || {
+        if kind == libc::AT_SYSINFO_EHDR
+            && let Some(v) = vdso::vdso(enclu::soft_eenter)
+        {
+            return v.base;
+        }
+        host()
+    })
 }
 
 /// sigaction(2): dispositions of the signals the emulator needs are recorded and honoured
@@ -348,13 +832,15 @@ pub unsafe extern "C" fn getauxval(kind: c_ulong) -> c_ulong {
 /// arrives while enclave code runs is delivered after an AEX, as on hardware.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
-    if signals::owns(sig) {
+    guard_int("sigaction", || {
+        if signals::owns(sig) {
+            // SAFETY: forwarded C contract.
+            unsafe { signals::app_sigaction(sig, act, old) };
+            return 0;
+        }
         // SAFETY: forwarded C contract.
-        unsafe { signals::app_sigaction(sig, act, old) };
-        return 0;
-    }
-    // SAFETY: forwarded C contract.
-    unsafe { signals::wrap_async(sig, act, old) }
+        unsafe { signals::wrap_async(sig, act, old) }
+    })
 }
 
 /// signal(2), with glibc's BSD semantics (SA_RESTART).
@@ -373,33 +859,78 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
 }
 
+/// Prints `--stats` if asked for, in the process whose platform they describe (never in a
+/// `vfork` child, which shares its parent's memory).
+extern "C" fn print_stats() {
+    guard(
+        "exit",
+        || (),
+        || {
+            let ours = sgxemu_native::Engine::get().is_some_and(|e| e.pid == sys::getpid());
+            if ours && sgxemu_native::config::stats_requested() {
+                sgxemu_native::stats::print_at_exit();
+            }
+        },
+    );
+}
+
 /// _exit(2): processes that end without `exit` (fork children, test harnesses) still print
 /// `--stats`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
-    if sgxemu_native::config::stats_requested() {
-        sgxemu_native::stats::print_at_exit();
-    }
+    print_stats();
     // SAFETY: forwarded C contract.
     unsafe { real::_exit(status) };
-    // The C library's _exit does not return; if it ever did, end the process anyway.
-    std::process::abort()
+    // Only if the C library had no _exit: end the process with the system call.
+    // SAFETY: exit_group never returns.
+    unsafe { libc::syscall(libc::SYS_exit_group, status as libc::c_long) };
+    #[allow(clippy::empty_loop, reason = "exit_group does not return")]
+    loop {}
 }
 
 /// Runs before `main` (after the constructors of the program's other libraries): makes
 /// CPUID read as the emulated part and installs the emulator's handlers.
 extern "C" fn init() {
-    // Handlers first: once faulting is on, any `cpuid` traps into them.
-    signals::install();
-    if !cpuid::enable_faulting() {
-        cpuid::patch_main_executable();
-    }
-    if sgxemu_native::config::stats_requested() {
-        // SAFETY: registers a plain extern "C" function with no arguments.
-        unsafe { libc::atexit(sgxemu_native::stats::print_at_exit) };
-    }
+    guard(
+        "the preload's constructor",
+        || (),
+        || {
+            // Handlers first: once faulting is on, any `cpuid` traps into them.
+            signals::install();
+            if !cpuid::enable_faulting() {
+                cpuid::patch_main_executable();
+            }
+            if sgxemu_native::config::stats_requested() {
+                // SAFETY: registers a plain extern "C" function with no arguments.
+                unsafe { libc::atexit(print_stats) };
+            }
+        },
+    );
 }
 
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = init;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_an_entry_point_becomes_eio_instead_of_unwinding_into_c() {
+        set_errno(0);
+        let result = guard_int("a test call", || panic!("a bug"));
+        // SAFETY: reads this thread's errno.
+        assert_eq!((result, unsafe { *libc::__errno_location() }), (-1, libc::EIO));
+        assert_eq!(CALL.with(Cell::get), "", "the call name is restored");
+        assert_eq!(guard_int("a test call", || 7), 7);
+    }
+
+    #[test]
+    fn fopen_modes_become_open_flags() {
+        assert_eq!(fopen_flags(b"r"), libc::O_RDONLY);
+        assert_eq!(fopen_flags(b"r+e"), libc::O_RDWR | libc::O_CLOEXEC);
+        assert_eq!(fopen_flags(b"wx"), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        assert_eq!(fopen_flags(b"a+,ccs=UTF-8"), libc::O_RDWR | libc::O_CREAT | libc::O_APPEND);
+    }
+}

@@ -22,7 +22,8 @@ pub struct RunArgs {
     #[command(flatten)]
     platform: PlatformArgs,
     /// Print counts of each leaf, AEX, fault and reclaim to stderr when the program exits.
-    #[arg(long, env = "SGXEMU_STATS")]
+    /// The variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "SGXEMU_STATS", value_parser = crate::platform::boolean(sgxemu_native::config::ENV_STATS))]
     stats: bool,
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM [ARGS]")]

@@ -1,0 +1,694 @@
+//! The emulated platform as the file system shows it: what a program that looks for SGX
+//! finds through paths, before or instead of opening `/dev/sgx_enclave`.
+//!
+//! - `/dev/sgx_enclave`, `/dev/sgx_provision`: character devices (misc major 10), and the
+//!   udev links `/dev/sgx/enclave` → `../sgx_enclave`, `/dev/sgx/provision` →
+//!   `../sgx_provision` in a directory `/dev/sgx`, as Intel's and systemd's udev rules make
+//!   them. Modes as those rules give: the enclave node 0666, the provisioning node 0660 in
+//!   group `sgx_prv` — reported here as the caller's effective group (a member of it), so
+//!   that `access` and `open` agree.
+//! - `/proc/cpuinfo`: the host's, with `sgx` and `sgx_lc` added to every `flags` line.
+//! - `/sys/devices/system/node/node0/x86/sgx_total_bytes`: the EPC size (Linux 6.x).
+//! - `/dev/cpu/N/msr` for every CPU N the host has: read-only, answering IA32_FEATURE_CONTROL
+//!   (0x3A: locked, SGX and launch control enabled) and IA32_SGXLEPUBKEYHASH0..3
+//!   (0x8C..0x8F: the part's reset values, Intel's launch key hash); any other MSR is EIO,
+//!   as the msr driver answers one that faults. The node is 0444 (the kernel's is 0600,
+//!   root only: the emulated values are no secret).
+//!
+//! Only absolute paths spelled as above are recognised (no `..`, `//` or paths relative to
+//! a directory descriptor). This module decides and generates; the preload library only
+//! interposes the C library's entry points and calls it.
+
+use std::ffi::CStr;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
+
+use libc::{c_int, c_long};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use crate::device::{DeviceFile, ENCLAVE_PATH, PROVISION_PATH};
+use crate::engine::Engine;
+use crate::sys;
+
+/// An emulated device node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// `/dev/sgx_enclave`.
+    Enclave,
+    /// `/dev/sgx_provision`.
+    Provision,
+}
+
+impl Device {
+    /// The node's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Device::Enclave => ENCLAVE_PATH,
+            Device::Provision => PROVISION_PATH,
+        }
+    }
+
+    /// What the udev link in `/dev/sgx` holds.
+    pub fn link_target(self) -> &'static str {
+        match self {
+            Device::Enclave => "../sgx_enclave",
+            Device::Provision => "../sgx_provision",
+        }
+    }
+
+    /// The misc minor (dynamic on Linux; these are the numbers it usually hands out).
+    fn minor(self) -> u32 {
+        match self {
+            Device::Enclave => 125,
+            Device::Provision => 126,
+        }
+    }
+}
+
+/// A path the emulator answers for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A device node, or (`link`) its udev link in `/dev/sgx`.
+    Device {
+        /// Which device.
+        device: Device,
+        /// The path is the symbolic link `/dev/sgx/…`.
+        link: bool,
+    },
+    /// The directory `/dev/sgx`.
+    SgxDir,
+    /// `/proc/cpuinfo`.
+    CpuInfo,
+    /// `/sys/devices/system/node/node0/x86/sgx_total_bytes`.
+    SgxTotalBytes,
+    /// `/dev/cpu/N/msr`.
+    Msr(u32),
+}
+
+/// The path of node 0's EPC size in sysfs.
+pub const SGX_TOTAL_BYTES_PATH: &str = "/sys/devices/system/node/node0/x86/sgx_total_bytes";
+
+/// The node `path` names, by its spelling alone (see [`resolve`] for MSR nodes of CPUs that
+/// exist).
+pub fn classify(path: &[u8]) -> Option<Node> {
+    if path.len() < 5 || !matches!(&path[..5], b"/dev/" | b"/proc" | b"/sys/") {
+        return None;
+    }
+    let node = match path {
+        b"/dev/sgx_enclave" => Node::Device { device: Device::Enclave, link: false },
+        b"/dev/sgx_provision" => Node::Device { device: Device::Provision, link: false },
+        b"/dev/sgx/enclave" => Node::Device { device: Device::Enclave, link: true },
+        b"/dev/sgx/provision" => Node::Device { device: Device::Provision, link: true },
+        b"/dev/sgx" | b"/dev/sgx/" => Node::SgxDir,
+        b"/proc/cpuinfo" => Node::CpuInfo,
+        _ if path == SGX_TOTAL_BYTES_PATH.as_bytes() => Node::SgxTotalBytes,
+        _ => {
+            let cpu = path.strip_prefix(b"/dev/cpu/")?.strip_suffix(b"/msr")?;
+            return cpu_number(cpu).map(Node::Msr);
+        }
+    };
+    Some(node)
+}
+
+/// A CPU number as the kernel spells it (decimal, no sign, no leading zeros).
+fn cpu_number(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 6 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// [`classify`], with MSR nodes only for CPUs `/sys/devices/system/cpu` lists.
+pub fn resolve(path: &[u8]) -> Option<Node> {
+    match classify(path)? {
+        Node::Msr(cpu) if !cpu_exists(cpu) => None,
+        node => Some(node),
+    }
+}
+
+fn cpu_exists(cpu: u32) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("/sys/devices/system/cpu/cpu{cpu}")) else { return false };
+    // SAFETY: faccessat only reads the C string.
+    unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, path.as_ptr(), libc::F_OK as c_long) == 0 }
+}
+
+/// [`resolve`] for a C string (null: none).
+///
+/// # Safety
+/// `path` is null or a C string.
+pub unsafe fn resolve_c(path: *const libc::c_char) -> Option<Node> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: the caller passes a C string.
+    resolve(unsafe { CStr::from_ptr(path) }.to_bytes())
+}
+
+/// What `stat` (`follow`) or `lstat` reports for `node`; `None`: the host's answer stands.
+pub fn stat_of(node: Node, follow: bool) -> Option<libc::stat> {
+    // SAFETY: all-zero is a valid `struct stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_nlink = 1;
+    st.st_blksize = 4096;
+    // devtmpfs, as the kernel's device nodes.
+    st.st_dev = libc::makedev(0, 5);
+    match node {
+        Node::Device { device, link: true } if !follow => {
+            st.st_mode = libc::S_IFLNK | 0o777;
+            st.st_size = device.link_target().len() as i64;
+            st.st_ino = 0x5600 + u64::from(device.minor());
+        }
+        Node::Device { device, .. } => {
+            st.st_mode = libc::S_IFCHR | if device == Device::Enclave { 0o666 } else { 0o660 };
+            st.st_rdev = libc::makedev(10, device.minor());
+            st.st_ino = 0x5700 + u64::from(device.minor());
+            if device == Device::Provision {
+                // SAFETY: getegid has no preconditions.
+                st.st_gid = unsafe { libc::getegid() };
+            }
+        }
+        Node::SgxDir => {
+            st.st_mode = libc::S_IFDIR | 0o755;
+            st.st_nlink = 2;
+            st.st_size = 80;
+            st.st_ino = 0x5600;
+        }
+        Node::CpuInfo => return None,
+        Node::SgxTotalBytes => {
+            st.st_mode = libc::S_IFREG | 0o444;
+            st.st_size = 4096;
+            st.st_dev = libc::makedev(0, 22);
+            st.st_ino = 0x5800;
+        }
+        Node::Msr(cpu) => {
+            st.st_mode = libc::S_IFCHR | 0o444;
+            st.st_rdev = libc::makedev(202, cpu);
+            st.st_ino = 0x10000 + u64::from(cpu);
+        }
+    }
+    Some(st)
+}
+
+/// `st` as `statx` reports it (every basic field valid).
+pub fn statx_of(st: &libc::stat) -> libc::statx {
+    // SAFETY: all-zero is a valid `struct statx`.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    sx.stx_mask = libc::STATX_BASIC_STATS;
+    sx.stx_blksize = st.st_blksize as u32;
+    sx.stx_nlink = st.st_nlink as u32;
+    sx.stx_uid = st.st_uid;
+    sx.stx_gid = st.st_gid;
+    sx.stx_mode = st.st_mode as u16;
+    sx.stx_ino = st.st_ino;
+    sx.stx_size = st.st_size as u64;
+    sx.stx_blocks = st.st_blocks as u64;
+    sx.stx_rdev_major = libc::major(st.st_rdev);
+    sx.stx_rdev_minor = libc::minor(st.st_rdev);
+    sx.stx_dev_major = libc::major(st.st_dev);
+    sx.stx_dev_minor = libc::minor(st.st_dev);
+    sx
+}
+
+/// `access(path, mode)` for `node` (`follow`: not AT_SYMLINK_NOFOLLOW); `None`: the host's
+/// answer stands.
+pub fn access(node: Node, mode: c_int) -> Option<Result<(), c_int>> {
+    let denied = match node {
+        Node::Device { .. } => libc::X_OK,
+        Node::SgxDir => libc::W_OK,
+        Node::CpuInfo => return None,
+        Node::SgxTotalBytes | Node::Msr(_) => libc::W_OK | libc::X_OK,
+    };
+    Some(if mode & denied != 0 { Err(libc::EACCES) } else { Ok(()) })
+}
+
+/// The descriptors `open` gives for these paths.
+///
+/// `flags` are open(2)'s. `Ok(None)`: the path is the host's business after all (the
+/// directory `/dev/sgx`, `/proc/cpuinfo` opened for writing); `Err(errno)`.
+pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
+    let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    match node {
+        Node::SgxDir => Ok(None),
+        Node::CpuInfo if writes => Ok(None),
+        _ if flags & libc::O_DIRECTORY != 0 => Err(libc::ENOTDIR),
+        _ if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => Err(libc::EEXIST),
+        Node::Device { link: true, .. } if flags & libc::O_NOFOLLOW != 0 => Err(libc::ELOOP),
+        Node::Device { device, .. } => open_device(device, cloexec).map(Some),
+        Node::SgxTotalBytes | Node::Msr(_) if writes => Err(libc::EACCES),
+        Node::CpuInfo => {
+            let host = read_host_file(c"/proc/cpuinfo").map_err(errno)?;
+            content_fd(c"cpuinfo", &cpuinfo_with_sgx(&host), cloexec).map(Some).map_err(errno)
+        }
+        Node::SgxTotalBytes => {
+            let text = format!("{}\n", epc_size());
+            content_fd(c"sgx_total_bytes", text.as_bytes(), cloexec).map(Some).map_err(errno)
+        }
+        Node::Msr(cpu) => {
+            let fd = open_null(cloexec).map_err(errno)?;
+            MSRS.insert(fd, cpu, Arc::new(AtomicI64::new(0)));
+            Ok(Some(fd))
+        }
+    }
+}
+
+fn errno(e: io::Error) -> c_int {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn open_device(device: Device, cloexec: bool) -> Result<c_int, c_int> {
+    let engine = match Engine::start() {
+        Ok(engine) => engine,
+        Err(e) => {
+            sys::stderr_line(&format!("sgxemu: cannot start the emulated SGX platform: {e}\n"));
+            return Err(libc::ENODEV);
+        }
+    };
+    // A real descriptor keeps fd numbering, close and poll ordinary.
+    let fd = open_null(cloexec).map_err(errno)?;
+    engine.opened(device.path(), fd);
+    Ok(fd)
+}
+
+/// openat(2) itself (never the C library's, which is interposed).
+fn raw_open(path: &CStr, flags: c_int) -> io::Result<c_int> {
+    // SAFETY: openat reads the C string; the descriptor it returns is the caller's.
+    let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD as c_long, path.as_ptr(), flags as c_long, 0) };
+    if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(fd as c_int) }
+}
+
+fn open_null(cloexec: bool) -> io::Result<c_int> {
+    raw_open(c"/dev/null", libc::O_RDWR | if cloexec { libc::O_CLOEXEC } else { 0 })
+}
+
+/// The whole of a host file (procfs files report no size: read until the end).
+fn read_host_file(path: &CStr) -> io::Result<Vec<u8>> {
+    let fd = raw_open(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let result = loop {
+        // SAFETY: reads into `chunk`, which is writable for its length.
+        let n = unsafe { libc::syscall(libc::SYS_read, fd as c_long, chunk.as_mut_ptr(), chunk.len()) };
+        match n {
+            0 => break Ok(data),
+            n if n > 0 => data.extend_from_slice(&chunk[..n as usize]),
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => break Err(io::Error::last_os_error()),
+        }
+    };
+    let _ = sys::close(fd);
+    result
+}
+
+/// A read-only descriptor of `data` (a memfd reopened read-only through procfs, so the
+/// program cannot change what later opens read).
+fn content_fd(name: &CStr, data: &[u8], cloexec: bool) -> io::Result<c_int> {
+    let memfd = sys::memfd(name, 0)?;
+    let result = (|| {
+        let mut written = 0;
+        while written < data.len() {
+            let rest = &data[written..];
+            // SAFETY: writes from `rest`, readable for its length, to our memfd.
+            let n = unsafe { libc::syscall(libc::SYS_write, memfd as c_long, rest.as_ptr(), rest.len()) };
+            if n < 0 {
+                if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(io::Error::last_os_error());
+            }
+            written += n as usize;
+        }
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{memfd}")).map_err(io::Error::other)?;
+        raw_open(&path, libc::O_RDONLY | if cloexec { libc::O_CLOEXEC } else { 0 })
+    })();
+    let _ = sys::close(memfd);
+    result
+}
+
+/// The EPC size of this process's platform (its engine's, or the environment's before one
+/// runs).
+fn epc_size() -> u64 {
+    match Engine::get() {
+        Some(engine) => engine.processor.config().epc_size,
+        None => crate::config::from_env().epc_size,
+    }
+}
+
+/// `/proc/cpuinfo` of an SGX2 part with flexible launch control: ` sgx` and ` sgx_lc`
+/// appended to every `flags` line that lacks them (the host's may have them already).
+pub fn cpuinfo_with_sgx(host: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(host.len() + 1024);
+    for line in host.split_inclusive(|&b| b == b'\n') {
+        let (body, newline) = match line.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (line, &b""[..]),
+        };
+        out.extend_from_slice(body);
+        let is_flags = body.iter().position(|&b| b == b':').is_some_and(|colon| body[..colon].trim_ascii() == b"flags");
+        if is_flags {
+            let words: Vec<&[u8]> =
+                body[body.iter().position(|&b| b == b':').map_or(0, |c| c + 1)..].split(|&b| b == b' ').collect();
+            for flag in [&b"sgx"[..], b"sgx_lc"] {
+                if !words.contains(&flag) {
+                    out.push(b' ');
+                    out.extend_from_slice(flag);
+                }
+            }
+        }
+        out.extend_from_slice(newline);
+    }
+    out
+}
+
+/// What `readlink(path)` returns for the emulator's paths: the udev links' targets, and
+/// for `/proc/self/fd/N` (also `/proc/thread-self/fd/N`, `/proc/<own pid>/fd/N`,
+/// `/dev/fd/N`) of an emulated descriptor, its node. `Some(Err(EINVAL))`: a node that is no
+/// link; `None`: the host's answer stands.
+pub fn readlink(path: &[u8]) -> Option<Result<String, c_int>> {
+    if let Some(fd) = proc_fd(path) {
+        return descriptor_node(fd).map(|node| match node {
+            Node::Device { device, .. } => Ok(device.path().to_owned()),
+            Node::Msr(cpu) => Ok(format!("/dev/cpu/{cpu}/msr")),
+            _ => Err(libc::EINVAL),
+        });
+    }
+    match resolve(path)? {
+        Node::Device { device, link: true } => Some(Ok(device.link_target().to_owned())),
+        Node::CpuInfo => None,
+        _ => Some(Err(libc::EINVAL)),
+    }
+}
+
+/// The descriptor number a `/proc/…/fd/N` or `/dev/fd/N` path names.
+fn proc_fd(path: &[u8]) -> Option<c_int> {
+    let rest = if let Some(rest) = path.strip_prefix(b"/dev/fd/") {
+        rest
+    } else {
+        let rest = path.strip_prefix(b"/proc/")?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        let (who, rest) = rest.split_at(slash);
+        let own = match who {
+            b"self" | b"thread-self" => true,
+            digits => std::str::from_utf8(digits).ok().and_then(|d| d.parse::<i32>().ok()) == Some(sys::getpid()),
+        };
+        if !own {
+            return None;
+        }
+        rest.strip_prefix(b"/fd/")?
+    };
+    if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) || (rest.len() > 1 && rest[0] == b'0') {
+        return None;
+    }
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+/// The canonical path (`realpath`) of a device node or link.
+pub fn canonical(path: &[u8]) -> Option<&'static str> {
+    match classify(path)? {
+        Node::Device { device, .. } => Some(device.path()),
+        _ => None,
+    }
+}
+
+/// The engine of this process, if it was started here: a `vfork` child shares its parent's
+/// memory (and engine) but not its descriptors, so it must leave the parent's state alone.
+fn own_engine() -> Option<&'static Engine> {
+    Engine::get().filter(|engine| engine.pid == sys::getpid())
+}
+
+/// The engine, if `fd` is one of its device descriptors in this process.
+pub fn device_engine(fd: c_int) -> Option<&'static Engine> {
+    Engine::get().filter(|e| fd >= 0 && e.devices.get(fd).is_some()).filter(|e| e.pid == sys::getpid())
+}
+
+/// The engine, if `[addr, addr + len)` overlaps its enclave mappings in this process.
+pub fn mapping_engine(addr: u64, len: u64) -> Option<&'static Engine> {
+    Engine::get().filter(|e| e.space.overlaps(addr, len)).filter(|e| e.pid == sys::getpid())
+}
+
+/// What descriptor `fd` is, if it is an emulated node.
+pub fn descriptor_node(fd: c_int) -> Option<Node> {
+    if let Some(cpu) = MSRS.get(fd).map(|(cpu, _)| cpu) {
+        return Some(Node::Msr(cpu));
+    }
+    match device_engine(fd)?.devices.get(fd)? {
+        DeviceFile::Provision => Some(Node::Device { device: Device::Provision, link: false }),
+        DeviceFile::Enclave(_) => Some(Node::Device { device: Device::Enclave, link: false }),
+    }
+}
+
+/// Before `close(fd)` reaches the kernel: forget what the emulator knew about it.
+pub fn closing(fd: c_int) {
+    if let Some(engine) = device_engine(fd) {
+        engine.closed(fd);
+    }
+    MSRS.remove(fd);
+}
+
+/// After a call made `new` (if not negative: an error) a copy of descriptor `fd`.
+pub fn duplicated(fd: c_int, new: c_int) {
+    if new < 0 || fd == new {
+        return;
+    }
+    if let Some(engine) = own_engine() {
+        engine.duplicated(fd, new);
+    }
+    MSRS.remove(new);
+    if let Some((cpu, position)) = MSRS.get(fd) {
+        MSRS.insert(new, cpu, position);
+    }
+}
+
+/// Open `/dev/cpu/N/msr` descriptors: the CPU and the file position (shared by copies, as an
+/// open file's is).
+#[derive(Debug)]
+struct MsrFiles {
+    files: Mutex<FxHashMap<c_int, (u32, Arc<AtomicI64>)>>,
+    count: AtomicUsize,
+    /// The process the table describes (a fork child updates it; a vfork child, which
+    /// shares it but not the descriptors, leaves it alone).
+    pid: AtomicI32,
+}
+
+static MSRS: MsrFiles = MsrFiles {
+    files: Mutex::new(FxHashMap::with_hasher(rustc_hash::FxBuildHasher)),
+    count: AtomicUsize::new(0),
+    pid: AtomicI32::new(0),
+};
+
+extern "C" fn msrs_in_child() {
+    MSRS.pid.store(sys::getpid(), Ordering::Release);
+}
+
+impl MsrFiles {
+    /// Whether the table is this process's (lock-free when empty).
+    fn active(&self) -> bool {
+        self.count.load(Ordering::Acquire) != 0 && self.pid.load(Ordering::Acquire) == sys::getpid()
+    }
+
+    fn insert(&self, fd: c_int, cpu: u32, position: Arc<AtomicI64>) {
+        if self.pid.load(Ordering::Acquire) != sys::getpid() {
+            if self.pid.load(Ordering::Acquire) != 0 {
+                // A vfork child: nothing to record in its parent's table.
+                return;
+            }
+            self.pid.store(sys::getpid(), Ordering::Release);
+            // SAFETY: registers a plain extern "C" function without arguments for fork children.
+            unsafe { libc::pthread_atfork(None, None, Some(msrs_in_child)) };
+        }
+        let mut files = self.files.lock();
+        files.insert(fd, (cpu, position));
+        self.count.store(files.len(), Ordering::Release);
+    }
+
+    fn get(&self, fd: c_int) -> Option<(u32, Arc<AtomicI64>)> {
+        if !self.active() {
+            return None;
+        }
+        self.files.lock().get(&fd).cloned()
+    }
+
+    fn remove(&self, fd: c_int) {
+        if !self.active() {
+            return;
+        }
+        let mut files = self.files.lock();
+        files.remove(&fd);
+        self.count.store(files.len(), Ordering::Release);
+    }
+}
+
+/// The value of MSR `index` on the emulated part, if it has one readable from the msr
+/// driver.
+pub fn msr_value(config: &sgxemu_cpu::PlatformConfig, index: u32) -> Option<u64> {
+    use sgxemu_arch::msr::*;
+    if index == IA32_FEATURE_CONTROL {
+        let lc = if config.flexible_launch_control { FEATURE_CONTROL_SGX_LC_ENABLE } else { 0 };
+        return Some(FEATURE_CONTROL_LOCK | FEATURE_CONTROL_SGX_ENABLE | lc);
+    }
+    let slot = IA32_SGXLEPUBKEYHASH.iter().position(|&msr| msr == index)?;
+    config.flexible_launch_control.then_some(INTEL_LE_PUBKEY_HASH[slot])
+}
+
+/// The bytes the msr driver's read of `count` bytes at `offset` returns: the MSR whose index
+/// is `offset`, little-endian, once per 8 bytes asked for. EINVAL for a count that is no
+/// multiple of 8, EIO for an MSR the part does not have.
+pub fn msr_read(config: &sgxemu_cpu::PlatformConfig, offset: i64, count: usize) -> Result<Vec<u8>, c_int> {
+    if !count.is_multiple_of(8) {
+        return Err(libc::EINVAL);
+    }
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let value = msr_value(config, offset as u32).ok_or(libc::EIO)?;
+    Ok(value.to_le_bytes().repeat(count / 8))
+}
+
+/// The platform configuration MSR reads report.
+fn platform_config() -> sgxemu_cpu::PlatformConfig {
+    match Engine::get() {
+        Some(engine) => engine.processor.config().clone(),
+        None => crate::config::from_env(),
+    }
+}
+
+/// `pread(fd, buf, count, offset)` on an emulated MSR descriptor: `None` if `fd` is none.
+pub fn msr_pread(fd: c_int, count: usize, offset: i64) -> Option<Result<Vec<u8>, c_int>> {
+    MSRS.get(fd)?;
+    if offset < 0 {
+        return Some(Err(libc::EINVAL));
+    }
+    Some(msr_read(&platform_config(), offset, count))
+}
+
+/// `read(fd, buf, count)` on an emulated MSR descriptor (the MSR at the file position;
+/// the position does not move, as in the msr driver).
+pub fn msr_read_at_position(fd: c_int, count: usize) -> Option<Result<Vec<u8>, c_int>> {
+    let (_, position) = MSRS.get(fd)?;
+    Some(msr_read(&platform_config(), position.load(Ordering::Relaxed), count))
+}
+
+/// `lseek(fd, offset, whence)` on an emulated MSR descriptor: SEEK_SET and SEEK_CUR, as
+/// the msr driver allows.
+pub fn msr_seek(fd: c_int, offset: i64, whence: c_int) -> Option<Result<i64, c_int>> {
+    let (_, position) = MSRS.get(fd)?;
+    let new = match whence {
+        libc::SEEK_SET => offset,
+        libc::SEEK_CUR => match position.load(Ordering::Relaxed).checked_add(offset) {
+            Some(new) => new,
+            None => return Some(Err(libc::EINVAL)),
+        },
+        _ => return Some(Err(libc::EINVAL)),
+    };
+    if new < 0 {
+        return Some(Err(libc::EINVAL));
+    }
+    position.store(new, Ordering::Relaxed);
+    Some(Ok(new))
+}
+
+/// Whether any MSR descriptor is open here (lets `read` and `lseek` pass through with one
+/// atomic load).
+pub fn any_msr_open() -> bool {
+    MSRS.count.load(Ordering::Relaxed) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_recognised_by_their_exact_spelling() {
+        let enclave = Node::Device { device: Device::Enclave, link: false };
+        assert_eq!(classify(b"/dev/sgx_enclave"), Some(enclave));
+        assert_eq!(classify(b"/dev/sgx/provision"), Some(Node::Device { device: Device::Provision, link: true }));
+        assert_eq!(classify(b"/dev/sgx"), Some(Node::SgxDir));
+        assert_eq!(classify(b"/proc/cpuinfo"), Some(Node::CpuInfo));
+        assert_eq!(classify(SGX_TOTAL_BYTES_PATH.as_bytes()), Some(Node::SgxTotalBytes));
+        assert_eq!(classify(b"/dev/cpu/0/msr"), Some(Node::Msr(0)));
+        assert_eq!(classify(b"/dev/cpu/17/msr"), Some(Node::Msr(17)));
+        for other in [
+            &b"/dev/cpu/01/msr"[..],
+            b"/dev/cpu//msr",
+            b"/dev/cpu/x/msr",
+            b"/dev/null",
+            b"sgx_enclave",
+            b"/dev/sgx_enclave/",
+            b"",
+        ] {
+            assert_eq!(classify(other), None, "{}", String::from_utf8_lossy(other));
+        }
+        // CPU 0 exists on every host; CPU 999999 on none.
+        assert_eq!(resolve(b"/dev/cpu/0/msr"), Some(Node::Msr(0)));
+        assert_eq!(resolve(b"/dev/cpu/999999/msr"), None);
+    }
+
+    #[test]
+    fn device_nodes_stat_as_the_kernel_s_and_links_as_links() {
+        let node = Node::Device { device: Device::Enclave, link: true };
+        let st = stat_of(node, true).expect("emulated");
+        assert_eq!(st.st_mode, libc::S_IFCHR | 0o666);
+        assert_eq!((libc::major(st.st_rdev), libc::minor(st.st_rdev)), (10, 125));
+        let st = stat_of(node, false).expect("emulated");
+        assert_eq!(st.st_mode, libc::S_IFLNK | 0o777);
+        assert_eq!(st.st_size, "../sgx_enclave".len() as i64);
+        let st = stat_of(Node::Device { device: Device::Provision, link: false }, false).expect("emulated");
+        assert_eq!(st.st_mode, libc::S_IFCHR | 0o660);
+        let sx = statx_of(&st);
+        assert_eq!((sx.stx_mode as u32, sx.stx_rdev_major, sx.stx_rdev_minor), (libc::S_IFCHR | 0o660, 10, 126));
+        assert!(stat_of(Node::CpuInfo, true).is_none());
+        assert_eq!(stat_of(Node::SgxDir, true).expect("emulated").st_mode, libc::S_IFDIR | 0o755);
+    }
+
+    #[test]
+    fn access_allows_what_the_modes_allow() {
+        let node = Node::Device { device: Device::Enclave, link: true };
+        assert_eq!(access(node, libc::R_OK | libc::W_OK), Some(Ok(())));
+        assert_eq!(access(node, libc::X_OK), Some(Err(libc::EACCES)));
+        assert_eq!(access(Node::Msr(0), libc::W_OK), Some(Err(libc::EACCES)));
+        assert_eq!(access(Node::CpuInfo, libc::R_OK), None);
+    }
+
+    #[test]
+    fn readlink_gives_udev_s_targets_and_device_paths() {
+        assert_eq!(readlink(b"/dev/sgx/enclave"), Some(Ok("../sgx_enclave".to_owned())));
+        assert_eq!(readlink(b"/dev/sgx/provision"), Some(Ok("../sgx_provision".to_owned())));
+        assert_eq!(readlink(b"/dev/sgx_enclave"), Some(Err(libc::EINVAL)));
+        assert_eq!(readlink(b"/proc/self/exe"), None);
+        assert_eq!(proc_fd(b"/proc/self/fd/12"), Some(12));
+        assert_eq!(proc_fd(b"/dev/fd/3"), Some(3));
+        assert_eq!(proc_fd(format!("/proc/{}/fd/4", sys::getpid()).as_bytes()), Some(4));
+        assert_eq!(proc_fd(b"/proc/1/fd/4"), None, "another process's");
+        assert_eq!(proc_fd(b"/proc/self/fd/"), None);
+        assert_eq!(canonical(b"/dev/sgx/enclave"), Some("/dev/sgx_enclave"));
+    }
+
+    #[test]
+    fn cpuinfo_flags_gain_sgx_and_sgx_lc_once() {
+        let host = b"processor\t: 0\nflags\t\t: fpu vme sse\nvmx flags\t: ept\nbugs\t\t: spectre\n\nprocessor\t: 1\nflags\t\t: fpu sgx\n";
+        let text = String::from_utf8(cpuinfo_with_sgx(host)).expect("text");
+        assert_eq!(
+            text,
+            "processor\t: 0\nflags\t\t: fpu vme sse sgx sgx_lc\nvmx flags\t: ept\nbugs\t\t: spectre\n\nprocessor\t: 1\nflags\t\t: fpu sgx sgx_lc\n"
+        );
+        assert_eq!(cpuinfo_with_sgx(b"flags\t: a"), b"flags\t: a sgx sgx_lc");
+    }
+
+    #[test]
+    fn msr_reads_are_the_msr_driver_s() {
+        use sgxemu_arch::msr::*;
+        let config = sgxemu_cpu::PlatformConfig::default();
+        let control = u64::from_le_bytes(msr_read(&config, 0x3a, 8).expect("readable").try_into().expect("8 bytes"));
+        assert_eq!(control, (1 << 0) | (1 << 17) | (1 << 18));
+        for (i, msr) in IA32_SGXLEPUBKEYHASH.into_iter().enumerate() {
+            assert_eq!(msr_read(&config, i64::from(msr), 8), Ok(INTEL_LE_PUBKEY_HASH[i].to_le_bytes().to_vec()));
+        }
+        assert_eq!(msr_read(&config, 0x3a, 16).map(|b| b.len()), Ok(16));
+        assert_eq!(msr_read(&config, 0x3a, 4), Err(libc::EINVAL));
+        assert_eq!(msr_read(&config, 0x10, 8), Err(libc::EIO));
+        let legacy = sgxemu_cpu::PlatformConfig { flexible_launch_control: false, ..config };
+        assert_eq!(msr_read(&legacy, 0x8c, 8), Err(libc::EIO));
+    }
+}
