@@ -3,9 +3,12 @@
 //! the IPI signal. Every other signal, and every one of these that is not the emulator's,
 //! goes to the program's own handler as if the emulator were not there.
 //!
-//! Handlers run on the emulator's alternate stack with asynchronous signals blocked. They
-//! start by clearing EFLAGS.AC and, if the thread was running enclave code, restoring the
-//! host's FS and GS bases before any code that uses thread-local storage.
+//! Handlers run on the emulator's alternate stack with asynchronous signals blocked. An
+//! entry trampoline clears EFLAGS.AC and, when the kernel delivered the signal on some other
+//! stack (the program's alternate stack or the thread's own: see
+//! [`alt_stack::handler_stack`]), switches to the thread's emulator stack before any Rust
+//! code of the handler runs. The handler then restores the host's FS and GS bases, if the
+//! thread was running enclave code, before any code that uses thread-local storage.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +18,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::context::Frame;
 use crate::enclu::{self, Outcome};
 use crate::engine::Engine;
-use crate::{cpuid, platform, sys, syscall_dispatch, thread, user_copy};
+use crate::{alt_stack, cpuid, platform, sys, syscall_dispatch, thread, user_copy};
 
 /// Signals the emulator handles itself (besides the IPI signal).
 const FAULT_SIGNALS: [c_int; 6] =
@@ -222,7 +225,7 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
     let handler = act.sa_sigaction;
     let mut installed = *act;
     if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
-        installed.sa_sigaction = on_async as *const () as usize;
+        installed.sa_sigaction = async_entry as *const () as usize;
         installed.sa_flags = (act.sa_flags | libc::SA_SIGINFO | libc::SA_ONSTACK) & !libc::SA_RESETHAND;
         // SAFETY: edits an initialised mask.
         unsafe { libc::sigaddset(&mut installed.sa_mask, platform::kick_signal()) };
@@ -248,7 +251,6 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
 }
 
 extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
-    clear_ac();
     syscall_dispatch::allow_in_handler();
     let state = thread::in_handler();
     let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
@@ -276,6 +278,23 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         return;
     }
     chain(sig, info, uc);
+    if let Some(stack) = our_stack(state) {
+        // SAFETY: `uc` is this signal's context.
+        unsafe { Frame::new(uc) }.set_altstack(stack);
+    }
+}
+
+/// For the last step of a handler outside enclave code: if the thread has its emulator stack (made
+/// during this handler perhaps: the program's handler entered an enclave), sigreturn keeps
+/// it installed rather than putting back the program's stack that `uc_stack` held at
+/// delivery (which stays recorded as the program's). A thread found from its stack costs
+/// nothing; one without (a handler that ran where the kernel delivered it) is looked up.
+fn our_stack(state: Option<&'static thread::ThreadState>) -> Option<libc::stack_t> {
+    let base = match state {
+        Some(s) => s.alt_stack.get(),
+        None => thread::lookup(sys::gettid()).map_or(0, |s| s.alt_stack.get()),
+    };
+    (base != 0 && alt_stack::header(base).is_some()).then(|| alt_stack::stack_t(base))
 }
 
 /// Whether the emulator's handler is the one installed for `sig` now (a program may have
@@ -285,7 +304,7 @@ pub fn handles(sig: c_int) -> bool {
     unsafe {
         let mut current: libc::sigaction = std::mem::zeroed();
         crate::real::sigaction(sig, std::ptr::null(), &mut current) == 0
-            && current.sa_sigaction == on_signal as *const () as usize
+            && current.sa_sigaction == signal_entry as *const () as usize
     }
 }
 
@@ -296,11 +315,11 @@ pub fn install() {
         sys::detect_fsgsbase();
         TRACE.store(std::env::var_os("SGXEMU_TRACE").is_some(), Ordering::Relaxed);
         for sig in FAULT_SIGNALS.into_iter().chain([platform::kick_signal()]) {
-            // SAFETY: the sigaction struct is fully initialised before use; `on_signal` has the
-            // SA_SIGINFO signature.
+            // SAFETY: the sigaction struct is fully initialised before use; the entry
+            // trampoline takes the SA_SIGINFO arguments and passes them to `on_signal`.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_sigaction = signal_entry as *const () as usize;
                 action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
                 // The IPI waits too: it must find the thread in enclave code or outside, never
                 // halfway through the emulator's own handling of an exit.
@@ -316,16 +335,100 @@ pub fn install() {
     });
 }
 
-/// Clears EFLAGS.AC: enclave code may have set it, and the handler's own misaligned
-/// accesses must not raise #AC.
-#[inline(always)]
-fn clear_ac() {
-    // SAFETY: only changes the AC flag of RFLAGS; the stack push/pop is balanced.
-    unsafe { std::arch::asm!("pushfq", "and qword ptr [rsp], -262145", "popfq") };
+unsafe extern "C" {
+    /// The entry of the emulator's handlers for the signals it owns: see below.
+    fn signal_entry(sig: c_int, info: *mut siginfo_t, uc: *mut c_void);
+    /// The entry of wrapped program handlers of asynchronous signals.
+    fn async_entry(sig: c_int, info: *mut siginfo_t, uc: *mut c_void);
+}
+
+// The handlers' entry trampoline. It clears EFLAGS.AC (enclave code may have set it, and
+// the handler's own misaligned accesses must not raise #AC), then asks
+// `alt_stack::handler_stack` (on the stack the kernel chose) whether to switch stacks.
+// 0: the handler runs here, a tail call (the fast path: the kernel delivered on our stack).
+// Otherwise RAX is the top of the thread's emulator stack: the trampoline moves there,
+// keeping the kernel's stack pointer (where the return address into the signal restorer
+// is) at its top, has `alt_stack::adopt` make the kernel hold that stack, calls the
+// handler, and returns through the kernel's frame where it lies.
+std::arch::global_asm!(
+    ".pushsection .text.sgxemu_signal_entry,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl {signal_entry}",
+    ".hidden {signal_entry}",
+    ".type {signal_entry},@function",
+    "{signal_entry}:",
+    "lea rax, [rip + {on_signal}]",
+    "jmp 2f",
+    ".size {signal_entry}, . - {signal_entry}",
+    ".p2align 4",
+    ".globl {async_entry}",
+    ".hidden {async_entry}",
+    ".type {async_entry},@function",
+    "{async_entry}:",
+    "lea rax, [rip + {on_async}]",
+    "2:",
+    "pushfq",
+    "and qword ptr [rsp], -262145",
+    "popfq",
+    // At entry RSP = 8 (mod 16), as after a call. Keep the handler and its arguments.
+    "push rax",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "sub rsp, 8",
+    "lea rdi, [rsp + 40]",
+    "mov rsi, [rsp + 24]",
+    "mov rdx, [rsp + 8]",
+    "call {handler_stack}",
+    "add rsp, 8",
+    "pop rdx",
+    "pop rsi",
+    "pop rdi",
+    "pop r11",
+    "test rax, rax",
+    "jnz 3f",
+    "jmp r11",
+    "3:",
+    // The new stack, from its (16-byte aligned) top: the kernel's RSP, the handler, its
+    // three arguments; RSP 16-byte aligned for the calls.
+    "mov [rax - 8], rsp",
+    "mov [rax - 16], r11",
+    "mov [rax - 24], rdi",
+    "mov [rax - 32], rsi",
+    "mov [rax - 40], rdx",
+    "lea rsp, [rax - 48]",
+    "mov rdi, rdx",
+    "mov rsi, rax",
+    "call {adopt}",
+    "mov rdi, [rsp + 24]",
+    "mov rsi, [rsp + 16]",
+    "mov rdx, [rsp + 8]",
+    "call qword ptr [rsp + 32]",
+    "mov rsp, [rsp + 40]",
+    "ret",
+    ".size {async_entry}, . - {async_entry}",
+    ".popsection",
+    signal_entry = sym signal_entry,
+    async_entry = sym async_entry,
+    on_signal = sym on_signal,
+    on_async = sym on_async,
+    handler_stack = sym alt_stack::handler_stack,
+    adopt = sym alt_stack::adopt,
+);
+
+/// Whether the signal is an ENCLU that host code (outside enclave mode) executed: the one
+/// signal of a thread without an emulator stack that gets one made at once (see
+/// [`alt_stack::handler_stack`]). Outside enclave mode only (reads memory with a system call).
+///
+/// # Safety
+/// `uc` is the context of the signal being handled.
+pub(crate) unsafe fn is_host_enclu(sig: c_int, uc: *mut c_void) -> bool {
+    // SAFETY: the caller passes this signal's context.
+    let frame = unsafe { Frame::new(uc) };
+    enclu_trap(sig, &frame) && host_code(frame.rip()).starts_with(&ENCLU)
 }
 
 extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
-    clear_ac();
     syscall_dispatch::allow_in_handler();
     let state = thread::in_handler();
     let inside = state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire));
@@ -364,6 +467,11 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         sys::set_gs_base(s.enclave_gs.load(Ordering::Relaxed));
         sys::set_fs_base(s.enclave_fs.load(Ordering::Relaxed));
         syscall_dispatch::block(s.alt_stack.get());
+        return;
+    }
+    // The thread's state may be new (a first host-side ENCLU).
+    if let Some(stack) = our_stack(state.or_else(thread::in_handler)) {
+        frame.set_altstack(stack);
     }
 }
 

@@ -36,8 +36,8 @@ pub struct ThreadState {
     pub host_mask: Cell<libc::sigset_t>,
     /// Base of the emulator's alternate signal stack for this thread (0 = none yet).
     pub alt_stack: Cell<u64>,
-    /// The alternate stack was seen installed (checked once per thread: the program does
-    /// not get to replace it, as `sigaltstack` is not interposed).
+    /// The alternate stack was seen installed (checked until the kernel holds it: the
+    /// program's `sigaltstack` is recorded, not applied, from then on).
     pub alt_stack_checked: Cell<bool>,
     /// IPIs received (the reclaimer's kicks acknowledge through this).
     pub kicks_seen: AtomicU64,
@@ -277,39 +277,27 @@ pub fn all() -> Vec<&'static ThreadState> {
 }
 
 /// Makes sure the calling thread runs its signal handlers on the emulator's own alternate
-/// stack (enclave stacks are tiny and hold live data in the red zone). Returns the
-/// `stack_t` now installed, for handlers that must also write it into `uc_stack` (the
-/// kernel reinstalls `uc_stack` at sigreturn).
+/// stack (enclave stacks are tiny and hold live data in the red zone), the program's own
+/// recorded instead (see [`alt_stack::ensure`]). Returns the `stack_t` of ours, for
+/// handlers that must also write it into `uc_stack` (the kernel reinstalls `uc_stack` at
+/// sigreturn).
 fn ensure_alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
-    let mut base = state.alt_stack.get();
-    if base == 0 {
-        base = alt_stack::create(state)?;
-        state.alt_stack.set(base);
-        crate::syscall_dispatch::enable(base);
-    }
-    let wanted = alt_stack::stack_t(base);
-    // SAFETY: an all-zero stack_t is valid output storage.
-    let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
-    // SAFETY: queries the calling thread's alternate stack into `current`.
-    unsafe { libc::syscall(libc::SYS_sigaltstack, ptr::null::<libc::stack_t>(), &mut current) };
-    if current.ss_sp != wanted.ss_sp || current.ss_flags & libc::SS_DISABLE != 0 {
-        // SAFETY: installs a stack this thread owns for as long as the thread lives.
-        unsafe { libc::syscall(libc::SYS_sigaltstack, &wanted, ptr::null_mut::<libc::stack_t>()) };
-    }
+    let (wanted, installed) = alt_stack::ensure(state)?;
+    // Asked again next time if the kernel refused it (the caller ran on the program's stack).
+    state.alt_stack_checked.set(installed);
     Some(wanted)
 }
 
-/// `ensure_alt_stack`, asking the kernel only the first time for each thread (the
-/// program cannot replace the stack afterwards: `sigaltstack` is not interposed, and the
-/// emulator's handlers write it back into every `uc_stack` they return through).
+/// `ensure_alt_stack`, asking the kernel only until it holds ours (the program's
+/// `sigaltstack` is interposed and recorded, the emulator's handlers write ours back into
+/// every `uc_stack` they return through, and a handler the kernel delivers elsewhere after a
+/// raw replacement switches to ours and installs it again).
 pub fn alt_stack(state: &ThreadState) -> Option<libc::stack_t> {
     let base = state.alt_stack.get();
     if state.alt_stack_checked.get() && base != 0 {
         return Some(alt_stack::stack_t(base));
     }
-    let stack = ensure_alt_stack(state);
-    state.alt_stack_checked.set(stack.is_some());
-    stack
+    ensure_alt_stack(state)
 }
 
 fn free_alt_stack(base: u64) {

@@ -843,6 +843,14 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
     })
 }
 
+/// sigaltstack(2): once the emulator's alternate stack is the thread's, the program's own is
+/// recorded and reported instead (`sgxemu_native::alt_stack::app_sigaltstack`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t) -> c_int {
+    // SAFETY: forwarded C contract.
+    guard_int("sigaltstack", || unsafe { sgxemu_native::alt_stack::app_sigaltstack(ss, old) })
+}
+
 /// signal(2), with glibc's BSD semantics (SA_RESTART).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
