@@ -470,7 +470,7 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         return;
     }
     // The thread's state may be new (a first host-side ENCLU).
-    if let Some(stack) = our_stack(state.or_else(thread::in_handler)) {
+    if let Some(stack) = state.or_else(thread::in_handler).and_then(|s| our_stack(Some(s))) {
         frame.set_altstack(stack);
     }
 }
