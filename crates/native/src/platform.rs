@@ -1,7 +1,7 @@
 //! Machine-wide services for the driver in a native process: IPIs as signals to the
 //! threads running enclave code, an in-memory backing store, and the reclaimer thread.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,17 @@ use crate::{sys, thread};
 /// The signal that stands for an IPI: a thread running enclave code takes an AEX on it.
 pub fn kick_signal() -> libc::c_int {
     libc::SIGRTMAX() - 1
+}
+
+/// Bumped (and its waiters woken) by every thread that handled an IPI: the IPI's sender
+/// sleeps on it instead of competing for a CPU with the threads it waits for.
+static KICKS_HANDLED: AtomicU32 = AtomicU32::new(0);
+
+/// Called by a thread's IPI handler once it took its AEX (or found no enclave code to
+/// interrupt). Async-signal-safe.
+pub fn acknowledge_kick() {
+    KICKS_HANDLED.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake_all(&KICKS_HANDLED);
 }
 
 /// Platform services of this process.
@@ -100,16 +111,21 @@ impl Platform for NativePlatform {
         // bookkeeping saw no enclave code to interrupt: it gets another.
         let deadline = Instant::now() + Duration::from_secs(5);
         for (target, (mut seen, aexes)) in targets.iter().zip(before) {
-            while target.kick_aexes.load(Ordering::Acquire) == aexes
-                && self.processor.lps_inside(secs).contains(&target.lp_id)
-                && Instant::now() < deadline
-            {
+            loop {
+                let handled = KICKS_HANDLED.load(Ordering::Acquire);
+                if target.kick_aexes.load(Ordering::Acquire) != aexes
+                    || !self.processor.lps_inside(secs).contains(&target.lp_id)
+                    || Instant::now() >= deadline
+                {
+                    break;
+                }
                 let now = target.kicks_seen.load(Ordering::Acquire);
                 if now != seen {
                     seen = now;
                     let _ = sys::tgkill(target.tid, kick_signal());
                 }
-                std::thread::yield_now();
+                // A thread that leaves by EEXIT acknowledges nothing: look again now and then.
+                sys::futex_wait(&KICKS_HANDLED, handled, Duration::from_micros(200));
             }
         }
     }

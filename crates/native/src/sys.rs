@@ -10,6 +10,34 @@ fn check(ret: c_long) -> io::Result<c_long> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
+/// Waits until `word` no longer holds `expected`, a wake, or `timeout` (FUTEX_WAIT_PRIVATE).
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let limit = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
+    // SAFETY: `word` is a live u32 for the call; the kernel only reads it and `limit`.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, &limit as *const libc::timespec)
+    };
+}
+
+/// Wakes every thread waiting on `word` (FUTEX_WAKE_PRIVATE). Async-signal-safe.
+pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: `word` is a live u32; FUTEX_WAKE only uses its address.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX) };
+}
+
+/// Sleeps for `duration` (nanosleep; async-signal-safe).
+pub fn sleep(duration: std::time::Duration) {
+    let request = libc::timespec { tv_sec: duration.as_secs() as libc::time_t, tv_nsec: duration.subsec_nanos().into() };
+    // SAFETY: `request` is a valid timespec; no remaining time is asked for.
+    unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
+}
+
+/// Gives up the CPU to other runnable threads.
+pub fn sched_yield() {
+    // SAFETY: sched_yield has no arguments and cannot fail on Linux.
+    unsafe { libc::sched_yield() };
+}
+
 /// mmap(2).
 pub fn mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> io::Result<u64> {
     // SAFETY: the raw system call only changes mappings; callers pass ranges they own
