@@ -67,7 +67,8 @@ pub mod op {
     pub const XSAVE: u64 = 16;
     /// XSAVEC64 to [RSI] with every component requested, then XRSTOR64 from it.
     pub const XSAVEC_XRSTOR: u64 = 17;
-    /// Spin until the untrusted qword [RSI] is not zero.
+    /// Spin until the untrusted qword [RSI] is not zero, counting rounds in the untrusted
+    /// qword [RDX].
     pub const SPIN_UNTIL: u64 = 18;
 }
 
@@ -160,6 +161,7 @@ std::arch::global_asm!(
     "jmp 90f",
     "28:",
     "pause",
+    "lock inc qword ptr [rdx]",
     "cmp qword ptr [rsi], 0",
     "je 28b",
     "jmp 90f",
