@@ -11,12 +11,24 @@ use support::{sgxemu, text};
 
 /// Compiles one of `tests/programs/*.c` with gcc into a directory of its own.
 fn build(program: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(format!("{program}.c"));
-    let dir = std::env::temp_dir().join(format!("sgxemu-run-tests-{}-{program}", std::process::id()));
+    build_as(program, program, &[])
+}
+
+/// The directory [`build_as`] puts `name` in.
+fn build_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sgxemu-run-tests-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let exe = dir.join(program);
-    let status = Command::new("gcc").arg("-O1").arg("-o").arg(&exe).arg(&src).status().expect("gcc runs");
-    assert!(status.success(), "gcc {src:?}");
+    dir
+}
+
+/// Compiles `tests/programs/{program}.c` into executable `name` with extra gcc arguments
+/// (after the source, so libraries among them link).
+fn build_as(program: &str, name: &str, args: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(format!("{program}.c"));
+    let exe = build_dir(name).join(name);
+    let status =
+        Command::new("gcc").arg("-O1").arg("-o").arg(&exe).arg(&src).args(args).status().expect("gcc runs");
+    assert!(status.success(), "gcc {src:?} {args:?}");
     // Executable for certain, whatever the linker and umask left (a CI run once could not
     // exec a freshly linked program: EACCES).
     use std::os::unix::fs::PermissionsExt;
@@ -253,4 +265,66 @@ fn boolean_settings_take_the_usual_words() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(stderr.lines().next().is_some_and(|l| l.contains("SGXEMU_SGX1") && l.contains("maybe")), "{stderr}");
+}
+
+/// A fake `linux-vdso.so.1` (soname and version `LINUX_2.6` of the kernel's vDSO) to link
+/// against, as Fortanix's runner does; returns its path.
+fn fake_linux_vdso() -> PathBuf {
+    let dir = build_dir("fake-vdso");
+    let script = dir.join("vdso.lds");
+    std::fs::write(&script, "LINUX_2.6 {\n  global: __vdso_sgx_enter_enclave; __vdso_clock_gettime;\n  local: *;\n};\n")
+        .expect("a version script");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/fake_vdso.c");
+    let lib = dir.join("linux-vdso.so.1");
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg(format!("-Wl,--version-script={}", script.display()))
+        .arg("-Wl,-soname,linux-vdso.so.1")
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc {src:?}");
+    lib
+}
+
+#[test]
+fn the_dynamic_linker_and_dlsym_find_the_vdso_entry_point() {
+    let lib = fake_linux_vdso();
+    let lib = lib.to_str().expect("utf-8 path");
+    // A weak reference without DT_NEEDED linux-vdso.so.1; a strong versioned one
+    // (__vdso_sgx_enter_enclave@LINUX_2.6) with it; Fortanix's runner's: weak, versioned,
+    // DT_NEEDED.
+    let programs = [
+        build_as("vdso_symbol", "vdso_weak", &["-DWEAK", "-ldl"]),
+        build_as("vdso_symbol", "vdso_versioned", &["-DVERSIONED", "-Wl,--no-as-needed", lib, "-ldl"]),
+        build_as("vdso_symbol", "vdso_weak_versioned", &["-DWEAK", "-DVERSIONED", "-Wl,--no-as-needed", lib, "-ldl"]),
+    ];
+    // At run time the dynamic linker takes linux-vdso.so.1 to be the vDSO it mapped: the
+    // file is not needed.
+    std::fs::remove_file(lib).expect("the fake vDSO goes");
+    for exe in &programs {
+        let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "{exe:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        // -EINVAL (-22) for leaf 0 and for a reserved byte of `run`; EENTER of TCS 0 is a
+        // fault the vDSO reports in `run` (return 0).
+        assert_eq!(
+            text(&out.stdout),
+            "linked: leaf0 -22 reserved -22 eenter 0 reported 1\n\
+             dlsym: leaf0 -22 reserved -22 eenter 0 reported 1\n\
+             same 1\n",
+            "{exe:?}"
+        );
+    }
+}
+
+#[test]
+fn the_initial_auxv_and_proc_self_auxv_name_the_synthetic_vdso() {
+    let exe = build("vdso_auxv");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // Every view gives getauxval's base, whose image has __vdso_sgx_enter_enclave in both
+    // hash tables (leaf 0: -EINVAL) and the host's functions forwarded.
+    let line = "base getauxval's clock_gettime gnu_hash -22 clock_gettime hash -22";
+    assert_eq!(text(&out.stdout), format!("stack: {line}\nproc: {line}\npid: {line}\n"));
 }

@@ -14,6 +14,8 @@
 //!   (0x8C..0x8F: the part's reset values, Intel's launch key hash); any other MSR is EIO,
 //!   as the msr driver answers one that faults. The node is 0444 (the kernel's is 0600,
 //!   root only: the emulated values are no secret).
+//! - `/proc/self/auxv`, `/proc/thread-self/auxv`, `/proc/<own pid>/auxv`: the host's, with
+//!   AT_SYSINFO_EHDR naming the synthetic vDSO (`crate::auxv`).
 //!
 //! Only absolute paths spelled as above are recognised (no `..`, `//` or paths relative to
 //! a directory descriptor). This module decides and generates; the preload library only
@@ -85,6 +87,8 @@ pub enum Node {
     SgxTotalBytes,
     /// `/dev/cpu/N/msr`.
     Msr(u32),
+    /// This process's `/proc/…/auxv`.
+    Auxv,
 }
 
 /// The path of node 0's EPC size in sysfs.
@@ -104,12 +108,33 @@ pub fn classify(path: &[u8]) -> Option<Node> {
         b"/dev/sgx" | b"/dev/sgx/" => Node::SgxDir,
         b"/proc/cpuinfo" => Node::CpuInfo,
         _ if path == SGX_TOTAL_BYTES_PATH.as_bytes() => Node::SgxTotalBytes,
+        _ if own_proc_file(path, b"auxv") => Node::Auxv,
         _ => {
             let cpu = path.strip_prefix(b"/dev/cpu/")?.strip_suffix(b"/msr")?;
             return cpu_number(cpu).map(Node::Msr);
         }
     };
     Some(node)
+}
+
+/// Whether `path` is `/proc/self/NAME`, `/proc/thread-self/NAME` or `/proc/<own pid>/NAME`.
+fn own_proc_file(path: &[u8], name: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/proc/").and_then(|rest| rest.strip_suffix(name)) else { return false };
+    let Some(who) = rest.strip_suffix(b"/") else { return false };
+    own_proc_dir(who)
+}
+
+/// Whether `who` (`self`, `thread-self` or a decimal pid) is this process in `/proc`.
+fn own_proc_dir(who: &[u8]) -> bool {
+    match who {
+        b"self" | b"thread-self" => true,
+        digits => {
+            !digits.is_empty()
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits[0] != b'0'
+                && std::str::from_utf8(digits).ok().and_then(|d| d.parse::<i32>().ok()) == Some(sys::getpid())
+        }
+    }
 }
 
 /// A CPU number as the kernel spells it (decimal, no sign, no leading zeros).
@@ -175,7 +200,7 @@ pub fn stat_of(node: Node, follow: bool) -> Option<libc::stat> {
             st.st_size = 80;
             st.st_ino = 0x5600;
         }
-        Node::CpuInfo => return None,
+        Node::CpuInfo | Node::Auxv => return None,
         Node::SgxTotalBytes => {
             st.st_mode = libc::S_IFREG | 0o444;
             st.st_size = 4096;
@@ -217,7 +242,7 @@ pub fn access(node: Node, mode: c_int) -> Option<Result<(), c_int>> {
     let denied = match node {
         Node::Device { .. } => libc::X_OK,
         Node::SgxDir => libc::W_OK,
-        Node::CpuInfo => return None,
+        Node::CpuInfo | Node::Auxv => return None,
         Node::SgxTotalBytes | Node::Msr(_) => libc::W_OK | libc::X_OK,
     };
     Some(if mode & denied != 0 { Err(libc::EACCES) } else { Ok(()) })
@@ -232,7 +257,7 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
     let cloexec = flags & libc::O_CLOEXEC != 0;
     match node {
         Node::SgxDir => Ok(None),
-        Node::CpuInfo if writes => Ok(None),
+        Node::CpuInfo | Node::Auxv if writes => Ok(None),
         _ if flags & libc::O_DIRECTORY != 0 => Err(libc::ENOTDIR),
         _ if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => Err(libc::EEXIST),
         Node::Device { link: true, .. } if flags & libc::O_NOFOLLOW != 0 => Err(libc::ELOOP),
@@ -241,6 +266,11 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
         Node::CpuInfo => {
             let host = read_host_file(c"/proc/cpuinfo").map_err(errno)?;
             content_fd(c"cpuinfo", &cpuinfo_with_sgx(&host), cloexec).map(Some).map_err(errno)
+        }
+        Node::Auxv => {
+            let Some(vdso) = crate::vdso::vdso(crate::enclu::soft_eenter) else { return Ok(None) };
+            let host = read_host_file(c"/proc/self/auxv").map_err(errno)?;
+            content_fd(c"auxv", &crate::auxv::with_vdso(&host, vdso.base), cloexec).map(Some).map_err(errno)
         }
         Node::SgxTotalBytes => {
             let text = format!("{}\n", epc_size());
@@ -376,7 +406,7 @@ pub fn readlink(path: &[u8]) -> Option<Result<String, c_int>> {
     }
     match resolve(path)? {
         Node::Device { device, link: true } => Some(Ok(device.link_target().to_owned())),
-        Node::CpuInfo => None,
+        Node::CpuInfo | Node::Auxv => None,
         _ => Some(Err(libc::EINVAL)),
     }
 }
@@ -389,11 +419,7 @@ fn proc_fd(path: &[u8]) -> Option<c_int> {
         let rest = path.strip_prefix(b"/proc/")?;
         let slash = rest.iter().position(|&b| b == b'/')?;
         let (who, rest) = rest.split_at(slash);
-        let own = match who {
-            b"self" | b"thread-self" => true,
-            digits => std::str::from_utf8(digits).ok().and_then(|d| d.parse::<i32>().ok()) == Some(sys::getpid()),
-        };
-        if !own {
+        if !own_proc_dir(who) {
             return None;
         }
         rest.strip_prefix(b"/fd/")?
@@ -609,6 +635,9 @@ mod tests {
         assert_eq!(classify(SGX_TOTAL_BYTES_PATH.as_bytes()), Some(Node::SgxTotalBytes));
         assert_eq!(classify(b"/dev/cpu/0/msr"), Some(Node::Msr(0)));
         assert_eq!(classify(b"/dev/cpu/17/msr"), Some(Node::Msr(17)));
+        assert_eq!(classify(b"/proc/self/auxv"), Some(Node::Auxv));
+        assert_eq!(classify(b"/proc/thread-self/auxv"), Some(Node::Auxv));
+        assert_eq!(classify(format!("/proc/{}/auxv", sys::getpid()).as_bytes()), Some(Node::Auxv));
         for other in [
             &b"/dev/cpu/01/msr"[..],
             b"/dev/cpu//msr",
@@ -616,6 +645,10 @@ mod tests {
             b"/dev/null",
             b"sgx_enclave",
             b"/dev/sgx_enclave/",
+            b"/proc/1/auxv",
+            b"/proc/self/auxvx",
+            b"/proc/selfauxv",
+            b"/proc//auxv",
             b"",
         ] {
             assert_eq!(classify(other), None, "{}", String::from_utf8_lossy(other));

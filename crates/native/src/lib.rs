@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod alt_stack;
+pub mod auxv;
 pub mod config;
 pub mod context;
 pub mod cpuid;

@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
 use sgxemu_native::devices_fs::{self, Node};
@@ -826,6 +827,69 @@ pub unsafe extern "C" fn getauxval(kind: c_ulong) -> c_ulong {
     })
 }
 
+/// Where [`__vdso_sgx_enter_enclave`] jumps: the synthetic vDSO's entry point (0 until the
+/// vDSO is built, normally by [`init`] before `main`).
+static VDSO_ENTRY: AtomicU64 = AtomicU64::new(0);
+
+/// The synthetic vDSO's `__vdso_sgx_enter_enclave`, built now if it was not yet; 0 if it
+/// cannot be.
+fn vdso_entry() -> u64 {
+    let entry = vdso::vdso(enclu::soft_eenter).map_or(0, |v| v.enter_enclave);
+    VDSO_ENTRY.store(entry, Ordering::Release);
+    entry
+}
+
+/// Called by [`__vdso_sgx_enter_enclave`] when [`VDSO_ENTRY`] is still 0.
+extern "C" fn vdso_entry_lazy() -> u64 {
+    guard("__vdso_sgx_enter_enclave", || 0, vdso_entry)
+}
+
+/// `__vdso_sgx_enter_enclave` for programs that find the vDSO through the dynamic linker
+/// (a weak or versioned `__vdso_sgx_enter_enclave@LINUX_2.6` reference, often with
+/// `DT_NEEDED linux-vdso.so.1`, as Fortanix's runner does) or `dlsym`: this library comes
+/// before every `DT_NEEDED` object in the lookup scope, so the reference binds here. A
+/// tail jump to the synthetic vDSO's entry point: the caller's return address and stack
+/// arguments (`run`) reach it untouched. RAX is scratch (the entry point's first act is
+/// `mov eax, ecx`). If the vDSO was not built yet, every argument register is saved around
+/// building it; if it cannot be built, the call returns -ENOSYS.
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn __vdso_sgx_enter_enclave() {
+    // SAFETY (naked function): the body is the whole function and returns through the
+    // entry point's own `ret` or its own `ret`; RSP is balanced on every path.
+    std::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {entry}]",
+        "test rax, rax",
+        "jz 2f",
+        "jmp rax",
+        "2:",
+        // RSP is 8 mod 16 here; seven pushes make it 0 mod 16 for the call.
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "push rcx",
+        "push r8",
+        "push r9",
+        "push r9",
+        "call {lazy}",
+        "pop r9",
+        "pop r9",
+        "pop r8",
+        "pop rcx",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        "3:",
+        "mov eax, -38",
+        "ret",
+        entry = sym VDSO_ENTRY,
+        lazy = sym vdso_entry_lazy,
+    )
+}
+
 /// sigaction(2): dispositions of the signals the emulator needs are recorded and honoured
 /// by its handlers (they reach the program's handler for every signal that is not the
 /// emulator's); handlers of asynchronous signals are installed wrapped, so a signal that
@@ -897,8 +961,10 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 }
 
 /// Runs before `main` (after the constructors of the program's other libraries): makes
-/// CPUID read as the emulated part and installs the emulator's handlers.
-extern "C" fn init() {
+/// CPUID read as the emulated part, installs the emulator's handlers and builds the
+/// synthetic vDSO, which the initial stack's auxiliary vector then names (glibc passes
+/// `argc`, `argv` and the initial `envp` to `.init_array` functions).
+extern "C" fn init(_argc: c_int, _argv: *mut *mut c_char, envp: *mut *mut c_char) {
     guard(
         "the preload's constructor",
         || (),
@@ -912,13 +978,25 @@ extern "C" fn init() {
                 // SAFETY: registers a plain extern "C" function with no arguments.
                 unsafe { libc::atexit(print_stats) };
             }
+            // SAFETY: getauxval has no preconditions (the C library's, before the rewrite).
+            let host_vdso = unsafe { real::getauxval(libc::AT_SYSINFO_EHDR) };
+            if vdso_entry() != 0
+                && let Some(v) = vdso::get()
+                && host_vdso != 0
+            {
+                // SAFETY: `envp` is the initial environment array glibc hands constructors,
+                // followed by the auxiliary vector; no other thread of the program reads it
+                // while constructors run, and a mismatch with the C library's view writes
+                // nothing.
+                unsafe { sgxemu_native::auxv::rewrite_initial(envp, host_vdso, v.base) };
+            }
         },
     );
 }
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static INIT: extern "C" fn() = init;
+static INIT: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = init;
 
 #[cfg(test)]
 mod tests {
