@@ -31,6 +31,7 @@ pub mod stats;
 pub mod sys;
 pub mod syscall_dispatch;
 pub mod thread;
+pub mod ticks;
 pub mod user_copy;
 pub mod vdso;
 pub mod vdso_image;

@@ -503,10 +503,8 @@ fn dispatch(
             }
             s.kicks_seen.fetch_add(1, Ordering::AcqRel);
             platform::acknowledge_kick();
-            if aex && spinning_at(engine, interrupted_at) {
-                // Pause-loop exiting, as hypervisors do for spinning vCPUs: a thread waiting
-                // on a lock inside the enclave gives its CPU to the one holding it.
-                sys::sleep(PAUSE_LOOP_BACKOFF);
+            if aex {
+                crate::ticks::after_interrupt(engine, st, interrupted_at);
             }
         }
         return Outcome::Resume;
@@ -608,22 +606,6 @@ fn trace_mapping(rip: u64) {
 }
 
 const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
-const PAUSE: [u8; 2] = [0xf3, 0x90];
-/// How long a thread interrupted in a pause loop stays off its CPU.
-const PAUSE_LOOP_BACKOFF: std::time::Duration = std::time::Duration::from_micros(100);
-
-/// Whether enclave code interrupted at `rip` is spinning: a PAUSE just before (an interrupt
-/// lands after the long PAUSE, a few instructions on in its loop) or at `rip`.
-fn spinning_at(engine: &Engine, rip: u64) -> bool {
-    const BEFORE: u64 = 12;
-    let mut bytes = [0u8; BEFORE as usize + 2];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        let at = rip.wrapping_sub(BEFORE) + i as u64;
-        let Some(page) = engine.space.epc_at(at) else { return false };
-        engine.processor.read_epc(page, (at % 4096) as usize, std::slice::from_mut(byte));
-    }
-    bytes.windows(2).any(|w| w == PAUSE)
-}
 const UD2: [u8; 2] = [0x0f, 0x0b];
 
 /// The XSAVE-family instruction a `ud2` of enclave code at `rip` stands for, if we put it there.

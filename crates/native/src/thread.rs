@@ -6,7 +6,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use sgxemu_cpu::{LeafStats, Lp, LpId, Processor};
 use sgxemu_driver::Cpu;
@@ -43,6 +43,10 @@ pub struct ThreadState {
     pub kicks_seen: AtomicU64,
     /// How many of those IPIs found it running enclave code and made it take an AEX.
     pub kick_aexes: AtomicU64,
+    /// Its timer interrupt (a kernel timer id, -1 for none; see [`crate::ticks`]).
+    pub cpu_timer: AtomicI32,
+    /// How long it stayed off its CPU the last time an interrupt found it spinning (µs).
+    pub spin_backoff_us: AtomicU32,
 }
 
 /// The logical processors of one thread.
@@ -155,6 +159,7 @@ impl Drop for Owner {
 /// Keeps the counts of a state about to be freed and frees its alternate stack. (glibc runs
 /// thread-local destructors before atexit handlers, where the statistics are printed.)
 fn retire(state: &ThreadState) {
+    crate::ticks::disarm(state);
     let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
     retired.merge(state.cpus().lp.stats());
     retired.merge(state.cpus().kcpu.lp.stats());
@@ -193,6 +198,8 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),
         kick_aexes: AtomicU64::new(0),
+        cpu_timer: AtomicI32::new(-1),
+        spin_backoff_us: AtomicU32::new(0),
     })
 }
 
