@@ -15,7 +15,13 @@ pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: s
     let limit = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
     // SAFETY: `word` is a live u32 for the call; the kernel only reads it and `limit`.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, &limit as *const libc::timespec)
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &limit as *const libc::timespec,
+        )
     };
 }
 
@@ -27,7 +33,8 @@ pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
 
 /// Sleeps for `duration` (nanosleep; async-signal-safe).
 pub fn sleep(duration: std::time::Duration) {
-    let request = libc::timespec { tv_sec: duration.as_secs() as libc::time_t, tv_nsec: duration.subsec_nanos().into() };
+    let request =
+        libc::timespec { tv_sec: duration.as_secs() as libc::time_t, tv_nsec: duration.subsec_nanos().into() };
     // SAFETY: `request` is a valid timespec; no remaining time is asked for.
     unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
 }

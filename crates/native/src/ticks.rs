@@ -53,7 +53,15 @@ pub fn arm(st: &ThreadState) {
     let period = libc::timespec { tv_sec: 0, tv_nsec: TICK.as_nanos() as libc::c_long };
     let spec = libc::itimerspec { it_interval: period, it_value: period };
     // SAFETY: `id` names the timer just created; `spec` is valid; no old value is asked for.
-    unsafe { libc::syscall(libc::SYS_timer_settime, id, 0, &spec as *const libc::itimerspec, std::ptr::null_mut::<libc::itimerspec>()) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_timer_settime,
+            id,
+            0,
+            &spec as *const libc::itimerspec,
+            std::ptr::null_mut::<libc::itimerspec>(),
+        )
+    };
     st.cpu_timer.store(id, Ordering::Release);
 }
 

@@ -305,7 +305,9 @@ fn copy_range(to: &mut [u8], to_at: usize, from: &[u8], from_at: usize, len: usi
 
 /// The legacy region's parts that `rfbm` selects.
 fn legacy_ranges(rfbm: u64) -> impl Iterator<Item = std::ops::Range<usize>> {
-    [(rfbm & 1 != 0, X87), (rfbm & 2 != 0, XMM), (rfbm & 6 != 0, MXCSR)].into_iter().filter_map(|(on, r)| on.then_some(r))
+    [(rfbm & 1 != 0, X87), (rfbm & 2 != 0, XMM), (rfbm & 6 != 0, MXCSR)]
+        .into_iter()
+        .filter_map(|(on, r)| on.then_some(r))
 }
 
 /// The extended components (2 and up) of `mask` with their standard layout.
