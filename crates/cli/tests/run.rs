@@ -328,3 +328,29 @@ fn the_initial_auxv_and_proc_self_auxv_name_the_synthetic_vdso() {
     let line = "base getauxval's clock_gettime gnu_hash -22 clock_gettime hash -22";
     assert_eq!(text(&out.stdout), format!("stack: {line}\nproc: {line}\npid: {line}\n"));
 }
+
+#[test]
+fn system_calls_made_without_the_c_library_reach_the_devices() {
+    let exe = build("raw_syscalls");
+    for part in ["ordinary", "devices", "signals"] {
+        let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path"), part]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{part}: {stdout}{}", text(&out.stderr));
+        assert!(stdout.contains(&format!("{part} ok")), "{stdout}");
+    }
+    // The same program outside the emulator: its ordinary system calls work there too (the
+    // test of the test).
+    let out = Command::new(&exe).arg("ordinary").output().expect("runs");
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_static_executable_is_refused_in_one_line() {
+    let exe = build_as("raw_syscalls", "raw_syscalls_static", &["-static"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path"), "devices"]);
+    assert_eq!(out.status.code(), Some(126), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("sgxemu: cannot run ") && stderr.contains("statically linked"), "{stderr}");
+    assert!(text(&out.stdout).is_empty(), "the program did not start");
+}

@@ -262,7 +262,8 @@ pub(crate) extern "C" fn handler_stack(entry_rsp: u64, sig: libc::c_int, uc: *mu
         return state.alt_stack.get() + SIZE;
     }
     // SAFETY: the kernel's ucontext for this signal.
-    if unsafe { crate::signals::is_host_enclu(sig, uc) } {
+    // (So does our seccomp filter's trap: carrying out a device call needs room.)
+    if unsafe { crate::signals::is_host_enclu(sig, uc) } || crate::seccomp::is_trap_context(sig, uc) {
         return create(None).map_or(0, |base| base + SIZE);
     }
     0
@@ -317,40 +318,61 @@ pub(crate) extern "C" fn adopt(uc: *mut libc::c_void, top: u64) {
 /// # Safety
 /// `ss` and `old` are null or valid `stack_t` pointers.
 pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t) -> libc::c_int {
-    let current = kernel_stack();
-    let Some(header) = ours(&current).and_then(header) else {
-        // SAFETY: forwarded as the program passed them.
-        return unsafe { libc::syscall(libc::SYS_sigaltstack, ss, old) } as libc::c_int;
-    };
-    let recorded = header.program_stack();
     let rsp: u64;
     // SAFETY: reads the stack pointer.
     unsafe { std::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
-    let enabled = recorded.ss_flags & libc::SS_DISABLE == 0;
-    let on_it = enabled && rsp > recorded.ss_sp as u64 && rsp - (recorded.ss_sp as u64) <= recorded.ss_size as u64;
-    // SAFETY: the caller passes null or a valid, writable stack_t.
-    if let Some(old) = unsafe { old.as_mut() } {
-        *old = recorded;
-        if on_it {
-            old.ss_flags = libc::SS_ONSTACK | (recorded.ss_flags & SS_AUTODISARM);
+    // SAFETY: the caller passes null or valid stack_t pointers.
+    let (new, old) = unsafe { (ss.as_ref(), old.as_mut()) };
+    let mut previous = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: 0, ss_size: 0 };
+    match program_sigaltstack(new, &mut previous, rsp) {
+        Ok(()) => {
+            if let Some(old) = old {
+                *old = previous;
+            }
+            0
+        }
+        Err(error) => {
+            // SAFETY: errno is this thread's (normal context).
+            unsafe { *libc::__errno_location() = error };
+            -1
         }
     }
-    // SAFETY: the caller passes null or a valid stack_t.
-    let Some(new) = (unsafe { ss.as_ref() }) else { return 0 };
+}
+
+/// [`app_sigaltstack`] for a program whose stack pointer was `rsp` (a system call the
+/// emulator's SIGSYS handler carries out runs elsewhere): the previous stack into `old`,
+/// or the errno.
+pub fn program_sigaltstack(new: Option<&libc::stack_t>, old: &mut libc::stack_t, rsp: u64) -> Result<(), libc::c_int> {
+    let current = kernel_stack();
+    let Some(header) = ours(&current).and_then(header) else {
+        let new = new.map_or(std::ptr::null(), |n| n as *const libc::stack_t);
+        // SAFETY: a valid or null stack_t and a writable one.
+        let ret = unsafe { libc::syscall(libc::SYS_sigaltstack, new, old as *mut libc::stack_t) };
+        return if ret == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL))
+        };
+    };
+    let recorded = header.program_stack();
+    let enabled = recorded.ss_flags & libc::SS_DISABLE == 0;
+    let on_it = enabled && rsp > recorded.ss_sp as u64 && rsp - (recorded.ss_sp as u64) <= recorded.ss_size as u64;
+    *old = recorded;
+    if on_it {
+        old.ss_flags = libc::SS_ONSTACK | (recorded.ss_flags & SS_AUTODISARM);
+    }
+    let Some(new) = new else { return Ok(()) };
     let mode = new.ss_flags & !SS_AUTODISARM;
-    let error = if on_it {
-        libc::EPERM
+    if on_it {
+        Err(libc::EPERM)
     } else if mode != 0 && mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK {
-        libc::EINVAL
+        Err(libc::EINVAL)
     } else if mode != libc::SS_DISABLE && new.ss_size < libc::MINSIGSTKSZ {
-        libc::ENOMEM
+        Err(libc::ENOMEM)
     } else {
         header.record_program_stack(&libc::stack_t { ss_flags: new.ss_flags & !libc::SS_ONSTACK, ..*new });
-        return 0;
-    };
-    // SAFETY: errno is this thread's (normal context).
-    unsafe { *libc::__errno_location() = error };
-    -1
+        Ok(())
+    }
 }
 
 /// In a fork child: the stacks (and thread states) are the parent's threads'; forget them

@@ -24,6 +24,7 @@ pub mod epc_memory;
 pub mod platform;
 pub mod prefetch;
 pub mod real;
+pub mod seccomp;
 pub mod signals;
 pub mod size;
 pub mod space;

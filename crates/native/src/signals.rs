@@ -509,6 +509,11 @@ fn dispatch(
         }
         return Outcome::Resume;
     }
+    // A system call made without the C library, trapped by our seccomp filter (inside
+    // enclave code only where Syscall User Dispatch is missing: it runs natively there too).
+    if sig == libc::SIGSYS && crate::seccomp::is_ours(info) {
+        return crate::seccomp::on_trap(frame);
+    }
     if let (true, Some(engine), Some(s)) = (inside, engine, state) {
         let st = s;
         let traps_at_insn = enclu_trap(sig, frame);

@@ -974,6 +974,8 @@ extern "C" fn init(_argc: c_int, _argv: *mut *mut c_char, envp: *mut *mut c_char
             if !cpuid::enable_faulting() {
                 cpuid::patch_main_executable();
             }
+            // System calls the program makes without the C library reach the devices too.
+            sgxemu_native::seccomp::install();
             if sgxemu_native::config::stats_requested() {
                 // SAFETY: registers a plain extern "C" function with no arguments.
                 unsafe { libc::atexit(print_stats) };

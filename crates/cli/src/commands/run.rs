@@ -89,10 +89,69 @@ pub fn extract_preload(dir: &Path) -> Result<PathBuf, RunError> {
     Ok(path)
 }
 
-/// Replaces this process with the program. Returns only on failure.
+/// Exit status for a program `sgxemu run` refuses to start (as a shell's "cannot execute").
+pub const REFUSED: i32 = 126;
+
+/// The file `program` names, as `execvp` finds it (a name without `/` is searched in PATH).
+fn resolve_program(program: &std::ffi::OsStr) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
+/// Whether `bytes` (the start of a file) is an x86-64 ELF executable without a program
+/// interpreter: a static executable, which the dynamic loader never sees, so the preload
+/// library (and with it the emulated platform) would not apply. The dynamic loader itself,
+/// run to start a program, is not one.
+pub fn is_static_executable(bytes: &[u8], name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    if !bytes.starts_with(b"\x7fELF\x02\x01") || !matches!(u16_at(16), Some(2 | 3)) {
+        return false;
+    }
+    let file = Path::new(name).file_name().map(|f| f.as_bytes()).unwrap_or_default();
+    if file.starts_with(b"ld-linux") || file.starts_with(b"ld.so") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else { return false };
+    const PT_INTERP: u32 = 3;
+    let has_interp = (0..usize::from(phnum)).any(|i| {
+        let at = usize::try_from(phoff).unwrap_or(usize::MAX).saturating_add(i * usize::from(phentsize));
+        u32_at(at) == Some(PT_INTERP)
+    });
+    // Headers beyond what was read: assume dynamic (the common case) rather than refuse.
+    let read_all = usize::try_from(phoff).is_ok_and(|o| o + usize::from(phnum) * usize::from(phentsize) <= bytes.len());
+    read_all && !has_interp
+}
+
+/// Refuses a static executable in one line (exit status [`REFUSED`]).
+fn refuse_static(program: &std::ffi::OsStr) {
+    use std::io::Read;
+    let Some(path) = resolve_program(program) else { return };
+    let mut head = vec![0u8; 64 << 10];
+    let Ok(n) = std::fs::File::open(&path).and_then(|mut f| f.read(&mut head)) else { return };
+    if is_static_executable(&head[..n], path.as_os_str()) {
+        eprintln!(
+            "sgxemu: cannot run {}: a statically linked executable (no program interpreter), which the emulator's preload library cannot enter",
+            program.to_string_lossy()
+        );
+        std::process::exit(REFUSED);
+    }
+}
+
+/// Replaces this process with the program. Returns only on failure. A static executable
+/// is refused (exit status 126): LD_PRELOAD does not apply to it.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     // Validate the platform here, where a bad option is one clear line.
     args.platform.processor()?;
+    if let Some(program) = args.program.first() {
+        refuse_static(program);
+    }
     let preload = extract_preload(&cache_dir())?;
     let mut ld_preload = preload.into_os_string();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {

@@ -1,0 +1,878 @@
+//! System calls made without the C library: a program's own `syscall` instructions (Gramine's
+//! untrusted loader routes every OS call through one assembly function, Go's runtime does
+//! the same) never reach the preload's interposers, so `open(2)` of `/dev/sgx_enclave` would
+//! find the host kernel's ENOENT. A seccomp filter, installed before `main` by the preload
+//! library, turns the device-relevant system calls of that code into SIGSYS; the emulator's
+//! SIGSYS handler ([`on_trap`], called from `signals::dispatch`) decodes the call from the
+//! signal frame, carries it out as the interposers do (device descriptors and enclave
+//! mappings reach the [`Engine`], everything else is the real call) and writes the result
+//! into RAX, as the kernel would have.
+//!
+//! # Which code is trapped: a deny-list of code ranges
+//!
+//! The filter traps by code address (`seccomp_data.instruction_pointer`): the executable
+//! segments of every object loaded at initialisation — the main executable and its
+//! libraries — except the C library, the dynamic loader, the vDSO and the emulator's own
+//! library, whose calls pass untouched (so the C-library path keeps going through the
+//! interposers, and the emulator's own system calls, all made through the C library, are
+//! never trapped). Neighbouring trapped objects are merged into one range when no exempt
+//! object lies between them.
+//!
+//! The opposite rule, "trap everything outside the C library", would also cover code
+//! loaded later (`dlopen`, JIT), but a seccomp filter can never be removed and survives
+//! `execve`: the next program's dynamic loader, at a new random address, would have its
+//! first `open` and `mmap` trapped before any handler exists, and die of SIGSYS. Under the
+//! deny-list an image started by `execve` runs untouched unless its code happens to sit in
+//! one of the old ranges (with ASLR a chance of about one in a million per exec; a fixed
+//! address, e.g. a non-PIE parent and a non-PIE static child, can collide) — and a preloaded
+//! image handles traps of any generation's filter, since they carry the same
+//! [`SECCOMP_RET_DATA`] tag. Not covered: code mapped after initialisation.
+//!
+//! # What is trapped, and its cost
+//!
+//! The filter checks the architecture, then the system call number against the trapped set
+//! in a binary search (six or seven comparisons for any other number: an unrelated system
+//! call pays that and nothing else; see `benches/seccomp.rs`), narrows `mmap` to file
+//! mappings and `fcntl` to F_DUPFD/F_DUPFD_CLOEXEC, and only then compares the code
+//! address with the ranges. Trapped: the open family (`open`, `openat`, `openat2`), `close`,
+//! `dup`/`dup2`/`dup3`, `fcntl`, `ioctl`, `mmap`, `munmap`, `mprotect`, `mremap`,
+//! `rt_sigaction`, `sigaltstack`, and the path-taking stat family (`stat`, `lstat`,
+//! `newfstatat`, `statx`, `fstat`, `access`, `faccessat`, `faccessat2`, `readlink`,
+//! `readlinkat`: paths are pointers, beyond a filter's reach, so they are trapped and
+//! checked in the handler). A trapped call costs a signal round trip (about 2 µs) whether
+//! or not it concerns the emulator. Not trapped: `read`/`pread`/`lseek` (so the emulated
+//! MSR files read as `/dev/null` through raw calls), `close_range`, `clone` (a new thread
+//! gets its emulator state lazily, as with `pthread_create`).
+//!
+//! Installing a filter needs `PR_SET_NO_NEW_PRIVS` unless the process has CAP_SYS_ADMIN;
+//! it is tried without first. `SECCOMP_FILTER_FLAG_TSYNC` applies it to threads that other
+//! libraries' constructors started before ours. `SGXEMU_SECCOMP=0` leaves it out.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use libc::{c_int, c_long, c_void};
+
+use crate::context::Frame;
+use crate::devices_fs;
+use crate::enclu::Outcome;
+use crate::engine::Engine;
+use crate::sys;
+
+/// `si_code` of a SIGSYS raised by a seccomp filter's SECCOMP_RET_TRAP.
+pub const SYS_SECCOMP: c_int = 1;
+/// The `SECCOMP_RET_DATA` of our traps (the kernel hands it over as `si_errno`): a SIGSYS
+/// with it is ours, whichever image's filter raised it; anything else is the program's.
+pub const SECCOMP_RET_DATA: u32 = 0x5347;
+
+/// `SGXEMU_SECCOMP`: a boolean; false leaves the filter out (default true).
+pub const ENV_SECCOMP: &str = "SGXEMU_SECCOMP";
+
+const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const SECCOMP_SET_MODE_FILTER: c_long = 1;
+const SECCOMP_FILTER_FLAG_TSYNC: c_long = 1;
+
+/// The system calls the filter traps from the covered code (x86-64 numbers).
+pub const TRAPPED: [c_long; 25] = [
+    libc::SYS_open,
+    libc::SYS_close,
+    libc::SYS_stat,
+    libc::SYS_fstat,
+    libc::SYS_lstat,
+    libc::SYS_mmap,
+    libc::SYS_mprotect,
+    libc::SYS_munmap,
+    libc::SYS_rt_sigaction,
+    libc::SYS_ioctl,
+    libc::SYS_access,
+    libc::SYS_mremap,
+    libc::SYS_dup,
+    libc::SYS_dup2,
+    libc::SYS_fcntl,
+    libc::SYS_readlink,
+    libc::SYS_sigaltstack,
+    libc::SYS_openat,
+    libc::SYS_newfstatat,
+    libc::SYS_readlinkat,
+    libc::SYS_faccessat,
+    libc::SYS_dup3,
+    libc::SYS_statx,
+    libc::SYS_openat2,
+    libc::SYS_faccessat2,
+];
+
+// ---------------------------------------------------------------------------------------
+// The filter.
+
+/// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
+const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+const BPF_JMP_JA: u16 = 0x05;
+const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
+const BPF_JMP_JGT_K: u16 = 0x05 | 0x20;
+const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
+const BPF_RET_K: u16 = 0x06;
+
+/// Offsets in `struct seccomp_data`.
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+const IP_LO: u32 = 8;
+const IP_HI: u32 = 12;
+fn arg_lo(n: u32) -> u32 {
+    16 + 8 * n
+}
+
+/// A jump target while the program is assembled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The next instruction.
+    Next,
+    /// A label.
+    Label(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Stmt {
+        code: u16,
+        k: u32,
+    },
+    Jump {
+        code: u16,
+        k: u32,
+        jt: Target,
+        jf: Target,
+    },
+    /// `ja` to a label.
+    Always(usize),
+    Label(usize),
+}
+
+/// A tiny assembler with forward labels (all classic-BPF jumps go forward).
+#[derive(Debug, Default)]
+struct Asm {
+    ops: Vec<Op>,
+    labels: usize,
+}
+
+impl Asm {
+    fn label(&mut self) -> usize {
+        self.labels += 1;
+        self.labels - 1
+    }
+    fn place(&mut self, label: usize) {
+        self.ops.push(Op::Label(label));
+    }
+    fn load(&mut self, offset: u32) {
+        self.ops.push(Op::Stmt { code: BPF_LD_W_ABS, k: offset });
+    }
+    fn ret(&mut self, value: u32) {
+        self.ops.push(Op::Stmt { code: BPF_RET_K, k: value });
+    }
+    fn jump(&mut self, code: u16, k: u32, jt: Target, jf: Target) {
+        self.ops.push(Op::Jump { code, k, jt, jf });
+    }
+    fn always(&mut self, label: usize) {
+        self.ops.push(Op::Always(label));
+    }
+
+    /// The instructions, or `None` if a conditional jump is too far (255 at most).
+    fn finish(&self) -> Option<Vec<libc::sock_filter>> {
+        let mut at = vec![usize::MAX; self.labels];
+        let mut pc = 0;
+        for op in &self.ops {
+            match op {
+                Op::Label(l) => at[*l] = pc,
+                _ => pc += 1,
+            }
+        }
+        let mut out = Vec::with_capacity(pc);
+        let offset = |from: usize, target: Target| -> Option<u8> {
+            match target {
+                Target::Next => Some(0),
+                Target::Label(l) => u8::try_from(at[l].checked_sub(from + 1)?).ok(),
+            }
+        };
+        for op in &self.ops {
+            let pc = out.len();
+            match *op {
+                Op::Label(_) => continue,
+                Op::Stmt { code, k } => out.push(libc::sock_filter { code, jt: 0, jf: 0, k }),
+                Op::Jump { code, k, jt, jf } => {
+                    out.push(libc::sock_filter { code, jt: offset(pc, jt)?, jf: offset(pc, jf)?, k })
+                }
+                Op::Always(l) => {
+                    let k = u32::try_from(at[l].checked_sub(pc + 1)?).ok()?;
+                    out.push(libc::sock_filter { code: BPF_JMP_JA, jt: 0, jf: 0, k });
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A code range `[start, end)` whose trapped system calls the handler carries out.
+pub type Range = (u64, u64);
+
+/// Emits a binary search of `numbers` (sorted) on the accumulator (the system call number):
+/// a match jumps to `special(number)` or `check`, anything else to `allow`.
+fn search(asm: &mut Asm, numbers: &[u32], check: usize, allow: usize, special: &dyn Fn(u32) -> Option<usize>) {
+    if numbers.len() <= 3 {
+        for &n in numbers {
+            let to = special(n).unwrap_or(check);
+            asm.jump(BPF_JMP_JEQ_K, n, Target::Label(to), Target::Next);
+        }
+        asm.always(allow);
+        return;
+    }
+    let mid = numbers.len() / 2;
+    let right = asm.label();
+    asm.jump(BPF_JMP_JGE_K, numbers[mid], Target::Label(right), Target::Next);
+    search(asm, &numbers[..mid], check, allow, special);
+    asm.place(right);
+    search(asm, &numbers[mid..], check, allow, special);
+}
+
+/// The filter: SECCOMP_RET_TRAP (tagged [`SECCOMP_RET_DATA`]) for the [`TRAPPED`] system
+/// calls made from code in `ranges`; SECCOMP_RET_ALLOW for everything else.
+pub fn filter(ranges: &[Range]) -> Option<Vec<libc::sock_filter>> {
+    let mut asm = Asm::default();
+    let (allow, check, mmap, fcntl) = (asm.label(), asm.label(), asm.label(), asm.label());
+    asm.load(ARCH);
+    asm.jump(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, Target::Next, Target::Label(allow));
+    asm.load(NR);
+    let mut numbers: Vec<u32> = TRAPPED.iter().map(|&n| n as u32).collect();
+    numbers.sort_unstable();
+    let special = |n: u32| match c_long::from(n) {
+        libc::SYS_mmap => Some(mmap),
+        libc::SYS_fcntl => Some(fcntl),
+        _ => None,
+    };
+    search(&mut asm, &numbers, check, allow, &special);
+    // mmap: anonymous mappings never concern a device.
+    asm.place(mmap);
+    asm.load(arg_lo(3));
+    asm.jump(BPF_JMP_JSET_K, libc::MAP_ANONYMOUS as u32, Target::Label(allow), Target::Label(check));
+    // fcntl: only the duplicating commands.
+    asm.place(fcntl);
+    asm.load(arg_lo(1));
+    asm.jump(BPF_JMP_JEQ_K, libc::F_DUPFD as u32, Target::Label(check), Target::Next);
+    asm.jump(BPF_JMP_JEQ_K, libc::F_DUPFD_CLOEXEC as u32, Target::Label(check), Target::Label(allow));
+    asm.place(allow);
+    asm.ret(SECCOMP_RET_ALLOW);
+    // The code address, against each range (split where the high word changes).
+    asm.place(check);
+    for &(start, end) in ranges {
+        let mut lo = start;
+        while lo < end {
+            let last = end.min((lo | 0xffff_ffff).saturating_add(1)) - 1;
+            let skip = asm.label();
+            asm.load(IP_HI);
+            asm.jump(BPF_JMP_JEQ_K, (lo >> 32) as u32, Target::Next, Target::Label(skip));
+            asm.load(IP_LO);
+            asm.jump(BPF_JMP_JGE_K, lo as u32, Target::Next, Target::Label(skip));
+            asm.jump(BPF_JMP_JGT_K, last as u32, Target::Label(skip), Target::Next);
+            asm.ret(SECCOMP_RET_TRAP | SECCOMP_RET_DATA);
+            asm.place(skip);
+            lo = last + 1;
+        }
+    }
+    asm.ret(SECCOMP_RET_ALLOW);
+    asm.finish()
+}
+
+// ---------------------------------------------------------------------------------------
+// The ranges.
+
+/// Loaded objects further apart than this are two ranges.
+const MERGE_GAP: u64 = 1 << 20;
+/// At most this many ranges are trapped (the handler's stack check keeps a copy).
+const MAX_RANGES: usize = 64;
+
+/// One loaded object's executable extent, and whether its system calls pass untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// First byte of its first executable segment.
+    pub start: u64,
+    /// End of its last executable segment.
+    pub end: u64,
+    /// The C library, the dynamic loader, the vDSO or the emulator's own object.
+    pub exempt: bool,
+}
+
+/// The trapped ranges for `extents`: the non-exempt ones, merged with their neighbours when
+/// no exempt object lies between and the gap is small; at most [`MAX_RANGES`] (the ones
+/// lowest in memory, where the main executable usually is, first).
+pub fn ranges_of(mut extents: Vec<Extent>) -> Vec<Range> {
+    extents.sort_by_key(|e| e.start);
+    let mut out: Vec<Range> = Vec::new();
+    let mut previous_exempt = true;
+    for e in extents {
+        if e.exempt {
+            previous_exempt = true;
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if !previous_exempt && e.start <= last.1.saturating_add(MERGE_GAP) => last.1 = last.1.max(e.end),
+            _ => out.push((e.start, e.end)),
+        }
+        previous_exempt = false;
+    }
+    out.truncate(MAX_RANGES);
+    out
+}
+
+/// The executable extents of the objects loaded now (`dl_iterate_phdr`).
+fn loaded_extents() -> Vec<Extent> {
+    struct Walk {
+        extents: Vec<Extent>,
+        probes: [u64; 2],
+        interpreter: u64,
+    }
+    extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+        // SAFETY: `data` is the `Walk` passed below; `info` is the loader's description of
+        // one object, its program headers valid for `dlpi_phnum` entries.
+        let (walk, info) = unsafe { (&mut *data.cast::<Walk>(), &*info) };
+        let phdrs = if info.dlpi_phdr.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: see above.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        let base = info.dlpi_addr;
+        let (mut start, mut end) = (u64::MAX, 0);
+        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0) {
+            start = start.min((base + ph.p_vaddr) & !0xfff);
+            end = end.max((base + ph.p_vaddr + ph.p_memsz).next_multiple_of(4096));
+        }
+        if start >= end {
+            return 0;
+        }
+        let name = if info.dlpi_name.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the loader's names are C strings.
+            unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
+        };
+        let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+        let exempt = walk.probes.iter().any(|&p| (start..end).contains(&p))
+            || (base == walk.interpreter && base != 0)
+            || [&b"libc.so"[..], b"ld-linux", b"linux-vdso", b"linux-gate"].iter().any(|p| file.starts_with(p));
+        walk.extents.push(Extent { start, end, exempt });
+        0
+    }
+    // The C library (whatever defines `syscall`, the emulator's stub) and this object.
+    let probes = [libc::syscall as *const () as usize as u64, loaded_extents as *const () as usize as u64];
+    // SAFETY: getauxval reads the auxiliary vector.
+    let interpreter = unsafe { libc::getauxval(libc::AT_BASE) };
+    let mut walk = Walk { extents: Vec::new(), probes, interpreter };
+    // SAFETY: the callback matches dl_iterate_phdr's contract and `walk` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut walk as *mut Walk).cast()) };
+    walk.extents
+}
+
+/// The ranges [`install`] would trap now: the code of the objects loaded, less the exempt.
+pub fn trapped_ranges() -> Vec<Range> {
+    ranges_of(loaded_extents())
+}
+
+/// The ranges the installed filter traps, for the handlers' stack choice (no locks).
+static RANGES: [(AtomicU64, AtomicU64); MAX_RANGES] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_RANGES];
+static RANGE_COUNT: AtomicUsize = AtomicUsize::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this image installed its filter.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// Installs the filter for the code loaded now (see the module documentation), for every
+/// thread of the process. The preload library's constructor calls it, after the emulator's
+/// handlers are installed. Best effort: on failure one line on stderr says what will not
+/// be emulated.
+pub fn install() {
+    if std::env::var_os(ENV_SECCOMP).is_some() && !crate::config::bool_env(ENV_SECCOMP).unwrap_or(true) {
+        return;
+    }
+    let ranges = trapped_ranges();
+    if let Err(e) = install_ranges(&ranges) {
+        sys::stderr_line(&format!(
+            "sgxemu: system calls made without the C library will not reach the emulated devices: {e}\n"
+        ));
+    }
+}
+
+/// Installs the filter trapping `ranges` (at most [`MAX_RANGES`]).
+pub fn install_ranges(ranges: &[Range]) -> std::io::Result<()> {
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let ranges = &ranges[..ranges.len().min(MAX_RANGES)];
+    let program = filter(ranges).ok_or_else(|| std::io::Error::other("the filter is too large"))?;
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+    for (slot, &(start, end)) in RANGES.iter().zip(ranges) {
+        slot.0.store(start, Ordering::Relaxed);
+        slot.1.store(end, Ordering::Relaxed);
+    }
+    RANGE_COUNT.store(ranges.len(), Ordering::Release);
+    let set = || {
+        // SAFETY: `fprog` points at `program`, alive for the call; the kernel copies it.
+        unsafe {
+            libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fprog as *const _)
+        }
+    };
+    let mut ret = set();
+    if ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES) {
+        // Without CAP_SYS_ADMIN a filter needs no_new_privs.
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integers.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_NO_NEW_PRIVS,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        ret = set();
+    }
+    match ret {
+        0 => {
+            INSTALLED.store(true, Ordering::Release);
+            Ok(())
+        }
+        r if r > 0 => Err(std::io::Error::other(format!("seccomp: thread {r} could not take the filter"))),
+        _ => Err(std::io::Error::other(format!("seccomp: {}", std::io::Error::last_os_error()))),
+    }
+}
+
+/// Whether `rip` lies in a range this image's filter traps.
+fn in_ranges(rip: u64) -> bool {
+    let n = RANGE_COUNT.load(Ordering::Acquire).min(MAX_RANGES);
+    RANGES[..n].iter().any(|(s, e)| (s.load(Ordering::Relaxed)..e.load(Ordering::Relaxed)).contains(&rip))
+}
+
+/// Whether a signal being delivered (`uc` its context) looks like our filter's trap: the
+/// handlers then run on the thread's emulator stack, made for it if need be, since carrying
+/// out a device call needs more stack than a program's signal stack may have. No system
+/// call, no thread-local storage.
+pub(crate) fn is_trap_context(sig: c_int, uc: *mut c_void) -> bool {
+    if sig != libc::SIGSYS || !installed() {
+        return false;
+    }
+    // SAFETY: the kernel's ucontext for this signal.
+    let gregs = unsafe { &(*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
+    let (nr, rip) = (gregs[libc::REG_RAX as usize], gregs[libc::REG_RIP as usize] as u64);
+    TRAPPED.contains(&nr) && in_ranges(rip.wrapping_sub(2))
+}
+
+/// Whether a SIGSYS is our filter's trap (of this image's filter or an inherited one).
+pub fn is_ours(info: *const libc::siginfo_t) -> bool {
+    // SAFETY: the kernel filled `info` for this signal.
+    let info = unsafe { &*info };
+    info.si_code == SYS_SECCOMP && info.si_errno == SECCOMP_RET_DATA as c_int
+}
+
+// ---------------------------------------------------------------------------------------
+// The handler.
+
+/// Carries out the trapped system call in `frame` (number in RAX — the kernel puts it back
+/// there — arguments in RDI, RSI, RDX, R10, R8, R9) and writes its result to RAX; RIP is
+/// already past the `syscall` instruction. The program's `errno` is left as it was.
+pub fn on_trap(frame: &mut Frame) -> Outcome {
+    let mut regs = frame.regs();
+    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+    // SAFETY: __errno_location returns this thread's errno slot (FS is the host's here).
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *errno };
+    let nr = regs.rax as c_long;
+    let rsp = regs.rsp;
+    let result = std::panic::catch_unwind(|| emulate(nr, args, rsp)).unwrap_or(-c_long::from(libc::EIO));
+    // SAFETY: as above.
+    unsafe { *errno = saved };
+    regs.rax = result as u64;
+    frame.set_regs(&regs);
+    Outcome::Resume
+}
+
+/// The real system call, through the C library's `syscall` (exempt from the filter):
+/// its result, or `-errno`.
+fn real(nr: c_long, a: [u64; 6]) -> c_long {
+    // SAFETY: the program's own system call with its own arguments, as it made it.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r == -1 { -c_long::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)) } else { r }
+}
+
+fn neg(errno: c_int) -> c_long {
+    -c_long::from(errno)
+}
+
+/// A C string of the program's (PATH_MAX at most), read without faulting.
+fn read_path(addr: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        let chunk = (4096 - at % 4096).min(256) as usize;
+        let mut buf = [0u8; 256];
+        sys::read_own_memory(at, &mut buf[..chunk]).ok()?;
+        if let Some(nul) = buf[..chunk].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..nul]);
+            return Some(out);
+        }
+        out.extend_from_slice(&buf[..chunk]);
+        at += chunk as u64;
+    }
+    None
+}
+
+/// The emulated node a path argument names (`None`: unreadable or not ours).
+fn node_at(addr: u64) -> Option<devices_fs::Node> {
+    if addr == 0 {
+        return None;
+    }
+    devices_fs::resolve(&read_path(addr)?)
+}
+
+/// Whether an `*at` call's path is empty with AT_EMPTY_PATH (the call is about `dirfd`).
+fn empty_path(addr: u64, flags: u64) -> bool {
+    let mut first = [1u8];
+    flags & libc::AT_EMPTY_PATH as u64 != 0
+        && addr != 0
+        && sys::read_own_memory(addr, &mut first).is_ok()
+        && first[0] == 0
+}
+
+/// Writes `value`'s bytes to the program's `addr`: 0, or -EFAULT.
+fn put<T>(addr: u64, value: &T) -> c_long {
+    // SAFETY: reads the bytes of a plain value of the kernel's layout.
+    let bytes = unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
+    if addr != 0 && sys::write_memory_of(sys::getpid(), addr, bytes).is_ok() { 0 } else { neg(libc::EFAULT) }
+}
+
+/// Reads a `T` (plain data) from the program's `addr`.
+fn get<T: Copy>(addr: u64) -> Option<T> {
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the bytes of the zeroed value, writable for its size.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(value.as_mut_ptr().cast::<u8>(), size_of::<T>()) };
+    sys::read_own_memory(addr, bytes).ok()?;
+    // SAFETY: every field of the types read here (kernel structs of integers) is valid for
+    // any bytes.
+    Some(unsafe { value.assume_init() })
+}
+
+fn result_of(r: Result<(), c_int>) -> c_long {
+    r.map_or_else(neg, |()| 0)
+}
+
+fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
+    let fd = a[0] as c_int;
+    match nr {
+        libc::SYS_open => open(a[0], a[1] as c_int).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_openat => open(a[1], a[2] as c_int).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_openat2 => {
+            // struct open_how starts with its u64 flags.
+            let flags = get::<u64>(a[2]).unwrap_or(0);
+            open(a[1], flags as c_int).unwrap_or_else(|| real(nr, a))
+        }
+        libc::SYS_close => {
+            devices_fs::closing(fd);
+            real(nr, a)
+        }
+        libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => {
+            let new = real(nr, a);
+            devices_fs::duplicated(fd, new as c_int);
+            new
+        }
+        libc::SYS_fcntl => {
+            let new = real(nr, a);
+            let cmd = a[1] as c_int;
+            if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+                devices_fs::duplicated(fd, new as c_int);
+            }
+            new
+        }
+        libc::SYS_ioctl => match devices_fs::device_engine(fd) {
+            Some(engine) => result_of(engine.ioctl(fd, a[1] as u32, a[2]).map_err(|e| e.0)),
+            None => real(nr, a),
+        },
+        libc::SYS_mmap => match devices_fs::device_engine(a[4] as c_int) {
+            Some(engine) => match engine.mmap(a[0], a[1], a[2] as c_int, a[3] as c_int, a[4] as c_int) {
+                Ok(at) => at as c_long,
+                Err(e) => neg(e.0),
+            },
+            None => real(nr, a),
+        },
+        libc::SYS_munmap => match devices_fs::mapping_engine(a[0], a[1]) {
+            Some(engine) => result_of(engine.munmap(a[0], a[1]).map_err(|e| e.0)),
+            None => real(nr, a),
+        },
+        libc::SYS_mprotect => match devices_fs::mapping_engine(a[0], a[1]) {
+            Some(engine) => result_of(engine.mprotect(a[0], a[1], a[2] as c_int).map_err(|e| e.0)),
+            None => real(nr, a),
+        },
+        libc::SYS_mremap => match devices_fs::mapping_engine(a[0], a[1]) {
+            Some(engine) => mremap_enclave(engine, a),
+            None => real(nr, a),
+        },
+        libc::SYS_rt_sigaction => rt_sigaction(a),
+        libc::SYS_sigaltstack => sigaltstack(a[0], a[1], rsp),
+        libc::SYS_stat | libc::SYS_lstat => {
+            stat_node(node_at(a[0]), nr == libc::SYS_stat, a[1]).unwrap_or_else(|| real(nr, a))
+        }
+        libc::SYS_fstat => stat_node(devices_fs::descriptor_node(fd), true, a[1]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_newfstatat => {
+            let follow = a[3] & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
+            let node = if empty_path(a[1], a[3]) { devices_fs::descriptor_node(fd) } else { node_at(a[1]) };
+            stat_node(node, follow, a[2]).unwrap_or_else(|| real(nr, a))
+        }
+        libc::SYS_statx => {
+            let follow = a[2] & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
+            let node = if empty_path(a[1], a[2]) { devices_fs::descriptor_node(fd) } else { node_at(a[1]) };
+            match node.and_then(|n| devices_fs::stat_of(n, follow)) {
+                Some(st) => put(a[4], &devices_fs::statx_of(&st)),
+                None => real(nr, a),
+            }
+        }
+        libc::SYS_access => access(a[0], a[1]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_faccessat | libc::SYS_faccessat2 => access(a[1], a[2]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_readlink => readlink(a[0], a[1], a[2]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_readlinkat => readlink(a[1], a[2], a[3]).unwrap_or_else(|| real(nr, a)),
+        _ => real(nr, a),
+    }
+}
+
+/// The open family on an emulated path; `None`: the host's call.
+fn open(path: u64, flags: c_int) -> Option<c_long> {
+    match devices_fs::open(node_at(path)?, flags) {
+        Ok(Some(fd)) => Some(c_long::from(fd)),
+        Ok(None) => None,
+        Err(errno) => Some(neg(errno)),
+    }
+}
+
+fn stat_node(node: Option<devices_fs::Node>, follow: bool, buf: u64) -> Option<c_long> {
+    let st = devices_fs::stat_of(node?, follow)?;
+    Some(put(buf, &st))
+}
+
+fn access(path: u64, mode: u64) -> Option<c_long> {
+    Some(result_of(devices_fs::access(node_at(path)?, mode as c_int)?))
+}
+
+fn readlink(path: u64, buf: u64, size: u64) -> Option<c_long> {
+    if path == 0 {
+        return None;
+    }
+    Some(match devices_fs::readlink(&read_path(path)?)? {
+        Ok(_) if size as i64 <= 0 => neg(libc::EINVAL),
+        Ok(target) => {
+            let n = target.len().min(size as usize);
+            if sys::write_memory_of(sys::getpid(), buf, &target.as_bytes()[..n]).is_ok() {
+                n as c_long
+            } else {
+                neg(libc::EFAULT)
+            }
+        }
+        Err(errno) => neg(errno),
+    })
+}
+
+/// `mremap` of an enclave mapping: shrinking in place is an unmap of the tail; growing
+/// fails as the kernel's does for an SGX VMA (VM_DONTEXPAND: EFAULT); moving is refused
+/// (EINVAL).
+fn mremap_enclave(engine: &Engine, a: [u64; 6]) -> c_long {
+    let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3] as c_int);
+    if flags & (libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP) != 0 || new_len == 0 {
+        return neg(libc::EINVAL);
+    }
+    let page = |n: u64| n.next_multiple_of(4096);
+    let (old_len, new_len) = (page(old_len), page(new_len));
+    if new_len > old_len {
+        return neg(libc::EFAULT);
+    }
+    if new_len < old_len
+        && let Err(e) = engine.munmap(old + new_len, old_len - new_len)
+    {
+        return neg(e.0);
+    }
+    old as c_long
+}
+
+/// The kernel's `struct sigaction` on x86-64.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct KernelSigaction {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+/// `SA_RESTORER` (asm/signal.h; not exported by the libc crate).
+const SA_RESTORER: u64 = 0x0400_0000;
+
+/// rt_sigaction(2) as the `sigaction` interposer carries it out: dispositions of the
+/// emulator's signals are recorded, handlers of asynchronous ones are installed wrapped.
+fn rt_sigaction(a: [u64; 6]) -> c_long {
+    let (sig, act, old, setsize) = (a[0] as c_int, a[1], a[2], a[3]);
+    if setsize != 8 {
+        return neg(libc::EINVAL);
+    }
+    if !(1..=64).contains(&sig) || (act != 0 && (sig == libc::SIGKILL || sig == libc::SIGSTOP)) {
+        return neg(libc::EINVAL);
+    }
+    let new = if act == 0 {
+        None
+    } else {
+        let Some(k) = get::<KernelSigaction>(act) else { return neg(libc::EFAULT) };
+        // SAFETY: all-zero is a valid sigaction.
+        let mut c: libc::sigaction = unsafe { std::mem::zeroed() };
+        c.sa_sigaction = k.handler as usize;
+        c.sa_flags = (k.flags & !SA_RESTORER) as c_int;
+        // SAFETY: the first word of a sigset_t holds signals 1-64, as the kernel's mask.
+        unsafe { *(&mut c.sa_mask as *mut libc::sigset_t).cast::<u64>() = k.mask };
+        Some(c)
+    };
+    // SAFETY: all-zero is a valid sigaction.
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    let act_ptr = new.as_ref().map_or(std::ptr::null(), |c| c as *const libc::sigaction);
+    let ret = if crate::signals::owns(sig) {
+        // SAFETY: null or valid sigactions.
+        unsafe { crate::signals::app_sigaction(sig, act_ptr, &mut previous) };
+        0
+    } else {
+        // SAFETY: null or valid sigactions.
+        unsafe { crate::signals::wrap_async(sig, act_ptr, &mut previous) }
+    };
+    if ret != 0 {
+        return neg(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    }
+    if old == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    let mask = unsafe { *(&previous.sa_mask as *const libc::sigset_t).cast::<u64>() };
+    let restorer = previous.sa_restorer.map_or(0, |f| f as usize as u64);
+    let flags = previous.sa_flags as u32 as u64 | if restorer != 0 { SA_RESTORER } else { 0 };
+    put(old, &KernelSigaction { handler: previous.sa_sigaction as u64, flags, restorer, mask })
+}
+
+/// sigaltstack(2) as the interposer carries it out, judged at the program's stack pointer.
+fn sigaltstack(ss: u64, old: u64, rsp: u64) -> c_long {
+    let new = if ss == 0 {
+        None
+    } else {
+        match get::<libc::stack_t>(ss) {
+            Some(s) => Some(s),
+            None => return neg(libc::EFAULT),
+        }
+    };
+    let mut previous = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: 0, ss_size: 0 };
+    match crate::alt_stack::program_sigaltstack(new.as_ref(), &mut previous, rsp) {
+        Ok(()) if old != 0 => put(old, &previous),
+        Ok(()) => 0,
+        Err(errno) => neg(errno),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the filter on one `seccomp_data` as the kernel would (a classic-BPF interpreter
+    /// of the instructions the filter uses).
+    fn run(program: &[libc::sock_filter], nr: c_long, ip: u64, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
+        data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_le_bytes());
+        data[8..16].copy_from_slice(&ip.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let insn = program[pc];
+            pc += 1;
+            let k = insn.k;
+            let cond = |taken: bool| if taken { usize::from(insn.jt) } else { usize::from(insn.jf) };
+            match insn.code {
+                BPF_LD_W_ABS => acc = u32::from_le_bytes(data[k as usize..k as usize + 4].try_into().unwrap()),
+                BPF_RET_K => return k,
+                BPF_JMP_JA => pc += k as usize,
+                BPF_JMP_JEQ_K => pc += cond(acc == k),
+                BPF_JMP_JGT_K => pc += cond(acc > k),
+                BPF_JMP_JGE_K => pc += cond(acc >= k),
+                BPF_JMP_JSET_K => pc += cond(acc & k != 0),
+                other => panic!("opcode {other:#x}"),
+            }
+        }
+    }
+
+    const TRAP: u32 = SECCOMP_RET_TRAP | SECCOMP_RET_DATA;
+
+    #[test]
+    fn the_filter_traps_device_calls_from_covered_code_only() {
+        let ranges = [(0x5555_0000_0000, 0x5555_0001_0000), (0xffff_f000, 0x1_0000_1000)];
+        let program = filter(&ranges).expect("assembles");
+        assert!(program.len() < 100, "{} instructions", program.len());
+        let inside = 0x5555_0000_8000;
+        for &nr in &TRAPPED {
+            let args = if nr == libc::SYS_fcntl { [3, libc::F_DUPFD as u64, 0, 0, 0, 0] } else { [0; 6] };
+            assert_eq!(run(&program, nr, inside, args), TRAP, "syscall {nr}");
+            assert_eq!(run(&program, nr, 0x7f00_0000_0000, args), SECCOMP_RET_ALLOW, "syscall {nr} from libc");
+        }
+        for nr in [0, 1, 39, 60, 110, 202, 231, 435, 500, 0x4000_0002] {
+            assert_eq!(run(&program, nr, inside, [0; 6]), SECCOMP_RET_ALLOW, "unrelated syscall {nr}");
+        }
+        // Range edges, and a range across a 4 GiB boundary.
+        assert_eq!(run(&program, libc::SYS_open, 0x5555_0000_0000, [0; 6]), TRAP);
+        assert_eq!(run(&program, libc::SYS_open, 0x5555_0000_ffff, [0; 6]), TRAP);
+        assert_eq!(run(&program, libc::SYS_open, 0x5555_0001_0000, [0; 6]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&program, libc::SYS_open, 0x5554_ffff_ffff, [0; 6]), SECCOMP_RET_ALLOW);
+        for ip in [0xffff_f000, 0xffff_ffff, 0x1_0000_0000, 0x1_0000_0fff] {
+            assert_eq!(run(&program, libc::SYS_open, ip, [0; 6]), TRAP, "{ip:#x}");
+        }
+        for ip in [0xffff_efff, 0x1_0000_1000, 0x2_ffff_f000] {
+            assert_eq!(run(&program, libc::SYS_open, ip, [0; 6]), SECCOMP_RET_ALLOW, "{ip:#x}");
+        }
+        // Anonymous mmap and non-duplicating fcntl pass.
+        let anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
+        assert_eq!(run(&program, libc::SYS_mmap, inside, anon), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&program, libc::SYS_mmap, inside, [0, 4096, 3, libc::MAP_SHARED as u64, 3, 0]), TRAP);
+        assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0]), TRAP);
+    }
+
+    #[test]
+    fn ranges_merge_neighbours_but_never_across_an_exempt_object() {
+        let e = |start, end, exempt| Extent { start, end, exempt };
+        let extents = vec![
+            e(0x7f00_0030_0000, 0x7f00_0040_0000, false),
+            e(0x5555_0000_0000, 0x5555_0001_0000, false),
+            e(0x7f00_0000_0000, 0x7f00_0010_0000, false),
+            e(0x7f00_0010_8000, 0x7f00_0020_0000, false),
+            e(0x7f00_0020_0000, 0x7f00_0030_0000, true),
+            e(0x7fff_0000_0000, 0x7fff_0000_2000, true),
+        ];
+        assert_eq!(
+            ranges_of(extents),
+            vec![
+                (0x5555_0000_0000, 0x5555_0001_0000),
+                (0x7f00_0000_0000, 0x7f00_0020_0000),
+                (0x7f00_0030_0000, 0x7f00_0040_0000)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_c_library_and_this_object_are_exempt() {
+        let extents = loaded_extents();
+        let covering = |addr: u64| extents.iter().find(|e| (e.start..e.end).contains(&addr)).copied();
+        let libc = covering(libc::syscall as *const () as usize as u64).expect("libc is loaded");
+        assert!(libc.exempt);
+        assert!(covering(loaded_extents as *const () as usize as u64).expect("this object").exempt);
+        assert!(extents.iter().any(|e| e.exempt && e.start != libc.start), "the loader or the vDSO");
+    }
+}
