@@ -26,8 +26,7 @@ fn build_dir(name: &str) -> PathBuf {
 fn build_as(program: &str, name: &str, args: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(format!("{program}.c"));
     let exe = build_dir(name).join(name);
-    let status =
-        Command::new("gcc").arg("-O1").arg("-o").arg(&exe).arg(&src).args(args).status().expect("gcc runs");
+    let status = Command::new("gcc").arg("-O1").arg("-o").arg(&exe).arg(&src).args(args).status().expect("gcc runs");
     assert!(status.success(), "gcc {src:?} {args:?}");
     // Executable for certain, whatever the linker and umask left (a CI run once could not
     // exec a freshly linked program: EACCES).
@@ -272,8 +271,11 @@ fn boolean_settings_take_the_usual_words() {
 fn fake_linux_vdso() -> PathBuf {
     let dir = build_dir("fake-vdso");
     let script = dir.join("vdso.lds");
-    std::fs::write(&script, "LINUX_2.6 {\n  global: __vdso_sgx_enter_enclave; __vdso_clock_gettime;\n  local: *;\n};\n")
-        .expect("a version script");
+    std::fs::write(
+        &script,
+        "LINUX_2.6 {\n  global: __vdso_sgx_enter_enclave; __vdso_clock_gettime;\n  local: *;\n};\n",
+    )
+    .expect("a version script");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/fake_vdso.c");
     let lib = dir.join("linux-vdso.so.1");
     let status = Command::new("gcc")

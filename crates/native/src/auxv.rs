@@ -102,7 +102,10 @@ mod tests {
     fn only_at_sysinfo_ehdr_changes_in_the_file_s_bytes() {
         let host = vector(&[(libc::AT_PAGESZ, 4096), (libc::AT_SYSINFO_EHDR, 0x7fff_0000), (libc::AT_NULL, 0)]);
         let edited = with_vdso(&host, 0x1234_5000);
-        assert_eq!(edited, vector(&[(libc::AT_PAGESZ, 4096), (libc::AT_SYSINFO_EHDR, 0x1234_5000), (libc::AT_NULL, 0)]));
+        assert_eq!(
+            edited,
+            vector(&[(libc::AT_PAGESZ, 4096), (libc::AT_SYSINFO_EHDR, 0x1234_5000), (libc::AT_NULL, 0)])
+        );
         assert_eq!(entry(&edited, libc::AT_SYSINFO_EHDR), Some(0x1234_5000));
         assert_eq!(entry(&edited, libc::AT_PAGESZ), Some(4096));
         // After AT_NULL nothing is a pair; without AT_SYSINFO_EHDR nothing changes.
