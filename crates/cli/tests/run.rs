@@ -356,3 +356,17 @@ fn a_static_executable_is_refused_in_one_line() {
     assert!(stderr.starts_with("sgxemu: cannot run ") && stderr.contains("statically linked"), "{stderr}");
     assert!(text(&out.stdout).is_empty(), "the program did not start");
 }
+
+#[test]
+fn the_vdso_entry_point_works_before_the_emulator_s_constructor_ran() {
+    let lib = build_as("vdso_early", "libvdso_early.so", &["-shared", "-fPIC", "-DLIB", "-ldl"]);
+    let dir = lib.parent().expect("a directory").to_str().expect("utf-8 path");
+    let exe = build_as(
+        "vdso_early",
+        "vdso_early",
+        &[&format!("-L{dir}"), "-Wl,--no-as-needed", "-lvdso_early", &format!("-Wl,-rpath,{dir}"), "-ldl"],
+    );
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "constructor: leaf0 -22 reserved -22\nmain: leaf0 -22 reserved -22\n");
+}
