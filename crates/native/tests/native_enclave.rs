@@ -412,7 +412,8 @@ fn the_vdso_enters_from_a_stack_of_any_alignment() {
     let e = TestEnclave::load(1 << 20);
     for misalignment in [0, 8, 1, 4] {
         let value = 0x5eed_0000 + misalignment;
-        let (ret, run) = e.enter_with_stack_offset(e.tcs(1), misalignment, [op::WRITE, e.base + DATA, value, 0, 0]);
+        let (ret, run) =
+            e.enter_with_stack_offset(e.tcs(1), EENTER, misalignment, [op::WRITE, e.base + DATA, value, 0, 0]);
         assert_eq!((ret, run.function, run.exception_vector), (0, 4, 0), "RSP off by {misalignment}: {run:?}");
         assert_eq!(e.read(0, e.base + DATA), value);
     }

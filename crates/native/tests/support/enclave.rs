@@ -372,32 +372,9 @@ std::arch::global_asm!(
 
 // Calls the vDSO entry point like the kernel selftests' call.S: the vDSO does not preserve
 // RBX and R12–R15 across an enclave exit (an AEX zeroes them), so this wrapper does.
-// Arguments as the vDSO's, plus the entry point itself as an 8th (stack) argument.
+// Arguments as the vDSO's, plus the entry point itself as an 8th (stack) argument and, as a
+// 9th, how many bytes below a 16-byte boundary RSP is at the call (the ABI wants 0).
 std::arch::global_asm!(
-    ".pushsection .text.test_vdso_call,\"ax\",@progbits",
-    ".globl test_vdso_call",
-    "test_vdso_call:",
-    "push rbp",
-    "mov rbp, rsp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov rax, [rbp + 16]",
-    "mov r11, [rbp + 24]",
-    "push rax",
-    "call r11",
-    "add rsp, 8",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".popsection",
-    // The same with RSP lowered by the 9th argument (bytes) at the call.
     ".pushsection .text.test_vdso_call_offset,\"ax\",@progbits",
     ".globl test_vdso_call_offset",
     "test_vdso_call_offset:",
@@ -439,16 +416,6 @@ unsafe extern "C" {
         run: *mut SgxEnclaveRun,
         entry: u64,
         stack_offset: u64,
-    ) -> i32;
-    fn test_vdso_call(
-        rdi: u64,
-        rsi: u64,
-        rdx: u64,
-        function: u32,
-        r8: u64,
-        r9: u64,
-        run: *mut SgxEnclaveRun,
-        entry: u64,
     ) -> i32;
     static test_enclave_start: u8;
     static test_enclave_end: u8;
@@ -636,23 +603,25 @@ impl TestEnclave {
 
     /// `__vdso_sgx_enter_enclave(rdi, rsi, rdx, function, r8, r9, run)` on `tcs`.
     pub fn enter(&self, tcs: u64, function: u32, regs: [u64; 5]) -> (i32, SgxEnclaveRun) {
-        let v = vdso::vdso(enclu::soft_eenter).expect("the synthetic vDSO");
-        let mut run = SgxEnclaveRun { tcs, ..SgxEnclaveRun::default() };
-        let [rdi, rsi, rdx, r8, r9] = regs;
-        // SAFETY: the wrapper calls the vDSO entry point with its C ABI and keeps the
-        // callee-saved registers; the enclave only touches the memory the operands name.
-        let ret = unsafe { test_vdso_call(rdi, rsi, rdx, function, r8, r9, &mut run, v.enter_enclave) };
-        (ret, run)
+        self.enter_with_stack_offset(tcs, function, 0, regs)
     }
 
     /// As [`TestEnclave::enter`], with the stack pointer at the vDSO call `offset` bytes
     /// below a 16-byte boundary (the ABI wants it on one).
-    pub fn enter_with_stack_offset(&self, tcs: u64, offset: u64, regs: [u64; 5]) -> (i32, SgxEnclaveRun) {
+    pub fn enter_with_stack_offset(
+        &self,
+        tcs: u64,
+        function: u32,
+        offset: u64,
+        regs: [u64; 5],
+    ) -> (i32, SgxEnclaveRun) {
         let v = vdso::vdso(enclu::soft_eenter).expect("the synthetic vDSO");
         let mut run = SgxEnclaveRun { tcs, ..SgxEnclaveRun::default() };
         let [rdi, rsi, rdx, r8, r9] = regs;
-        // SAFETY: as in `enter`; the wrapper restores its own stack pointer from RBP.
-        let ret = unsafe { test_vdso_call_offset(rdi, rsi, rdx, 2, r8, r9, &mut run, v.enter_enclave, offset) };
+        // SAFETY: the wrapper calls the vDSO entry point with its C ABI, keeps the callee-saved
+        // registers and restores its stack pointer from RBP; the enclave only touches the
+        // memory the operands name.
+        let ret = unsafe { test_vdso_call_offset(rdi, rsi, rdx, function, r8, r9, &mut run, v.enter_enclave, offset) };
         (ret, run)
     }
 
