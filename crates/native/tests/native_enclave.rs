@@ -465,3 +465,45 @@ fn an_aex_completes_the_epoch_of_a_thread_that_goes_straight_back_in() {
     let kicks = spinner.kicks_seen.load(Ordering::Acquire) - kicks_before;
     assert!((1..=3).contains(&kicks), "the spinning thread took {kicks} IPIs for one ETRACK");
 }
+
+/// AVX-512 state (ZMM registers, opmask) set by enclave code survives the AEXes of interrupts
+/// and their ERESUMEs when the enclave's XFRM selects it (the SSA's XSAVE area holds it).
+#[test]
+fn avx512_state_survives_aex_and_eresume() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const AVX512: u64 = 0xe7;
+    let has_avx512f = sgxemu_native::cpuid::host(7, 0)[1] & (1 << 16) != 0;
+    if sgxemu_native::xfeatures::host_xcr0() & AVX512 != AVX512 || !has_avx512f {
+        eprintln!("skipped: this host has no AVX-512 (XCR0 {:#x})", sgxemu_native::xfeatures::host_xcr0());
+        return;
+    }
+    let e = TestEnclave::load_with_xfrm(1 << 20, AVX512);
+    let release = AtomicU64::new(0);
+    let rounds = AtomicU64::new(0);
+    let tid = AtomicU64::new(0);
+    let mut out = [0u64; 9];
+    let pattern = 0x0123_4567_89ab_cdef_u64;
+    std::thread::scope(|s| {
+        let out = &mut out;
+        s.spawn(|| {
+            tid.store(sgxemu_native::sys::gettid() as u64, Ordering::Release);
+            let (release, rounds) = (&release as *const AtomicU64 as u64, &rounds as *const AtomicU64 as u64);
+            e.call(1, op::ZMM_ACROSS_AEX, pattern, release, out.as_mut_ptr() as u64, rounds);
+        });
+        while rounds.load(Ordering::Acquire) < 1000 {
+            std::thread::yield_now();
+        }
+        // Interrupts (the IPI signal): each an AEX while the registers hold the pattern.
+        let target = tid.load(Ordering::Acquire) as i32;
+        for _ in 0..20 {
+            let seen = rounds.load(Ordering::Acquire);
+            let _ = sgxemu_native::sys::tgkill(target, sgxemu_native::platform::kick_signal());
+            while rounds.load(Ordering::Acquire) < seen + 100 {
+                std::thread::yield_now();
+            }
+        }
+        release.store(1, Ordering::Release);
+    });
+    assert_eq!(&out[..8], &[pattern; 8], "ZMM0 after 20 AEX/ERESUME round trips");
+    assert_eq!(out[8], pattern, "K1 after 20 AEX/ERESUME round trips");
+}

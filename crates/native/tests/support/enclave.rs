@@ -70,6 +70,9 @@ pub mod op {
     /// Spin until the untrusted qword [RSI] is not zero, counting rounds in the untrusted
     /// qword [RDX].
     pub const SPIN_UNTIL: u64 = 18;
+    /// ZMM0 and K1 = RSI broadcast (AVX-512), then SPIN_UNTIL with RDX and R9 as its RSI and
+    /// RDX, then ZMM0 → the untrusted 64 bytes at [R8] and K1 → [R8 + 64].
+    pub const ZMM_ACROSS_AEX: u64 = 19;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -140,6 +143,8 @@ std::arch::global_asm!(
     "je 27f",
     "cmp rdi, 18",
     "je 28f",
+    "cmp rdi, 19",
+    "je 29f",
     "jmp 90f",
     // XSAVE: as the SDK's runtimes do, every component requested; XCR0 is the enclave's.
     "26:",
@@ -158,6 +163,19 @@ std::arch::global_asm!(
     "mov edx, -1",
     "xsavec64 [rsi]",
     "xrstor64 [rsi]",
+    "jmp 90f",
+    "29:",
+    "vpbroadcastq zmm0, rsi",
+    "kmovq k1, rsi",
+    "mov rsi, rdx",
+    "mov rdx, r9",
+    "31:",
+    "pause",
+    "lock inc qword ptr [rdx]",
+    "cmp qword ptr [rsi], 0",
+    "je 31b",
+    "vmovdqu64 [r8], zmm0",
+    "kmovq [r8 + 64], k1",
     "jmp 90f",
     "28:",
     "pause",
@@ -520,8 +538,15 @@ fn tcs_page(thread: u64) -> Vec<u8> {
 }
 
 impl TestEnclave {
-    /// Builds, signs, loads and maps the enclave with an ELRANGE of `size` bytes.
+    /// Builds, signs, loads and maps the enclave with an ELRANGE of `size` bytes and
+    /// XFRM = x87 | SSE.
     pub fn load(size: u64) -> TestEnclave {
+        Self::load_with_xfrm(size, 0x3)
+    }
+
+    /// [`TestEnclave::load`] with the given XFRM (its XSAVE area must fit the one-page SSA
+    /// frames with GPRSGX: AVX-512 does, AMX does not).
+    pub fn load_with_xfrm(size: u64, xfrm: u64) -> TestEnclave {
         let engine = engine();
         // SAFETY: opening /dev/null for a descriptor number, as the preload does.
         let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
@@ -542,7 +567,7 @@ impl TestEnclave {
         secs.baseaddr = base;
         secs.size = size;
         secs.ssaframesize = 1;
-        secs.attributes = Attributes::new(AttributesFlags::MODE64BIT, 0x3);
+        secs.attributes = Attributes::new(AttributesFlags::MODE64BIT, xfrm);
         ioctl(engine, fd, SGX_IOC_ENCLAVE_CREATE, &SgxEnclaveCreate { src: secs.as_bytes().as_ptr() as u64 })
             .expect("ENCLAVE_CREATE");
         let mut measurement = MeasurementState::new();
@@ -582,7 +607,7 @@ impl TestEnclave {
             }
         }
         let mut sig = Sigstruct::new_unsigned();
-        sig.attributes = Attributes::new(AttributesFlags::MODE64BIT, 0x3);
+        sig.attributes = Attributes::new(AttributesFlags::MODE64BIT, xfrm);
         sig.enclavehash = measurement.finalize();
         sgxemu_crypto::sign(&mut sig, &sgxemu_cpu::testkit::test_signing_key()).expect("signed");
         ioctl(engine, fd, SGX_IOC_ENCLAVE_INIT, &SgxEnclaveInit { sigstruct: sig.as_bytes().as_ptr() as u64 })
