@@ -52,7 +52,8 @@ pub fn entry(auxv: &[u8], key: u64) -> Option<u64> {
 /// # Safety
 /// `envp` is null or the environment array the process started with (the third argument
 /// glibc passes to `.init_array` functions): NULL-terminated and followed by the kernel's
-/// auxiliary vector, writable stack memory, which no other thread reads concurrently.
+/// auxiliary vector, writable stack memory. (The value is written as one aligned word: a
+/// concurrent reader sees the old or the new one.)
 pub unsafe fn rewrite_initial(envp: *mut *mut c_char, expected: u64, base: u64) -> Option<u64> {
     if envp.is_null() {
         return None;

@@ -987,9 +987,9 @@ extern "C" fn init(_argc: c_int, _argv: *mut *mut c_char, envp: *mut *mut c_char
                 && host_vdso != 0
             {
                 // SAFETY: `envp` is the initial environment array glibc hands constructors,
-                // followed by the auxiliary vector; no other thread of the program reads it
-                // while constructors run, and a mismatch with the C library's view writes
-                // nothing.
+                // followed by the auxiliary vector (a mismatch with the C library's view writes
+                // nothing); the value is one aligned word, so a thread an earlier constructor
+                // started reads the old or the new base, both mapped images.
                 unsafe { sgxemu_native::auxv::rewrite_initial(envp, host_vdso, v.base) };
             }
         },
