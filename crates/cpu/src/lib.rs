@@ -47,8 +47,8 @@ mod tracking;
 
 pub use access::Access;
 pub use config::{
-    ConfigError, DEFAULT_EPC_BASE, DEFAULT_EPC_SIZE, DEFAULT_MAX_ENCLAVE_SIZE_32_LOG2, DEFAULT_MAX_ENCLAVE_SIZE_64_LOG2,
-    DEFAULT_XFRM, MAX_EPC_SIZE, PlatformConfig,
+    ConfigError, DEFAULT_EPC_BASE, DEFAULT_EPC_SIZE, DEFAULT_MAX_ENCLAVE_SIZE_32_LOG2,
+    DEFAULT_MAX_ENCLAVE_SIZE_64_LOG2, DEFAULT_XFRM, MAX_EPC_SIZE, PlatformConfig,
 };
 pub use enclu::{AexEvent, AexReport, EventKind};
 pub use epc::{EpcIndex, EpcMemory, SparseEpc};

@@ -1185,12 +1185,9 @@ fn eadd_secinfo_reserved_bits_are_gp() {
     let secs = new_secs(&mut h);
     let target = h.alloc_page();
     let rw = reg(R | W).bits();
-    for (name, flags) in [
-        ("bit 6", rw | 1 << 6),
-        ("bit 7", rw | 1 << 7),
-        ("bit 16", rw | 1 << 16),
-        ("bit 63", rw | 1 << 63),
-    ] {
+    for (name, flags) in
+        [("bit 6", rw | 1 << 6), ("bit 7", rw | 1 << 7), ("bit 16", rw | 1 << 16), ("bit 63", rw | 1 << 63)]
+    {
         assert_eq!(eadd_to(&mut h, secs, BASE, flags, &[0; PAGE_SIZE], target), Err(Exception::Gp), "{name}");
     }
     for byte in [8usize, 40, 63] {

@@ -695,12 +695,17 @@ fn emodt_allowed_transitions_set_modified_and_clear_rwx_and_pr() {
 fn emodt_ignores_secinfo_permissions_and_state_bits() {
     // EMODT reads only the page type (spec §1.7, §4.14).
     for to in [PageType::Trim, PageType::Tcs] {
-        for (name, extra) in [("PENDING", F::PENDING), ("MODIFIED", F::MODIFIED), ("PR", F::PR), ("RWX|all", F::all())] {
+        for (name, extra) in [("PENDING", F::PENDING), ("MODIFIED", F::MODIFIED), ("PR", F::PR), ("RWX|all", F::all())]
+        {
             let (mut h, e) = setup();
             let data = e.pages[&(e.base + layout::DATA)];
             let before = view(&h, data);
             h.put_secinfo(extra.with_page_type(to));
-            assert_eq!(h.cpu.emodt(&mut h.lp, &mut h.mem, scratch::SECINFO, data), Ok(Status::Success), "{to:?} {name}");
+            assert_eq!(
+                h.cpu.emodt(&mut h.lp, &mut h.mem, scratch::SECINFO, data),
+                Ok(Status::Success),
+                "{to:?} {name}"
+            );
             let expect = EpcmView { page_type: to, flags: F::MODIFIED.with_page_type(to), ..before };
             assert_eq!(view(&h, data), expect, "{to:?} {name}");
         }

@@ -1271,12 +1271,7 @@ fn emodpe_reserved_secinfo_bits_are_gp() {
     let mut regs = enter(&mut h, &e);
     let x = reg(X).bits();
     let mut cases: Vec<(String, [u8; 64])> = Vec::new();
-    for (name, flags) in [
-        ("bit6", x | 1 << 6),
-        ("bit7", x | 1 << 7),
-        ("bit16", x | 1 << 16),
-        ("bit63", x | 1 << 63),
-    ] {
+    for (name, flags) in [("bit6", x | 1 << 6), ("bit7", x | 1 << 7), ("bit16", x | 1 << 16), ("bit63", x | 1 << 63)] {
         let mut bytes = [0u8; 64];
         bytes[..8].copy_from_slice(&flags.to_le_bytes());
         cases.push((name.into(), bytes));

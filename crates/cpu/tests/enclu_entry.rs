@@ -1380,7 +1380,8 @@ fn aex_and_eresume_carry_avx512_and_pkru_state() {
     state[sgxemu_arch::XSTATE_BV_OFFSET..sgxemu_arch::XSTATE_BV_OFFSET + 8].copy_from_slice(&XFRM.to_le_bytes());
     h.lp.xsave[..len].copy_from_slice(&state);
     h.cpu.aex(&mut h.lp, &mut regs, AexEvent::interrupt()).unwrap();
-    for (name, offset, size) in [("opmask", 1088, 64), ("ZMM_Hi256", 1152, 512), ("Hi16_ZMM", 1664, 1024), ("PKRU", 2688, 8)]
+    for (name, offset, size) in
+        [("opmask", 1088, 64), ("ZMM_Hi256", 1152, 512), ("Hi16_ZMM", 1664, 1024), ("PKRU", 2688, 8)]
     {
         assert_eq!(frame_bytes(&h, &e, 0, offset, size), state[offset..offset + size].to_vec(), "{name} saved");
     }

@@ -117,7 +117,8 @@ impl Header {
     /// program's own. A disabled stack is recorded as the kernel keeps one: no base, no size.
     fn record_program_stack(&self, stack: &libc::stack_t) {
         let flags = stack.ss_flags & !libc::SS_ONSTACK;
-        let (sp, size) = if flags & libc::SS_DISABLE != 0 { (0, 0) } else { (stack.ss_sp as u64, stack.ss_size as u64) };
+        let (sp, size) =
+            if flags & libc::SS_DISABLE != 0 { (0, 0) } else { (stack.ss_sp as u64, stack.ss_size as u64) };
         self.app_sp.store(sp, Ordering::Release);
         self.app_size.store(size, Ordering::Release);
         self.app_flags.store(flags, Ordering::Release);

@@ -106,7 +106,8 @@ pub const TRAPPED: [c_long; 25] = [
 // The filter.
 
 /// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20).
+const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JMP_JA: u16 = 0x05;
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JMP_JGT_K: u16 = 0x05 | 0x20;
@@ -468,8 +469,11 @@ pub(crate) fn is_trap_context(sig: c_int, uc: *mut c_void) -> bool {
 }
 
 /// Whether a SIGSYS is our filter's trap (of this image's filter or an inherited one).
-pub fn is_ours(info: *const libc::siginfo_t) -> bool {
-    // SAFETY: the kernel filled `info` for this signal.
+///
+/// # Safety
+/// `info` is the siginfo the kernel passed to the handler of this SIGSYS.
+pub unsafe fn is_ours(info: *const libc::siginfo_t) -> bool {
+    // SAFETY: the caller passes the kernel's siginfo for this signal.
     let info = unsafe { &*info };
     info.si_code == SYS_SECCOMP && info.si_errno == SECCOMP_RET_DATA as c_int
 }

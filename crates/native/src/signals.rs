@@ -511,7 +511,8 @@ fn dispatch(
     }
     // A system call made without the C library, trapped by our seccomp filter (inside
     // enclave code only where Syscall User Dispatch is missing: it runs natively there too).
-    if sig == libc::SIGSYS && crate::seccomp::is_ours(info) {
+    // SAFETY: `info` is this signal's siginfo.
+    if sig == libc::SIGSYS && unsafe { crate::seccomp::is_ours(info) } {
         return crate::seccomp::on_trap(frame);
     }
     if let (true, Some(engine), Some(s)) = (inside, engine, state) {
@@ -526,7 +527,9 @@ fn dispatch(
             [0; 3]
         };
         return match sig {
-            _ if traps_at_insn && code.starts_with(&ENCLU) => enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs),
+            _ if traps_at_insn && code.starts_with(&ENCLU) => {
+                enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs)
+            }
             // `syscall` in enclave code: #UD at the instruction (dispatch reports the address
             // after it; the call itself did not run, RAX still holds its number).
             libc::SIGSYS if si_code(info) == syscall_dispatch::SYS_USER_DISPATCH => {
