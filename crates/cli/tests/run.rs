@@ -370,3 +370,12 @@ fn the_vdso_entry_point_works_before_the_emulator_s_constructor_ran() {
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(text(&out.stdout), "constructor: leaf0 -22 reserved -22\nmain: leaf0 -22 reserved -22\n");
 }
+
+#[test]
+fn proc_self_maps_names_enclave_mappings_as_the_kernel_does() {
+    let exe = build("enclave_maps");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let once = "+0-+4000 rw-s /dev/sgx_enclave\n+4000-+100000 r-xs /dev/sgx_enclave\n";
+    assert_eq!(text(&out.stdout), format!("{once}{once}"), "through open and fopen");
+}

@@ -16,6 +16,8 @@
 //!   root only: the emulated values are no secret).
 //! - `/proc/self/auxv`, `/proc/thread-self/auxv`, `/proc/<own pid>/auxv`: the host's, with
 //!   AT_SYSINFO_EHDR naming the synthetic vDSO (`crate::auxv`).
+//! - `/proc/self/maps` (and the other spellings): the host's, with each enclave mapping one
+//!   line naming `/dev/sgx_enclave`, as the kernel shows it.
 //!
 //! Only absolute paths spelled as above are recognised (no `..`, `//` or paths relative to
 //! a directory descriptor). This module decides and generates; the preload library only
@@ -29,6 +31,8 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use libc::{c_int, c_long};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+
+use sgxemu_driver::os::Prot;
 
 use crate::device::{DeviceFile, ENCLAVE_PATH, PROVISION_PATH};
 use crate::engine::Engine;
@@ -89,6 +93,8 @@ pub enum Node {
     Msr(u32),
     /// This process's `/proc/…/auxv`.
     Auxv,
+    /// This process's `/proc/…/maps`.
+    Maps,
 }
 
 /// The path of node 0's EPC size in sysfs.
@@ -109,6 +115,7 @@ pub fn classify(path: &[u8]) -> Option<Node> {
         b"/proc/cpuinfo" => Node::CpuInfo,
         _ if path == SGX_TOTAL_BYTES_PATH.as_bytes() => Node::SgxTotalBytes,
         _ if own_proc_file(path, b"auxv") => Node::Auxv,
+        _ if own_proc_file(path, b"maps") => Node::Maps,
         _ => {
             let cpu = path.strip_prefix(b"/dev/cpu/")?.strip_suffix(b"/msr")?;
             return cpu_number(cpu).map(Node::Msr);
@@ -200,7 +207,7 @@ pub fn stat_of(node: Node, follow: bool) -> Option<libc::stat> {
             st.st_size = 80;
             st.st_ino = 0x5600;
         }
-        Node::CpuInfo | Node::Auxv => return None,
+        Node::CpuInfo | Node::Auxv | Node::Maps => return None,
         Node::SgxTotalBytes => {
             st.st_mode = libc::S_IFREG | 0o444;
             st.st_size = 4096;
@@ -242,7 +249,7 @@ pub fn access(node: Node, mode: c_int) -> Option<Result<(), c_int>> {
     let denied = match node {
         Node::Device { .. } => libc::X_OK,
         Node::SgxDir => libc::W_OK,
-        Node::CpuInfo | Node::Auxv => return None,
+        Node::CpuInfo | Node::Auxv | Node::Maps => return None,
         Node::SgxTotalBytes | Node::Msr(_) => libc::W_OK | libc::X_OK,
     };
     Some(if mode & denied != 0 { Err(libc::EACCES) } else { Ok(()) })
@@ -257,7 +264,7 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
     let cloexec = flags & libc::O_CLOEXEC != 0;
     match node {
         Node::SgxDir => Ok(None),
-        Node::CpuInfo | Node::Auxv if writes => Ok(None),
+        Node::CpuInfo | Node::Auxv | Node::Maps if writes => Ok(None),
         _ if flags & libc::O_DIRECTORY != 0 => Err(libc::ENOTDIR),
         _ if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => Err(libc::EEXIST),
         Node::Device { link: true, .. } if flags & libc::O_NOFOLLOW != 0 => Err(libc::ELOOP),
@@ -272,6 +279,12 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
             let host = read_host_file(c"/proc/self/auxv").map_err(errno)?;
             content_fd(c"auxv", &crate::auxv::with_vdso(&host, vdso.base), cloexec).map(Some).map_err(errno)
         }
+        Node::Maps => {
+            let Some(engine) = own_engine() else { return Ok(None) };
+            let host = read_host_file(c"/proc/self/maps").map_err(errno)?;
+            let view = maps_with_enclaves(&host, &engine.space.mappings(), &enclave_mapping_stat());
+            content_fd(c"maps", &view, cloexec).map(Some).map_err(errno)
+        }
         Node::SgxTotalBytes => {
             let text = format!("{}\n", epc_size());
             content_fd(c"sgx_total_bytes", text.as_bytes(), cloexec).map(Some).map_err(errno)
@@ -282,6 +295,82 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
             Ok(Some(fd))
         }
     }
+}
+
+/// The device node's stat, for the inode and device numbers its mappings show.
+fn enclave_mapping_stat() -> libc::stat {
+    let node = Node::Device { device: Device::Enclave, link: false };
+    // SAFETY: an all-zero stat is valid.
+    stat_of(node, true).unwrap_or_else(|| unsafe { std::mem::zeroed() })
+}
+
+/// `/proc/self/maps` as the kernel shows it with the SGX driver: each enclave mapping one
+/// line naming `/dev/sgx_enclave` (shared, with the mapping's protections), in place of the
+/// host lines the emulator's reservations and EPC pages make in its range.
+pub fn maps_with_enclaves(host: &[u8], enclaves: &[(std::ops::Range<u64>, Prot)], file: &libc::stat) -> Vec<u8> {
+    let (major, minor) = (libc::major(file.st_dev), libc::minor(file.st_dev));
+    let inode = file.st_ino;
+    let line_of = |(range, prot): &(std::ops::Range<u64>, Prot)| {
+        let flag = |on: bool, c: char| if on { c } else { '-' };
+        format!(
+            "{:x}-{:x} {}{}{}s 00000000 {major:02x}:{minor:02x} {inode:<26}/dev/sgx_enclave\n",
+            range.start,
+            range.end,
+            flag(prot.contains(Prot::READ), 'r'),
+            flag(prot.contains(Prot::WRITE), 'w'),
+            flag(prot.contains(Prot::EXEC), 'x'),
+        )
+    };
+    let mut out = Vec::with_capacity(host.len());
+    let mut pending = enclaves.iter().peekable();
+    for line in host.split_inclusive(|&b| b == b'\n') {
+        let Some((start, end)) = line_range(line) else {
+            out.extend_from_slice(line);
+            continue;
+        };
+        while let Some(enclave) = pending.next_if(|(range, _)| range.start <= start) {
+            out.extend_from_slice(line_of(enclave).as_bytes());
+        }
+        // What the enclave mappings leave of the host line (the emulator's reservation of a
+        // range can span two of them): kept with the line's other fields.
+        let rest = &line[line.iter().position(|&b| b == b' ').unwrap_or(line.len())..];
+        for piece in uncovered(start..end, enclaves) {
+            if piece == (start..end) {
+                out.extend_from_slice(line);
+            } else {
+                out.extend_from_slice(format!("{:x}-{:x}", piece.start, piece.end).as_bytes());
+                out.extend_from_slice(rest);
+            }
+        }
+    }
+    for enclave in pending {
+        out.extend_from_slice(line_of(enclave).as_bytes());
+    }
+    out
+}
+
+/// The parts of `range` outside every enclave mapping (sorted by address), in order.
+fn uncovered(range: std::ops::Range<u64>, enclaves: &[(std::ops::Range<u64>, Prot)]) -> Vec<std::ops::Range<u64>> {
+    let mut pieces = Vec::new();
+    let mut at = range.start;
+    for (enclave, _) in enclaves.iter().filter(|(e, _)| e.end > range.start && e.start < range.end) {
+        if enclave.start > at {
+            pieces.push(at..enclave.start);
+        }
+        at = at.max(enclave.end);
+    }
+    if at < range.end {
+        pieces.push(at..range.end);
+    }
+    pieces
+}
+
+/// The address range at the start of a maps line.
+fn line_range(line: &[u8]) -> Option<(u64, u64)> {
+    let range = line.split(|&b| b == b' ').next()?;
+    let text = std::str::from_utf8(range).ok()?;
+    let (start, end) = text.split_once('-')?;
+    Some((u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?))
 }
 
 fn errno(e: io::Error) -> c_int {
@@ -406,7 +495,7 @@ pub fn readlink(path: &[u8]) -> Option<Result<String, c_int>> {
     }
     match resolve(path)? {
         Node::Device { device, link: true } => Some(Ok(device.link_target().to_owned())),
-        Node::CpuInfo | Node::Auxv => None,
+        Node::CpuInfo | Node::Auxv | Node::Maps => None,
         _ => Some(Err(libc::EINVAL)),
     }
 }
@@ -723,5 +812,33 @@ mod tests {
         assert_eq!(msr_read(&config, 0x10, 8), Err(libc::EIO));
         let legacy = sgxemu_cpu::PlatformConfig { flexible_launch_control: false, ..config };
         assert_eq!(msr_read(&legacy, 0x8c, 8), Err(libc::EIO));
+    }
+
+    #[test]
+    fn maps_name_each_enclave_mapping_once_in_address_order() {
+        let host = b"1000-2000 r-xp 00000000 08:01 42                         /bin/prog\n\
+7effffff0000-7f0000001000 ---p 00000000 00:00 0 \n\
+7f0000001000-7f0000002000 rw-s 00005000 00:01 9                          /memfd:sgxemu-epc (deleted)\n\
+7f0000002000-7f0000020000 ---p 00000000 00:00 0 \n\
+7fff00000000-7fff00021000 rw-p 00000000 00:00 0                          [stack]\n";
+        let enclaves = [
+            (0x7f00_0000_0000..0x7f00_0000_2000, Prot::READ | Prot::WRITE),
+            (0x7f00_0000_2000..0x7f00_0001_0000, Prot::READ | Prot::EXEC),
+        ];
+        // SAFETY: an all-zero stat is valid.
+        let mut file: libc::stat = unsafe { std::mem::zeroed() };
+        file.st_dev = libc::makedev(0, 5);
+        file.st_ino = 77;
+        let view = String::from_utf8(maps_with_enclaves(host, &enclaves, &file)).expect("text");
+        let lines: Vec<&str> = view.lines().collect();
+        assert_eq!(lines.len(), 6, "{view}");
+        assert!(lines[0].ends_with("/bin/prog"));
+        assert_eq!(lines[1], "7effffff0000-7f0000000000 ---p 00000000 00:00 0 ", "what precedes ELRANGE stays");
+        assert!(lines[2].starts_with("7f0000000000-7f0000002000 rw-s 00000000 00:05 77 "), "{}", lines[2]);
+        assert!(lines[2].ends_with(" /dev/sgx_enclave"));
+        assert!(lines[3].starts_with("7f0000002000-7f0000010000 r-xs "), "{}", lines[3]);
+        assert_eq!(lines[4], "7f0000010000-7f0000020000 ---p 00000000 00:00 0 ", "what follows it stays");
+        assert!(lines[5].ends_with("[stack]"));
+        assert!(!view.contains("memfd"), "the EPC pages inside the enclave are not shown");
     }
 }

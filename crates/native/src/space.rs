@@ -121,6 +121,14 @@ impl Space {
         self.inner.lock().vmas.range(..end).any(|(&start, v)| v.end > addr && start < end)
     }
 
+    /// Every enclave mapping: its range and protections, by address.
+    pub fn mappings(&self) -> Vec<(std::ops::Range<u64>, Prot)> {
+        if self.vma_count.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        self.inner.lock().vmas.iter().map(|(&start, v)| (start..v.end, v.prot)).collect()
+    }
+
     /// The enclave and protections of the mapping containing `addr`.
     pub fn vma_at(&self, addr: u64) -> Option<(Arc<Encl>, Prot)> {
         if self.vma_count.load(Ordering::Acquire) == 0 {
