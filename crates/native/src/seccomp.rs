@@ -303,7 +303,7 @@ pub struct Extent {
 }
 
 /// The trapped ranges for `extents`: the non-exempt ones, merged with their neighbours when
-/// no exempt object lies between and the gap is small; at most [`MAX_RANGES`] (the ones
+/// no exempt object lies between and the gap is small; at most `MAX_RANGES` (the ones
 /// lowest in memory, where the main executable usually is, first).
 pub fn ranges_of(mut extents: Vec<Extent>) -> Vec<Range> {
     extents.sort_by_key(|e| e.start);
@@ -404,7 +404,7 @@ pub fn install() {
     }
 }
 
-/// Installs the filter trapping `ranges` (at most [`MAX_RANGES`]).
+/// Installs the filter trapping `ranges` (at most `MAX_RANGES`).
 pub fn install_ranges(ranges: &[Range]) -> std::io::Result<()> {
     if ranges.is_empty() {
         return Ok(());

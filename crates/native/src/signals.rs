@@ -6,7 +6,7 @@
 //! Handlers run on the emulator's alternate stack with asynchronous signals blocked. An
 //! entry trampoline clears EFLAGS.AC and, when the kernel delivered the signal on some other
 //! stack (the program's alternate stack or the thread's own: see
-//! [`alt_stack::handler_stack`]), switches to the thread's emulator stack before any Rust
+//! `alt_stack::handler_stack`), switches to the thread's emulator stack before any Rust
 //! code of the handler runs. The handler then restores the host's FS and GS bases, if the
 //! thread was running enclave code, before any code that uses thread-local storage.
 

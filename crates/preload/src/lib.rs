@@ -8,7 +8,7 @@
 //! `main` (even from other libraries' constructors, which run before ours), from `atexit`
 //! handlers and C++ static destructors after Rust's thread-locals are gone, from pthread key
 //! destructors of exiting threads, in `vfork` children. Each one starts the emulator lazily,
-//! needs no thread-local storage to work, and never unwinds or aborts: [`guard`] turns a
+//! needs no thread-local storage to work, and never unwinds or aborts: `guard` turns a
 //! panic into one line on stderr and EIO.
 
 #![allow(clippy::missing_safety_doc, reason = "C entry points with the C library's contracts")]
