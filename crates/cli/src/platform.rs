@@ -37,9 +37,12 @@ pub enum PlatformError {
 }
 
 impl PlatformArgs {
-    /// The processor configuration these options describe.
+    /// The processor configuration these options describe, with XFRM limited to the
+    /// components this host enabled (as `sgxemu run` offers them).
     pub fn config(&self) -> PlatformConfig {
-        PlatformConfig { epc_size: self.epc.0, sgx2: !self.sgx1, ..PlatformConfig::default() }
+        let default = PlatformConfig::default();
+        let xfrm = default.xfrm & sgxemu_native::xfeatures::host_xcr0();
+        PlatformConfig { epc_size: self.epc.0, sgx2: !self.sgx1, xfrm, ..default }
     }
 
     /// A processor for these options (validates them).

@@ -49,25 +49,11 @@ pub enum EngineError {
     Driver(#[from] sgxemu_driver::InitError),
 }
 
-/// The XSAVE features the host enabled (XCR0): an enclave may use no others here.
-fn host_xcr0() -> u64 {
-    let (eax, edx): (u32, u32);
-    // SAFETY: XGETBV(0) only reads XCR0; every x86-64 CPU Linux runs on with XSAVE enabled
-    // (OSXSAVE) supports it, which CPUID.1:ECX.OSXSAVE confirms first.
-    unsafe {
-        if crate::cpuid::host(1, 0)[2] & (1 << 27) == 0 {
-            return 0x3;
-        }
-        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") eax, out("edx") edx, options(nomem, nostack));
-    }
-    u64::from(eax) | u64::from(edx) << 32
-}
-
 /// The platform configuration for this process: the environment's, with XFRM limited to
 /// what the host enabled.
 pub fn platform_config() -> PlatformConfig {
     let mut config = crate::config::from_env();
-    config.xfrm &= host_xcr0();
+    config.xfrm &= crate::xfeatures::host_xcr0();
     config
 }
 
@@ -87,7 +73,7 @@ extern "C" fn forget_in_child() {
 
 impl Engine {
     fn build(mut config: PlatformConfig) -> Result<Engine, EngineError> {
-        config.xfrm &= host_xcr0();
+        config.xfrm &= crate::xfeatures::host_xcr0();
         let epc = Arc::new(MemfdEpc::new(config.epc_pages())?);
         let processor = Arc::new(Processor::with_epc_memory(config, epc.clone())?);
         let platform = NativePlatform::new(processor.clone());

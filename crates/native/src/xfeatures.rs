@@ -48,13 +48,14 @@ struct Site {
 static SITES: LazyLock<RwLock<HashMap<u64, Site>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
 static PREPARED: LazyLock<Mutex<HashSet<u64>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
-/// XCR0 of this host (0 where XSAVE is off).
+/// XCR0 of this host: the XSAVE features it enabled, which bound what an enclave may select
+/// here (x87 | SSE where the OS did not enable XSAVE).
 pub fn host_xcr0() -> u64 {
     static XCR0: OnceLock<u64> = OnceLock::new();
     *XCR0.get_or_init(|| {
         const OSXSAVE: u32 = 1 << 27;
         if crate::cpuid::host(1, 0)[2] & OSXSAVE == 0 {
-            return 0;
+            return 0x3;
         }
         let (low, high): (u32, u32);
         // SAFETY: XGETBV(0) only reads XCR0; CR4.OSXSAVE was checked just above.
