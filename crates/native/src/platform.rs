@@ -102,6 +102,7 @@ impl Platform for NativePlatform {
             .collect();
         for target in &targets {
             crate::stats::count(&crate::stats::IPIS);
+            target.ipis_sent.fetch_add(1, Ordering::Relaxed);
             let _ = sys::tgkill(target.tid, kick_signal());
         }
         // Wait until each LP has taken its AEX, or is out of the enclave. As on hardware the
@@ -122,6 +123,7 @@ impl Platform for NativePlatform {
                 let now = target.kicks_seen.load(Ordering::Acquire);
                 if now != seen {
                     seen = now;
+                    target.ipis_sent.fetch_add(1, Ordering::Relaxed);
                     let _ = sys::tgkill(target.tid, kick_signal());
                 }
                 // A thread that leaves by EEXIT acknowledges nothing: look again now and then.

@@ -43,6 +43,8 @@ pub struct ThreadState {
     pub kicks_seen: AtomicU64,
     /// How many of those IPIs found it running enclave code and made it take an AEX.
     pub kick_aexes: AtomicU64,
+    /// IPIs the driver sent it (timer interrupts, the same signal, not included).
+    pub ipis_sent: AtomicU64,
     /// Its timer interrupt (a kernel timer id, -1 for none; see [`crate::ticks`]).
     pub cpu_timer: AtomicI32,
     /// How long it stayed off its CPU the last time an interrupt found it spinning (µs).
@@ -198,6 +200,7 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),
         kick_aexes: AtomicU64::new(0),
+        ipis_sent: AtomicU64::new(0),
         cpu_timer: AtomicI32::new(-1),
         spin_backoff_us: AtomicU32::new(0),
     })

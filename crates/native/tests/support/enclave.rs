@@ -67,12 +67,14 @@ pub mod op {
     pub const XSAVE: u64 = 16;
     /// XSAVEC64 to [RSI] with every component requested, then XRSTOR64 from it.
     pub const XSAVEC_XRSTOR: u64 = 17;
-    /// Spin until the untrusted qword [RSI] is not zero, counting rounds in the untrusted
-    /// qword [RDX].
+    /// Spin (without PAUSE) until the untrusted qword [RSI] is not zero, counting rounds in
+    /// the untrusted qword [RDX].
     pub const SPIN_UNTIL: u64 = 18;
     /// ZMM0 and K1 = RSI broadcast (AVX-512), then SPIN_UNTIL with RDX and R9 as its RSI and
     /// RDX, then ZMM0 → the untrusted 64 bytes at [R8] and K1 → [R8 + 64].
     pub const ZMM_ACROSS_AEX: u64 = 19;
+    /// SPIN_UNTIL with a PAUSE in the loop, as spin locks do.
+    pub const PAUSE_UNTIL: u64 = 20;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -145,6 +147,8 @@ std::arch::global_asm!(
     "je 28f",
     "cmp rdi, 19",
     "je 29f",
+    "cmp rdi, 20",
+    "je 32f",
     "jmp 90f",
     // XSAVE: as the SDK's runtimes do, every component requested; XCR0 is the enclave's.
     "26:",
@@ -164,6 +168,12 @@ std::arch::global_asm!(
     "xsavec64 [rsi]",
     "xrstor64 [rsi]",
     "jmp 90f",
+    "32:",
+    "pause",
+    "lock inc qword ptr [rdx]",
+    "cmp qword ptr [rsi], 0",
+    "je 32b",
+    "jmp 90f",
     "29:",
     "vpbroadcastq zmm0, rsi",
     "kmovq k1, rsi",
@@ -177,8 +187,9 @@ std::arch::global_asm!(
     "vmovdqu64 [r8], zmm0",
     "kmovq [r8 + 64], k1",
     "jmp 90f",
+    // No PAUSE: a pause loop would have the emulator's timer interrupts take it off its CPU
+    // (pause-loop exiting), and this one must stay inside.
     "28:",
-    "pause",
     "lock inc qword ptr [rdx]",
     "cmp qword ptr [rsi], 0",
     "je 28b",
