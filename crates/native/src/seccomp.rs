@@ -56,7 +56,7 @@ use crate::context::Frame;
 use crate::devices_fs;
 use crate::enclu::Outcome;
 use crate::engine::Engine;
-use crate::sys;
+use crate::sys::{self, KernelSigaction, SA_RESTORER};
 
 /// `si_code` of a SIGSYS raised by a seccomp filter's SECCOMP_RET_TRAP.
 pub const SYS_SECCOMP: c_int = 1;
@@ -703,19 +703,6 @@ fn mremap_enclave(engine: &Engine, a: [u64; 6]) -> c_long {
     }
     old as c_long
 }
-
-/// The kernel's `struct sigaction` on x86-64.
-#[derive(Debug, Clone, Copy)]
-#[repr(C)]
-struct KernelSigaction {
-    handler: u64,
-    flags: u64,
-    restorer: u64,
-    mask: u64,
-}
-
-/// `SA_RESTORER` (asm/signal.h; not exported by the libc crate).
-const SA_RESTORER: u64 = 0x0400_0000;
 
 /// rt_sigaction(2) as the `sigaction` interposer carries it out: dispositions of the
 /// emulator's signals are recorded, handlers of asynchronous ones are installed wrapped.

@@ -10,6 +10,23 @@ fn check(ret: c_long) -> io::Result<c_long> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
+/// The kernel's `struct sigaction` on x86-64 (what `rt_sigaction(2)` reads and writes).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct KernelSigaction {
+    /// Handler address (or SIG_DFL / SIG_IGN).
+    pub handler: u64,
+    /// SA_* flags.
+    pub flags: u64,
+    /// The restorer sigreturn goes through (with SA_RESTORER).
+    pub restorer: u64,
+    /// Blocked signals during the handler (the first 64).
+    pub mask: u64,
+}
+
+/// `SA_RESTORER` (asm/signal.h; not exported by the libc crate).
+pub const SA_RESTORER: u64 = 0x0400_0000;
+
 /// Waits until `word` no longer holds `expected`, a wake, or `timeout` (FUTEX_WAIT_PRIVATE).
 pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
     let limit = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };

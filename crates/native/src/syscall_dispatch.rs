@@ -38,16 +38,7 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 fn restorer() -> Option<u64> {
     static RESTORER: OnceLock<Option<u64>> = OnceLock::new();
     *RESTORER.get_or_init(|| {
-        /// The kernel's `struct sigaction` on x86-64.
-        #[repr(C)]
-        struct KernelSigaction {
-            handler: u64,
-            flags: u64,
-            restorer: u64,
-            mask: u64,
-        }
-        /// `SA_RESTORER` (asm/signal.h; not exported by the libc crate).
-        const SA_RESTORER: u64 = 0x0400_0000;
+        use crate::sys::{KernelSigaction, SA_RESTORER};
         let mut action = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
         // SAFETY: queries the SIGILL disposition into a structure of the kernel's layout.
         let ret = unsafe {
