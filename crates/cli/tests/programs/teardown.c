@@ -19,15 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct sgx_enclave_create {
-    unsigned long long src;
-};
-#define SGX_IOC_ENCLAVE_CREATE _IOW(0xA4, 0x00, struct sgx_enclave_create)
-
-static int probe(int fd) {
-    struct sgx_enclave_create create = {.src = 8};
-    return ioctl(fd, SGX_IOC_ENCLAVE_CREATE, &create) == -1 ? errno : 0;
-}
+#include "sgx_probe.h"
 
 static int ctor_fd = -1, atexit_fd = -1, dtor_fd = -1;
 static int ctor_probe;
