@@ -156,7 +156,6 @@ fn enclu_again(
             Ok(()) => {
                 if leaf == Some(Enclu::Eenter) {
                     xfeatures::prepare(engine, &st.cpus().lp, tcs);
-                    crate::ticks::arm(st);
                 }
                 frame.set_regs(&regs);
                 if leaf == Some(Enclu::Eresume) {
@@ -410,7 +409,6 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
     };
     let st = thread::current(&engine.processor);
     thread::alt_stack(st);
-    crate::ticks::arm(st);
     let host_fs = sys::fs_base();
     let host_gs = sys::gs_base();
     let mut regs = Regs {

@@ -504,7 +504,7 @@ fn dispatch(
             s.kicks_seen.fetch_add(1, Ordering::AcqRel);
             platform::acknowledge_kick();
             if aex {
-                crate::ticks::after_interrupt(engine, st, interrupted_at);
+                crate::pause_loop::after_interrupt(engine, st, interrupted_at);
             }
         }
         return Outcome::Resume;

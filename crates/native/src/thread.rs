@@ -45,8 +45,6 @@ pub struct ThreadState {
     pub kick_aexes: AtomicU64,
     /// IPIs the driver sent it (timer interrupts, the same signal, not included).
     pub ipis_sent: AtomicU64,
-    /// Its timer interrupt (a kernel timer id, -1 for none; see [`crate::ticks`]).
-    pub cpu_timer: AtomicI32,
     /// How long it stayed off its CPU the last time an interrupt found it spinning (µs).
     pub spin_backoff_us: AtomicU32,
 }
@@ -161,7 +159,6 @@ impl Drop for Owner {
 /// Keeps the counts of a state about to be freed and frees its alternate stack. (glibc runs
 /// thread-local destructors before atexit handlers, where the statistics are printed.)
 fn retire(state: &ThreadState) {
-    crate::ticks::disarm(state);
     let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
     retired.merge(state.cpus().lp.stats());
     retired.merge(state.cpus().kcpu.lp.stats());
@@ -201,7 +198,6 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         kicks_seen: AtomicU64::new(0),
         kick_aexes: AtomicU64::new(0),
         ipis_sent: AtomicU64::new(0),
-        cpu_timer: AtomicI32::new(-1),
         spin_backoff_us: AtomicU32::new(0),
     })
 }

@@ -508,9 +508,9 @@ fn avx512_state_survives_aex_and_eresume() {
     assert_eq!(out[8], pattern, "K1 after 20 AEX/ERESUME round trips");
 }
 
-/// A thread spinning with PAUSE inside the enclave is taken off its CPU by the emulator's
-/// timer interrupts (pause-loop exiting), so spinners cannot starve the lock holder; one
-/// spinning without PAUSE is interrupted but resumed at once.
+/// A thread spinning with PAUSE inside the enclave is taken off its CPU when an interrupt
+/// (the driver's IPI) finds it so (pause-loop exiting), so spinners cannot starve the lock
+/// holder; one spinning without PAUSE is interrupted but resumed at once.
 #[test]
 fn a_pause_loop_inside_the_enclave_backs_off() {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -531,12 +531,12 @@ fn a_pause_loop_inside_the_enclave_backs_off() {
                     None => std::thread::yield_now(),
                 }
             };
-            // Enough CPU time for many timer interrupts (one per millisecond of it).
             let start = std::time::Instant::now();
             let mut backed_off = false;
             while start.elapsed() < std::time::Duration::from_secs(1) && !backed_off {
-                backed_off = spinner.spin_backoff_us.load(Ordering::Relaxed) > 0;
+                let _ = sgxemu_native::sys::tgkill(spinner.tid, sgxemu_native::platform::kick_signal());
                 std::thread::sleep(std::time::Duration::from_millis(1));
+                backed_off = spinner.spin_backoff_us.load(Ordering::Relaxed) > 0;
             }
             release.store(1, Ordering::Release);
             backed_off
