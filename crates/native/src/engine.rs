@@ -84,6 +84,21 @@ impl Engine {
         Ok(Engine { processor, sgx, epc, space, devices: Devices::default(), platform, pid: sys::getpid() })
     }
 
+    /// Reads the enclave bytes at `addr` through the EPC alias (the enclave's own mapping may
+    /// not be readable): one translation per page. `false` if a page is not mapped.
+    pub fn read_mapped(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = addr.wrapping_add(done as u64);
+            let offset = (at % 4096) as usize;
+            let piece = (4096 - offset).min(buf.len() - done);
+            let Some(page) = self.space.epc_at(at) else { return false };
+            self.processor.read_epc(page, offset, &mut buf[done..done + piece]);
+            done += piece;
+        }
+        true
+    }
+
     /// The engine of this process, if it was started (lock-free and without a system call:
     /// every interposed libc call and every signal handler asks).
     pub fn get() -> Option<&'static Engine> {

@@ -45,10 +45,5 @@ const PAUSE: [u8; 2] = [0xf3, 0x90];
 fn spinning_at(engine: &Engine, rip: u64) -> bool {
     const BEFORE: u64 = 12;
     let mut bytes = [0u8; BEFORE as usize + 2];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        let at = rip.wrapping_sub(BEFORE).wrapping_add(i as u64);
-        let Some(page) = engine.space.epc_at(at) else { return false };
-        engine.processor.read_epc(page, (at % 4096) as usize, std::slice::from_mut(byte));
-    }
-    bytes.windows(2).any(|w| w == PAUSE)
+    engine.read_mapped(rip.wrapping_sub(BEFORE), &mut bytes) && bytes.windows(2).any(|w| w == PAUSE)
 }

@@ -627,14 +627,7 @@ const CPUID: [u8; 2] = [0x0f, 0xa2];
 /// enclave's own mapping may not be readable).
 fn enclave_code(engine: &Engine, rip: u64) -> Option<[u8; 3]> {
     let mut bytes = [0u8; 3];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        let at = rip + i as u64;
-        let page = engine.space.epc_at(at)?;
-        let mut one = [0u8; 1];
-        engine.processor.read_epc(page, (at % 4096) as usize, &mut one);
-        *byte = one[0];
-    }
-    Some(bytes)
+    engine.read_mapped(rip, &mut bytes).then_some(bytes)
 }
 
 /// The first bytes at `rip` in host code (read without faulting).
