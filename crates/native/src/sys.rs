@@ -56,12 +56,6 @@ pub fn sleep(duration: std::time::Duration) {
     unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
 }
 
-/// Gives up the CPU to other runnable threads.
-pub fn sched_yield() {
-    // SAFETY: sched_yield has no arguments and cannot fail on Linux.
-    unsafe { libc::sched_yield() };
-}
-
 /// mmap(2).
 pub fn mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> io::Result<u64> {
     // SAFETY: the raw system call only changes mappings; callers pass ranges they own
