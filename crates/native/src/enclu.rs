@@ -217,7 +217,8 @@ pub fn on_enclave_page_fault(
     {
         // Another enclave's page inside this one's ELRANGE: the kernel maps it and the
         // retried access fails the EPCM's owner check (spec §6.1 step 3).
-        let fault = Fault { vector: Vector::Pf as u8, code: (PfErrorCode::P | PfErrorCode::SGX | kind.pf_bits()).bits(), addr };
+        let fault =
+            Fault { vector: Vector::Pf as u8, code: (PfErrorCode::P | PfErrorCode::SGX | kind.pf_bits()).bits(), addr };
         return enclave_exception(engine, st, frame, regs, fault, None);
     }
     if crate::signals::tracing() {

@@ -43,7 +43,8 @@ fn floor() -> c_int {
 pub fn move_high(fd: c_int) -> io::Result<c_int> {
     // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor the caller owns; the system call
     // itself, not the C library's `fcntl`, which the preload interposes.
-    let new = unsafe { libc::syscall(libc::SYS_fcntl, fd as c_long, libc::F_DUPFD_CLOEXEC as c_long, floor() as c_long) };
+    let new =
+        unsafe { libc::syscall(libc::SYS_fcntl, fd as c_long, libc::F_DUPFD_CLOEXEC as c_long, floor() as c_long) };
     if new < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -122,9 +123,8 @@ pub fn close_range(first: c_uint, last: c_uint, flags: c_uint) -> c_long {
     }
     for (from, to) in around(first, last, &own_in(first, last)) {
         // SAFETY: close_range on descriptors of the program, which asked for it.
-        let r = unsafe {
-            libc::syscall(libc::SYS_close_range, c_long::from(from), c_long::from(to), c_long::from(flags))
-        };
+        let r =
+            unsafe { libc::syscall(libc::SYS_close_range, c_long::from(from), c_long::from(to), c_long::from(flags)) };
         if r < 0 {
             return -c_long::from(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
         }

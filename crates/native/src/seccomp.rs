@@ -55,9 +55,9 @@ use libc::{c_int, c_long, c_uint, c_void};
 
 use crate::context::Frame;
 use crate::enclu::Outcome;
-use crate::{devices_fs, own_fds, program_maps};
 use crate::engine::Engine;
 use crate::sys::{self, KernelSigaction, SA_RESTORER};
+use crate::{devices_fs, own_fds, program_maps};
 
 /// `si_code` of a SIGSYS raised by a seccomp filter's SECCOMP_RET_TRAP.
 pub const SYS_SECCOMP: c_int = 1;
@@ -593,8 +593,11 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
         }
         libc::SYS_close_range => own_fds::close_range(a[0] as c_uint, a[1] as c_uint, a[2] as c_uint),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => {
-            let checked =
-                if nr == libc::SYS_dup { own_fds::check_named(fd) } else { own_fds::before_dup_onto(fd, a[1] as c_int) };
+            let checked = if nr == libc::SYS_dup {
+                own_fds::check_named(fd)
+            } else {
+                own_fds::before_dup_onto(fd, a[1] as c_int)
+            };
             if let Err(errno) = checked {
                 return neg(errno);
             }

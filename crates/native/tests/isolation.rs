@@ -57,7 +57,11 @@ fn control_that_leaves_elrange_is_a_gp_at_the_first_instruction_outside() {
     for (thread, target) in targets {
         let (ret, run) = e.enter(e.tcs(thread), EENTER, [op::JUMP, target, 0, 0, 0]);
         assert_eq!(ret, 0);
-        assert_eq!((run.function, run.exception_vector, run.exception_error_code), (ERESUME, 13, 0), "{target:#x}: {run:?}");
+        assert_eq!(
+            (run.function, run.exception_vector, run.exception_error_code),
+            (ERESUME, 13, 0),
+            "{target:#x}: {run:?}"
+        );
         assert_eq!(ssa_rip(&e, e.tcs(thread)), target, "the AEX saved the first instruction outside");
     }
 }

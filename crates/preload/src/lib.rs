@@ -831,12 +831,7 @@ pub unsafe extern "C" fn mmap(
 /// A host mapping call `host` (mmap, mremap) that puts a mapping of the program over
 /// `[addr, addr + len)`, part of an enclave mapping: carried out with the engine's
 /// enclave mapping there forgotten (see `program_maps`).
-fn mapped_over(
-    engine: &sgxemu_native::Engine,
-    addr: u64,
-    len: u64,
-    host: impl FnOnce() -> *mut c_void,
-) -> *mut c_void {
+fn mapped_over(engine: &sgxemu_native::Engine, addr: u64, len: u64, host: impl FnOnce() -> *mut c_void) -> *mut c_void {
     let made = engine.replaced_by_program(addr, len, || {
         let at = host();
         if at == libc::MAP_FAILED { Err(std::io::Error::last_os_error()) } else { Ok(at) }
