@@ -868,6 +868,15 @@ mod tests {
         let anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
         assert_eq!(run(&program, libc::SYS_mmap, inside, anon), SECCOMP_RET_ALLOW);
         assert_eq!(run(&program, libc::SYS_mmap, inside, [0, 4096, 3, libc::MAP_SHARED as u64, 3, 0]), TRAP);
+        // An anonymous MAP_FIXED one may replace an enclave mapping; MAP_FIXED_NOREPLACE never does.
+        let fixed = [0x10000, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64, u64::MAX, 0];
+        assert_eq!(run(&program, libc::SYS_mmap, inside, fixed), TRAP);
+        let noreplace = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        assert_eq!(
+            run(&program, libc::SYS_mmap, inside, [0x10000, 4096, 3, noreplace, u64::MAX, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(run(&program, libc::SYS_close_range, inside, [3, u64::from(u32::MAX), 0, 0, 0, 0]), TRAP);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0]), TRAP);
     }
