@@ -379,3 +379,46 @@ fn proc_self_maps_names_enclave_mappings_as_the_kernel_does() {
     let once = "+0-+4000 rw-s /dev/sgx_enclave\n+4000-+100000 r-xs /dev/sgx_enclave\n";
     assert_eq!(text(&out.stdout), format!("{once}{once}"), "through open and fopen");
 }
+
+#[test]
+fn the_emulator_s_epc_descriptor_is_none_of_the_program_s() {
+    let exe = build("own_fds");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // EBADF is 9; raw calls return -errno.
+    let expected = "device fd 3\n\
+        epc far 1\n\
+        close -1 9\n\
+        raw close -9 0\n\
+        dup -1 9\n\
+        fcntl -1 9\n\
+        mmap 1 9\n\
+        raw dup2 from it -9 0\n\
+        dup2 onto it 1\n\
+        moved 1 far 1\n\
+        raw dup3 onto it 1\n\
+        moved again 1\n\
+        close_range 0\n\
+        after close_range epc 1 device closed 1\n\
+        reopened 3\n\
+        raw close_range 0\n\
+        after raw close_range epc 1\n\
+        after closefrom epc 1 next fd 3\n";
+    assert_eq!(text(&out.stdout), expected);
+}
+
+#[test]
+fn a_mapping_the_program_puts_over_enclave_pages_replaces_them() {
+    let exe = build("program_maps");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // Of the five enclave pages only the two the program left are the enclave's; its own
+    // (mmap through the C library, a raw mmap, mremap) are ordinary private memory.
+    let enclave: Vec<&str> = stdout.lines().filter(|l| l.ends_with("/dev/sgx_enclave")).collect();
+    assert_eq!(enclave, ["+0-+1000 rw-s /dev/sgx_enclave", "+2000-+3000 rw-s /dev/sgx_enclave"], "{stdout}");
+    for page in ["+1000-+2000 rw-p", "+3000-+", "-+5000 rw-p"] {
+        assert!(stdout.contains(page), "{page} in {stdout}");
+    }
+    assert!(stdout.ends_with("data libc raw moved\n"), "{stdout}");
+}
