@@ -221,14 +221,14 @@ impl<'d> Demo<'d> {
         let layout = Layout { dynamic_pages: regions_pages, ..Layout::default() };
         let started = Instant::now();
         let image = sgxemu_enclave::elf::image_from_elf(DEMO_ELF, &layout).map_err(SampleError::from)?;
-        let measured = image.pages.iter().filter(|p| p.measured).count();
+        let measured = image.measured_page_count();
         t.step(
             "build",
             started.elapsed(),
             &format!(
                 "demo enclave ({} KiB ELF): {} pages, {measured} measured, {} threads, ELRANGE {} MiB",
                 DEMO_ELF.len() / 1024,
-                image.pages.len(),
+                image.page_count(),
                 image.tcs.len(),
                 image.size >> 20,
             ),
