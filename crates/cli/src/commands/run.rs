@@ -3,13 +3,11 @@
 //! PROGRAM's status (the process becomes PROGRAM).
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Args;
-use sha2::{Digest, Sha256};
 
 use crate::platform::PlatformArgs;
 
@@ -36,14 +34,9 @@ pub enum RunError {
     /// The platform options were refused.
     #[error(transparent)]
     Platform(#[from] crate::platform::PlatformError),
-    /// The preload library could not be written out.
-    #[error("cannot write the preload library to {path}: {source}")]
-    Preload {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The preload library could not be installed in a private directory.
+    #[error(transparent)]
+    Preload(#[from] crate::preload_install::InstallError),
     /// exec failed.
     #[error("cannot run {program}: {source}")]
     Exec {
@@ -52,41 +45,6 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Directory for the extracted library: per user, private.
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sgxemu");
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sgxemu");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache").join("sgxemu");
-    }
-    // SAFETY: getuid has no preconditions.
-    std::env::temp_dir().join(format!("sgxemu-{}", unsafe { libc::getuid() }))
-}
-
-/// Writes the embedded library once per content (the name carries its hash) and returns
-/// its path. Written under a temporary name and renamed, so concurrent runs never see a
-/// partial file.
-pub fn extract_preload(dir: &Path) -> Result<PathBuf, RunError> {
-    let hash = Sha256::digest(PRELOAD);
-    let name: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("libsgxemu_preload-{name}.so"));
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == PRELOAD.len() as u64) {
-        return Ok(path);
-    }
-    let error = |source| RunError::Preload { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(error)?;
-    let temp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp).map_err(error)?;
-    file.write_all(PRELOAD).map_err(error)?;
-    drop(file);
-    std::fs::rename(&temp, &path).map_err(error)?;
-    Ok(path)
 }
 
 /// Exit status for a program `sgxemu run` refuses to start (as a shell's "cannot execute").
@@ -152,7 +110,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     if let Some(program) = args.program.first() {
         refuse_static(program);
     }
-    let preload = extract_preload(&cache_dir())?;
+    let preload = crate::preload_install::install(PRELOAD)?;
     let mut ld_preload = preload.into_os_string();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         ld_preload.push(":");
