@@ -378,7 +378,9 @@ mod tests {
         }
         assert!(live.exists() && unrelated.exists());
         assert_eq!(temp_owner(".0123456789abcdef.42"), Some(42));
-        for name in [".0123456789abcdef.x", ".0123456789abcdef.0", ".0123.42", "0123456789abcdef.42", ".0123456789abcdeg.42"] {
+        for name in
+            [".0123456789abcdef.x", ".0123456789abcdef.0", ".0123.42", "0123456789abcdef.42", ".0123456789abcdeg.42"]
+        {
             assert_eq!(temp_owner(name), None, "{name}");
         }
         let _ = std::fs::remove_dir_all(&dir);

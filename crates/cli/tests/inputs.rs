@@ -17,13 +17,7 @@ const ADDRESS_SPACE_KIB: u32 = 1 << 20;
 /// `sgxemu ARGS` under [`ADDRESS_SPACE_KIB`] of address space.
 fn sgxemu_in_1g(args: &[&str]) -> Output {
     let script = format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\"");
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_sgxemu"))
-        .args(args)
-        .output()
-        .expect("sh runs")
+    Command::new("sh").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_sgxemu")).args(args).output().expect("sh runs")
 }
 
 /// Fails with exit status 1 and one line on stderr containing `needle`.

@@ -47,7 +47,9 @@ pub enum SecsError {
         miscselect: u32,
     },
     /// XFRM lacks x87/SSE or has an inconsistent set of components.
-    #[error("XFRM {xfrm:#x} is invalid: x87 and SSE (bits 0 and 1) are required and components must come in their groups")]
+    #[error(
+        "XFRM {xfrm:#x} is invalid: x87 and SSE (bits 0 and 1) are required and components must come in their groups"
+    )]
     Xfrm {
         /// SECS.ATTRIBUTES.XFRM.
         xfrm: u64,

@@ -288,7 +288,8 @@ pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
         let tcs = crate::layout::thread_tcs(thread.tcs, layout.nssa, entry);
         let mut page = [0u8; PAGE_SIZE];
         page.copy_from_slice(tcs.as_bytes());
-        let tcs_page = ImagePage::single(thread.tcs, SecinfoFlags::from(PageType::Tcs), PageData::from_page(&page), true);
+        let tcs_page =
+            ImagePage::single(thread.tcs, SecinfoFlags::from(PageType::Tcs), PageData::from_page(&page), true);
         EnclaveImage::push_page(&mut pages, tcs_page);
         zero_pages(&mut pages, thread.ssa, (thread.end - thread.ssa) / PAGE, true);
     }

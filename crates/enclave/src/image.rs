@@ -379,10 +379,8 @@ mod tests {
     #[test]
     fn measuring_a_huge_run_costs_no_memory_and_reports_progress() {
         // 4 × 2^16 pages (1 GiB) of unmeasured heap: one entry, hashed as 2^18 EADD records.
-        let image = EnclaveImage {
-            size: 1 << 31,
-            ..EnclaveImage::of_pages(vec![ImagePage::zeros(0, 1 << 18, rw(), false)])
-        };
+        let image =
+            EnclaveImage { size: 1 << 31, ..EnclaveImage::of_pages(vec![ImagePage::zeros(0, 1 << 18, rw(), false)]) };
         let mut reports = Vec::new();
         let _ = image.mrenclave_with_progress(&mut |done| reports.push(done));
         assert_eq!(reports, [1, 2, 3, 4].map(|n| n * PROGRESS_PAGES));
@@ -393,9 +391,18 @@ mod tests {
         let image = |pages| EnclaveImage { size: 0x4000, ..EnclaveImage::of_pages(pages) };
         assert_eq!(image(vec![ImagePage::zeros(0, 4, rw(), true)]).check(), Ok(()));
         for (pages, expected) in [
-            (vec![ImagePage::zeros(0, 5, rw(), true)], ImageShapeError::OutsideElrange { offset: 0, count: 5, size: 0x4000 }),
-            (vec![ImagePage::zeros(0x800, 1, rw(), true)], ImageShapeError::OutsideElrange { offset: 0x800, count: 1, size: 0x4000 }),
-            (vec![ImagePage::zeros(0, 0, rw(), true)], ImageShapeError::OutsideElrange { offset: 0, count: 0, size: 0x4000 }),
+            (
+                vec![ImagePage::zeros(0, 5, rw(), true)],
+                ImageShapeError::OutsideElrange { offset: 0, count: 5, size: 0x4000 },
+            ),
+            (
+                vec![ImagePage::zeros(0x800, 1, rw(), true)],
+                ImageShapeError::OutsideElrange { offset: 0x800, count: 1, size: 0x4000 },
+            ),
+            (
+                vec![ImagePage::zeros(0, 0, rw(), true)],
+                ImageShapeError::OutsideElrange { offset: 0, count: 0, size: 0x4000 },
+            ),
             (
                 vec![ImagePage::zeros(0x1000, u64::MAX, rw(), true)],
                 ImageShapeError::OutsideElrange { offset: 0x1000, count: u64::MAX, size: 0x4000 },

@@ -455,7 +455,10 @@ mod tests {
         let huge_heap = Layout { heap_pages: (1 << 55) / PAGE, ..Layout::default() };
         assert_eq!(huge_heap.plan(0x1000), Err(LayoutError::SizeNotBelowMax { size: max, max }));
         // 1 TiB of heap is fine: it is one run in the image.
-        assert_eq!(Layout { heap_pages: (1 << 40) / PAGE, ..Layout::default() }.plan(0x1000).map(|p| p.size), Ok(1 << 41));
+        assert_eq!(
+            Layout { heap_pages: (1 << 40) / PAGE, ..Layout::default() }.plan(0x1000).map(|p| p.size),
+            Ok(1 << 41)
+        );
         // MISCSELECT: EXINFO only; SSA frames as ECREATE checks them.
         assert_eq!(
             Layout { miscselect: 2, ..Layout::default() }.validate(),
@@ -472,7 +475,10 @@ mod tests {
     fn thread_counts_are_capped() {
         assert_eq!(Layout { threads: MAX_THREADS, ..Layout::default() }.validate(), Ok(()));
         for threads in [MAX_THREADS + 1, u32::MAX] {
-            assert_eq!(Layout { threads, ..Layout::default() }.validate(), Err(LayoutError::TooManyThreads { threads }));
+            assert_eq!(
+                Layout { threads, ..Layout::default() }.validate(),
+                Err(LayoutError::TooManyThreads { threads })
+            );
         }
     }
 }

@@ -36,10 +36,10 @@ pub mod sign;
 mod vdso;
 
 pub use device::{Device, DeviceError, DeviceKind, EnclaveFile, Errno};
+pub use ecreate_checks::SecsError;
 pub use edmm::{Accept, EdmmError, EdmmOp, FlowError};
 pub use elf::{ImageError, image_from_elf};
 pub use enter::{EnclaveException, EnterError, Exit, Next, Registers};
-pub use ecreate_checks::SecsError;
 pub use image::{EnclaveImage, ImagePage, ImageShapeError, PageData};
 pub use layout::{Layout, LayoutError, LayoutPlan, ThreadLayout};
 pub use loader::{Enclave, LoadError, LoadProgress};

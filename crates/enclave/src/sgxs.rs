@@ -338,12 +338,8 @@ impl Reader {
         let Some((ssaframesize, size)) = self.ecreate else {
             return Err(SgxsError::Empty);
         };
-        let tcs = self
-            .pages
-            .iter()
-            .filter(|p| p.page_type() == Some(PageType::Tcs))
-            .flat_map(ImagePage::offsets)
-            .collect();
+        let tcs =
+            self.pages.iter().filter(|p| p.page_type() == Some(PageType::Tcs)).flat_map(ImagePage::offsets).collect();
         let dynamic_start = self.pages.last().map_or(0, ImagePage::end);
         let image = EnclaveImage {
             size,
@@ -739,7 +735,10 @@ mod tests {
             let mut pages = Vec::new();
             for (index, (flags, page, measured)) in seen {
                 let flags = SecinfoFlags::from_bits_retain(flags);
-                EnclaveImage::push_page(&mut pages, ImagePage::single(index * PAGE, flags, PageData::from_page(&page), measured));
+                EnclaveImage::push_page(
+                    &mut pages,
+                    ImagePage::single(index * PAGE, flags, PageData::from_page(&page), measured),
+                );
             }
             EnclaveImage {
                 size: PAGE << log2,

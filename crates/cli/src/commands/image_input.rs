@@ -145,7 +145,8 @@ mod tests {
     /// two partial pages per segment) and the threads (TCS, stack and SSA runs), however
     /// large the sizes asked for.
     fn assert_bounded(image: &EnclaveImage, input_len: usize, threads: u32) {
-        let cap = input_len as u64 / 4096 + 2 * sgxemu_enclave::elf::MAX_LOAD_SEGMENTS as u64 + 3 * u64::from(threads) + 2;
+        let cap =
+            input_len as u64 / 4096 + 2 * sgxemu_enclave::elf::MAX_LOAD_SEGMENTS as u64 + 3 * u64::from(threads) + 2;
         assert!(image.pages.len() as u64 <= cap, "{} runs for {input_len} bytes", image.pages.len());
     }
 
