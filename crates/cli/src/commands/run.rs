@@ -66,9 +66,11 @@ fn resolve_program(program: &std::ffi::OsStr) -> Option<PathBuf> {
 /// run to start a program, is not one.
 pub fn is_static_executable(bytes: &[u8], name: &std::ffi::OsStr) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    // Offsets come from the file: near usize::MAX, `at + len` must not overflow.
+    let field = |at: usize, len: usize| bytes.get(at..at.checked_add(len)?);
+    let u16_at = |at: usize| field(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| field(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at: usize| field(at, 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     if !bytes.starts_with(b"\x7fELF\x02\x01") || !matches!(u16_at(16), Some(2 | 3)) {
         return false;
     }
@@ -83,7 +85,8 @@ pub fn is_static_executable(bytes: &[u8], name: &std::ffi::OsStr) -> bool {
         u32_at(at) == Some(PT_INTERP)
     });
     // Headers beyond what was read: assume dynamic (the common case) rather than refuse.
-    let read_all = usize::try_from(phoff).is_ok_and(|o| o + usize::from(phnum) * usize::from(phentsize) <= bytes.len());
+    let table_end = usize::try_from(phoff).ok().and_then(|o| o.checked_add(usize::from(phnum) * usize::from(phentsize)));
+    let read_all = table_end.is_some_and(|end| end <= bytes.len());
     read_all && !has_interp
 }
 
@@ -131,4 +134,47 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     }
     let source = command.exec();
     Err(RunError::Exec { program: program.to_string_lossy().into_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An x86-64 ELF header (64 bytes) with the given type and program header table.
+    fn header(e_type: u16, phoff: u64, phnum: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        h[16..18].copy_from_slice(&e_type.to_le_bytes());
+        h[32..40].copy_from_slice(&phoff.to_le_bytes());
+        h[54..56].copy_from_slice(&56u16.to_le_bytes());
+        h[56..58].copy_from_slice(&phnum.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn a_program_header_table_at_the_end_of_the_address_space_is_not_static() {
+        // phoff + the table's size overflowed (a panic in debug builds).
+        assert!(!is_static_executable(&header(2, u64::MAX - 10, 3), "x".as_ref()));
+        let mut exe = header(2, 64, 1);
+        exe.extend_from_slice(&[0u8; 56]); // one PT_NULL: no interpreter
+        assert!(is_static_executable(&exe, "x".as_ref()));
+        exe[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+        assert!(!is_static_executable(&exe, "x".as_ref()));
+    }
+
+    proptest! {
+        /// Any bytes — random, or an ELF header with random fields, cut anywhere — get an
+        /// answer, never a panic.
+        #[test]
+        fn any_file_head_is_classified(e_type in 0u16..4, phoff in any::<u64>(), phnum in any::<u16>(),
+                                       tail in prop::collection::vec(any::<u8>(), 0..256),
+                                       cut in any::<prop::sample::Index>()) {
+            let mut bytes = header(e_type, phoff, phnum);
+            bytes.extend_from_slice(&tail);
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = is_static_executable(&bytes, "program".as_ref());
+            let _ = is_static_executable(&tail, "program".as_ref());
+        }
+    }
 }
