@@ -85,7 +85,8 @@ pub fn is_static_executable(bytes: &[u8], name: &std::ffi::OsStr) -> bool {
         u32_at(at) == Some(PT_INTERP)
     });
     // Headers beyond what was read: assume dynamic (the common case) rather than refuse.
-    let table_end = usize::try_from(phoff).ok().and_then(|o| o.checked_add(usize::from(phnum) * usize::from(phentsize)));
+    let table_end =
+        usize::try_from(phoff).ok().and_then(|o| o.checked_add(usize::from(phnum) * usize::from(phentsize)));
     let read_all = table_end.is_some_and(|end| end <= bytes.len());
     read_all && !has_interp
 }
