@@ -425,6 +425,18 @@ fn the_preload_library_is_taken_only_from_a_directory_of_the_user_s_own() {
     assert!(text(&out.stderr).contains("lets others write in it"), "{}", text(&out.stderr));
     std::fs::remove_dir(&private).unwrap();
 
+    // Root: a directory another user (nobody) created first, with a library planted in it,
+    // is refused. (Other users cannot make a directory someone else owns.)
+    if uid == 0 {
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&private, Some(65534), Some(65534)).unwrap();
+        let out = run_with_tmpdir(&tmpdir);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("owned by uid 65534, not by uid 0"), "{}", text(&out.stderr));
+        std::fs::remove_dir(&private).unwrap();
+    }
+
     // Nothing there: created 0700, the library inside, and the program runs.
     let out = run_with_tmpdir(&tmpdir);
     assert!(out.status.success(), "{}", text(&out.stderr));
