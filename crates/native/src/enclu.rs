@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::space::Resolution;
 use crate::thread::{self, ThreadState};
 use crate::vdso::{self, SoftFrame, frame};
-use crate::{signals, sys, xfeatures};
+use crate::{patch, pause_loop, signals, sys, xfeatures};
 
 /// What a handler should do after the emulator looked at a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +155,7 @@ fn enclu_again(
         return match enclu_from_outside(engine, st, &mut regs) {
             Ok(()) => {
                 if leaf == Some(Enclu::Eenter) {
-                    xfeatures::prepare(engine, &st.cpus().lp, tcs);
+                    patch::prepare(engine, &st.cpus().lp, tcs);
                 }
                 frame.set_regs(&regs);
                 if leaf == Some(Enclu::Eresume) {
@@ -283,6 +283,13 @@ pub fn on_xfeature(
             enclave_exception(engine, st, frame, before, fault, raised.access)
         }
     }
+}
+
+/// A `ud2` that stands for a patched PAUSE ([`crate::pause_loop`]).
+pub fn on_pause(st: &ThreadState, frame: &mut Frame, insn: &iced_x86::Instruction) -> Outcome {
+    frame.set_rip(frame.rip().wrapping_add(insn.len() as u64));
+    pause_loop::on_pause(st);
+    Outcome::Resume
 }
 
 /// Any other exception enclave code raised (vector from the kernel's trap number).
@@ -468,7 +475,7 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         fail(words, e);
         return;
     }
-    xfeatures::prepare(engine, &st.cpus().lp, words[frame::RBX]);
+    patch::prepare(engine, &st.cpus().lp, words[frame::RBX]);
     words[frame::RAX] = regs.rax;
     words[frame::RCX] = regs.rcx;
     words[frame::RIP] = regs.rip;

@@ -23,6 +23,7 @@ pub mod engine;
 pub mod epc_memory;
 pub mod isolation;
 pub mod own_fds;
+pub mod patch;
 pub mod pause_loop;
 pub mod platform;
 pub mod prefetch;

@@ -56,6 +56,20 @@ pub fn sleep(duration: std::time::Duration) {
     unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (async-signal-safe).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
+}
+
+/// sched_yield(2) (async-signal-safe).
+pub fn sched_yield() {
+    // SAFETY: no arguments; it only gives up the CPU.
+    unsafe { libc::sched_yield() };
+}
+
 /// mmap(2).
 pub fn mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> io::Result<u64> {
     // SAFETY: the raw system call only changes mappings; callers pass ranges they own
