@@ -17,6 +17,10 @@
 //!   `release_before_init_returns_every_page`, `release_of_a_created_enclave_without_pages`,
 //!   `release_of_an_enclave_never_created`.
 //!
+//! A driver bug met by a program's call is EIO with one warning, never a panic (an ioctl on
+//! an enclave released while its file is open):
+//! `an_ioctl_on_an_enclave_released_too_early_is_eio_with_one_warning`.
+//!
 //! §3.2 step 9, the ADD_PAGES EEXTEND-failure quirk: mainline leaves `secs_child_cnt` raised
 //! and warns at teardown; our driver undoes it. A failing EEXTEND (provoked with the
 //! `Cpu::inject_eextend_fault` test hook) makes the ioctl fail with EIO and `count` = the
@@ -381,6 +385,27 @@ fn release_before_init_returns_every_page() {
     assert!(info.resident < 100 && info.backing_bytes > 0 && info.secs_resident);
     p.close(&mut t.kernel, fd).expect("close");
     assert_released(&m, &encl);
+}
+
+#[test]
+fn an_ioctl_on_an_enclave_released_too_early_is_eio_with_one_warning() {
+    // A broken invariant on a path a program reaches — here forced by releasing the
+    // enclave while its descriptor is open (the platform must release only at the last
+    // file reference) — makes the call fail with EIO, the kernel's answer to a driver bug,
+    // and one warning names it. Nothing panics (ADD_PAGES used to assert that a created
+    // enclave has its SECS).
+    let m = Machine::with_epc(MIB);
+    let p = m.process();
+    let mut t = m.thread(&p);
+    let fd = create(&mut t, MIB);
+    let encl = p.enclave(fd).expect("enclave");
+    encl.release(&mut t.kernel);
+    assert_eq!(add(&mut t, fd, 0, 1), (Err(Errno::EIO), 0));
+    let warnings = m.sgx.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("driver bug") && warnings[0].contains("released"), "{warnings:?}");
+    p.close(&mut t.kernel, fd).expect("close");
+    assert_eq!(m.sgx.free_pages(), m.processor.epc_pages() as usize, "every page back");
 }
 
 #[test]
