@@ -30,19 +30,42 @@ pub enum DeviceFile {
     Provision,
 }
 
-/// The open emulated devices, by fd.
+/// The open emulated devices, by fd, and the calls in flight on them.
 #[derive(Debug, Default)]
 pub struct Devices {
-    files: Mutex<FxHashMap<c_int, DeviceFile>>,
+    table: Mutex<Table>,
+    /// Open descriptors (read without the lock, to answer "not ours" quickly).
     count: AtomicUsize,
+}
+
+/// What [`Devices`] guards.
+#[derive(Debug, Default)]
+struct Table {
+    files: FxHashMap<c_int, DeviceFile>,
+    /// Calls in flight per enclave (keyed by its address). Each holds a reference to the
+    /// open file, as the kernel's `fdget` does for an ioctl or mmap: a `close` during the
+    /// call drops only the descriptor's reference, and the enclave is released when the
+    /// last reference goes.
+    calls: FxHashMap<usize, usize>,
+}
+
+impl Table {
+    fn refers_to(&self, encl: &Arc<Encl>) -> bool {
+        self.calls.contains_key(&key(encl))
+            || self.files.values().any(|f| matches!(f, DeviceFile::Enclave(e) if Arc::ptr_eq(e, encl)))
+    }
+}
+
+fn key(encl: &Arc<Encl>) -> usize {
+    Arc::as_ptr(encl) as usize
 }
 
 impl Devices {
     /// Records `fd` as an open device.
     pub fn insert(&self, fd: c_int, file: DeviceFile) {
-        let mut files = self.files.lock();
-        files.insert(fd, file);
-        self.count.store(files.len(), Ordering::Release);
+        let mut table = self.table.lock();
+        table.files.insert(fd, file);
+        self.count.store(table.files.len(), Ordering::Release);
     }
 
     /// The device behind `fd`, if it is one of ours (lock-free when none is open).
@@ -50,7 +73,7 @@ impl Devices {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.files.lock().get(&fd).cloned()
+        self.table.lock().files.get(&fd).cloned()
     }
 
     /// Forgets `fd`; returns what it was.
@@ -58,15 +81,59 @@ impl Devices {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut files = self.files.lock();
-        let file = files.remove(&fd);
-        self.count.store(files.len(), Ordering::Release);
+        let mut table = self.table.lock();
+        let file = table.files.remove(&fd);
+        self.count.store(table.files.len(), Ordering::Release);
         file
     }
 
-    /// Whether any fd still refers to `encl`.
+    /// Whether any fd, or any call in flight, still refers to `encl`.
     pub fn refers_to(&self, encl: &Arc<Encl>) -> bool {
-        self.files.lock().values().any(|f| matches!(f, DeviceFile::Enclave(e) if Arc::ptr_eq(e, encl)))
+        self.table.lock().refers_to(encl)
+    }
+
+    /// The device behind `fd` for the duration of one call: an enclave is held (counted in
+    /// flight) until [`Devices::end_call`], in the same critical section that finds it, so
+    /// a concurrent `close` cannot release it in between.
+    fn begin_call(&self, fd: c_int) -> Option<DeviceFile> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut table = self.table.lock();
+        let file = table.files.get(&fd).cloned()?;
+        if let DeviceFile::Enclave(encl) = &file {
+            *table.calls.entry(key(encl)).or_default() += 1;
+        }
+        Some(file)
+    }
+
+    /// Ends a call begun by [`Devices::begin_call`]; true if nothing refers to `encl` any
+    /// more (its descriptors were closed meanwhile).
+    fn end_call(&self, encl: &Arc<Encl>) -> bool {
+        let mut table = self.table.lock();
+        if let Some(calls) = table.calls.get_mut(&key(encl)) {
+            *calls -= 1;
+            if *calls == 0 {
+                table.calls.remove(&key(encl));
+            }
+        }
+        !table.refers_to(encl)
+    }
+}
+
+/// One ioctl or mmap in flight on an enclave: its reference to the open file, dropped (and
+/// the enclave released, if that was the last reference) when the call ends.
+struct Call<'a> {
+    engine: &'a Engine,
+    encl: Arc<Encl>,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.engine.devices.end_call(&self.encl) {
+            let _held = HeldSignals::hold();
+            self.engine.release_if_unused(&self.encl);
+        }
     }
 }
 
@@ -92,6 +159,8 @@ struct NativeTask<'a> {
     checks: Cell<u32>,
     /// The deliverable signals `signal_pending()` saw, once it saw any.
     interrupted_by: Cell<Option<libc::sigset_t>>,
+    /// Pages known readable to `get_user_pages` (ADD_PAGES sources), from and until.
+    readable: Cell<(u64, u64)>,
 }
 
 impl<'a> NativeTask<'a> {
@@ -103,6 +172,7 @@ impl<'a> NativeTask<'a> {
             held,
             checks: Cell::new(0),
             interrupted_by: Cell::new(None),
+            readable: Cell::new((0, 0)),
         }
     }
 }
@@ -116,10 +186,20 @@ impl Task for NativeTask<'_> {
         self.copier.write(addr, data).map_err(|_| Errno::EFAULT)
     }
 
-    fn source_vma(&self, _addr: u64) -> Option<SourceVma> {
-        // No VMA lookup here: an unmapped source fails the copy that follows with the same
-        // EFAULT, so probing first would only cost a system call per page. (VM_MAYEXEC is
-        // not visible from user space; sources are taken as executable-mappable.)
+    fn source_vma(&self, addr: u64) -> Option<SourceVma> {
+        // The kernel pins the source with get_user_pages, which needs VM_READ: a page this
+        // CPU can read but whose mapping lacks PROT_READ (execute-only) is EFAULT, as an
+        // unmapped one is. Probed a run of pages at a time (one system call per 256 pages);
+        // VM_MAYEXEC is not visible from user space, so sources count as executable-mappable.
+        let page = addr & !4095;
+        let (from, until) = self.readable.get();
+        if !(from..until).contains(&page) {
+            let n = crate::sys::readable_pages(self.engine.pid, page) as u64;
+            self.readable.set((page, page + n * 4096));
+            if n == 0 {
+                return None;
+            }
+        }
         Some(SourceVma { may_exec: true })
     }
 
@@ -191,18 +271,22 @@ impl Engine {
 
     /// ioctl on a device fd.
     pub fn ioctl(&self, fd: c_int, cmd: u32, arg: u64) -> KResult<()> {
+        if is_vfs_ioctl(cmd) {
+            return vfs_ioctl(fd, cmd, arg);
+        }
         // Each round is one entry into the call, as the kernel's restart re-enters it.
         loop {
-            let encl = match self.devices.get(fd) {
-                Some(DeviceFile::Enclave(encl)) => encl,
+            let call = match self.devices.begin_call(fd) {
+                Some(DeviceFile::Enclave(encl)) => Call { engine: self, encl },
                 Some(DeviceFile::Provision) => return Err(Errno::ENOTTY),
                 None => return Err(Errno(libc::EBADF)),
             };
             let held = HeldSignals::hold();
             let task = NativeTask::new(self, &held);
             let result = crate::thread::with_current(&self.processor, |state| {
-                encl.ioctl(&mut state.cpus().kcpu, &task, cmd, arg)
+                call.encl.ioctl(&mut state.cpus().kcpu, &task, cmd, arg)
             });
+            drop(call);
             let interrupted_by = task.interrupted_by.get();
             // The signals that waited are delivered here, their handlers run outside the
             // call; then the kernel's ERESTARTSYS rule decides.
@@ -215,28 +299,59 @@ impl Engine {
         }
     }
 
-    /// mmap of an enclave fd. Returns the address.
+    /// mmap of an enclave fd at file offset 0. Returns the address.
     pub fn mmap(&self, addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int) -> KResult<u64> {
-        let Some(DeviceFile::Enclave(encl)) = self.devices.get(fd) else { return Err(Errno::ENODEV) };
+        self.mmap_at(addr, len, prot, flags, fd, 0)
+    }
+
+    /// mmap of an enclave fd, in the kernel's order of checks: an unaligned `offset`
+    /// (EINVAL, x86's `sys_mmap`), length, MAP_PRIVATE (the driver's
+    /// `get_unmapped_area`: EINVAL), an unaligned MAP_FIXED address (EINVAL; a hint is
+    /// only rounded), MAP_FIXED_NOREPLACE over a mapping (EEXIST), the descriptor's access
+    /// mode (EACCES: shared writable needs a writable open, any mapping a readable one),
+    /// then the driver's `sgx_encl_may_map`. The offset is otherwise ignored, as the
+    /// driver ignores it. Returns the address.
+    pub fn mmap_at(&self, addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> KResult<u64> {
+        let Some(DeviceFile::Enclave(encl)) = self.devices.begin_call(fd) else { return Err(Errno::ENODEV) };
+        let call = Call { engine: self, encl };
+        let encl = &call.encl;
         let _held = HeldSignals::hold();
-        if len == 0 || !addr.is_multiple_of(4096) {
+        if !offset.is_multiple_of(4096) || len == 0 {
             return Err(Errno::EINVAL);
         }
+        let len = len.checked_next_multiple_of(4096).ok_or(Errno::ENOMEM)?;
         if flags & libc::MAP_SHARED == 0 {
             return Err(Errno::EINVAL);
         }
         let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+        if fixed && !addr.is_multiple_of(4096) {
+            return Err(Errno::EINVAL);
+        }
+        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+        if flags & libc::MAP_FIXED_NOREPLACE != 0 && flags & libc::MAP_FIXED == 0 {
+            // Reserve the range only if nothing is mapped there (the host says EEXIST
+            // otherwise); the enclave mapping then replaces the reservation.
+            let reserve = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
+            let at = crate::sys::mmap(addr, len, libc::PROT_NONE, reserve, -1, 0).map_err(io_errno)?;
+            if at != addr {
+                // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+                let _ = crate::sys::munmap(at, len);
+                return Err(Errno(libc::EEXIST));
+            }
+        }
+        check_access_mode(fd, prot)?;
         let prot = prot_of(prot);
-        let len = len.div_ceil(4096) * 4096;
         let read_implies_exec = read_implies_exec();
         if fixed {
-            encl.may_map(addr, addr + len, prot, read_implies_exec)?;
+            encl.may_map(addr, end, prot, read_implies_exec)?;
             let start = self.space.map(addr, len, prot, encl.clone(), true).map_err(io_errno)?;
             encl.mm_add(self.space.clone());
             return Ok(start);
         }
-        // The host picks the address; the driver's rules then apply to where it landed.
-        let start = self.space.map(addr, len, prot, encl.clone(), false).map_err(io_errno)?;
+        // The host picks the address (rounding a hint); the driver's rules then apply to
+        // where it landed.
+        let hint = addr & !4095;
+        let start = self.space.map(hint, len, prot, encl.clone(), false).map_err(io_errno)?;
         if let Err(e) = encl.may_map(start, start + len, prot, read_implies_exec) {
             let _ = self.space.unmap(start, len);
             return Err(e);
@@ -255,18 +370,82 @@ impl Engine {
         Ok(())
     }
 
-    /// mprotect of a range holding enclave mappings: the driver's per-page maximum applies.
+    /// mprotect of a range holding enclave mappings, as the kernel's `do_mprotect_pkey`:
+    /// an unaligned start or unknown protection bits are EINVAL; then VMA by VMA in address
+    /// order, each changed before the next is looked at — an enclave VMA only if the
+    /// driver's `may_map` allows its part of the range, ordinary memory by the host — so a
+    /// failure leaves the VMAs before it changed and those after it as they were.
     pub fn mprotect(&self, addr: u64, len: u64, prot: c_int) -> KResult<()> {
         let _held = HeldSignals::hold();
-        let prot = prot_of(prot);
-        let len = len.div_ceil(4096) * 4096;
-        let read_implies_exec = read_implies_exec();
-        for encl in self.space.enclaves_in(addr, len) {
-            encl.may_map(addr, addr + len, prot, read_implies_exec)?;
+        if !addr.is_multiple_of(4096) {
+            return Err(Errno::EINVAL);
         }
-        self.space.protect(addr, len, prot).map_err(io_errno)
+        let known = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | PROT_SEM;
+        if prot & !known != 0 {
+            // (PROT_GROWSDOWN/UP need a stack VMA at the start: enclave VMAs are none.)
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = len.checked_next_multiple_of(4096).ok_or(Errno::ENOMEM)?;
+        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+        let host_prot = prot;
+        let prot = prot_of(prot);
+        let read_implies_exec = read_implies_exec();
+        let mut at = addr;
+        for (range, encl) in self.space.enclave_vmas_in(addr, end) {
+            if at < range.start {
+                crate::sys::mprotect(at, range.start - at, host_prot).map_err(io_errno)?;
+            }
+            encl.may_map(range.start, range.end, prot, read_implies_exec)?;
+            self.space.protect(range.start, range.end - range.start, prot).map_err(io_errno)?;
+            at = range.end;
+        }
+        if at < end {
+            crate::sys::mprotect(at, end - at, host_prot).map_err(io_errno)?;
+        }
+        Ok(())
     }
 }
+
+/// The ioctls the kernel's `do_vfs_ioctl` answers for every file before the driver sees
+/// the call: close-on-exec, non-blocking and async flags, FIOQSIZE and the block size.
+fn is_vfs_ioctl(cmd: u32) -> bool {
+    const FIGETBSZ: u32 = 2;
+    [libc::FIOCLEX, libc::FIONCLEX, libc::FIONBIO, libc::FIOASYNC, libc::FIOQSIZE].iter().any(|&c| c as u32 == cmd)
+        || cmd == FIGETBSZ
+}
+
+/// A `do_vfs_ioctl` command on a device fd, on the descriptor itself (a descriptor of a
+/// character device, as the device node's is), which keeps its flags where `fcntl` and
+/// `exec` look for them.
+fn vfs_ioctl(fd: c_int, cmd: u32, arg: u64) -> KResult<()> {
+    // SAFETY: one of the generic ioctls above on a descriptor the program owns; `arg` is
+    // the program's pointer, which the kernel checks.
+    let ret = unsafe { libc::syscall(libc::SYS_ioctl, fd as libc::c_long, cmd as libc::c_long, arg) };
+    if ret < 0 { Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))) } else { Ok(()) }
+}
+
+/// The file-mode checks of the kernel's `do_mmap` for a shared mapping of `fd`: writable
+/// needs FMODE_WRITE, and any mapping FMODE_READ (EACCES).
+fn check_access_mode(fd: c_int, prot: c_int) -> KResult<()> {
+    // SAFETY: F_GETFL only reads the descriptor's status flags.
+    let flags = unsafe { libc::syscall(libc::SYS_fcntl, fd as libc::c_long, libc::F_GETFL as libc::c_long) } as c_int;
+    if flags < 0 {
+        return Err(Errno(libc::EBADF));
+    }
+    let access = flags & libc::O_ACCMODE;
+    let readable = access == libc::O_RDONLY || access == libc::O_RDWR;
+    let writable = access == libc::O_WRONLY || access == libc::O_RDWR;
+    if (prot & libc::PROT_WRITE != 0 && !writable) || !readable {
+        return Err(Errno::EACCES);
+    }
+    Ok(())
+}
+
+/// PROT_SEM (mman-common.h; not in the libc crate for x86-64): accepted by mprotect.
+const PROT_SEM: c_int = 0x8;
 
 fn prot_of(prot: c_int) -> Prot {
     Prot::from_bits_truncate((prot & 0x7) as u8)

@@ -161,6 +161,33 @@ pub fn read_memory_of(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
     if n as usize == buf.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EFAULT)) }
 }
 
+/// How many of the (up to 256) pages from page-aligned `addr` on are readable to the
+/// kernel's `get_user_pages` (mapped with VM_READ: an execute-only page is not, although
+/// this CPU's loads could read it), in one system call: a one-byte `process_vm_readv` per
+/// page, which stops at the first page it cannot pin.
+pub fn readable_pages(pid: i32, addr: u64) -> usize {
+    const PAGES: usize = 256;
+    let mut sink = [0u8; PAGES];
+    let local = libc::iovec { iov_base: sink.as_mut_ptr().cast::<c_void>(), iov_len: PAGES };
+    let remote: [libc::iovec; PAGES] = std::array::from_fn(|i| libc::iovec {
+        iov_base: addr.wrapping_add(i as u64 * 4096) as *mut c_void,
+        iov_len: 1,
+    });
+    // SAFETY: the kernel validates the remote ranges; the local iovec covers `sink` exactly.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            pid as c_long,
+            &local,
+            1 as c_long,
+            remote.as_ptr(),
+            PAGES as c_long,
+            0 as c_long,
+        )
+    };
+    usize::try_from(n).unwrap_or(0)
+}
+
 /// Copies into the memory of process `pid` (this one) at `addr` without faulting
 /// (copy_to_user).
 pub fn write_memory_of(pid: i32, addr: u64, data: &[u8]) -> io::Result<()> {

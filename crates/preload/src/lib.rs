@@ -764,7 +764,7 @@ pub unsafe extern "C" fn mmap(
         "mmap",
         || libc::MAP_FAILED,
         || match devices_fs::device_engine(fd) {
-            Some(engine) => match engine.mmap(addr as u64, len as u64, prot, flags, fd) {
+            Some(engine) => match engine.mmap_at(addr as u64, len as u64, prot, flags, fd, off as u64) {
                 Ok(at) => at as *mut c_void,
                 Err(e) => {
                     set_errno(e.0);
