@@ -201,7 +201,9 @@ impl Space {
         let Some((&start, vma)) = inner.vmas.range(..at).next_back() else { return };
         if vma.end > at {
             let tail = vma.clone();
-            inner.vmas.get_mut(&start).expect("the VMA being split").end = at;
+            if let Some(head) = inner.vmas.get_mut(&start) {
+                head.end = at;
+            }
             inner.vmas.insert(at, tail);
         }
     }
