@@ -430,6 +430,7 @@ fn device_errnos_decided_outside_the_driver_s_ioctls_are_the_kernel_s() {
          fioasync-off 0\n\
          figetbsz 0 positive 1\n\
          mmap-noreplace-over-a-mapping 17\n\
+         mmap-noreplace-free 0\n\
          mmap-unaligned-offset 22\n\
          mmap-unaligned-hint 0\n\
          mmap-write-of-rdonly 13\n\

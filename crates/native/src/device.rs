@@ -327,8 +327,8 @@ impl Engine {
         if fixed && !addr.is_multiple_of(4096) {
             return Err(Errno::EINVAL);
         }
-        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
-        if flags & libc::MAP_FIXED_NOREPLACE != 0 && flags & libc::MAP_FIXED == 0 {
+        let noreplace = flags & libc::MAP_FIXED_NOREPLACE != 0 && flags & libc::MAP_FIXED == 0;
+        if noreplace {
             // Reserve the range only if nothing is mapped there (the host says EEXIST
             // otherwise); the enclave mapping then replaces the reservation.
             let reserve = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
@@ -339,15 +339,29 @@ impl Engine {
                 return Err(Errno(libc::EEXIST));
             }
         }
-        check_access_mode(fd, prot)?;
+        let prot_bits = prot;
         let prot = prot_of(prot);
         let read_implies_exec = read_implies_exec();
         if fixed {
-            encl.may_map(addr, end, prot, read_implies_exec)?;
-            let start = self.space.map(addr, len, prot, encl.clone(), true).map_err(io_errno)?;
-            encl.mm_add(self.space.clone());
-            return Ok(start);
+            let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+            let mapped = check_access_mode(fd, prot_bits)
+                .and_then(|()| encl.may_map(addr, end, prot, read_implies_exec))
+                .and_then(|()| self.space.map(addr, len, prot, encl.clone(), true).map_err(io_errno));
+            return match mapped {
+                Ok(start) => {
+                    encl.mm_add(self.space.clone());
+                    Ok(start)
+                }
+                Err(e) => {
+                    if noreplace {
+                        // Nothing was there: leave nothing there.
+                        let _ = crate::sys::munmap(addr, len);
+                    }
+                    Err(e)
+                }
+            };
         }
+        check_access_mode(fd, prot_bits)?;
         // The host picks the address (rounding a hint); the driver's rules then apply to
         // where it landed.
         let hint = addr & !4095;

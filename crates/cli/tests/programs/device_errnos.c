@@ -100,6 +100,10 @@ int main(void) {
     void *anon = mmap((void *)(BASE + 8 * PAGE), PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     void *m = mmap(anon, PAGE, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
     printf("mmap-noreplace-over-a-mapping %d\n", m == MAP_FAILED ? errno : 0);
+    m = mmap((void *)(BASE + 6 * PAGE), PAGE, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+    printf("mmap-noreplace-free %d\n", m == MAP_FAILED ? errno : 0);
+    if (m != MAP_FAILED)
+        munmap(m, PAGE);
     m = mmap((void *)(BASE + 4 * PAGE), PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 100);
     printf("mmap-unaligned-offset %d\n", m == MAP_FAILED ? errno : 0);
     m = mmap((void *)(BASE + 4 * PAGE + 123), PAGE, PROT_READ, MAP_SHARED, fd, 0);
