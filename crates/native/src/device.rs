@@ -42,6 +42,10 @@ pub struct Devices {
 #[derive(Debug, Default)]
 struct Table {
     files: FxHashMap<c_int, DeviceFile>,
+    /// Descriptors being closed: still open in the host until its close returns, but
+    /// already gone for the program (a racing call finds EBADF, as the kernel's fd table
+    /// would answer, not the ENOTTY of the `/dev/null` underneath).
+    closing: rustc_hash::FxHashSet<c_int>,
     /// Calls in flight per enclave (keyed by its address). Each holds a reference to the
     /// open file, as the kernel's `fdget` does for an ioctl or mmap: a `close` during the
     /// call drops only the descriptor's reference, and the enclave is released when the
@@ -65,6 +69,7 @@ impl Devices {
     pub fn insert(&self, fd: c_int, file: DeviceFile) {
         let mut table = self.table.lock();
         table.files.insert(fd, file);
+        table.closing.remove(&fd);
         self.count.store(table.files.len(), Ordering::Release);
     }
 
@@ -83,6 +88,31 @@ impl Devices {
         }
         let mut table = self.table.lock();
         let file = table.files.remove(&fd);
+        table.closing.remove(&fd);
+        self.count.store(table.files.len(), Ordering::Release);
+        file
+    }
+
+    /// Marks `fd` as being closed (before the host's close); true if it is one of ours.
+    fn begin_close(&self, fd: c_int) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut table = self.table.lock();
+        let ours = table.files.contains_key(&fd);
+        if ours {
+            table.closing.insert(fd);
+        }
+        ours
+    }
+
+    /// Forgets `fd` after the host closed it, unless an open meanwhile reused the number.
+    fn end_close(&self, fd: c_int) -> Option<DeviceFile> {
+        let mut table = self.table.lock();
+        if !table.closing.remove(&fd) {
+            return None;
+        }
+        let file = table.files.remove(&fd);
         self.count.store(table.files.len(), Ordering::Release);
         file
     }
@@ -100,6 +130,9 @@ impl Devices {
             return None;
         }
         let mut table = self.table.lock();
+        if table.closing.contains(&fd) {
+            return None;
+        }
         let file = table.files.get(&fd).cloned()?;
         if let DeviceFile::Enclave(encl) = &file {
             *table.calls.entry(key(encl)).or_default() += 1;
@@ -254,7 +287,23 @@ impl Engine {
         }
     }
 
-    /// `close(fd)` of a device: the enclave is released once nothing maps it.
+    /// Before the host closes `fd`: from now on calls on it find EBADF. Returns whether it
+    /// is a device descriptor ([`Engine::close_done`] must follow the host's close).
+    pub fn close_begin(&self, fd: c_int) -> bool {
+        self.devices.begin_close(fd)
+    }
+
+    /// After the host closed `fd` (marked by [`Engine::close_begin`]): the descriptor's
+    /// reference to the file goes; the enclave is released if it was the last.
+    pub fn close_done(&self, fd: c_int) {
+        if let Some(DeviceFile::Enclave(encl)) = self.devices.end_close(fd) {
+            let _held = HeldSignals::hold();
+            self.release_if_unused(&encl);
+        }
+    }
+
+    /// `fd` no longer names a device (closed, or replaced by `dup2`): the enclave is
+    /// released once nothing else refers to it.
     pub fn closed(&self, fd: c_int) {
         if let Some(DeviceFile::Enclave(encl)) = self.devices.remove(fd) {
             let _held = HeldSignals::hold();
@@ -312,7 +361,12 @@ impl Engine {
     /// then the driver's `sgx_encl_may_map`. The offset is otherwise ignored, as the
     /// driver ignores it. Returns the address.
     pub fn mmap_at(&self, addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> KResult<u64> {
-        let Some(DeviceFile::Enclave(encl)) = self.devices.begin_call(fd) else { return Err(Errno::ENODEV) };
+        let encl = match self.devices.begin_call(fd) {
+            Some(DeviceFile::Enclave(encl)) => encl,
+            Some(DeviceFile::Provision) => return Err(Errno::ENODEV),
+            // Closed by another thread since the call was routed here.
+            None => return Err(Errno(libc::EBADF)),
+        };
         let call = Call { engine: self, encl };
         let encl = &call.encl;
         let _held = HeldSignals::hold();

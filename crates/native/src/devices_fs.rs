@@ -555,12 +555,21 @@ pub fn descriptor_node(fd: c_int) -> Option<Node> {
     }
 }
 
-/// Before `close(fd)` reaches the kernel: forget what the emulator knew about it.
+/// Before `close(fd)` reaches the kernel: the emulator stops answering for it (a racing
+/// call finds EBADF); [`closed`] follows the kernel's close.
 pub fn closing(fd: c_int) {
     if let Some(engine) = device_engine(fd) {
-        engine.closed(fd);
+        engine.close_begin(fd);
     }
     MSRS.remove(fd);
+}
+
+/// After the kernel closed `fd`: the emulator forgets it (and releases its enclave if that
+/// was the last reference).
+pub fn closed(fd: c_int) {
+    if let Some(engine) = own_engine() {
+        engine.close_done(fd);
+    }
 }
 
 /// After a call made `new` (if not negative: an error) a copy of descriptor `fd`.

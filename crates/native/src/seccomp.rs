@@ -582,7 +582,9 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
         }
         libc::SYS_close => {
             devices_fs::closing(fd);
-            real(nr, a)
+            let result = real(nr, a);
+            devices_fs::closed(fd);
+            result
         }
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => {
             let new = real(nr, a);

@@ -660,7 +660,7 @@ pub unsafe extern "C" fn lseek64(fd: c_int, offset: off_t, whence: c_int) -> off
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     // A panic while forgetting the descriptor still closes it (the kernel's close cannot
     // fail to release a descriptor either).
-    let forgotten = guard(
+    let marked = guard(
         "close",
         || false,
         || {
@@ -670,6 +670,17 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     );
     // SAFETY: forwarded C contract.
     let result = unsafe { real::close(fd) };
+    // The emulator forgets the descriptor only once the kernel has: a call racing the
+    // close finds EBADF, never the `/dev/null` underneath.
+    let forgotten = marked
+        && guard(
+            "close",
+            || false,
+            || {
+                devices_fs::closed(fd);
+                true
+            },
+        );
     if forgotten { result } else { fail(libc::EIO) }
 }
 
