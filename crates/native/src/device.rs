@@ -192,8 +192,18 @@ struct NativeTask<'a> {
     checks: Cell<u32>,
     /// The deliverable signals `signal_pending()` saw, once it saw any.
     interrupted_by: Cell<Option<libc::sigset_t>>,
-    /// Pages known readable to `get_user_pages` (ADD_PAGES sources), from and until.
+    /// A mapping known readable to `get_user_pages` (ADD_PAGES sources), from and until.
     readable: Cell<(u64, u64)>,
+    /// `/proc/self/maps`, opened at the first source check (-1: could not be).
+    maps: Cell<Option<c_int>>,
+}
+
+impl Drop for NativeTask<'_> {
+    fn drop(&mut self) {
+        if let Some(fd) = self.maps.get().filter(|&fd| fd >= 0) {
+            let _ = crate::sys::close(fd);
+        }
+    }
 }
 
 impl<'a> NativeTask<'a> {
@@ -206,6 +216,7 @@ impl<'a> NativeTask<'a> {
             checks: Cell::new(0),
             interrupted_by: Cell::new(None),
             readable: Cell::new((0, 0)),
+            maps: Cell::new(None),
         }
     }
 }
@@ -222,18 +233,33 @@ impl Task for NativeTask<'_> {
     fn source_vma(&self, addr: u64) -> Option<SourceVma> {
         // The kernel pins the source with get_user_pages, which needs VM_READ: a page this
         // CPU can read but whose mapping lacks PROT_READ (execute-only) is EFAULT, as an
-        // unmapped one is. Probed a run of pages at a time (one system call per 256 pages);
-        // VM_MAYEXEC is not visible from user space, so sources count as executable-mappable.
-        let page = addr & !4095;
+        // unmapped one is. The mapping is asked of the kernel once per call and mapping
+        // (PROCMAP_QUERY); where the kernel cannot answer, each page is pinned once.
+        // VM_MAYEXEC is not visible from user space: sources count as executable-mappable.
         let (from, until) = self.readable.get();
-        if !(from..until).contains(&page) {
-            let n = crate::sys::readable_pages(self.engine.pid, page) as u64;
-            self.readable.set((page, page + n * 4096));
-            if n == 0 {
-                return None;
-            }
+        if (from..until).contains(&addr) {
+            return Some(SourceVma { may_exec: true });
         }
-        Some(SourceVma { may_exec: true })
+        let maps = match self.maps.get() {
+            Some(fd) => fd,
+            None => {
+                let fd = crate::sys::open_own_maps().unwrap_or(-1);
+                self.maps.set(Some(fd));
+                fd
+            }
+        };
+        let vma = if maps >= 0 { crate::sys::query_vma(maps, addr).ok() } else { None };
+        let readable = match vma {
+            Some(Some((start, end, readable))) => {
+                if readable {
+                    self.readable.set((start, end));
+                }
+                readable
+            }
+            Some(None) => false,
+            None => crate::sys::page_readable(self.engine.pid, addr & !4095),
+        };
+        readable.then_some(SourceVma { may_exec: true })
     }
 
     fn prefetch_user(&self, addr: u64, len: usize) {
@@ -337,6 +363,7 @@ impl Engine {
             });
             drop(call);
             let interrupted_by = task.interrupted_by.get();
+            drop(task);
             // The signals that waited are delivered here, their handlers run outside the
             // call; then the kernel's ERESTARTSYS rule decides.
             drop(held);
