@@ -489,3 +489,70 @@ fn the_preload_library_is_taken_only_from_a_directory_of_the_user_s_own() {
     assert!(ld_preload.trim().starts_with(private.join("libsgxemu_preload-").to_str().unwrap()), "{ld_preload}");
     let _ = std::fs::remove_dir_all(&tmpdir);
 }
+
+#[test]
+fn closing_an_enclave_descriptor_while_its_ioctls_run_never_aborts() {
+    // The kernel releases an enclave at the last reference to its file, and an ioctl in
+    // flight holds one: a close racing ADD_PAGES lets the call finish (or find EBADF).
+    let exe = build_as("close_race", "close_race", &["-lpthread"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}{stderr}", text(&out.stdout));
+    // Every call completed, or found the descriptor closed (EBADF): no other error, such
+    // as the ENOTTY of a descriptor no longer the emulator's but not yet closed.
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("iterations 200 ") && stdout.ends_with(" other 0\n"), "{stdout}{stderr}");
+    assert!(!stderr.contains("internal error") && !stderr.contains("driver bug"), "{stderr}");
+}
+
+#[test]
+fn enclaves_until_the_epc_is_exhausted_end_with_enomem() {
+    // 8 MiB = 2048 EPC pages; each open, uninitialized enclave keeps its SECS and VA page:
+    // 1023 fit (with one added page, reclaimable, each), then ENOMEM — promptly, with no
+    // retry loop — and closing them frees everything.
+    let exe = build("epc_exhaustion");
+    let out = sgxemu(&["run", "--epc", "8M", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let first = lines.next().unwrap_or_default();
+    let words: Vec<&str> = first.split(' ').collect();
+    assert!(words.len() == 6 && words[0] == "enclaves" && words[5] == "12", "ENOMEM expected: {stdout}");
+    let count: usize = words[1].parse().expect("a count");
+    assert!((1000..=1024).contains(&count), "{stdout}");
+    assert_eq!(lines.next(), Some("after close: ok 0"), "{stdout}");
+}
+
+#[test]
+fn device_errnos_decided_outside_the_driver_s_ioctls_are_the_kernel_s() {
+    let exe = build("device_errnos");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        // EINVAL 22, EFAULT 14, EEXIST 17, EACCES 13. mprotect goes VMA by VMA: over
+        // [ordinary][enclave, page 0 read-only][ordinary] the first page changes before the
+        // enclave's EACCES, the last does not; starting at the enclave, nothing changes.
+        "create-2^63 22\n\
+         create 0\n\
+         add-readable 0\n\
+         add-exec-only 14\n\
+         fioclex 0 cloexec 1\n\
+         fionclex 0 cloexec 0\n\
+         fionbio 0 nonblock 1\n\
+         fioasync-off 0\n\
+         figetbsz 0 positive 1\n\
+         mmap-noreplace-over-a-mapping 17\n\
+         mmap-noreplace-free 0\n\
+         mmap-unaligned-offset 22\n\
+         mmap-unaligned-hint 0\n\
+         mmap-write-of-rdonly 13\n\
+         mmap-read-of-rdonly 0\n\
+         mmap-enclave 0\n\
+         mprotect-unaligned 22\n\
+         mprotect-unknown-bits 22\n\
+         mprotect-across-read 0 below r- above r-\n\
+         mprotect-across-write 13 below rw above r-\n\
+         mprotect-enclave-first 13 above --\n"
+    );
+}

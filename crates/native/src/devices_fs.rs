@@ -268,7 +268,7 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
         _ if flags & libc::O_DIRECTORY != 0 => Err(libc::ENOTDIR),
         _ if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => Err(libc::EEXIST),
         Node::Device { link: true, .. } if flags & libc::O_NOFOLLOW != 0 => Err(libc::ELOOP),
-        Node::Device { device, .. } => open_device(device, cloexec).map(Some),
+        Node::Device { device, .. } => open_device(device, flags & libc::O_ACCMODE, cloexec).map(Some),
         Node::SgxTotalBytes | Node::Msr(_) if writes => Err(libc::EACCES),
         Node::CpuInfo => {
             let host = read_host_file(c"/proc/cpuinfo").map_err(errno)?;
@@ -377,7 +377,7 @@ fn errno(e: io::Error) -> c_int {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-fn open_device(device: Device, cloexec: bool) -> Result<c_int, c_int> {
+fn open_device(device: Device, access: c_int, cloexec: bool) -> Result<c_int, c_int> {
     let engine = match Engine::start() {
         Ok(engine) => engine,
         Err(e) => {
@@ -385,8 +385,9 @@ fn open_device(device: Device, cloexec: bool) -> Result<c_int, c_int> {
             return Err(libc::ENODEV);
         }
     };
-    // A real descriptor keeps fd numbering, close and poll ordinary.
-    let fd = open_null(cloexec).map_err(errno)?;
+    // A real descriptor keeps fd numbering, close and poll ordinary; its access mode is the
+    // program's (mmap's checks read it back).
+    let fd = raw_open(c"/dev/null", access | if cloexec { libc::O_CLOEXEC } else { 0 }).map_err(errno)?;
     engine.opened(device.path(), fd);
     Ok(fd)
 }
@@ -554,10 +555,11 @@ pub fn descriptor_node(fd: c_int) -> Option<Node> {
     }
 }
 
-/// Before `close(fd)` reaches the kernel: forget what the emulator knew about it.
+/// Before `close(fd)` reaches the kernel: the emulator stops answering for it (a racing
+/// call finds EBADF); [`closed`] follows the kernel's close.
 pub fn closing(fd: c_int) {
     if let Some(engine) = device_engine(fd) {
-        engine.closed(fd);
+        engine.close_begin(fd);
     }
     MSRS.remove(fd);
 }
@@ -567,13 +569,21 @@ pub fn closing(fd: c_int) {
 pub fn closing_range(first: libc::c_uint, last: libc::c_uint) {
     let clamp = |n: libc::c_uint| c_int::try_from(n).unwrap_or(c_int::MAX);
     let (first, last) = (clamp(first), clamp(last));
-    if let Some(engine) = Engine::get().filter(|e| e.pid == sys::getpid()) {
+    if let Some(engine) = own_engine() {
         for fd in engine.devices.open_in(first, last) {
             engine.closed(fd);
         }
     }
     for fd in MSRS.open_in(first, last) {
         MSRS.remove(fd);
+    }
+}
+
+/// After the kernel closed `fd`: the emulator forgets it (and releases its enclave if that
+/// was the last reference).
+pub fn closed(fd: c_int) {
+    if let Some(engine) = own_engine() {
+        engine.close_done(fd);
     }
 }
 

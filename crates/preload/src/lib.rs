@@ -664,7 +664,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     // A panic while forgetting the descriptor still closes it (the kernel's close cannot
     // fail to release a descriptor either).
-    let forgotten = guard(
+    let marked = guard(
         "close",
         || false,
         || {
@@ -674,6 +674,17 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     );
     // SAFETY: forwarded C contract.
     let result = unsafe { real::close(fd) };
+    // The emulator forgets the descriptor only once the kernel has: a call racing the
+    // close finds EBADF, never the `/dev/null` underneath.
+    let forgotten = marked
+        && guard(
+            "close",
+            || false,
+            || {
+                devices_fs::closed(fd);
+                true
+            },
+        );
     if forgotten { result } else { fail(libc::EIO) }
 }
 
@@ -805,7 +816,7 @@ pub unsafe extern "C" fn mmap(
         "mmap",
         || libc::MAP_FAILED,
         || match devices_fs::device_engine(fd) {
-            Some(engine) => match engine.mmap(addr as u64, len as u64, prot, flags, fd) {
+            Some(engine) => match engine.mmap_at(addr as u64, len as u64, prot, flags, fd, off as u64) {
                 Ok(at) => at as *mut c_void,
                 Err(e) => {
                     set_errno(e.0);
