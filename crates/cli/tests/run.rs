@@ -180,6 +180,38 @@ fn the_device_nodes_are_found_through_every_file_api() {
     );
 }
 
+#[test]
+fn directory_listings_of_dev_show_the_nodes_and_udev_s_links() {
+    let exe = build("dev_listing");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The host's own /dev entries come first; each emulated one once, again after rewinddir.
+    assert_eq!(
+        text(&out.stdout),
+        "readdir /dev: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
+         readdir64 /dev/: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
+         readdir /dev/sgx: ./d ../d enclave/l provision/l (1 entries) rewound 1\n\
+         glob /dev/sgx*: 0 /dev/sgx/ /dev/sgx_enclave /dev/sgx_provision altdirfunc 0\n\
+         glob /dev/sgx/*: 0 /dev/sgx/enclave /dev/sgx/provision altdirfunc 0\n\
+         scandir /dev/sgx: 4 ./d ../d enclave/l provision/l\n"
+    );
+    // A shell's expansion (dash's opendir/readdir) and ls's listing, stat and xattr calls.
+    let out = sgxemu(&["run", "--", "sh", "-c", "ls -l /dev/sgx* /dev/sgx/"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let starts = |line: &str, mode: &str, end: &str| line.starts_with(mode) && line.ends_with(end);
+    assert!(starts(lines[0], "crw-rw-rw- 1 ", " 10, 125 Jan  1  1970 /dev/sgx_enclave"), "{stdout}");
+    assert!(starts(lines[1], "crw-rw---- 1 ", " 10, 126 Jan  1  1970 /dev/sgx_provision"), "{stdout}");
+    for dir in ["/dev/sgx:", "/dev/sgx/:"] {
+        let at = lines.iter().position(|l| *l == dir).unwrap_or_else(|| panic!("{dir} listed: {stdout}"));
+        assert_eq!(lines[at + 1], "total 0", "{stdout}");
+        assert!(starts(lines[at + 2], "lrwxrwxrwx 1 ", " enclave -> ../sgx_enclave"), "{stdout}");
+        assert!(starts(lines[at + 3], "lrwxrwxrwx 1 ", " provision -> ../sgx_provision"), "{stdout}");
+    }
+}
+
 /// The environment variable that makes [`rust_helper`] do its work (it is a no-op in an
 /// ordinary test run).
 const HELPER: &str = "SGXEMU_RUN_TEST_HELPER";

@@ -255,6 +255,13 @@ pub fn access(node: Node, mode: c_int) -> Option<Result<(), c_int>> {
     Some(if mode & denied != 0 { Err(libc::EACCES) } else { Ok(()) })
 }
 
+/// Whether `node` is one the emulator makes up entirely, so that it has no extended
+/// attributes (`getxattr` ENODATA, `listxattr` empty, as devtmpfs nodes without an LSM
+/// label); `false`: the host's answer stands.
+pub fn without_xattrs(node: Node) -> bool {
+    !matches!(node, Node::CpuInfo | Node::Auxv | Node::Maps)
+}
+
 /// The descriptors `open` gives for these paths.
 ///
 /// `flags` are open(2)'s. `Ok(None)`: the path is the host's business after all (the
@@ -793,6 +800,7 @@ mod tests {
         assert_eq!(access(node, libc::X_OK), Some(Err(libc::EACCES)));
         assert_eq!(access(Node::Msr(0), libc::W_OK), Some(Err(libc::EACCES)));
         assert_eq!(access(Node::CpuInfo, libc::R_OK), None);
+        assert!(without_xattrs(node) && without_xattrs(Node::SgxDir) && !without_xattrs(Node::Maps));
     }
 
     #[test]

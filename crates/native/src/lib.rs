@@ -16,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod cpuid;
 pub mod cpuid_sites;
+pub mod dev_listing;
 pub mod device;
 pub mod devices_fs;
 pub mod enclu;
