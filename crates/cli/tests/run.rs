@@ -353,6 +353,21 @@ fn the_dynamic_linker_and_dlsym_find_the_vdso_entry_point() {
 }
 
 #[test]
+fn dlsym_finds_the_entry_point_in_the_vdso_s_handle() {
+    let exe = build_as("vdso_dlsym", "vdso_dlsym", &["-ldl"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "vdso handle 1: dlsym -22 dlvsym -22 same 1 in getauxval's image 1\n\
+         other version: 0\n\
+         default -22 next -22 dlvsym default -22 same 1\n\
+         open next is default 1\n\
+         clock_gettime 1 malloc next 1 default 1 versioned 1 missing 1\n"
+    );
+}
+
+#[test]
 fn the_initial_auxv_and_proc_self_auxv_name_the_synthetic_vdso() {
     let exe = build("vdso_auxv");
     let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);

@@ -19,6 +19,7 @@ pub mod cpuid_sites;
 pub mod dev_listing;
 pub mod device;
 pub mod devices_fs;
+pub mod dl_symbols;
 pub mod enclu;
 pub mod engine;
 pub mod epc_memory;

@@ -1305,6 +1305,119 @@ pub unsafe extern "C" fn __vdso_sgx_enter_enclave() {
     )
 }
 
+/// What the `dlsym`/`dlvsym` interposers do: return `answer` (`real` 0), or jump to `real`
+/// with the caller's arguments (returned in RAX:RDX).
+#[repr(C)]
+struct Lookup {
+    answer: usize,
+    real: usize,
+}
+
+/// Whether a lookup of `name` (and `version`, for dlvsym) in `handle` is the emulator's to
+/// answer: `__vdso_sgx_enter_enclave` (version LINUX_2.6) in the vDSO's handle (the
+/// synthetic image's entry point), in RTLD_DEFAULT or RTLD_NEXT (this library's).
+///
+/// # Safety
+/// `name` and `version` are null or C strings.
+unsafe fn vdso_symbol_answer(handle: *mut c_void, name: *const c_char, version: *const c_char) -> Option<usize> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a C string (checked non-null).
+    if unsafe { CStr::from_ptr(name) }.to_bytes() != b"__vdso_sgx_enter_enclave" {
+        return None;
+    }
+    // SAFETY: as above.
+    if !version.is_null() && unsafe { CStr::from_ptr(version) }.to_bytes() != b"LINUX_2.6" {
+        return None;
+    }
+    guard(
+        "dlsym",
+        || None,
+        || {
+            if handle == libc::RTLD_DEFAULT || handle == libc::RTLD_NEXT {
+                return Some(__vdso_sgx_enter_enclave as *const () as usize);
+            }
+            if sgxemu_native::dl_symbols::is_vdso_handle(handle) {
+                return vdso::vdso(enclu::soft_eenter).map(|v| v.enter_enclave as usize);
+            }
+            None
+        },
+    )
+}
+
+/// Decides a `dlsym` call (no allocation, lock or panic for any other name: malloc
+/// implementations call dlsym while they initialise).
+unsafe extern "C" fn dlsym_lookup(handle: *mut c_void, name: *const c_char) -> Lookup {
+    // SAFETY: forwarded C contract.
+    match unsafe { vdso_symbol_answer(handle, name, std::ptr::null()) } {
+        Some(answer) => Lookup { answer, real: 0 },
+        None => Lookup { answer: 0, real: sgxemu_native::dl_symbols::real_dlsym() },
+    }
+}
+
+/// Decides a `dlvsym` call, as [`dlsym_lookup`].
+unsafe extern "C" fn dlvsym_lookup(handle: *mut c_void, name: *const c_char, version: *const c_char) -> Lookup {
+    if version.is_null() {
+        return Lookup { answer: 0, real: sgxemu_native::dl_symbols::real_dlvsym() };
+    }
+    // SAFETY: forwarded C contract.
+    match unsafe { vdso_symbol_answer(handle, name, version) } {
+        Some(answer) => Lookup { answer, real: 0 },
+        None => Lookup { answer: 0, real: sgxemu_native::dl_symbols::real_dlvsym() },
+    }
+}
+
+/// dlsym(3): `__vdso_sgx_enter_enclave` is found in the vDSO's handle
+/// (`dlopen("linux-vdso.so.1", RTLD_NOLOAD)`), RTLD_DEFAULT and RTLD_NEXT, whatever the
+/// host's vDSO has; any other lookup is the C library's, reached by a tail jump so that
+/// RTLD_NEXT is resolved from the caller's object (`sgxemu_native::dl_symbols`).
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // SAFETY (naked function): the arguments are saved around the decision and restored
+    // for the jump; RSP is balanced on every path (8 mod 16 at entry, 0 at the call).
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "call {lookup}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "test rdx, rdx",
+        "jz 2f",
+        "jmp rdx",
+        "2:",
+        "ret",
+        lookup = sym dlsym_lookup,
+    )
+}
+
+/// dlvsym(3), as [`dlsym`] (`__vdso_sgx_enter_enclave` at version LINUX_2.6).
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlvsym(handle: *mut c_void, name: *const c_char, version: *const c_char) -> *mut c_void {
+    // SAFETY (naked function): as `dlsym`; three pushes make RSP 0 mod 16 at the call, and
+    // the jump target moves to R11 (scratch, no argument) before RDX is restored.
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {lookup}",
+        "mov r11, rdx",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test r11, r11",
+        "jz 2f",
+        "jmp r11",
+        "2:",
+        "ret",
+        lookup = sym dlvsym_lookup,
+    )
+}
+
 /// sigaction(2): dispositions of the signals the emulator needs are recorded and honoured
 /// by its handlers (they reach the program's handler for every signal that is not the
 /// emulator's); handlers of asynchronous signals are installed wrapped, so a signal that
