@@ -191,6 +191,7 @@ fn directory_listings_of_dev_show_the_nodes_and_udev_s_links() {
         "readdir /dev: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
          readdir64 /dev/: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
          readdir /dev/sgx: ./d ../d enclave/l provision/l (1 entries) rewound 1\n\
+         fdopendir readdir_r /dev: sgx/d sgx_enclave/c sgx_provision/c\n\
          glob /dev/sgx*: 0 /dev/sgx/ /dev/sgx_enclave /dev/sgx_provision altdirfunc 0\n\
          glob /dev/sgx/*: 0 /dev/sgx/enclave /dev/sgx/provision altdirfunc 0\n\
          scandir /dev/sgx: 4 ./d ../d enclave/l provision/l\n"

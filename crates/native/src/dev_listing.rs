@@ -7,9 +7,9 @@
 //! registers here: `readdir` gives the host's entries first, then the emulated ones the host
 //! did not list (a host with the driver lists its own). `/dev/sgx`, which the host lacks, is
 //! a stream on `/dev` of which only the emulated entries are read (its `dirfd` is `/dev`'s).
-//! `glob` and `scandir` reach the same streams (see the preload library). Listings through
-//! the raw `getdents64` system call, and streams from `fdopendir`, show the host's entries
-//! only.
+//! `fdopendir` of a descriptor of `/dev` (how `find`'s fts lists), `glob` and `scandir`
+//! reach the same streams (see the preload library). Listings through the raw `getdents64`
+//! system call show the host's entries only.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -179,6 +179,21 @@ pub fn closing(dir: usize) {
     LISTINGS.count.store(open.len(), Ordering::Release);
 }
 
+/// Whether descriptor `fd` is a directory descriptor of the host's `/dev` (for
+/// `fdopendir`): the same device and inode as the path `/dev`.
+pub fn is_dev_descriptor(fd: libc::c_int) -> bool {
+    // SAFETY: all-zero is a valid `struct stat`.
+    let (mut of_fd, mut of_dev): (libc::stat, libc::stat) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: fstat and newfstatat fill the structs; the path is a C string.
+    let ok = unsafe {
+        libc::syscall(libc::SYS_fstat, fd as libc::c_long, &raw mut of_fd) == 0
+            && libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD as libc::c_long, c"/dev".as_ptr(), &raw mut of_dev, 0)
+                == 0
+    };
+    ok && of_fd.st_mode & libc::S_IFMT == libc::S_IFDIR
+        && (of_fd.st_dev, of_fd.st_ino) == (of_dev.st_dev, of_dev.st_ino)
+}
+
 /// glibc's `glob_t` (x86-64; `glob64_t` has the same layout): the fields `GLOB_ALTDIRFUNC`
 /// reads, which the `libc` crate keeps private.
 #[repr(C)]
@@ -229,6 +244,10 @@ mod tests {
         assert_eq!(Listed::of(b"/dev/sgx_enclave"), None);
         assert_eq!(Listed::of(b"dev"), None);
         assert!(glob_may_list(b"/dev/sgx*") && !glob_may_list(b"sgx*") && !glob_may_list(b"/devices"));
+        let dev = std::fs::File::open("/dev").expect("/dev");
+        let tmp = std::fs::File::open("/tmp").expect("/tmp");
+        use std::os::fd::AsRawFd;
+        assert!(is_dev_descriptor(dev.as_raw_fd()) && !is_dev_descriptor(tmp.as_raw_fd()) && !is_dev_descriptor(-1));
     }
 
     #[test]

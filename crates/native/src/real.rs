@@ -187,3 +187,7 @@ real_fn!(/// listxattr(2).
     listxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize);
 real_fn!(/// llistxattr(2).
     llistxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize);
+real_fn!(/// fdopendir(3).
+    fdopendir(fd: c_int) -> *mut libc::DIR);
+real_fn!(/// readdir_r(3) (readdir64_r is the same on x86-64).
+    readdir_r(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int);

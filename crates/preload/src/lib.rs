@@ -651,6 +651,64 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
     })
 }
 
+/// fdopendir(3): a stream of a `/dev` descriptor lists the emulated nodes too.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    guard("fdopendir", std::ptr::null_mut, || {
+        // SAFETY: forwarded C contract.
+        let dir = unsafe { real::fdopendir(fd) };
+        if !dir.is_null() && dev_listing::is_dev_descriptor(fd) {
+            dev_listing::opened(dir as usize, Listed::Dev, true);
+        }
+        dir
+    })
+}
+
+/// readdir_r's work: the next entry copied into `entry` (`*result` null at the end).
+///
+/// # Safety
+/// As readdir_r(3).
+unsafe fn readdir_into(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int {
+    // SAFETY: forwarded C contract (glibc's readdir_r reads the stream as readdir does).
+    let host = || unsafe { real::readdir(dir) };
+    let Some(next) = dev_listing::next(dir as usize, host) else {
+        // SAFETY: forwarded C contract.
+        return unsafe { real::readdir_r(dir, entry, result) };
+    };
+    // SAFETY: `entry` holds a `struct dirent`; `next`, when not null, is a whole entry for
+    // its d_reclen bytes (at most the struct's size).
+    unsafe {
+        if !next.is_null() {
+            let len = usize::from((*next).d_reclen).min(std::mem::size_of::<libc::dirent64>());
+            std::ptr::copy_nonoverlapping(next.cast::<u8>(), entry.cast::<u8>(), len);
+        }
+        *result = if next.is_null() { std::ptr::null_mut() } else { entry };
+    }
+    0
+}
+
+/// readdir_r(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir_r(
+    dir: *mut libc::DIR,
+    entry: *mut libc::dirent64,
+    result: *mut *mut libc::dirent64,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    guard("readdir_r", || libc::EIO, || unsafe { readdir_into(dir, entry, result) })
+}
+
+/// readdir64_r.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir64_r(
+    dir: *mut libc::DIR,
+    entry: *mut libc::dirent64,
+    result: *mut *mut libc::dirent64,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    guard("readdir64_r", || libc::EIO, || unsafe { readdir_into(dir, entry, result) })
+}
+
 /// readdir(3) (its `struct dirent` is `dirent64` on x86-64).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent64 {

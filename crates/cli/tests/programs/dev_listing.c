@@ -1,10 +1,11 @@
 /*
  * Lists /dev and /dev/sgx as programs and shells do: opendir/readdir (and readdir64),
- * rewinddir, glob of /dev/sgx* and of /dev/sgx/ *, scandir. Prints the SGX entries
+ * rewinddir, fdopendir with readdir_r, glob of /dev/sgx* and of /dev/sgx/ *, scandir. Prints the SGX entries
  * with their d_type (c: DT_CHR, d: DT_DIR, l: DT_LNK) and how often each came.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,17 @@ int main(void) {
     list("readdir", "/dev", "sgx", 0);
     list("readdir64", "/dev/", "sgx", 1);
     list("readdir", "/dev/sgx", "", 0);
+    /* find's fts lists through fdopendir; readdir_r is deprecated but still used. */
+    DIR *dir = fdopendir(open("/dev", O_RDONLY | O_DIRECTORY));
+    struct dirent entry, *result;
+    printf("fdopendir readdir_r /dev:");
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    while (dir && readdir_r(dir, &entry, &result) == 0 && result == &entry)
+        if (strncmp(entry.d_name, "sgx", 3) == 0)
+            printf(" %s/%c", entry.d_name, kind(entry.d_type));
+    printf("\n");
+    if (dir)
+        closedir(dir);
     globbed("/dev/sgx*");
     globbed("/dev/sgx/*");
     struct dirent **names;
