@@ -19,8 +19,9 @@
 //! - `/proc/self/maps` (and the other spellings): the host's, with each enclave mapping one
 //!   line naming `/dev/sgx_enclave`, as the kernel shows it.
 //!
-//! Only absolute paths spelled as above are recognised (no `..`, `//` or paths relative to
-//! a directory descriptor). This module decides and generates; the preload library only
+//! Only absolute paths spelled as above are recognised (no `..` or `//`), and the names of
+//! `/dev`'s emulated entries relative to a descriptor of `/dev` ([`in_dev_directory`]: how
+//! `find` and other fts users look at what a listing gave them). This module decides and generates; the preload library only
 //! interposes the C library's entry points and calls it.
 
 use std::ffi::CStr;
@@ -164,6 +165,39 @@ fn cpu_exists(cpu: u32) -> bool {
     let Ok(path) = std::ffi::CString::new(format!("/sys/devices/system/cpu/cpu{cpu}")) else { return false };
     // SAFETY: faccessat only reads the C string.
     unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, path.as_ptr(), libc::F_OK as c_long) == 0 }
+}
+
+/// The absolute path `path` names relative to directory descriptor `dirfd`, if it is one of
+/// the emulated entries of `/dev` (`sgx`, `sgx_enclave`, `sgx_provision`, `sgx/enclave`,
+/// `sgx/provision`) and `dirfd` is a descriptor of `/dev`; `None` otherwise (one string
+/// comparison for any other name).
+pub fn in_dev_directory(dirfd: c_int, path: &[u8]) -> Option<&'static CStr> {
+    let absolute = match path {
+        b"sgx" | b"sgx/" => c"/dev/sgx",
+        b"sgx_enclave" => c"/dev/sgx_enclave",
+        b"sgx_provision" => c"/dev/sgx_provision",
+        b"sgx/enclave" => c"/dev/sgx/enclave",
+        b"sgx/provision" => c"/dev/sgx/provision",
+        _ => return None,
+    };
+    (dirfd >= 0 && crate::dev_listing::is_dev_descriptor(dirfd)).then_some(absolute)
+}
+
+/// `path` relative to `dirfd` as this module spells it: [`in_dev_directory`]'s absolute
+/// path, or `path` itself.
+///
+/// # Safety
+/// `path` is null or a C string.
+pub unsafe fn at_path(dirfd: c_int, path: *const libc::c_char) -> *const libc::c_char {
+    if path.is_null() {
+        return path;
+    }
+    // SAFETY: the caller passes a C string.
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if bytes.first() == Some(&b'/') {
+        return path;
+    }
+    in_dev_directory(dirfd, bytes).map_or(path, CStr::as_ptr)
 }
 
 /// [`resolve`] for a C string (null: none).
@@ -801,6 +835,23 @@ mod tests {
         assert_eq!(access(Node::Msr(0), libc::W_OK), Some(Err(libc::EACCES)));
         assert_eq!(access(Node::CpuInfo, libc::R_OK), None);
         assert!(without_xattrs(node) && without_xattrs(Node::SgxDir) && !without_xattrs(Node::Maps));
+    }
+
+    #[test]
+    fn names_in_a_dev_descriptor_are_the_nodes_in_dev() {
+        use std::os::fd::AsRawFd;
+        let dev = std::fs::File::open("/dev").expect("/dev");
+        let tmp = std::fs::File::open("/tmp").expect("/tmp");
+        assert_eq!(in_dev_directory(dev.as_raw_fd(), b"sgx_enclave"), Some(c"/dev/sgx_enclave"));
+        assert_eq!(in_dev_directory(dev.as_raw_fd(), b"sgx/provision"), Some(c"/dev/sgx/provision"));
+        assert_eq!(in_dev_directory(dev.as_raw_fd(), b"null"), None);
+        assert_eq!(in_dev_directory(tmp.as_raw_fd(), b"sgx_enclave"), None);
+        assert_eq!(in_dev_directory(libc::AT_FDCWD, b"sgx_enclave"), None);
+        // SAFETY: C strings.
+        unsafe {
+            assert_eq!(CStr::from_ptr(at_path(dev.as_raw_fd(), c"sgx".as_ptr())), c"/dev/sgx");
+            assert_eq!(CStr::from_ptr(at_path(dev.as_raw_fd(), c"/dev/null".as_ptr())), c"/dev/null");
+        }
     }
 
     #[test]

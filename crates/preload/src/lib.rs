@@ -137,7 +137,10 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     // SAFETY: forwarded C contract.
-    unsafe { open_path("openat", path, flags, || real::openat(dirfd, path, flags, mode)) }
+    unsafe {
+        let ours = devices_fs::at_path(dirfd, path);
+        open_path("openat", ours, flags, || real::openat(dirfd, path, flags, mode))
+    }
 }
 
 /// openat64.
@@ -306,7 +309,7 @@ pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut li
             let ours = if empty_path(path, flags) {
                 stat_fd(dirfd, buf)
             } else {
-                stat_path(path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
+                stat_path(devices_fs::at_path(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
             };
             ours.unwrap_or_else(|| real::fstatat(dirfd, path, buf, flags))
         }
@@ -424,7 +427,7 @@ pub unsafe extern "C" fn statx(
             if empty_path(path, flags) {
                 stat_fd(dirfd, &mut st)
             } else {
-                stat_path(path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, &mut st)
+                stat_path(devices_fs::at_path(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, &mut st)
             }
         };
         match ours {
@@ -466,7 +469,10 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
 pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
     guard_int("faccessat", || {
         // SAFETY: forwarded C contract.
-        unsafe { access_path(path, mode).unwrap_or_else(|| real::faccessat(dirfd, path, mode, flags)) }
+        unsafe {
+            access_path(devices_fs::at_path(dirfd, path), mode)
+                .unwrap_or_else(|| real::faccessat(dirfd, path, mode, flags))
+        }
     })
 }
 
@@ -523,7 +529,10 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: u
 pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
     guard_long("readlinkat", || {
         // SAFETY: forwarded C contract.
-        unsafe { readlink_path(path, buf, size).unwrap_or_else(|| real::readlinkat(dirfd, path, buf, size)) }
+        unsafe {
+            readlink_path(devices_fs::at_path(dirfd, path), buf, size)
+                .unwrap_or_else(|| real::readlinkat(dirfd, path, buf, size))
+        }
     })
 }
 
