@@ -122,18 +122,17 @@ pub fn next(dir: usize, host: impl FnMut() -> *mut libc::dirent64) -> Option<*mu
 
 impl Listing {
     fn next(&mut self, mut host: impl FnMut() -> *mut libc::dirent64) -> *mut libc::dirent64 {
-        while !self.host_done {
+        if !self.host_done {
             let entry = host();
-            if entry.is_null() {
-                self.host_done = true;
-                break;
+            if !entry.is_null() {
+                // SAFETY: a non-null readdir result is an entry with a NUL-terminated name.
+                let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+                if let Some(at) = self.pending[self.given..].iter().position(|e| e.name.as_bytes() == name) {
+                    self.pending.remove(self.given + at);
+                }
+                return entry;
             }
-            // SAFETY: a non-null readdir result is an entry with a NUL-terminated name.
-            let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
-            if let Some(at) = self.pending[self.given..].iter().position(|e| e.name.as_bytes() == name) {
-                self.pending.remove(self.given + at);
-            }
-            return entry;
+            self.host_done = true;
         }
         let Some(emulated) = self.pending.get(self.given).copied() else { return std::ptr::null_mut() };
         self.given += 1;
@@ -287,10 +286,10 @@ mod tests {
         );
         assert_eq!(&kinds[3..], [libc::DT_DIR, libc::DT_CHR]);
         rewound(dir);
-        let again = next(dir, || std::ptr::null_mut()).expect("registered");
+        let again = next(dir, std::ptr::null_mut).expect("registered");
         assert_eq!(name(again), "sgx");
         closing(dir);
-        assert!(next(dir, || std::ptr::null_mut()).is_none());
+        assert!(next(dir, std::ptr::null_mut).is_none());
     }
 
     #[test]

@@ -887,10 +887,10 @@ unsafe fn scandir_listed(
     }
     // SAFETY: `dir` is open.
     unsafe { closedir(dir) };
-    // SAFETY: an array of `found.len()` pointers, handed to the caller.
     let array = if failed {
         std::ptr::null_mut()
     } else {
+        // SAFETY: an array of `found.len()` pointers, handed to the caller.
         unsafe { libc::malloc(found.len().max(1) * 8) }.cast::<*mut libc::dirent64>()
     };
     if array.is_null() {
