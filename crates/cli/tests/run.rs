@@ -211,10 +211,15 @@ fn directory_listings_of_dev_show_the_nodes_and_udev_s_links() {
         assert!(starts(lines[at + 2], "lrwxrwxrwx 1 ", " enclave -> ../sgx_enclave"), "{stdout}");
         assert!(starts(lines[at + 3], "lrwxrwxrwx 1 ", " provision -> ../sgx_provision"), "{stdout}");
     }
-    // find lists /dev through fdopendir and looks at each name relative to its descriptor.
-    let out = sgxemu(&["run", "--", "find", "/dev", "-maxdepth", "1", "-name", "sgx*", "-printf", "%p %y\\n"]);
+    // find lists /dev through fdopendir, looks at each name relative to its descriptor and
+    // descends into /dev/sgx (openat of "sgx" in it, fdopendir).
+    let out = sgxemu(&["run", "--", "find", "/dev", "-maxdepth", "2", "-path", "*sgx*", "-printf", "%p %y %l\\n"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(text(&out.stdout), "/dev/sgx d\n/dev/sgx_enclave c\n/dev/sgx_provision c\n");
+    assert_eq!(
+        text(&out.stdout),
+        "/dev/sgx d \n/dev/sgx/enclave l ../sgx_enclave\n/dev/sgx/provision l ../sgx_provision\n\
+         /dev/sgx_enclave c \n/dev/sgx_provision c \n"
+    );
 }
 
 /// The environment variable that makes [`rust_helper`] do its work (it is a no-op in an

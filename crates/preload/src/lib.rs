@@ -660,14 +660,19 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
     })
 }
 
-/// fdopendir(3): a stream of a `/dev` descriptor lists the emulated nodes too.
+/// fdopendir(3): a stream of a `/dev` descriptor lists the emulated nodes too, one of
+/// `/dev/sgx`'s (`devices_fs::open`) the udev links.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
     guard("fdopendir", std::ptr::null_mut, || {
         // SAFETY: forwarded C contract.
         let dir = unsafe { real::fdopendir(fd) };
-        if !dir.is_null() && dev_listing::is_dev_descriptor(fd) {
-            dev_listing::opened(dir as usize, Listed::Dev, true);
+        if !dir.is_null() {
+            if devices_fs::descriptor_node(fd) == Some(Node::SgxDir) {
+                dev_listing::opened(dir as usize, Listed::SgxDir, false);
+            } else if dev_listing::is_dev_descriptor(fd) {
+                dev_listing::opened(dir as usize, Listed::Dev, true);
+            }
         }
         dir
     })
