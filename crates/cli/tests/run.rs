@@ -180,6 +180,48 @@ fn the_device_nodes_are_found_through_every_file_api() {
     );
 }
 
+#[test]
+fn directory_listings_of_dev_show_the_nodes_and_udev_s_links() {
+    let exe = build("dev_listing");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The host's own /dev entries come first; each emulated one once, again after rewinddir.
+    assert_eq!(
+        text(&out.stdout),
+        "readdir /dev: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
+         readdir64 /dev/: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
+         readdir /dev/sgx: ./d ../d enclave/l provision/l (1 entries) rewound 1\n\
+         fdopendir readdir_r /dev: sgx/d sgx_enclave/c sgx_provision/c\n\
+         glob /dev/sgx*: 0 /dev/sgx/ /dev/sgx_enclave /dev/sgx_provision altdirfunc 0\n\
+         glob /dev/sgx/*: 0 /dev/sgx/enclave /dev/sgx/provision altdirfunc 0\n\
+         scandir /dev/sgx: 4 ./d ../d enclave/l provision/l\n"
+    );
+    // A shell's expansion (dash's opendir/readdir) and ls's listing, stat and xattr calls.
+    let out = sgxemu(&["run", "--", "sh", "-c", "ls -l /dev/sgx* /dev/sgx/"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let starts = |line: &str, mode: &str, end: &str| line.starts_with(mode) && line.ends_with(end);
+    assert!(starts(lines[0], "crw-rw-rw- 1 ", " 10, 125 Jan  1  1970 /dev/sgx_enclave"), "{stdout}");
+    assert!(starts(lines[1], "crw-rw---- 1 ", " 10, 126 Jan  1  1970 /dev/sgx_provision"), "{stdout}");
+    for dir in ["/dev/sgx:", "/dev/sgx/:"] {
+        let at = lines.iter().position(|l| *l == dir).unwrap_or_else(|| panic!("{dir} listed: {stdout}"));
+        assert_eq!(lines[at + 1], "total 0", "{stdout}");
+        assert!(starts(lines[at + 2], "lrwxrwxrwx 1 ", " enclave -> ../sgx_enclave"), "{stdout}");
+        assert!(starts(lines[at + 3], "lrwxrwxrwx 1 ", " provision -> ../sgx_provision"), "{stdout}");
+    }
+    // find lists /dev through fdopendir, looks at each name relative to its descriptor and
+    // descends into /dev/sgx (openat of "sgx" in it, fdopendir).
+    let out = sgxemu(&["run", "--", "find", "/dev", "-maxdepth", "2", "-path", "*sgx*", "-printf", "%p %y %l\\n"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "/dev/sgx d \n/dev/sgx/enclave l ../sgx_enclave\n/dev/sgx/provision l ../sgx_provision\n\
+         /dev/sgx_enclave c \n/dev/sgx_provision c \n"
+    );
+}
+
 /// The environment variable that makes [`rust_helper`] do its work (it is a no-op in an
 /// ordinary test run).
 const HELPER: &str = "SGXEMU_RUN_TEST_HELPER";
@@ -318,6 +360,21 @@ fn the_dynamic_linker_and_dlsym_find_the_vdso_entry_point() {
             "{exe:?}"
         );
     }
+}
+
+#[test]
+fn dlsym_finds_the_entry_point_in_the_vdso_s_handle() {
+    let exe = build_as("vdso_dlsym", "vdso_dlsym", &["-ldl"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "vdso handle 1: dlsym -22 dlvsym -22 same 1 in getauxval's image 1\n\
+         other version: 0\n\
+         default -22 next -22 dlvsym default -22 same 1\n\
+         open next is default 1\n\
+         clock_gettime 1 malloc next 1 default 1 versioned 1 missing 1\n"
+    );
 }
 
 #[test]
