@@ -9,7 +9,8 @@
 //!
 //! - PAUSE in enclave code is patched to trap ([`crate::patch`]); a PAUSE that follows the
 //!   thread's previous one within [`GAP`] is a pause loop, and the thread yields its CPU
-//!   (the lock holder, if runnable, goes first). Cheap where nothing else waits for the CPU.
+//!   (the lock holder, if runnable, goes first; cheap where nothing else waits for the CPU);
+//!   after [`LONG_LOOP`] of it, each PAUSE sleeps [`LOOP_SLEEP`] instead.
 //! - An interrupt (the reclaimer's IPI) whose AEX finds the interrupted code spinning (a
 //!   PAUSE at the interrupted instruction or just before it) keeps the thread off its CPU
 //!   for a while before ERESUME, longer each time it is found spinning again, up to
@@ -37,12 +38,26 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(20);
 /// PAUSEs closer together than this belong to one loop (a trapped PAUSE costs a few µs).
 pub const GAP: Duration = Duration::from_micros(50);
 
-/// A PAUSE of enclave code (a patched one): in a pause loop, the thread yields its CPU.
+/// A pause loop that lasted this long sleeps ([`LOOP_SLEEP`] per PAUSE) instead of yielding:
+/// yielding threads stay runnable, and enough of them still crowd out the lock holder.
+pub const LONG_LOOP: Duration = Duration::from_millis(1);
+/// How long a PAUSE of a long pause loop sleeps.
+pub const LOOP_SLEEP: Duration = Duration::from_micros(50);
+
+/// A PAUSE of enclave code (a patched one): in a pause loop the thread yields its CPU, and
+/// once the loop has lasted [`LONG_LOOP`] it sleeps a little at each PAUSE.
 pub fn on_pause(st: &ThreadState) {
     let now = sys::monotonic_ns();
     let last = st.last_pause_ns.swap(now, Ordering::Relaxed);
-    if now.saturating_sub(last) <= GAP.as_nanos() as u64 {
+    if now.saturating_sub(last) > GAP.as_nanos() as u64 {
+        st.pause_loop_since_ns.store(now, Ordering::Relaxed);
+        return;
+    }
+    if now.saturating_sub(st.pause_loop_since_ns.load(Ordering::Relaxed)) < LONG_LOOP.as_nanos() as u64 {
         sys::sched_yield();
+    } else {
+        sys::sleep(LOOP_SLEEP);
+        st.last_pause_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
     }
 }
 
