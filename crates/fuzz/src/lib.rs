@@ -21,10 +21,11 @@
 //! Modules: [`ops`] (operations and their generator), [`model`] (what the fuzzer believes),
 //! [`oracle`] (the kernel's answers), [`known`] (differences being fixed elsewhere),
 //! [`enclave_program`] (the enclave built from raw bytes), [`world`] (one thread's executor),
-//! [`campaign`] (threads and watchdog), [`minimize`] (child runs and delta debugging),
+//! [`campaign`] (threads and watchdog), [`cli`] (the command line), [`minimize`] (child runs and delta debugging),
 //! [`sys`] (the system calls: the only `unsafe`), [`rng`].
 
 pub mod campaign;
+pub mod cli;
 pub mod enclave_program;
 pub mod known;
 pub mod minimize;

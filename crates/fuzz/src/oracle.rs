@@ -146,7 +146,8 @@ fn secinfo_valid(variant: SecinfoVariant) -> bool {
 pub fn source_page(src: SrcVariant, i: u8, target_page: u64) -> Option<[u8; PAGE_SIZE]> {
     match src {
         SrcVariant::Code => Some(enclave_program::code_page()),
-        SrcVariant::Tcs => Some(enclave_program::tcs_page(target_page)),
+        // (A target page beyond any ELRANGE only occurs in ranges the driver refuses.)
+        SrcVariant::Tcs => Some(enclave_program::tcs_page(target_page % (1 << 32))),
         SrcVariant::Zero => Some([0; PAGE_SIZE]),
         SrcVariant::Pattern(byte) => Some(pattern_page(byte, i)),
         SrcVariant::ReadOnly => Some(pattern_page(0x5A, i)),

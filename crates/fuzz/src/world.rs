@@ -54,6 +54,8 @@ pub struct SharedEnclave {
     pub base: u64,
     /// An open `/dev/sgx_provision`.
     pub provision_fd: i32,
+    /// A page number inside ELRANGE that was never added.
+    pub hole: u64,
 }
 
 /// Counts of one world's run.
@@ -209,7 +211,8 @@ impl World {
             ArgPtr::Kernel => KERNEL_ADDRESS,
             ArgPtr::ProtNone => self.page_addr(scratch::GUARD),
             ArgPtr::Straddle => {
-                let at = self.page_addr(scratch::GUARD) - (len / 2).next_multiple_of(8).max(8);
+                // Half of the structure readable, the rest in the PROT_NONE page.
+                let at = self.page_addr(scratch::GUARD) - (len / 2).max(1);
                 let readable = (self.page_addr(scratch::GUARD) - at) as usize;
                 // SAFETY: [at, GUARD) is the tail of the read-write SRC_RW area.
                 unsafe { sys::write_bytes(at, &bytes[..readable.min(bytes.len())]) };
@@ -373,9 +376,16 @@ impl World {
         let src = self.place_obj(secs_ptr, image.as_bytes());
         let argp = self.place_arg(arg, SgxEnclaveCreate { src }.as_bytes());
         let encl = self.slots[usize::from(slot)].encl.as_mut().expect("an open slot has an enclave");
+        let encl_was_created = encl.created;
         let expected = oracle::create(encl, arg, secs, secs_ptr, size_log2, attrs);
         let ret = sys::ioctl(fd, SGX_IOC_ENCLAVE_CREATE, argp);
-        let known = (secs == SecsVariant::Size2p63 && expected.ret == Err(EINVAL)).then_some(Known::CreateSize2p63);
+        // Known only where the size check decides (an enclave already created answers EINVAL
+        // before it looks at the SECS).
+        let decisive = secs == SecsVariant::Size2p63 && {
+            let mut probe = Encl { created: encl_was_created, ..Encl::default() };
+            oracle::create(&mut probe, arg, SecsVariant::SizeHuge, secs_ptr, size_log2, attrs) != expected
+        };
+        let known = decisive.then_some(Known::CreateSize2p63);
         let outcome = compare("CREATE", &expected, ret, None, None);
         if outcome.is_err() && known.is_some() && ret.is_ok() {
             // The emulator created what the kernel refuses: follow the emulator's state so
@@ -406,7 +416,12 @@ impl World {
         let expected = oracle::add_pages(encl, req);
         let ret = sys::ioctl(fd, SGX_IOC_ENCLAVE_ADD_PAGES, argp);
         let count = (req.arg == ArgPtr::Valid).then(|| self.read_arg::<SgxEnclaveAddPages>().count);
-        let known = (req.src == SrcVariant::ExecOnly).then_some(Known::AddExecOnlySource);
+        // Known only where the source's readability decides.
+        let decisive = req.src == SrcVariant::ExecOnly && {
+            let mut probe = before.clone();
+            oracle::add_pages(&mut probe, &AddRequest { src: SrcVariant::Pattern(0x11), ..*req }) != expected
+        };
+        let known = decisive.then_some(Known::AddExecOnlySource);
         let mut outcome = compare("ADD_PAGES", &expected, ret, count, None);
         if outcome.is_ok() && expected.count.is_none() && count.is_some_and(|c| c != SENTINEL) {
             outcome = Err(Mismatch(format!("ADD_PAGES: the kernel leaves count alone on {:?}; got count {count:?}", expected.ret)));
@@ -662,7 +677,14 @@ impl World {
             // Only our own anonymous memory: not the driver's business.
             return Ok(Step::Skipped);
         }
-        let mut known = (any_enclave && any_reserved).then_some(Known::MprotectSpanning);
+        // A write-protected VMA of an O_RDONLY descriptor exists only because its mmap was let
+        // through (a known difference): what mprotect then answers belongs to that class.
+        let read_only_vma = prot_bits & W != 0 && maps.iter().any(|m| matches!(m, Mapping::Enclave { may_write: false, .. }));
+        let mut known = if read_only_vma {
+            Some(Known::MmapWriteOfReadOnlyFd)
+        } else {
+            (any_enclave && any_reserved).then_some(Known::MprotectSpanning)
+        };
         let (addr, p) = match kind {
             ProtectKind::Plain => (base + u64::from(start) * PAGE, prot(prot_bits)),
             ProtectKind::UnalignedStart => {
@@ -716,14 +738,23 @@ impl World {
             Err(Mismatch(format!("mprotect(pages {start}..{end}, prot {prot_bits}, {kind:?}): kernel answers {expected:?}; got {ret:?}")))
         };
         if outcome.is_ok() {
-            // Split VMAs get their own identities.
-            let vma = self.slots[s].new_vma();
-            for (i, m) in predicted.iter_mut().enumerate().take(usize::from(end)).skip(usize::from(start)) {
-                if let Mapping::Enclave { prot, may_write, .. } = *m
-                    && self.slots[s].maps[i] != *m
-                {
-                    *m = Mapping::Enclave { prot, vma, may_write };
+            // Each changed part of a VMA becomes a VMA of its own (enclave VMAs never merge).
+            let old = self.slots[s].maps.clone();
+            let mut i = usize::from(start);
+            while i < usize::from(end) {
+                let mut j = i + 1;
+                while j < usize::from(end) && old[j] == old[i] {
+                    j += 1;
                 }
+                if predicted[i] != old[i] {
+                    let vma = self.slots[s].new_vma();
+                    for m in &mut predicted[i..j] {
+                        if let Mapping::Enclave { prot, may_write, .. } = *m {
+                            *m = Mapping::Enclave { prot, vma, may_write };
+                        }
+                    }
+                }
+                i = j;
             }
             self.slots[s].maps = predicted;
         } else if known.is_some() {
@@ -933,7 +964,7 @@ impl World {
                 ioctl(self, SGX_IOC_ENCLAVE_PROVISION, arg.as_bytes(), Ok(()))
             }
             SharedOp::RestrictHole => {
-                let arg = SgxEnclaveRestrictPermissions { offset: 15 * PAGE, length: PAGE, permissions: 1, result: 0, count: 0 };
+                let arg = SgxEnclaveRestrictPermissions { offset: self.shared.hole * PAGE, length: PAGE, permissions: 1, result: 0, count: 0 };
                 let expected = if self.sgx2 { Err(libc::EFAULT) } else { Err(libc::ENODEV) };
                 ioctl(self, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, arg.as_bytes(), expected)
             }
@@ -972,7 +1003,7 @@ impl SharedEnclave {
         let provision_fd = sys::open(c"/dev/sgx_provision", libc::O_RDONLY).map_err(|e| format!("/dev/sgx_provision: errno {e}"))?;
         let fd = sys::open(c"/dev/sgx_enclave", libc::O_RDWR).map_err(|e| format!("/dev/sgx_enclave: errno {e} (run under `sgxemu run`)"))?;
         let pages = u64::from(layout::tcs_page(threads));
-        let size = (pages * PAGE).next_power_of_two().max(64 << 10);
+        let size = ((pages + 1) * PAGE).next_power_of_two().max(64 << 10);
         let (base, _) = reserve_aligned(size / PAGE, size)?;
         let mut encl = Encl::default();
         let mut secs = Secs::new_zeroed();
@@ -1019,6 +1050,6 @@ impl SharedEnclave {
         };
         map(0, 1, libc::PROT_READ | libc::PROT_EXEC)?;
         map(1, pages - 1, libc::PROT_READ | libc::PROT_WRITE)?;
-        Ok(SharedEnclave { fd, base, provision_fd })
+        Ok(SharedEnclave { fd, base, provision_fd, hole: size / PAGE - 1 })
     }
 }
