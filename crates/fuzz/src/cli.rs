@@ -75,6 +75,8 @@ fn worker(config: &Config) -> i32 {
             println!("known {known:?} now gets the kernel's answer {count} times: remove it from KNOWN_MISMATCHES if it never differs");
         }
     }
+    let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("reached: {}", events.join(", "));
     if let Some(f) = &report.failure {
         println!(
             "FAIL mismatch seed={} threads={} thread={} op={} kind={}: {}",

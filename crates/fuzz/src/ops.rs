@@ -112,6 +112,9 @@ pub enum SrcVariant {
     ProtNoneAt(u8),
     /// An execute-only source page (kernel: EFAULT, get_user_pages needs VM_READ).
     ExecOnly,
+    /// The bytes an ExecOnly source holds (its page, then the read-only pattern pages after
+    /// it), as read by a driver that lets it through: only used to follow such a driver.
+    ExecOnlyContents,
     /// A kernel-half address (EFAULT at the first page).
     Kernel,
 }

@@ -152,6 +152,7 @@ pub fn source_page(src: SrcVariant, i: u8, target_page: u64) -> Option<[u8; PAGE
         SrcVariant::Pattern(byte) => Some(pattern_page(byte, i)),
         SrcVariant::ReadOnly => Some(pattern_page(0x5A, i)),
         SrcVariant::ProtNoneAt(k) => (i < k).then(|| pattern_page(0xC3, i)),
+        SrcVariant::ExecOnlyContents => Some(if i == 0 { pattern_page(0x11, 0) } else { pattern_page(0x5A, i - 1) }),
         SrcVariant::Unaligned | SrcVariant::ExecOnly | SrcVariant::Kernel => None,
     }
 }
