@@ -60,6 +60,8 @@ pub struct Page {
     pub zero: bool,
     /// An EADDed TCS of the fuzzer's program layout (valid OSSA, NSSA, OENTRY).
     pub enterable: bool,
+    /// Holds the fuzzer's enclave program (`enclave_program::code_page`).
+    pub program: bool,
     /// The TCS's CSSA (AEXes not yet resumed).
     pub cssa: u32,
 }

@@ -235,6 +235,7 @@ pub fn add_pages(encl: &mut Encl, req: &AddRequest) -> Expect {
                 pr: false,
                 zero: bytes.iter().all(|&b| b == 0),
                 enterable: is_tcs && req.src == SrcVariant::Tcs,
+                program: !is_tcs && req.src == SrcVariant::Code,
                 cssa: 0,
             },
         );
@@ -249,8 +250,8 @@ pub fn add_pages(encl: &mut Encl, req: &AddRequest) -> Expect {
     written_back(req.arg, ret, done * PAGE, None)
 }
 
-/// SGX_IOC_ENCLAVE_INIT (§3.3). `valid_sig_matches`: the Valid SIGSTRUCT was signed for the
-/// model's measurement (always, unless signing failed).
+/// SGX_IOC_ENCLAVE_INIT (§3.3). A [`SigVariant::Valid`] SIGSTRUCT is signed for the model's
+/// measurement, so EINIT accepts it exactly when the model is right about what was added.
 pub fn init(encl: &mut Encl, arg: ArgPtr, sig: SigVariant) -> Expect {
     if !encl.created || encl.initialized {
         return Expect::err(EINVAL);
@@ -497,6 +498,7 @@ pub fn eaccept(encl: &mut Encl, page: u64, secinfo: u8) -> u64 {
         pr: false,
         zero: true,
         enterable: false,
+        program: false,
         cssa: 0,
     });
     let flags = enclave_program::ACCEPT_SECINFO[usize::from(secinfo)];

@@ -94,9 +94,42 @@ pub unsafe fn read_bytes(addr: u64, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
 }
 
-/// `__vdso_sgx_enter_enclave`'s C prototype (spec §1.5): RDI, RSI, RDX, the leaf in ECX, R8,
-/// R9, and the run structure on the stack.
-type EnterEnclave = unsafe extern "C" fn(u64, u64, u64, u32, u64, u64, *mut SgxEnclaveRun) -> i32;
+std::arch::global_asm!(
+    // sgxemu_fuzz_vdso_call(rdi, rsi, rdx, function, r8, r9, run, entry): calls the vDSO
+    // entry point with its C ABI, keeping the callee-saved registers that the vDSO's contract
+    // leaves to the enclave (rbx, r12–r15): after an AEX they hold the synthetic state (zeros).
+    ".pushsection .text.sgxemu_fuzz_vdso_call,\"ax\",@progbits",
+    ".globl sgxemu_fuzz_vdso_call",
+    ".type sgxemu_fuzz_vdso_call,@function",
+    "sgxemu_fuzz_vdso_call:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rax, [rbp + 16]",
+    "mov r11, [rbp + 24]",
+    "push rax",
+    "call r11",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    ".size sgxemu_fuzz_vdso_call, . - sgxemu_fuzz_vdso_call",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    /// Calls `entry` (`__vdso_sgx_enter_enclave`, spec §1.5: RDI, RSI, RDX, the leaf in ECX,
+    /// R8, R9, the run structure on the stack) and restores every callee-saved register.
+    fn sgxemu_fuzz_vdso_call(rdi: u64, rsi: u64, rdx: u64, function: u32, r8: u64, r9: u64, run: *mut SgxEnclaveRun, entry: u64) -> i32;
+}
 
 /// `__vdso_sgx_enter_enclave`, found as the kernel's selftests find it: the vDSO image from
 /// `getauxval(AT_SYSINFO_EHDR)` and its dynamic symbol table.
@@ -124,17 +157,13 @@ impl Vdso {
     }
 
     /// Calls the entry point with leaf `function`; its return value (0, or -EINVAL).
-    ///
-    /// The enclaves this fuzzer enters (`enclave_program`) change only RAX, RBX, RCX and
-    /// R10 and the memory at RDX, so the C calling convention holds across the call.
     pub fn enter(&self, rdi: u64, rsi: u64, rdx: u64, function: u32, run: &mut SgxEnclaveRun) -> i32 {
-        // SAFETY: `enter` is the address of the vDSO's `__vdso_sgx_enter_enclave`, whose ABI is
-        // EnterEnclave (spec §1.5); the enclave code it runs keeps the callee-saved registers,
-        // and `run` is a valid, exclusively borrowed run structure.
-        unsafe {
-            let f: EnterEnclave = std::mem::transmute::<u64, EnterEnclave>(self.enter);
-            f(rdi, rsi, rdx, function, 0, 0, run)
-        }
+        // SAFETY: `enter` is the address of the vDSO's `__vdso_sgx_enter_enclave` (spec §1.5);
+        // the trampoline restores every callee-saved register whatever the enclave did, the
+        // enclave's memory writes go only to its own pages and to the address in RDX (a
+        // scratch cell of the caller), and `run` is a valid, exclusively borrowed run
+        // structure.
+        unsafe { sgxemu_fuzz_vdso_call(rdi, rsi, rdx, function, 0, 0, run, self.enter) }
     }
 }
 

@@ -785,9 +785,15 @@ impl World {
             }
             self.slots[s].maps = predicted;
         } else if known.is_some() {
-            // Follow the emulator: a protection change it made, or not, is unknown per page;
-            // give the range back to the reservation so nothing relies on it.
-            self.unmap_range(slot, start, end - start, true)?;
+            // Follow the emulator: a protection change it made, or not, is unknown per page
+            // (an unaligned start may reach one page further); give the range back to the
+            // reservation so nothing relies on it.
+            let last = (end + 1).min(RESERVATION_PAGES);
+            if self.clamp(slot, start, last - start).is_some() {
+                self.unmap_range(slot, start, last - start, true)?;
+            } else {
+                self.unmap_range(slot, start, end - start, true)?;
+            }
         }
         self.judge(known, outcome)
     }
@@ -863,7 +869,7 @@ impl World {
             p.ty == PageType::Tcs && p.enterable && !p.modified && !p.pending && p.cssa < u32::from(layout::NSSA)
         });
         let ok_code = encl.pages.get(&code).is_some_and(|p| {
-            p.ty == PageType::Reg && p.epcm_perms & (R | X) == R | X && !p.pending && !p.modified && !p.pr
+            p.ty == PageType::Reg && p.program && p.epcm_perms & (R | X) == R | X && !p.pending && !p.modified && !p.pr
         });
         let ok_ssa = (1..=u64::from(layout::NSSA)).all(|k| {
             encl.pages.get(&(tcs_page + k)).is_some_and(|p| {
