@@ -881,6 +881,19 @@ impl World {
         ok_tcs && ok_code && ok_ssa && self.mapped_for(s, tcs_page, R | W) && self.mapped_for(s, code, R | X)
     }
 
+    /// EENTER writes the untrusted RSP and RBP into the current SSA frame (GPRSGX.URSP,
+    /// URBP): those pages are no longer zero.
+    fn mark_ssa_written(&mut self, s: usize, tcs: u8) {
+        let tcs_page = u64::from(layout::tcs_page(u16::from(tcs)));
+        if let Some(encl) = self.slots[s].encl.as_mut() {
+            for k in 1..=u64::from(layout::NSSA) {
+                if let Some(p) = encl.pages.get_mut(&(tcs_page + k)) {
+                    p.zero = false;
+                }
+            }
+        }
+    }
+
     fn fresh_run(tcs: u64) -> SgxEnclaveRun {
         SgxEnclaveRun {
             tcs,
@@ -930,6 +943,7 @@ impl World {
                     return Ok(Step::Skipped);
                 }
                 let mut run = Self::fresh_run(tcs_addr);
+                self.mark_ssa_written(s, tcs);
                 let ret = self.vdso.enter(0, 0, 0, EENTER, &mut run);
                 Self::check_exit("EENTER + EEXIT", ret, &run)?;
                 self.stats.event("enter", 1);
@@ -954,6 +968,7 @@ impl World {
                 let cell = self.page_addr(scratch::CELL);
                 // SAFETY: the CELL page is a read-write scratch page of this world.
                 unsafe { sys::write_bytes(cell, &0xDEAD_BEEFu64.to_le_bytes()) };
+                self.mark_ssa_written(s, tcs);
                 let encl = self.slots[s].encl.as_mut().expect("enterable");
                 let expected = oracle::eaccept(encl, page, secinfo);
                 let mut run = Self::fresh_run(tcs_addr);
