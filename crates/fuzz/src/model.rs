@@ -15,8 +15,8 @@ pub const W: u8 = 2;
 /// EXEC.
 pub const X: u8 = 4;
 
-/// Pages in a slot's reservation: 2 MiB, ELRANGE at its start (ELRANGE is at most 1 MiB, so
-/// the upper half is always outside it).
+/// Pages in a slot's reservation: 2 MiB, ELRANGE at its start (ELRANGE sizes go up to 4 MiB:
+/// for the small ones the upper part lies outside ELRANGE).
 pub const RESERVATION_PAGES: u16 = 512;
 
 /// The driver's record of an EPCM page type (`encl_page->type`).

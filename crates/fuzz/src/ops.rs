@@ -370,7 +370,7 @@ pub fn generate(seed: u64, stream: u64, count: usize, sgx2: bool) -> Vec<Op> {
 fn build(rng: &mut Rng, slot: u8, sgx2: bool, ops: &mut Vec<Op>) {
     let threads = 1 + rng.below(2) as u16;
     let attrs = rng.pick(&[AttrVariant::Plain, AttrVariant::Plain, AttrVariant::Debug, AttrVariant::Kss, AttrVariant::ProvisionKey]);
-    let size_log2 = rng.pick(&[15, 16, 16, 18, 20]);
+    let size_log2 = rng.pick(&[15, 16, 16, 18, 20, 22]);
     ops.push(Op::Open { slot, rdonly: false });
     ops.push(Op::Create { slot, arg: ArgPtr::Valid, secs: SecsVariant::Valid, secs_ptr: ObjPtr::Valid, size_log2, attrs });
     let add = |src, page, npages, secinfo, flags| Op::AddPages {
@@ -393,6 +393,14 @@ fn build(rng: &mut Rng, slot: u8, sgx2: bool, ops: &mut Vec<Op>) {
     if rng.chance(60) {
         let perms = rng.pick(&[3, 3, 7]);
         ops.push(add(SrcVariant::Pattern(rng.below(256) as u8), data, 1 + rng.below(4) as u8, SecinfoVariant::Reg(perms), rng.below(2)));
+    }
+    // Bulk: 4 MiB enclaves sometimes get up to 640 more pages, so that the threads' enclaves
+    // together outgrow an 8 MiB EPC and the reclaimer (EWB, ELDU) takes part.
+    if size_log2 == 22 && rng.chance(70) {
+        let runs = 8 + rng.below(33) as u16;
+        for k in 0..runs {
+            ops.push(add(SrcVariant::Zero, 64 + 16 * k, 16, SecinfoVariant::Reg(3), 0));
+        }
     }
     if attrs == AttrVariant::ProvisionKey {
         ops.push(Op::Provision { slot, arg: ArgPtr::Valid, fd: ProvFd::Provision });
@@ -419,8 +427,14 @@ fn page(rng: &mut Rng) -> u16 {
     }
 }
 
+/// A page count: mostly one, sometimes a few, and sometimes up to 16 (the source area), so
+/// that the threads' enclaves together outgrow an 8 MiB EPC and the reclaimer runs.
 fn npages(rng: &mut Rng) -> u8 {
-    if rng.chance(70) { 1 } else { 1 + rng.below(6) as u8 }
+    match rng.below(10) {
+        0..=6 => 1,
+        7..=8 => 1 + rng.below(6) as u8,
+        _ => 8 + rng.below(9) as u8,
+    }
 }
 
 fn arg_ptr(rng: &mut Rng) -> ArgPtr {
@@ -507,7 +521,7 @@ fn one(rng: &mut Rng, slot: u8, sgx2: bool) -> Op {
             };
             let secs_ptr = if rng.chance(90) { ObjPtr::Valid } else { obj_ptr(rng) };
             let attrs = rng.pick(&[AttrVariant::Plain, AttrVariant::Debug, AttrVariant::ProvisionKey, AttrVariant::EinitTokenKey, AttrVariant::Kss]);
-            Op::Create { slot, arg: arg_ptr(rng), secs, secs_ptr, size_log2: rng.pick(&[13, 14, 15, 16, 18, 20]), attrs }
+            Op::Create { slot, arg: arg_ptr(rng), secs, secs_ptr, size_log2: rng.pick(&[13, 14, 15, 16, 18, 20, 22]), attrs }
         }
         15..=29 => {
             let (ty, bit, ptr, byte, k) = (rng.pick(&[0, 3, 4, 0xFF]), rng.pick(&[3, 4, 5, 6, 16, 63]), obj_ptr(rng), rng.below(256) as u8, rng.below(3) as u8);

@@ -18,6 +18,11 @@ use crate::sys::{self, Errno, Vdso};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// The largest ELRANGE the fuzzer creates (4 MiB); slot bases are aligned to it. Only the
+/// first 2 MiB of it lie in the slot's reservation (and get mapped); the rest is only ever
+/// EADDed, which needs no mapping.
+const MAX_ELRANGE: u64 = 4 << 20;
+
 /// A kernel-half address: never user memory.
 const KERNEL_ADDRESS: u64 = 0xFFFF_8000_0000_1000;
 
@@ -168,7 +173,7 @@ impl World {
         let mut bases = Vec::new();
         let mut reservation_starts = Vec::new();
         for _ in 0..SLOTS {
-            let (base, start) = reserve_aligned(u64::from(RESERVATION_PAGES), 1 << 20)?;
+            let (base, start) = reserve_aligned(u64::from(RESERVATION_PAGES), MAX_ELRANGE)?;
             bases.push(base);
             reservation_starts.push(start);
         }
@@ -1032,7 +1037,7 @@ impl World {
                 let _ = sys::close(fd);
             }
             let start = self.reservation_starts[s];
-            let _ = sys::munmap(start, u64::from(RESERVATION_PAGES) * PAGE + (1 << 20));
+            let _ = sys::munmap(start, u64::from(RESERVATION_PAGES) * PAGE + MAX_ELRANGE);
             self.slots[s] = Slot::new();
         }
         let _ = sys::munmap(self.scratch, scratch::PAGES * PAGE);
