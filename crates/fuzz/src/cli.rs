@@ -5,7 +5,8 @@ use crate::campaign::{self, Config, EXIT_HANG, EXIT_MISMATCH, EXIT_SETUP};
 use crate::known::KNOWN_MISMATCHES;
 use crate::minimize::{self, Outcome};
 
-const USAGE: &str = "usage: sgxemu-uapi-fuzz [--seed N] [--ops N] [--threads N] [--sgx1|--sgx2] [--hang-secs N] [--no-minimize]
+const USAGE: &str =
+    "usage: sgxemu-uapi-fuzz [--seed N] [--ops N] [--threads N] [--sgx1|--sgx2] [--hang-secs N] [--no-minimize]
   runs under `sgxemu run` (e.g. sgxemu run --epc 8M -- sgxemu-uapi-fuzz --ops 20000 --threads 4);
   --sgx1/--sgx2 says what the part is expected to be (default --sgx2)";
 
@@ -17,7 +18,8 @@ struct Args {
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut config = Config { seed: 1, ops: 20_000, threads: 1, sgx2: true, hang_secs: 60, replay_thread: None, keep: None };
+    let mut config =
+        Config { seed: 1, ops: 20_000, threads: 1, sgx2: true, hang_secs: 60, replay_thread: None, keep: None };
     let (mut worker, mut minimize) = (false, true);
     let mut args = args;
     while let Some(arg) = args.next() {
@@ -36,11 +38,17 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--sgx2" => config.sgx2 = true,
             "--worker" => worker = true,
             "--no-minimize" => minimize = false,
-            "--replay-thread" => config.replay_thread = Some(u16::try_from(number(value()?)?).map_err(|_| "--replay-thread")?),
+            "--replay-thread" => {
+                config.replay_thread = Some(u16::try_from(number(value()?)?).map_err(|_| "--replay-thread")?)
+            }
             "--keep-file" => {
                 let path = value()?;
                 let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-                config.keep = Some(text.split_whitespace().map(|w| w.parse().map_err(|_| format!("{path}: bad index {w}"))).collect::<Result<_, _>>()?);
+                config.keep = Some(
+                    text.split_whitespace()
+                        .map(|w| w.parse().map_err(|_| format!("{path}: bad index {w}")))
+                        .collect::<Result<_, _>>()?,
+                );
             }
             "--help" | "-h" => return Err(USAGE.to_owned()),
             _ => return Err(format!("unknown argument {arg}\n{USAGE}")),
@@ -72,7 +80,9 @@ fn worker(config: &Config) -> i32 {
     }
     for (known, count) in &s.known_passed {
         if KNOWN_MISMATCHES.contains(known) {
-            println!("known {known:?} now gets the kernel's answer {count} times: remove it from KNOWN_MISMATCHES if it never differs");
+            println!(
+                "known {known:?} now gets the kernel's answer {count} times: remove it from KNOWN_MISMATCHES if it never differs"
+            );
         }
     }
     let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();

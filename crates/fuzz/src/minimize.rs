@@ -66,7 +66,10 @@ fn worker_args(config: &Config, keep_file: Option<&PathBuf>) -> Vec<String> {
 
 /// Parses `key=value` out of a FAIL line.
 fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).map(|v| v.trim_end_matches(':')).and_then(|v| v.parse().ok())
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim_end_matches(':'))
+        .and_then(|v| v.parse().ok())
 }
 
 /// Runs a worker child for `config` (with the operations of `keep`, if given).
@@ -88,7 +91,9 @@ pub fn run_child(config: &Config, keep: Option<&[usize]>) -> ChildRun {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return ChildRun { outcome: Outcome::Error(format!("cannot start the worker: {e}")), output: String::new() },
+        Err(e) => {
+            return ChildRun { outcome: Outcome::Error(format!("cannot start the worker: {e}")), output: String::new() };
+        }
     };
     // The child's own watchdog reports hangs; this is the backstop for a child that cannot.
     let deadline = Instant::now() + Duration::from_secs(config.hang_secs * 2 + 60);
@@ -121,7 +126,9 @@ pub fn run_child(config: &Config, keep: Option<&[usize]>) -> ChildRun {
             index: field(fail_line, "op").unwrap_or(0),
             kind: field(fail_line, "kind").unwrap_or_default(),
         },
-        Some(s) if s.code() == Some(EXIT_HANG) => Outcome::Hang { thread: field(fail_line, "thread"), index: field(fail_line, "op") },
+        Some(s) if s.code() == Some(EXIT_HANG) => {
+            Outcome::Hang { thread: field(fail_line, "thread"), index: field(fail_line, "op") }
+        }
         Some(s) if s.signal().is_some() => Outcome::Crash { signal: s.signal() },
         // An abort inside the emulator may surface as its own exit status.
         Some(s) if s.code() == Some(134) || s.code() == Some(139) => Outcome::Crash { signal: None },
@@ -158,7 +165,8 @@ pub fn ddmin(items: Vec<usize>, budget: usize, mut fails: impl FnMut(&[usize]) -
                 if tests > budget {
                     break;
                 }
-                let complement: Vec<usize> = chunks.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, c)| c.iter().copied()).collect();
+                let complement: Vec<usize> =
+                    chunks.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, c)| c.iter().copied()).collect();
                 if fails(&complement) {
                     current = complement;
                     n = (n - 1).max(2);
@@ -227,7 +235,10 @@ pub fn minimize(config: &Config, first: &Outcome) {
         );
         return;
     }
-    println!("the failure does not reproduce in one thread: it needs the race (seed {} threads {})", config.seed, config.threads);
+    println!(
+        "the failure does not reproduce in one thread: it needs the race (seed {} threads {})",
+        config.seed, config.threads
+    );
 }
 
 #[cfg(test)]

@@ -128,7 +128,13 @@ pub struct Slot {
 impl Slot {
     /// An empty slot over a fresh reservation.
     pub fn new() -> Slot {
-        Slot { fds: Vec::new(), rdonly: false, encl: None, maps: vec![Mapping::Reserved; RESERVATION_PAGES as usize], next_vma: 0 }
+        Slot {
+            fds: Vec::new(),
+            rdonly: false,
+            encl: None,
+            maps: vec![Mapping::Reserved; RESERVATION_PAGES as usize],
+            next_vma: 0,
+        }
     }
 
     /// Whether any page is still mapped from the enclave file.

@@ -369,10 +369,23 @@ pub fn generate(seed: u64, stream: u64, count: usize, sgx2: bool) -> Vec<Op> {
 /// permissions — each step its own operation, so minimisation can drop any of them.
 fn build(rng: &mut Rng, slot: u8, sgx2: bool, ops: &mut Vec<Op>) {
     let threads = 1 + rng.below(2) as u16;
-    let attrs = rng.pick(&[AttrVariant::Plain, AttrVariant::Plain, AttrVariant::Debug, AttrVariant::Kss, AttrVariant::ProvisionKey]);
+    let attrs = rng.pick(&[
+        AttrVariant::Plain,
+        AttrVariant::Plain,
+        AttrVariant::Debug,
+        AttrVariant::Kss,
+        AttrVariant::ProvisionKey,
+    ]);
     let size_log2 = rng.pick(&[15, 16, 16, 18, 20, 22]);
     ops.push(Op::Open { slot, rdonly: false });
-    ops.push(Op::Create { slot, arg: ArgPtr::Valid, secs: SecsVariant::Valid, secs_ptr: ObjPtr::Valid, size_log2, attrs });
+    ops.push(Op::Create {
+        slot,
+        arg: ArgPtr::Valid,
+        secs: SecsVariant::Valid,
+        secs_ptr: ObjPtr::Valid,
+        size_log2,
+        attrs,
+    });
     let add = |src, page, npages, secinfo, flags| Op::AddPages {
         slot,
         arg: ArgPtr::Valid,
@@ -392,7 +405,13 @@ fn build(rng: &mut Rng, slot: u8, sgx2: bool, ops: &mut Vec<Op>) {
     let data = layout::tcs_page(threads);
     if rng.chance(60) {
         let perms = rng.pick(&[3, 3, 7]);
-        ops.push(add(SrcVariant::Pattern(rng.below(256) as u8), data, 1 + rng.below(4) as u8, SecinfoVariant::Reg(perms), rng.below(2)));
+        ops.push(add(
+            SrcVariant::Pattern(rng.below(256) as u8),
+            data,
+            1 + rng.below(4) as u8,
+            SecinfoVariant::Reg(perms),
+            rng.below(2),
+        ));
     }
     // Bulk: 4 MiB enclaves sometimes get up to 640 more pages, so that the threads' enclaves
     // together outgrow an 8 MiB EPC and the reclaimer (EWB, ELDU) takes part.
@@ -441,7 +460,14 @@ fn arg_ptr(rng: &mut Rng) -> ArgPtr {
     if rng.chance(88) {
         ArgPtr::Valid
     } else {
-        rng.pick(&[ArgPtr::Null, ArgPtr::Kernel, ArgPtr::ProtNone, ArgPtr::Straddle, ArgPtr::ReadOnly, ArgPtr::ReadOnly])
+        rng.pick(&[
+            ArgPtr::Null,
+            ArgPtr::Kernel,
+            ArgPtr::ProtNone,
+            ArgPtr::Straddle,
+            ArgPtr::ReadOnly,
+            ArgPtr::ReadOnly,
+        ])
     }
 }
 
@@ -453,7 +479,12 @@ fn shape(rng: &mut Rng) -> RangeShape {
     if rng.chance(85) {
         RangeShape::Pages
     } else {
-        rng.pick(&[RangeShape::UnalignedOffset, RangeShape::ZeroLength, RangeShape::UnalignedLength, RangeShape::Overflow])
+        rng.pick(&[
+            RangeShape::UnalignedOffset,
+            RangeShape::ZeroLength,
+            RangeShape::UnalignedLength,
+            RangeShape::Overflow,
+        ])
     }
 }
 
@@ -484,12 +515,12 @@ fn near_miss_cmd(rng: &mut Rng) -> u32 {
         SGX_IOC_ENCLAVE_REMOVE_PAGES,
     ]);
     match rng.below(9) {
-        0 => base ^ (rng.pick(&[1u32, 2, 3]) << 30),          // direction bits
-        1 => base ^ (rng.pick(&[8u32, 16, 0x3F00]) << 16),    // size field
+        0 => base ^ (rng.pick(&[1u32, 2, 3]) << 30),       // direction bits
+        1 => base ^ (rng.pick(&[8u32, 16, 0x3F00]) << 16), // size field
         2 => (base & !0xFF00) | (rng.pick(&[0xA3u32, 0xA5, 0x00, 0xA6]) << 8), // type byte
         3 => (base & !0xFF) | rng.pick(&[8u32, 9, 0x80, 0xFF]), // command number
         4 => SGX_IOC_VEPC_REMOVE_ALL,
-        5 => rng.pick(&[0x5401u32, 0x541B, 0x5460]),          // TCGETS, FIONREAD, FIOQSIZE
+        5 => rng.pick(&[0x5401u32, 0x541B, 0x5460]), // TCGETS, FIONREAD, FIOQSIZE
         _ => rng.pick(&[0x5451u32, 0x5450, 0x5421, 0x5452, 2]), // FIOCLEX, FIONCLEX, FIONBIO, FIOASYNC, FIGETBSZ
     }
 }
@@ -520,11 +551,30 @@ fn one(rng: &mut Rng, slot: u8, sgx2: bool) -> Op {
                 ])
             };
             let secs_ptr = if rng.chance(90) { ObjPtr::Valid } else { obj_ptr(rng) };
-            let attrs = rng.pick(&[AttrVariant::Plain, AttrVariant::Debug, AttrVariant::ProvisionKey, AttrVariant::EinitTokenKey, AttrVariant::Kss]);
-            Op::Create { slot, arg: arg_ptr(rng), secs, secs_ptr, size_log2: rng.pick(&[13, 14, 15, 16, 18, 20, 22]), attrs }
+            let attrs = rng.pick(&[
+                AttrVariant::Plain,
+                AttrVariant::Debug,
+                AttrVariant::ProvisionKey,
+                AttrVariant::EinitTokenKey,
+                AttrVariant::Kss,
+            ]);
+            Op::Create {
+                slot,
+                arg: arg_ptr(rng),
+                secs,
+                secs_ptr,
+                size_log2: rng.pick(&[13, 14, 15, 16, 18, 20, 22]),
+                attrs,
+            }
         }
         15..=29 => {
-            let (ty, bit, ptr, byte, k) = (rng.pick(&[0, 3, 4, 0xFF]), rng.pick(&[3, 4, 5, 6, 16, 63]), obj_ptr(rng), rng.below(256) as u8, rng.below(3) as u8);
+            let (ty, bit, ptr, byte, k) = (
+                rng.pick(&[0, 3, 4, 0xFF]),
+                rng.pick(&[3, 4, 5, 6, 16, 63]),
+                obj_ptr(rng),
+                rng.below(256) as u8,
+                rng.below(3) as u8,
+            );
             let secinfo = if rng.chance(75) {
                 if rng.chance(80) { SecinfoVariant::Reg(rng.pick(&[1, 3, 5, 7, 3, 2])) } else { SecinfoVariant::Tcs }
             } else {
@@ -548,7 +598,16 @@ fn one(rng: &mut Rng, slot: u8, sgx2: bool) -> Op {
                 ])
             };
             let flags = rng.pick(&[0, 1, 1, 0x100, 0xFFFF_FFFF_FFFF_FFFE]);
-            Op::AddPages { slot, arg: arg_ptr(rng), src, shape: shape(rng), page: page(rng), npages: npages(rng), secinfo, flags }
+            Op::AddPages {
+                slot,
+                arg: arg_ptr(rng),
+                src,
+                shape: shape(rng),
+                page: page(rng),
+                npages: npages(rng),
+                secinfo,
+                flags,
+            }
         }
         30..=35 => {
             let ptr = obj_ptr(rng);
@@ -567,18 +626,48 @@ fn one(rng: &mut Rng, slot: u8, sgx2: bool) -> Op {
             Op::Init { slot, arg: arg_ptr(rng), sig }
         }
         36..=38 => {
-            let fd = rng.pick(&[ProvFd::Provision, ProvFd::ProvisionHighBits, ProvFd::Minus1, ProvFd::Closed, ProvFd::DevNull, ProvFd::Enclave]);
+            let fd = rng.pick(&[
+                ProvFd::Provision,
+                ProvFd::ProvisionHighBits,
+                ProvFd::Minus1,
+                ProvFd::Closed,
+                ProvFd::DevNull,
+                ProvFd::Enclave,
+            ]);
             Op::Provision { slot, arg: arg_ptr(rng), fd }
         }
         39..=45 => {
             let perms = if rng.chance(85) { rng.pick(&[0, 1, 3, 5, 7, 1]) } else { rng.pick(&[2, 8, 0x100]) };
-            Op::Restrict { slot, arg: arg_ptr(rng), shape: shape(rng), page: page(rng), npages: npages(rng), perms, out: out_fields(rng) }
+            Op::Restrict {
+                slot,
+                arg: arg_ptr(rng),
+                shape: shape(rng),
+                page: page(rng),
+                npages: npages(rng),
+                perms,
+                out: out_fields(rng),
+            }
         }
         46..=53 => {
             let page_type = if rng.chance(85) { rng.pick(&[1, 4, 4]) } else { rng.pick(&[0, 2, 3, 0x104]) };
-            Op::Modify { slot, arg: arg_ptr(rng), shape: shape(rng), page: page(rng), npages: npages(rng), page_type, out: out_fields(rng) }
+            Op::Modify {
+                slot,
+                arg: arg_ptr(rng),
+                shape: shape(rng),
+                page: page(rng),
+                npages: npages(rng),
+                page_type,
+                out: out_fields(rng),
+            }
         }
-        54..=59 => Op::Remove { slot, arg: arg_ptr(rng), shape: shape(rng), page: page(rng), npages: npages(rng), out: out_fields(rng) },
+        54..=59 => Op::Remove {
+            slot,
+            arg: arg_ptr(rng),
+            shape: shape(rng),
+            page: page(rng),
+            npages: npages(rng),
+            out: out_fields(rng),
+        },
         60..=63 => Op::NearMiss { slot, cmd: near_miss_cmd(rng) },
         64..=70 => {
             let kind = if rng.chance(75) {
@@ -593,11 +682,27 @@ fn one(rng: &mut Rng, slot: u8, sgx2: bool) -> Op {
                     MapKind::UnalignedHint,
                 ])
             };
-            Op::Mmap { slot, page: page(rng), npages: 1 + rng.below(16) as u16, prot: rng.pick(&[0, 1, 3, 5, 7, 3, 2]), kind }
+            Op::Mmap {
+                slot,
+                page: page(rng),
+                npages: 1 + rng.below(16) as u16,
+                prot: rng.pick(&[0, 1, 3, 5, 7, 3, 2]),
+                kind,
+            }
         }
         71..=75 => {
-            let kind = if rng.chance(90) { ProtectKind::Plain } else { rng.pick(&[ProtectKind::UnalignedStart, ProtectKind::UnknownBits]) };
-            Op::Mprotect { slot, page: page(rng), npages: 1 + rng.below(8) as u16, prot: rng.pick(&[0, 1, 3, 5, 7]), kind }
+            let kind = if rng.chance(90) {
+                ProtectKind::Plain
+            } else {
+                rng.pick(&[ProtectKind::UnalignedStart, ProtectKind::UnknownBits])
+            };
+            Op::Mprotect {
+                slot,
+                page: page(rng),
+                npages: 1 + rng.below(8) as u16,
+                prot: rng.pick(&[0, 1, 3, 5, 7]),
+                kind,
+            }
         }
         76..=78 => Op::Munmap { slot, page: page(rng), npages: 1 + rng.below(16) as u16, overmap: rng.chance(50) },
         79..=91 => Op::Enter { slot, tcs: rng.below(2) as u8, action: enter_action(rng, sgx2) },
@@ -629,8 +734,22 @@ mod tests {
     fn every_kind_of_operation_is_generated() {
         let ops = generate(5, 0, 20_000, true);
         for kind in [
-            "open", "dup", "close", "create", "add_pages", "init", "provision", "restrict_permissions", "modify_types",
-            "remove_pages", "near_miss_ioctl", "mmap", "mprotect", "munmap", "enter", "shared",
+            "open",
+            "dup",
+            "close",
+            "create",
+            "add_pages",
+            "init",
+            "provision",
+            "restrict_permissions",
+            "modify_types",
+            "remove_pages",
+            "near_miss_ioctl",
+            "mmap",
+            "mprotect",
+            "munmap",
+            "enter",
+            "shared",
         ] {
             assert!(ops.iter().any(|op| op.kind() == kind), "{kind}");
         }

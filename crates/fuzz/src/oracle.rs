@@ -13,7 +13,9 @@ use sgxemu_enclave::{ImagePage, PageData};
 
 use crate::enclave_program;
 use crate::model::{Encl, Page, PageType, R, W, X};
-use crate::ops::{ArgPtr, AttrVariant, ObjPtr, OutFields, RangeShape, SecinfoVariant, SecsVariant, SigVariant, SrcVariant};
+use crate::ops::{
+    ArgPtr, AttrVariant, ObjPtr, OutFields, RangeShape, SecinfoVariant, SecsVariant, SigVariant, SrcVariant,
+};
 use crate::sys::Errno;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -70,13 +72,13 @@ pub fn range(shape: RangeShape, page: u16, npages: u8) -> (u64, u64) {
         RangeShape::UnalignedOffset => (offset + 8, length),
         RangeShape::ZeroLength => (offset, 0),
         RangeShape::UnalignedLength => (offset, length - 16),
-        RangeShape::Overflow => (u64::MAX & !(PAGE - 1), 2 * PAGE),
+        RangeShape::Overflow => (!(PAGE - 1), 2 * PAGE),
     }
 }
 
 /// `sgx_validate_offset_length`.
 fn offset_length_valid(encl: &Encl, offset: u64, length: u64) -> bool {
-    if offset % PAGE != 0 || length == 0 || length % PAGE != 0 {
+    if !offset.is_multiple_of(PAGE) || length == 0 || !length.is_multiple_of(PAGE) {
         return false;
     }
     match offset.checked_add(length) {
@@ -97,7 +99,14 @@ pub fn secs_attributes(attrs: AttrVariant) -> u64 {
 }
 
 /// SGX_IOC_ENCLAVE_CREATE (§3.1).
-pub fn create(encl: &mut Encl, arg: ArgPtr, secs: SecsVariant, secs_ptr: ObjPtr, size_log2: u8, attrs: AttrVariant) -> Expect {
+pub fn create(
+    encl: &mut Encl,
+    arg: ArgPtr,
+    secs: SecsVariant,
+    secs_ptr: ObjPtr,
+    size_log2: u8,
+    attrs: AttrVariant,
+) -> Expect {
     if encl.created {
         return Expect::err(EINVAL);
     }
@@ -107,12 +116,7 @@ pub fn create(encl: &mut Encl, arg: ArgPtr, secs: SecsVariant, secs_ptr: ObjPtr,
     match secs {
         SecsVariant::SizeNotPow2 | SecsVariant::SizeZero | SecsVariant::Size2p63 => Expect::err(EINVAL),
         SecsVariant::Valid => {
-            *encl = Encl {
-                created: true,
-                size: 1 << size_log2,
-                attributes: secs_attributes(attrs),
-                ..Encl::default()
-            };
+            *encl = Encl { created: true, size: 1 << size_log2, attributes: secs_attributes(attrs), ..Encl::default() };
             Expect { ret: Ok(()), count: None, result: None }
         }
         // Everything else is ECREATE's to refuse: #GP → EIO, and CREATED stays clear.
@@ -267,7 +271,8 @@ pub fn init(encl: &mut Encl, arg: ArgPtr, sig: SigVariant) -> Expect {
     if sig == SigVariant::BadVendor {
         return Expect::err(EINVAL);
     }
-    let mask = sgxemu_uapi::SGX_ATTR_UNPRIV_MASK | if encl.provisioned { sgxemu_uapi::SGX_ATTR_PROVISIONKEY } else { 0 };
+    let mask =
+        sgxemu_uapi::SGX_ATTR_UNPRIV_MASK | if encl.provisioned { sgxemu_uapi::SGX_ATTR_PROVISIONKEY } else { 0 };
     if encl.attributes & !mask != 0 {
         return Expect::err(EACCES);
     }
@@ -410,7 +415,10 @@ pub fn modify(encl: &mut Encl, sgx2: bool, req: &Sgx2Request, page_type: u64, tr
             ret = Err(EFAULT);
             break;
         };
-        let allowed = matches!((page.ty, new_type), (PageType::Reg, PageType::Tcs | PageType::Trim) | (PageType::Tcs, PageType::Trim));
+        let allowed = matches!(
+            (page.ty, new_type),
+            (PageType::Reg, PageType::Tcs | PageType::Trim) | (PageType::Tcs, PageType::Trim)
+        );
         if !allowed {
             ret = Err(EINVAL);
             break;
@@ -552,10 +560,19 @@ mod tests {
     #[test]
     fn create_checks_state_before_the_argument() {
         let mut encl = initialized();
-        assert_eq!(create(&mut encl, ArgPtr::Null, SecsVariant::Valid, ObjPtr::Valid, 16, AttrVariant::Plain).ret, Err(EINVAL));
+        assert_eq!(
+            create(&mut encl, ArgPtr::Null, SecsVariant::Valid, ObjPtr::Valid, 16, AttrVariant::Plain).ret,
+            Err(EINVAL)
+        );
         let mut fresh = Encl::default();
-        assert_eq!(create(&mut fresh, ArgPtr::Null, SecsVariant::SizeZero, ObjPtr::Valid, 16, AttrVariant::Plain).ret, Err(EFAULT));
-        assert_eq!(create(&mut fresh, ArgPtr::Valid, SecsVariant::SsaZero, ObjPtr::Valid, 16, AttrVariant::Plain).ret, Err(EIO));
+        assert_eq!(
+            create(&mut fresh, ArgPtr::Null, SecsVariant::SizeZero, ObjPtr::Valid, 16, AttrVariant::Plain).ret,
+            Err(EFAULT)
+        );
+        assert_eq!(
+            create(&mut fresh, ArgPtr::Valid, SecsVariant::SsaZero, ObjPtr::Valid, 16, AttrVariant::Plain).ret,
+            Err(EIO)
+        );
         assert!(!fresh.created, "a failed CREATE may be retried");
     }
 
@@ -586,7 +603,10 @@ mod tests {
         assert_eq!(modify(&mut encl, true, &sgx2(0, 1), 4, None).ret, Ok(()));
         assert_eq!(remove(&mut encl, true, &sgx2(0, 1), None).ret, Err(EPERM));
         assert_eq!(eaccept(&mut encl, 0, 1), 0);
-        assert_eq!(remove(&mut encl, true, &sgx2(0, 2), None), Expect { ret: Err(EPERM), count: Some(PAGE), result: None });
+        assert_eq!(
+            remove(&mut encl, true, &sgx2(0, 2), None),
+            Expect { ret: Err(EPERM), count: Some(PAGE), result: None }
+        );
         assert_eq!(remove(&mut encl, false, &sgx2(0, 2), None).ret, Err(ENODEV));
     }
 

@@ -128,7 +128,16 @@ std::arch::global_asm!(
 unsafe extern "C" {
     /// Calls `entry` (`__vdso_sgx_enter_enclave`, spec §1.5: RDI, RSI, RDX, the leaf in ECX,
     /// R8, R9, the run structure on the stack) and restores every callee-saved register.
-    fn sgxemu_fuzz_vdso_call(rdi: u64, rsi: u64, rdx: u64, function: u32, r8: u64, r9: u64, run: *mut SgxEnclaveRun, entry: u64) -> i32;
+    fn sgxemu_fuzz_vdso_call(
+        rdi: u64,
+        rsi: u64,
+        rdx: u64,
+        function: u32,
+        r8: u64,
+        r9: u64,
+        run: *mut SgxEnclaveRun,
+        entry: u64,
+    ) -> i32;
 }
 
 /// `__vdso_sgx_enter_enclave`, found as the kernel's selftests find it: the vDSO image from

@@ -12,8 +12,8 @@ use sgxemu_uapi::*;
 use crate::enclave_program;
 use crate::known::{Known, is_open};
 use crate::model::{Encl, Mapping, PageType, R, RESERVATION_PAGES, Slot, W, X};
-use crate::oracle::{self, AddRequest, Expect, Sgx2Request, Transient};
 use crate::ops::*;
+use crate::oracle::{self, AddRequest, Expect, Sgx2Request, Transient};
 use crate::sys::{self, Errno, Vdso};
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -153,7 +153,13 @@ fn prot(bits: u8) -> i32 {
     i32::from(bits)
 }
 
-fn compare(what: &str, expected: &Expect, ret: Result<i32, Errno>, count: Option<u64>, result: Option<u64>) -> Result<(), Mismatch> {
+fn compare(
+    what: &str,
+    expected: &Expect,
+    ret: Result<i32, Errno>,
+    count: Option<u64>,
+    result: Option<u64>,
+) -> Result<(), Mismatch> {
     let got = ret.map(|_| ());
     if got != expected.ret
         || (expected.count.is_some() && count.is_some() && expected.count != count)
@@ -275,7 +281,9 @@ impl World {
             Op::Open { slot, rdonly } => self.open(slot, rdonly),
             Op::Dup { slot } => self.dup(slot),
             Op::Close { slot, which } => self.close(slot, which),
-            Op::Create { slot, arg, secs, secs_ptr, size_log2, attrs } => self.create(slot, arg, secs, secs_ptr, size_log2, attrs),
+            Op::Create { slot, arg, secs, secs_ptr, size_log2, attrs } => {
+                self.create(slot, arg, secs, secs_ptr, size_log2, attrs)
+            }
             Op::AddPages { slot, arg, src, shape, page, npages, secinfo, flags } => {
                 self.add_pages(slot, &AddRequest { arg, src, shape, page, npages, secinfo, flags })
             }
@@ -334,7 +342,8 @@ impl World {
             self.unmap_range(slot, 0, RESERVATION_PAGES, false)?;
         }
         let flags = if rdonly { libc::O_RDONLY } else { libc::O_RDWR };
-        let fd = sys::open(c"/dev/sgx_enclave", flags).map_err(|e| Mismatch(format!("open /dev/sgx_enclave: errno {e}")))?;
+        let fd =
+            sys::open(c"/dev/sgx_enclave", flags).map_err(|e| Mismatch(format!("open /dev/sgx_enclave: errno {e}")))?;
         let s = &mut self.slots[s];
         s.fds.push(fd);
         s.rdonly = rdonly;
@@ -364,17 +373,23 @@ impl World {
         Ok(Step::Done)
     }
 
-    fn create(&mut self, slot: u8, arg: ArgPtr, secs: SecsVariant, secs_ptr: ObjPtr, size_log2: u8, attrs: AttrVariant) -> Result<Step, Mismatch> {
+    fn create(
+        &mut self,
+        slot: u8,
+        arg: ArgPtr,
+        secs: SecsVariant,
+        secs_ptr: ObjPtr,
+        size_log2: u8,
+        attrs: AttrVariant,
+    ) -> Result<Step, Mismatch> {
         let Some(fd) = self.fd(slot) else { return Ok(Step::Skipped) };
         let base = self.bases[usize::from(slot)];
         let mut image = Secs::new_zeroed();
         image.size = 1 << size_log2;
         image.baseaddr = base;
         image.ssaframesize = 1;
-        image.attributes = sgxemu_arch::Attributes {
-            flags: oracle::secs_attributes(attrs),
-            xfrm: enclave_program::XFRM,
-        };
+        image.attributes =
+            sgxemu_arch::Attributes { flags: oracle::secs_attributes(attrs), xfrm: enclave_program::XFRM };
         match secs {
             SecsVariant::Valid => {}
             SecsVariant::SizeNotPow2 => image.size = 3 * PAGE,
@@ -408,7 +423,8 @@ impl World {
             // The emulator created what the kernel refuses: follow the emulator's state so
             // that later operations stay comparable.
             let encl = self.slots[usize::from(slot)].encl.as_mut().expect("open slot");
-            *encl = Encl { created: true, size: 1 << 63, attributes: oracle::secs_attributes(attrs), ..Encl::default() };
+            *encl =
+                Encl { created: true, size: 1 << 63, attributes: oracle::secs_attributes(attrs), ..Encl::default() };
         }
         self.judge(known, outcome)
     }
@@ -445,7 +461,10 @@ impl World {
         let known = decisive.then_some(Known::AddExecOnlySource);
         let mut outcome = compare("ADD_PAGES", &expected, ret, count, None);
         if outcome.is_ok() && expected.count.is_none() && count.is_some_and(|c| c != SENTINEL) {
-            outcome = Err(Mismatch(format!("ADD_PAGES: the kernel leaves count alone on {:?}; got count {count:?}", expected.ret)));
+            outcome = Err(Mismatch(format!(
+                "ADD_PAGES: the kernel leaves count alone on {:?}; got count {count:?}",
+                expected.ret
+            )));
         }
         if outcome.is_err() && known.is_some() {
             // Follow the emulator (it added the pages the kernel would refuse).
@@ -496,7 +515,8 @@ impl World {
         let expected = oracle::init(&mut predicted, arg, sig);
         // Sign only when EINIT is reached with the good SIGSTRUCT; every other path fails
         // before EINIT or must fail in it.
-        let mut sigstruct = if expected.ret.is_ok() { enclave_program::sigstruct(encl, &self.key) } else { Sigstruct::new_unsigned() };
+        let mut sigstruct =
+            if expected.ret.is_ok() { enclave_program::sigstruct(encl, &self.key) } else { Sigstruct::new_unsigned() };
         sigstruct.attributes.flags = encl.attributes;
         sigstruct.attributes.xfrm = enclave_program::XFRM;
         match sig {
@@ -550,13 +570,20 @@ impl World {
         let (cmd, bytes) = match kind {
             Sgx2Kind::Restrict(permissions) => (
                 SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS,
-                SgxEnclaveRestrictPermissions { offset, length, permissions, result: result_in, count: count_in }.as_bytes().to_vec(),
+                SgxEnclaveRestrictPermissions { offset, length, permissions, result: result_in, count: count_in }
+                    .as_bytes()
+                    .to_vec(),
             ),
             Sgx2Kind::Modify(page_type) => (
                 SGX_IOC_ENCLAVE_MODIFY_TYPES,
-                SgxEnclaveModifyTypes { offset, length, page_type, result: result_in, count: count_in }.as_bytes().to_vec(),
+                SgxEnclaveModifyTypes { offset, length, page_type, result: result_in, count: count_in }
+                    .as_bytes()
+                    .to_vec(),
             ),
-            Sgx2Kind::Remove => (SGX_IOC_ENCLAVE_REMOVE_PAGES, SgxEnclaveRemovePages { offset, length, count: count_in }.as_bytes().to_vec()),
+            Sgx2Kind::Remove => (
+                SGX_IOC_ENCLAVE_REMOVE_PAGES,
+                SgxEnclaveRemovePages { offset, length, count: count_in }.as_bytes().to_vec(),
+            ),
         };
         let argp = self.place_arg(req.arg, &bytes);
         let sgx2 = self.sgx2;
@@ -584,8 +611,12 @@ impl World {
         } else {
             (None, None)
         };
-        let transient_errno = matches!(ret, Err(EAGAIN)) || (matches!(kind, Sgx2Kind::Remove) && matches!(ret, Err(EBUSY)));
-        if transient_errno && expected.ret != ret.map(|_| ()) && let (Err(errno), Some(done)) = (ret, count) {
+        let transient_errno =
+            matches!(ret, Err(EAGAIN)) || (matches!(kind, Sgx2Kind::Remove) && matches!(ret, Err(EBUSY)));
+        if transient_errno
+            && expected.ret != ret.map(|_| ())
+            && let (Err(errno), Some(done)) = (ret, count)
+        {
             // The reclaimer held a page: recompute with the loop stopped there.
             let encl = self.slots[usize::from(slot)].encl.as_mut().expect("open slot");
             *encl = before;
@@ -608,7 +639,10 @@ impl World {
         };
         let outcome = compare(name, &expected, ret, count, result);
         if outcome.is_ok() && expected.count.is_none() && req.arg == ArgPtr::Valid && count != Some(count_in) {
-            return Err(Mismatch(format!("{name}: the kernel leaves the argument alone on {:?}; got count {count:?}", expected.ret)));
+            return Err(Mismatch(format!(
+                "{name}: the kernel leaves the argument alone on {:?}; got count {count:?}",
+                expected.ret
+            )));
         }
         self.judge(None, outcome)
     }
@@ -654,17 +688,35 @@ impl World {
             // The kernel picks an address outside our reservations, so outside ELRANGE.
             if encl.is_some_and(|e| e.initialized) { Err(libc::EACCES) } else { Ok(()) }
         };
-        let (flags, map_addr, map_len, offset, expected, mut known): (i32, u64, u64, i64, Result<(), Errno>, Option<Known>) = match kind {
+        let (flags, map_addr, map_len, offset, expected, mut known): (
+            i32,
+            u64,
+            u64,
+            i64,
+            Result<(), Errno>,
+            Option<Known>,
+        ) = match kind {
             MapKind::SharedFixed => (libc::MAP_SHARED | libc::MAP_FIXED, addr, len, 0, fixed_check(), None),
-            MapKind::SharedValidateFixed => (libc::MAP_SHARED_VALIDATE | libc::MAP_FIXED, addr, len, 0, fixed_check(), None),
+            MapKind::SharedValidateFixed => {
+                (libc::MAP_SHARED_VALIDATE | libc::MAP_FIXED, addr, len, 0, fixed_check(), None)
+            }
             MapKind::Private => (libc::MAP_PRIVATE | libc::MAP_FIXED, addr, len, 0, Err(EINVAL), None),
             MapKind::Anywhere => (libc::MAP_SHARED, 0, len, 0, anywhere_check(), None),
             MapKind::ZeroLength => (libc::MAP_SHARED | libc::MAP_FIXED, addr, 0, 0, Err(EINVAL), None),
-            MapKind::FixedNoReplace => {
-                (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE, addr, len, 0, Err(libc::EEXIST), Some(Known::MmapFixedNoReplace))
+            MapKind::FixedNoReplace => (
+                libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+                addr,
+                len,
+                0,
+                Err(libc::EEXIST),
+                Some(Known::MmapFixedNoReplace),
+            ),
+            MapKind::UnalignedOffset => {
+                (libc::MAP_SHARED | libc::MAP_FIXED, addr, len, 8, Err(EINVAL), Some(Known::MmapUnalignedOffset))
             }
-            MapKind::UnalignedOffset => (libc::MAP_SHARED | libc::MAP_FIXED, addr, len, 8, Err(EINVAL), Some(Known::MmapUnalignedOffset)),
-            MapKind::UnalignedHint => (libc::MAP_SHARED, addr + 8, len, 0, anywhere_check(), Some(Known::MmapUnalignedHint)),
+            MapKind::UnalignedHint => {
+                (libc::MAP_SHARED, addr + 8, len, 0, anywhere_check(), Some(Known::MmapUnalignedHint))
+            }
         };
         if rdonly && wants_write && matches!(expected, Err(libc::EACCES)) && known.is_none() {
             known = Some(Known::MmapWriteOfReadOnlyFd);
@@ -698,7 +750,14 @@ impl World {
         self.judge(known, outcome)
     }
 
-    fn mprotect(&mut self, slot: u8, page: u16, npages: u16, prot_bits: u8, kind: ProtectKind) -> Result<Step, Mismatch> {
+    fn mprotect(
+        &mut self,
+        slot: u8,
+        page: u16,
+        npages: u16,
+        prot_bits: u8,
+        kind: ProtectKind,
+    ) -> Result<Step, Mismatch> {
         let Some((start, end)) = self.clamp(slot, page, npages) else { return Ok(Step::Skipped) };
         let s = usize::from(slot);
         let base = self.bases[s];
@@ -711,7 +770,8 @@ impl World {
         }
         // A write-protected VMA of an O_RDONLY descriptor exists only because its mmap was let
         // through (a known difference): what mprotect then answers belongs to that class.
-        let read_only_vma = prot_bits & W != 0 && maps.iter().any(|m| matches!(m, Mapping::Enclave { may_write: false, .. }));
+        let read_only_vma =
+            prot_bits & W != 0 && maps.iter().any(|m| matches!(m, Mapping::Enclave { may_write: false, .. }));
         let mut known = if read_only_vma {
             Some(Known::MmapWriteOfReadOnlyFd)
         } else {
@@ -767,7 +827,9 @@ impl World {
         let outcome = if ret == expected {
             Ok(())
         } else {
-            Err(Mismatch(format!("mprotect(pages {start}..{end}, prot {prot_bits}, {kind:?}): kernel answers {expected:?}; got {ret:?}")))
+            Err(Mismatch(format!(
+                "mprotect(pages {start}..{end}, prot {prot_bits}, {kind:?}): kernel answers {expected:?}; got {ret:?}"
+            )))
         };
         if outcome.is_ok() {
             // Each changed part of a VMA becomes a VMA of its own (enclave VMAs never merge).
@@ -911,7 +973,8 @@ impl World {
     }
 
     fn check_exit(what: &str, ret: i32, run: &SgxEnclaveRun) -> Result<(), Mismatch> {
-        let untouched = run.exception_vector == 0xAAAA && run.exception_error_code == 0xBBBB && run.exception_addr == 0xCCCC;
+        let untouched =
+            run.exception_vector == 0xAAAA && run.exception_error_code == 0xBBBB && run.exception_addr == 0xCCCC;
         if ret != 0 || run.function != EEXIT || !untouched {
             return Err(Mismatch(format!(
                 "{what}: expected return 0 with function EEXIT and the exception fields untouched; got return {ret}, function {}, vector {}, error code {:#x}, address {:#x}",
@@ -962,7 +1025,8 @@ impl World {
                 }
                 let encl = self.slots[s].encl.as_ref().expect("enterable");
                 let hole = !encl.pages.contains_key(&page);
-                let reserved_for_entry = page == u64::from(layout::CODE_PAGE) || (tcs_page..=tcs_page + u64::from(layout::NSSA)).contains(&page);
+                let reserved_for_entry = page == u64::from(layout::CODE_PAGE)
+                    || (tcs_page..=tcs_page + u64::from(layout::NSSA)).contains(&page);
                 if page >= encl.size_pages()
                     || reserved_for_entry
                     || oracle::eaccept_may_fault(encl, page, secinfo)
@@ -983,7 +1047,9 @@ impl World {
                 // SAFETY: as above.
                 let got = u64::from_le_bytes(unsafe { sys::read_bytes(cell, 8) }.try_into().expect("8 bytes"));
                 if got != expected {
-                    return Err(Mismatch(format!("EACCEPT(secinfo {secinfo}, page {page}): expected {expected}; got {got:#x}")));
+                    return Err(Mismatch(format!(
+                        "EACCEPT(secinfo {secinfo}, page {page}): expected {expected}; got {got:#x}"
+                    )));
                 }
                 self.stats.event("EAUG", u64::from(hole));
                 self.stats.event("EACCEPT ok", u64::from(got == 0));
@@ -995,15 +1061,16 @@ impl World {
     fn shared_op(&mut self, op: SharedOp) -> Result<Step, Mismatch> {
         let fd = self.shared.fd;
         let base = self.shared.base;
-        let ioctl = |world: &mut World, cmd: u32, bytes: &[u8], expected: Result<(), Errno>| -> Result<Step, Mismatch> {
-            let argp = world.place_arg(ArgPtr::Valid, bytes);
-            let ret = sys::ioctl(fd, cmd, argp).map(|_| ());
-            if ret == expected || ret == Err(EBUSY) {
-                Ok(Step::Done)
-            } else {
-                Err(Mismatch(format!("shared enclave {op:?}: expected {expected:?} or EBUSY; got {ret:?}")))
-            }
-        };
+        let ioctl =
+            |world: &mut World, cmd: u32, bytes: &[u8], expected: Result<(), Errno>| -> Result<Step, Mismatch> {
+                let argp = world.place_arg(ArgPtr::Valid, bytes);
+                let ret = sys::ioctl(fd, cmd, argp).map(|_| ());
+                if ret == expected || ret == Err(EBUSY) {
+                    Ok(Step::Done)
+                } else {
+                    Err(Mismatch(format!("shared enclave {op:?}: expected {expected:?} or EBUSY; got {ret:?}")))
+                }
+            };
         match op {
             SharedOp::Enter => {
                 let mut run = Self::fresh_run(base + u64::from(layout::tcs_page(self.thread)) * PAGE);
@@ -1011,18 +1078,28 @@ impl World {
                 Self::check_exit("shared enclave EENTER + EEXIT", ret, &run)?;
                 Ok(Step::Done)
             }
-            SharedOp::Create => ioctl(self, SGX_IOC_ENCLAVE_CREATE, SgxEnclaveCreate { src: 0 }.as_bytes(), Err(EINVAL)),
+            SharedOp::Create => {
+                ioctl(self, SGX_IOC_ENCLAVE_CREATE, SgxEnclaveCreate { src: 0 }.as_bytes(), Err(EINVAL))
+            }
             SharedOp::AddPages => {
                 let arg = SgxEnclaveAddPages { src: 0, offset: 0, length: PAGE, secinfo: 0, flags: 0, count: 0 };
                 ioctl(self, SGX_IOC_ENCLAVE_ADD_PAGES, arg.as_bytes(), Err(EINVAL))
             }
-            SharedOp::Init => ioctl(self, SGX_IOC_ENCLAVE_INIT, SgxEnclaveInit { sigstruct: 0 }.as_bytes(), Err(EINVAL)),
+            SharedOp::Init => {
+                ioctl(self, SGX_IOC_ENCLAVE_INIT, SgxEnclaveInit { sigstruct: 0 }.as_bytes(), Err(EINVAL))
+            }
             SharedOp::Provision => {
                 let arg = SgxEnclaveProvision { fd: self.shared.provision_fd as u64 };
                 ioctl(self, SGX_IOC_ENCLAVE_PROVISION, arg.as_bytes(), Ok(()))
             }
             SharedOp::RestrictHole => {
-                let arg = SgxEnclaveRestrictPermissions { offset: self.shared.hole * PAGE, length: PAGE, permissions: 1, result: 0, count: 0 };
+                let arg = SgxEnclaveRestrictPermissions {
+                    offset: self.shared.hole * PAGE,
+                    length: PAGE,
+                    permissions: 1,
+                    result: 0,
+                    count: 0,
+                };
                 let expected = if self.sgx2 { Err(libc::EFAULT) } else { Err(libc::ENODEV) };
                 ioctl(self, SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, arg.as_bytes(), expected)
             }
@@ -1058,8 +1135,10 @@ impl SharedEnclave {
     /// initialized and mapped.
     pub fn build(threads: u16, vdso: &Vdso) -> Result<SharedEnclave, String> {
         let _ = vdso;
-        let provision_fd = sys::open(c"/dev/sgx_provision", libc::O_RDONLY).map_err(|e| format!("/dev/sgx_provision: errno {e}"))?;
-        let fd = sys::open(c"/dev/sgx_enclave", libc::O_RDWR).map_err(|e| format!("/dev/sgx_enclave: errno {e} (run under `sgxemu run`)"))?;
+        let provision_fd =
+            sys::open(c"/dev/sgx_provision", libc::O_RDONLY).map_err(|e| format!("/dev/sgx_provision: errno {e}"))?;
+        let fd = sys::open(c"/dev/sgx_enclave", libc::O_RDWR)
+            .map_err(|e| format!("/dev/sgx_enclave: errno {e} (run under `sgxemu run`)"))?;
         let pages = u64::from(layout::tcs_page(threads));
         let size = ((pages + 1) * PAGE).next_power_of_two().max(64 << 10);
         let (base, _) = reserve_aligned(size / PAGE, size)?;
@@ -1072,10 +1151,18 @@ impl SharedEnclave {
         let secs_bytes = secs.as_bytes().to_vec();
         let ioctl = |cmd: u32, arg: &[u8]| {
             let mut buf = arg.to_vec();
-            sys::ioctl(fd, cmd, buf.as_mut_ptr() as u64).map_err(|e| format!("building the shared enclave: ioctl {cmd:#x}: errno {e}"))
+            sys::ioctl(fd, cmd, buf.as_mut_ptr() as u64)
+                .map_err(|e| format!("building the shared enclave: ioctl {cmd:#x}: errno {e}"))
         };
         ioctl(SGX_IOC_ENCLAVE_CREATE, SgxEnclaveCreate { src: secs_bytes.as_ptr() as u64 }.as_bytes())?;
-        oracle::create(&mut encl, ArgPtr::Valid, SecsVariant::Valid, ObjPtr::Valid, size.trailing_zeros() as u8, AttrVariant::Plain);
+        oracle::create(
+            &mut encl,
+            ArgPtr::Valid,
+            SecsVariant::Valid,
+            ObjPtr::Valid,
+            size.trailing_zeros() as u8,
+            AttrVariant::Plain,
+        );
         let mut add = |page: u64, src: SrcVariant, secinfo: SecinfoVariant| -> Result<(), String> {
             let bytes = oracle::source_page(src, 0, page).expect("readable source");
             let buf = sys::anonymous(PAGE, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| format!("errno {e}"))?;
@@ -1083,11 +1170,26 @@ impl SharedEnclave {
             unsafe { sys::write_bytes(buf, &bytes) };
             let mut si = [0u8; 64];
             si[..8].copy_from_slice(&oracle::secinfo_flags(secinfo).to_le_bytes());
-            let arg = SgxEnclaveAddPages { src: buf, offset: page * PAGE, length: PAGE, secinfo: si.as_ptr() as u64, flags: 1, count: 0 };
+            let arg = SgxEnclaveAddPages {
+                src: buf,
+                offset: page * PAGE,
+                length: PAGE,
+                secinfo: si.as_ptr() as u64,
+                flags: 1,
+                count: 0,
+            };
             let r = ioctl(SGX_IOC_ENCLAVE_ADD_PAGES, arg.as_bytes());
             let _ = sys::munmap(buf, PAGE);
             r?;
-            let req = AddRequest { arg: ArgPtr::Valid, src, shape: RangeShape::Pages, page: page as u16, npages: 1, secinfo, flags: 1 };
+            let req = AddRequest {
+                arg: ArgPtr::Valid,
+                src,
+                shape: RangeShape::Pages,
+                page: page as u16,
+                npages: 1,
+                secinfo,
+                flags: 1,
+            };
             oracle::add_pages(&mut encl, &req);
             Ok(())
         };
