@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ops::{self, Op};
+use crate::shared::SharedEnclave;
 use crate::sys::{self, Vdso};
-use crate::world::{SharedEnclave, Stats, World};
+use crate::world::{Stats, World};
 
 /// Exit status of a run that found a mismatch.
 pub const EXIT_MISMATCH: i32 = 1;

@@ -21,6 +21,7 @@
 //! Modules: [`ops`] (operations and their generator), [`model`] (what the fuzzer believes),
 //! [`oracle`] (the kernel's answers), [`known`] (differences being fixed elsewhere),
 //! [`enclave_program`] (the enclave built from raw bytes), [`world`] (one thread's executor),
+//! [`scratch`] (where arguments go), [`shared`] (the enclave all threads share),
 //! [`campaign`] (threads and watchdog), [`cli`] (the command line), [`minimize`] (child runs and delta debugging),
 //! [`sys`] (the system calls: the only `unsafe`), [`rng`].
 
@@ -33,5 +34,7 @@ pub mod model;
 pub mod ops;
 pub mod oracle;
 pub mod rng;
+pub mod scratch;
+pub mod shared;
 pub mod sys;
 pub mod world;

@@ -92,7 +92,10 @@ pub fn run_child(config: &Config, keep: Option<&[usize]>) -> ChildRun {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            return ChildRun { outcome: Outcome::Error(format!("cannot start the worker: {e}")), output: String::new() };
+            return ChildRun {
+                outcome: Outcome::Error(format!("cannot start the worker: {e}")),
+                output: String::new(),
+            };
         }
     };
     // The child's own watchdog reports hangs; this is the backstop for a child that cannot.

@@ -75,6 +75,14 @@ pub fn anonymous(len: u64, prot: i32) -> Result<u64, Errno> {
     mmap(0, len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
 }
 
+/// Reserves `pages` pages of PROT_NONE address space plus `align` bytes of slack; (the first
+/// `align`-aligned address in it, the mapping's start).
+pub fn reserve_aligned(pages: u64, align: u64) -> Result<(u64, u64), String> {
+    let len = pages * 4096 + align;
+    let start = anonymous(len, libc::PROT_NONE).map_err(|e| format!("reserving address space: errno {e}"))?;
+    Ok((start.next_multiple_of(align), start))
+}
+
 /// Copies `bytes` to address `addr` of this process.
 ///
 /// # Safety
