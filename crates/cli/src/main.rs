@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod input_file;
 mod platform;
+mod preload_install;
 mod size;
 
 /// Run, inspect and test SGX2 enclave programs on any x86-64 Linux machine.

@@ -70,7 +70,10 @@ fn without_sgx_the_kernel_device_is_one_clear_line() {
 #[test]
 fn bad_demo_options_are_refused() {
     for (args, needle) in [
-        (&["demo", "--oversubscribe", "0"][..], "--oversubscribe must be at least 1"),
+        (&["demo", "--oversubscribe", "0"][..], "--oversubscribe must be between 1 and 1024"),
+        // Used to overflow factor × EPC size and panic.
+        (&["demo", "--oversubscribe", "18446744073709551615"][..], "--oversubscribe must be between 1 and 1024"),
+        (&["demo", "--oversubscribe", "1025"][..], "--oversubscribe must be between 1 and 1024"),
         (&["demo", "--grow", "100"][..], "--grow must be a non-zero multiple of 4 KiB"),
         (&["demo", "--epc", "5K"][..], "EPC"),
     ] {

@@ -379,3 +379,113 @@ fn proc_self_maps_names_enclave_mappings_as_the_kernel_does() {
     let once = "+0-+4000 rw-s /dev/sgx_enclave\n+4000-+100000 r-xs /dev/sgx_enclave\n";
     assert_eq!(text(&out.stdout), format!("{once}{once}"), "through open and fopen");
 }
+
+#[test]
+fn the_emulator_s_epc_descriptor_is_none_of_the_program_s() {
+    let exe = build("own_fds");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // EBADF is 9; raw calls return -errno.
+    let expected = "device fd 3\n\
+        epc far 1\n\
+        close -1 9\n\
+        raw close -9 0\n\
+        dup -1 9\n\
+        fcntl -1 9\n\
+        mmap 1 9\n\
+        raw dup2 from it -9 0\n\
+        dup2 onto it 1\n\
+        moved 1 far 1\n\
+        raw dup3 onto it 1\n\
+        moved again 1\n\
+        close_range 0\n\
+        after close_range epc 1 device closed 1\n\
+        reopened 3\n\
+        raw close_range 0\n\
+        after raw close_range epc 1\n\
+        after closefrom epc 1 next fd 3\n";
+    assert_eq!(text(&out.stdout), expected);
+}
+
+#[test]
+fn a_mapping_the_program_puts_over_enclave_pages_replaces_them() {
+    let exe = build("program_maps");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // Of the five enclave pages only the two the program left are the enclave's; its own
+    // (mmap through the C library, a raw mmap, mremap) are ordinary private memory.
+    let enclave: Vec<&str> = stdout.lines().filter(|l| l.ends_with("/dev/sgx_enclave")).collect();
+    assert_eq!(enclave, ["+0-+1000 rw-s /dev/sgx_enclave", "+2000-+3000 rw-s /dev/sgx_enclave"], "{stdout}");
+    for page in ["+1000-+2000 rw-p", "+3000-+", "-+5000 rw-p"] {
+        assert!(stdout.contains(page), "{page} in {stdout}");
+    }
+    assert!(stdout.ends_with("data libc raw moved\n"), "{stdout}");
+}
+
+/// `sgxemu run -- sh -c 'echo $LD_PRELOAD'` with HOME and the XDG variables unset, so the
+/// preload library goes to `$TMPDIR/sgxemu-<uid>`.
+fn run_with_tmpdir(tmpdir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sgxemu"))
+        .args(["run", "--", "sh", "-c", "echo $LD_PRELOAD"])
+        .env_remove("HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("SGXEMU_EPC")
+        .env("TMPDIR", tmpdir)
+        .output()
+        .expect("sgxemu runs")
+}
+
+#[test]
+fn the_preload_library_is_taken_only_from_a_directory_of_the_user_s_own() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmpdir = build_dir("preload-dir");
+    let _ = std::fs::remove_dir_all(&tmpdir);
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let private = tmpdir.join(format!("sgxemu-{uid}"));
+
+    // A symbolic link planted where the directory goes (another user's directory, say):
+    // refused, never followed.
+    let planted = tmpdir.join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::symlink(&planted, &private).unwrap();
+    let out = run_with_tmpdir(&tmpdir);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no private directory") && stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 0, "nothing written through the link");
+    std::fs::remove_file(&private).unwrap();
+
+    // A directory others can write in: refused.
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_with_tmpdir(&tmpdir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("lets others write in it"), "{}", text(&out.stderr));
+    std::fs::remove_dir(&private).unwrap();
+
+    // Root: a directory another user (nobody) created first, with a library planted in it,
+    // is refused. (Other users cannot make a directory someone else owns.)
+    if uid == 0 {
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&private, Some(65534), Some(65534)).unwrap();
+        let out = run_with_tmpdir(&tmpdir);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("owned by uid 65534, not by uid 0"), "{}", text(&out.stderr));
+        std::fs::remove_dir(&private).unwrap();
+    }
+
+    // Nothing there: created 0700, the library inside, and the program runs.
+    let out = run_with_tmpdir(&tmpdir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let metadata = std::fs::symlink_metadata(&private).unwrap();
+    assert!(metadata.is_dir() && metadata.uid() == uid && metadata.mode() & 0o777 == 0o700);
+    let ld_preload = text(&out.stdout);
+    assert!(ld_preload.trim().starts_with(private.join("libsgxemu_preload-").to_str().unwrap()), "{ld_preload}");
+    let _ = std::fs::remove_dir_all(&tmpdir);
+}

@@ -208,6 +208,26 @@ impl Processor {
         }
     }
 
+    /// Completes the current tracking epoch for `lps` without interrupting them: each
+    /// counts as having taken an AEX and gone straight back in with ERESUME (spec §7).
+    ///
+    /// For a platform whose translations are coherent by construction — the native engine's
+    /// host mappings follow every EPCM and PTE change at once, and the host kernel's own
+    /// shootdown flushes them — so that no logical processor inside can use a translation
+    /// from before the epoch. The state an AEX would have saved stays in the registers, and
+    /// an SSA frame page freed meanwhile is never written (see `FrameAccess`).
+    pub fn retire_translations(&self, secs: u64, lps: &[LpId]) {
+        let Some(index) = self.epc_index(secs) else {
+            return;
+        };
+        let entry = self.epcm.entry(index);
+        if let (Some(enclave), true) = (&entry.secs, entry.valid) {
+            for &lp in lps {
+                enclave.tracking.reenter(lp);
+            }
+        }
+    }
+
     /// WRMSR of the launch-control MSRs (0x8C..0x8F) on `lp`: #GP without flexible launch
     /// control or for any other MSR (spec §10.3).
     pub fn wrmsr(&self, lp: &mut Lp, msr: u32, value: u64) -> Result<(), Exception> {

@@ -120,6 +120,17 @@ impl Tracking {
         self.publish(&inside);
     }
 
+    /// `lp`, inside, is known to use no translation older than the current epoch: it counts
+    /// as entered now, what an AEX and an immediate ERESUME do to tracking.
+    pub(crate) fn reenter(&self, lp: LpId) {
+        let mut inside = self.inside.lock();
+        let epoch = inside.epoch;
+        if let Some(entry) = inside.lps.iter_mut().find(|(id, _)| *id == lp) {
+            entry.1 = epoch;
+        }
+        self.publish(&inside);
+    }
+
     /// True if any logical processor is inside.
     pub(crate) fn anyone_inside(&self) -> bool {
         self.oldest_inside.load(Ordering::Acquire) != NOBODY
@@ -167,6 +178,21 @@ mod tests {
         t.etrack().unwrap().unwrap();
         assert_eq!(t.epoch(), 2);
         assert!(!t.anyone_inside());
+    }
+
+    #[test]
+    fn a_reentered_lp_completes_the_epoch_and_stays_inside() {
+        let t = Tracking::default();
+        t.enter(LpId(1));
+        let captured = t.epoch(); // EMODPR
+        t.etrack().unwrap().unwrap();
+        assert!(!t.is_tracked(captured));
+        t.reenter(LpId(1));
+        assert!(t.is_tracked(captured));
+        assert_eq!(t.inside(), vec![LpId(1)]);
+        t.reenter(LpId(2)); // not inside: nothing changes
+        assert_eq!(t.inside(), vec![LpId(1)]);
+        t.etrack().unwrap().unwrap();
     }
 
     #[test]

@@ -346,12 +346,12 @@ impl Encl {
         let sgx = &self.sgx;
         let secs = sgx.epc_addr(st.secs.epc.ok_or(Errno::EFAULT)?);
         if cpu.etrack(&sgx.processor, secs).is_err() {
-            sgx.platform.kick(secs, &sgx.processor.lps_inside(secs));
+            sgx.platform.flush_translations(secs, &sgx.processor.lps_inside(secs));
             if cpu.etrack(&sgx.processor, secs).is_err() {
                 return Err(Errno::EFAULT);
             }
         }
-        sgx.platform.kick(secs, &sgx.processor.lps_inside(secs));
+        sgx.platform.flush_translations(secs, &sgx.processor.lps_inside(secs));
         Ok(())
     }
 

@@ -99,6 +99,15 @@ pub trait Platform: Send + Sync {
     /// is at `secs`) and waits until each has handled it: one that is inside an enclave
     /// takes an AEX (spec §7 "IPI").
     fn kick(&self, secs: u64, lps: &[LpId]);
+    /// The IPIs after an SGX2 ioctl's ETRACK (`sgx_enclave_etrack`): each logical processor
+    /// in `lps` must stop using translations from before the epoch that ETRACK ended. On
+    /// hardware that is an IPI and its AEX (`kick`, the default). A platform whose
+    /// translations are never stale may complete the epoch without interrupting anyone; the
+    /// reclaimer's IPIs stay `kick`s, because there the AEX must save the thread's state
+    /// before EWB takes its pages away.
+    fn flush_translations(&self, secs: u64, lps: &[LpId]) {
+        self.kick(secs, lps);
+    }
     /// Wakes the reclaimer thread (ksgxd) if the platform runs one.
     fn wake_reclaimer(&self);
     /// Backing storage for a new enclave of `size` bytes.

@@ -24,7 +24,7 @@ fn image(pages: u64) -> EnclaveImage {
             for (k, word) in data.chunks_exact_mut(8).enumerate() {
                 word.copy_from_slice(&(i * 512 + k as u64).to_le_bytes());
             }
-            ImagePage { offset: i * PAGE, flags, data: PageData::Bytes(data), measured: true }
+            ImagePage::single(i * PAGE, flags, PageData::Bytes(data), true)
         })
         .collect();
     EnclaveImage::of_pages(pages)
@@ -32,7 +32,7 @@ fn image(pages: u64) -> EnclaveImage {
 
 /// The record stream EINIT's MRENCLAVE hashes for `image`.
 fn record_stream(image: &EnclaveImage) -> Vec<u8> {
-    let mut stream = Vec::with_capacity(image.pages.len() * (64 + 16 * 320) + 64);
+    let mut stream = Vec::with_capacity(image.page_count() as usize * (64 + 16 * 320) + 64);
     stream.extend_from_slice(&sgxemu_crypto::ecreate_record(image.ssaframesize, image.size));
     for page in &image.pages {
         stream.extend_from_slice(&sgxemu_crypto::eadd_record(page.offset, page.flags.bits()));

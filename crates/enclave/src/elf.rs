@@ -23,6 +23,9 @@
 //!   its relocations are then checked, not applied — see [`crate::relocations`]. A
 //!   `PT_DYNAMIC` without relocations is always fine. `PT_INTERP` is refused.
 //! * Segment ends are limited to [`MAX_IMAGE_END`], and the image must fit the layout's size.
+//! * At most [`MAX_LOAD_SEGMENTS`] `PT_LOAD`s, whose `p_filesz` add up to at most the file
+//!   length, and `p_align` 0, 1 or a power of two: the image's memory stays proportional to
+//!   the file (a BSS of any size is one run of zero pages).
 //!
 //! Segments are named in errors by their index in the program header table (as `readelf -l`
 //! numbers them). Malformed input gives an [`ImageError`], never a panic.
@@ -39,9 +42,15 @@ use crate::relocations::{DT_RELR, DT_RELRSZ, DynamicTags};
 /// [`PAGE_SIZE`] as a `u64`.
 const PAGE: u64 = PAGE_SIZE as u64;
 
-/// The highest segment end accepted (64 GiB, the emulated part's default maximum 64-bit
-/// ELRANGE). It bounds the memory a corrupt `p_memsz` can make the builder allocate.
+/// The highest segment end accepted (64 GiB). A BSS costs one run in the image whatever its
+/// size, but measuring it is a pass over every page, so a corrupt `p_memsz` is refused
+/// rather than measured for hours.
 pub const MAX_IMAGE_END: u64 = 1 << 36;
+
+/// The most `PT_LOAD` segments accepted (programs have a handful). With the rule that the
+/// segments' file bytes add up to at most the file, it bounds the image's pages of bytes to
+/// the file's pages plus two per segment.
+pub const MAX_LOAD_SEGMENTS: usize = 1024;
 
 /// Size of the ELF64 file header.
 const EHDR_SIZE: usize = 64;
@@ -111,6 +120,14 @@ pub enum ImageError {
         /// Program header index.
         index: usize,
     },
+    /// `p_align` is neither 0, 1 nor a power of two.
+    #[error("segment {index}: p_align {align:#x} is not a power of two")]
+    BadAlignment {
+        /// Program header index.
+        index: usize,
+        /// p_align.
+        align: u64,
+    },
     /// `p_filesz > p_memsz`.
     #[error("segment {index}: p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}")]
     FileSizeExceedsMemSize {
@@ -142,6 +159,20 @@ pub enum ImageError {
         vaddr: u64,
         /// p_memsz.
         memsz: u64,
+    },
+    /// More `PT_LOAD` segments than [`MAX_LOAD_SEGMENTS`].
+    #[error("{count} PT_LOAD segments; at most {MAX_LOAD_SEGMENTS} are accepted")]
+    TooManySegments {
+        /// PT_LOAD segments with a non-zero size.
+        count: usize,
+    },
+    /// The segments' file bytes add up to more than the file: segments map the same bytes.
+    #[error("the PT_LOAD segments map {total:#x} file bytes, more than the file's {file_len:#x}")]
+    FileBytesMappedTwice {
+        /// Sum of p_filesz.
+        total: u64,
+        /// File length.
+        file_len: u64,
     },
     /// A segment with none of PF_R, PF_W, PF_X.
     #[error("segment {index} has no permission bits (p_flags {flags:#x})")]
@@ -249,12 +280,7 @@ pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
 
     let rw = (SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg);
     let zero_pages = |pages: &mut Vec<ImagePage>, start: u64, count: u64, measured: bool| {
-        pages.extend((0..count).map(|i| ImagePage {
-            offset: start + i * PAGE,
-            flags: rw,
-            data: PageData::Zero,
-            measured,
-        }));
+        EnclaveImage::push_page(pages, ImagePage::zeros(start, count, rw, measured));
     };
     for thread in &plan.threads {
         zero_pages(&mut pages, thread.stack_bottom, (thread.tcs - thread.stack_bottom) / PAGE, true);
@@ -262,12 +288,9 @@ pub fn image_from_elf(bytes: &[u8], layout: &Layout) -> Result<EnclaveImage> {
         let tcs = crate::layout::thread_tcs(thread.tcs, layout.nssa, entry);
         let mut page = [0u8; PAGE_SIZE];
         page.copy_from_slice(tcs.as_bytes());
-        pages.push(ImagePage {
-            offset: thread.tcs,
-            flags: SecinfoFlags::from(PageType::Tcs),
-            data: PageData::from_page(&page),
-            measured: true,
-        });
+        let tcs_page =
+            ImagePage::single(thread.tcs, SecinfoFlags::from(PageType::Tcs), PageData::from_page(&page), true);
+        EnclaveImage::push_page(&mut pages, tcs_page);
         zero_pages(&mut pages, thread.ssa, (thread.end - thread.ssa) / PAGE, true);
     }
     zero_pages(&mut pages, plan.heap_start, (plan.dynamic_start - plan.heap_start) / PAGE, layout.measure_heap);
@@ -355,6 +378,12 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>> {
                 if memsz == 0 {
                     continue;
                 }
+                // The ELF specification: 0 and 1 mean no alignment, anything else is a
+                // power of two. Another value is a corrupt header, not a layout choice.
+                let align = ph.p_align(endian);
+                if align > 1 && !align.is_power_of_two() {
+                    return Err(ImageError::BadAlignment { index, align });
+                }
                 if filesz > memsz {
                     return Err(ImageError::FileSizeExceedsMemSize { index, filesz, memsz });
                 }
@@ -396,6 +425,16 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>> {
     }
     if segments.is_empty() {
         return Err(ImageError::NoLoadSegments);
+    }
+    // The image copies each segment's file bytes into pages of their own. Without these
+    // bounds a small file could make it hold far more than the file: thousands of one-page
+    // segments, or many segments mapping the same bytes.
+    if segments.len() > MAX_LOAD_SEGMENTS {
+        return Err(ImageError::TooManySegments { count: segments.len() });
+    }
+    let total = segments.iter().map(|s| s.filesz).fold(0u64, u64::saturating_add);
+    if total > file_len {
+        return Err(ImageError::FileBytesMappedTwice { total, file_len });
     }
     segments.sort_by_key(|s| (s.page_start, s.index));
     if e_type == elf::ET_EXEC && segments[0].vaddr != 0 {
@@ -444,14 +483,17 @@ impl Segment {
 }
 
 /// Appends the pages of one checked segment: file bytes at their vaddr, zeros elsewhere.
+/// The pages past the file bytes (a BSS) are one run of zero pages, whatever their number.
 fn add_segment_pages(bytes: &[u8], seg: &Segment, pages: &mut Vec<ImagePage>) {
     let flags = seg.perms.with_page_type(PageType::Reg);
     // Checked in `parse`: the file range is inside `bytes`.
     let file = &bytes[seg.offset as usize..(seg.offset + seg.filesz) as usize];
     let (file_start, file_end) = (seg.vaddr, seg.vaddr + seg.filesz);
     debug_assert!(seg.filesz <= seg.memsz);
+    // First page holding no file byte: from there on, zeros only.
+    let zeros_from = ((file_end + PAGE - 1) & !(PAGE - 1)).clamp(seg.page_start, seg.page_end);
     let mut page = seg.page_start;
-    while page < seg.page_end {
+    while page < zeros_from {
         let lo = page.max(file_start);
         let hi = (page + PAGE).min(file_end);
         let data = if lo < hi {
@@ -462,9 +504,10 @@ fn add_segment_pages(bytes: &[u8], seg: &Segment, pages: &mut Vec<ImagePage>) {
         } else {
             PageData::Zero
         };
-        pages.push(ImagePage { offset: page, flags, data, measured: true });
+        EnclaveImage::push_page(pages, ImagePage::single(page, flags, data, true));
         page += PAGE;
     }
+    EnclaveImage::push_page(pages, ImagePage::zeros(zeros_from, (seg.page_end - zeros_from) / PAGE, flags, true));
 }
 
 #[cfg(test)]
@@ -662,8 +705,13 @@ pub(crate) mod tests {
         for p in 0..256 {
             want.push((0x2f000 + p * 0x1000, 0x203, zero.clone(), false));
         }
-        let got: Vec<(u64, u64, Vec<u8>, bool)> =
-            image.pages.iter().map(|p| (p.offset, p.flags.bits(), p.data.bytes().to_vec(), p.measured)).collect();
+        let got: Vec<(u64, u64, Vec<u8>, bool)> = image
+            .pages
+            .iter()
+            .flat_map(|p| p.offsets().map(move |o| (o, p.flags.bits(), p.data.bytes().to_vec(), p.measured)))
+            .collect();
+        // Runs, not pages: the stacks, SSA frames, the heap and the segment's zero tail.
+        assert_eq!(image.pages.len(), 5 + 2 * 3 + 1);
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g, w, "page {:#x}", w.0);
@@ -710,7 +758,7 @@ pub(crate) mod tests {
         let img = image_from_elf(&elf, &l).unwrap();
         // guard 0x6000, stack 0x7000..0x9000, TCS 0x9000, SSA 0xa000..0xc000, guard 0xc000,
         // heap 0xd000..0x10000.
-        let offsets: Vec<u64> = img.pages.iter().map(|p| p.offset).skip(6).collect();
+        let offsets: Vec<u64> = img.pages.iter().flat_map(ImagePage::offsets).skip(6).collect();
         assert_eq!(offsets, vec![0x7000, 0x8000, 0x9000, 0xa000, 0xb000, 0xd000, 0xe000, 0xf000]);
         assert_eq!(img.tcs, vec![0x9000]);
         assert_eq!(img.dynamic_start, 0x10000);
@@ -1013,6 +1061,67 @@ pub(crate) mod tests {
         let mut e = sample_elf();
         let i = e.segment(elf::PT_INTERP, R, 0, b"/lib64/ld-linux-x86-64.so.2\0", 28);
         assert_eq!(err(&e), ImageError::Interpreter { index: i });
+    }
+
+    #[test]
+    fn a_segment_alignment_that_is_not_a_power_of_two_is_refused() {
+        let mut bytes = sample_elf().build();
+        let p_align = |bytes: &mut Vec<u8>, index: usize, align: u64| {
+            bytes[64 + 56 * index + 48..64 + 56 * index + 56].copy_from_slice(&align.to_le_bytes());
+        };
+        for align in [0, 1, 2, 0x1000, 1 << 63] {
+            p_align(&mut bytes, 1, align);
+            assert!(image_from_elf(&bytes, &Layout::default()).is_ok(), "p_align {align:#x}");
+        }
+        for align in [3, 0x1001, u64::MAX] {
+            p_align(&mut bytes, 1, align);
+            assert_eq!(image_from_elf(&bytes, &Layout::default()), Err(ImageError::BadAlignment { index: 1, align }));
+        }
+    }
+
+    #[test]
+    fn segments_cannot_multiply_the_file() {
+        // The RX segment's 0x1800 bytes mapped a second time: the segments then map 0x3110
+        // bytes of a file of about 0x2900.
+        let mut twice = sample_elf();
+        let rx = twice.phdrs[1];
+        twice.phdrs.push(Phdr { p_vaddr: 0x10_0000, ..rx });
+        let bytes = twice.build();
+        assert_eq!(
+            image_from_elf(&bytes, &Layout::default()),
+            Err(ImageError::FileBytesMappedTwice { total: 0x3110, file_len: bytes.len() as u64 })
+        );
+        // 1024 one-page BSS segments after the sample's 3, in a program header table moved
+        // to the end of the file (the test builder's table must fit its first page).
+        let mut bytes = sample_elf().build();
+        let phnum = u16::from_le_bytes([bytes[56], bytes[57]]) as usize;
+        let table: Vec<u8> = bytes[64..64 + 56 * phnum].to_vec();
+        let phoff = bytes.len().next_multiple_of(8);
+        bytes.resize(phoff, 0);
+        bytes.extend_from_slice(&table);
+        for i in 0..MAX_LOAD_SEGMENTS as u64 {
+            let mut h = [0u8; 56];
+            h[0..4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
+            h[4..8].copy_from_slice(&RW.to_le_bytes());
+            h[16..24].copy_from_slice(&(0x10_0000 + 0x2000 * i).to_le_bytes());
+            h[40..48].copy_from_slice(&0x10u64.to_le_bytes());
+            bytes.extend_from_slice(&h);
+        }
+        bytes[32..40].copy_from_slice(&(phoff as u64).to_le_bytes());
+        bytes[56..58].copy_from_slice(&((phnum + MAX_LOAD_SEGMENTS) as u16).to_le_bytes());
+        assert_eq!(image_from_elf(&bytes, &Layout::default()), Err(ImageError::TooManySegments { count: 1027 }));
+    }
+
+    #[test]
+    fn a_huge_bss_is_one_run() {
+        // 8 GiB of BSS after 16 bytes of data: the image holds 2 entries for the segment.
+        let mut e = sample_elf();
+        e.phdrs[2].p_memsz = 8 << 30;
+        let image = image_from_elf(&e.build(), &Layout::default()).unwrap();
+        let bss: Vec<_> = image.pages.iter().filter(|p| p.offset >= 0x3000 && p.offset < 0x2_0000_4000).collect();
+        assert_eq!(bss.len(), 2, "{bss:?}");
+        assert_eq!((bss[1].offset, bss[1].count, bss[1].measured), (0x4000, (8 << 30) / PAGE - 1, true));
+        assert!(image.page_count() > (8 << 30) / PAGE);
     }
 
     #[test]

@@ -39,6 +39,12 @@
 //!   [`MIN_AUTO_SIZE`] (2 MiB). Whatever lies between `dynamic_start` and `size` is free for
 //!   EDMM (EAUG on fault, new TCSs), so `dynamic_pages` is a *minimum*.
 //!
+//! * **Limits.** The size must stay below the maximum enclave size (2^56 in 64-bit mode;
+//!   [`crate::ecreate_checks`]): ECREATE accepts exactly the maximum, but a naturally aligned
+//!   ELRANGE of 2^56 bytes cannot be placed in a Linux process, whose user space ends below
+//!   2^56. MISCSELECT, XFRM and the SSA frame size are checked as ECREATE checks them, and
+//!   `threads` is at most [`MAX_THREADS`] (each TCS is a page of the image in memory).
+//!
 //! Everything here is a pure function of the [`Layout`] and the image end, so MRENCLAVE
 //! depends only on the program and the layout, never on where the enclave is loaded.
 
@@ -52,6 +58,10 @@ pub const MIN_AUTO_SIZE: u64 = 2 << 20;
 
 /// The smallest ELRANGE size ECREATE accepts: two pages (SECS.SIZE ≥ 0x2000).
 pub const MIN_SIZE: u64 = 2 * PAGE;
+
+/// The most threads a layout may have: each thread's TCS is a page the image holds in
+/// memory (4 KiB each, so 256 MiB at most), unlike stacks and SSA frames, which are runs.
+pub const MAX_THREADS: u32 = 1 << 16;
 
 /// The TCS of the layout convention for a thread whose TCS page is at `tcs` (its SSA
 /// frames follow it): OSSA = `tcs + PAGE`, NSSA = `nssa`, OENTRY = `entry`, FS/GS limits
@@ -96,6 +106,25 @@ pub enum LayoutError {
         /// The requested size.
         size: u64,
     },
+    /// More threads than [`MAX_THREADS`].
+    #[error("{threads} threads is more than this tool lays out ({MAX_THREADS})")]
+    TooManyThreads {
+        /// The requested count.
+        threads: u32,
+    },
+    /// The size (explicit, or what the layout needs) reaches the maximum enclave size.
+    #[error(
+        "the enclave size {size:#x} is not below the maximum enclave size {max:#x}: an ELRANGE that large cannot be placed in a Linux process"
+    )]
+    SizeNotBelowMax {
+        /// The size.
+        size: u64,
+        /// The maximum enclave size for the layout's mode.
+        max: u64,
+    },
+    /// SECS fields ECREATE would refuse (MISCSELECT, XFRM, SSAFRAMESIZE).
+    #[error(transparent)]
+    Secs(#[from] crate::ecreate_checks::SecsError),
     /// The layout does not fit in 64 bits (absurd page counts).
     #[error("the layout overflows the 64-bit address space (image end {image_end:#x})")]
     Overflow {
@@ -199,6 +228,9 @@ impl Layout {
         if self.threads == 0 {
             return Err(LayoutError::NoThreads);
         }
+        if self.threads > MAX_THREADS {
+            return Err(LayoutError::TooManyThreads { threads: self.threads });
+        }
         if self.stack_pages == 0 {
             return Err(LayoutError::NoStack);
         }
@@ -212,6 +244,26 @@ impl Layout {
             && (!size.is_power_of_two() || size < MIN_SIZE)
         {
             return Err(LayoutError::BadSize { size });
+        }
+        if let Some(size) = self.size {
+            self.check_below_max(size)?;
+        }
+        let attributes = self.effective_attributes();
+        let frame_checked_size = self.size.unwrap_or_else(|| self.max_size());
+        crate::ecreate_checks::check_secs(frame_checked_size, self.ssaframesize, attributes, self.miscselect)?;
+        Ok(())
+    }
+
+    /// The maximum enclave size for this layout's mode.
+    fn max_size(&self) -> u64 {
+        crate::ecreate_checks::max_enclave_size(self.effective_attributes())
+    }
+
+    /// Refuses a size at or above the maximum enclave size (module docs, "Limits").
+    fn check_below_max(&self, size: u64) -> Result<()> {
+        let max = self.max_size();
+        if size >= max {
+            return Err(LayoutError::SizeNotBelowMax { size, max });
         }
         Ok(())
     }
@@ -264,6 +316,8 @@ impl Layout {
             Some(size) => size,
             None => needed.checked_next_power_of_two().ok_or(overflow)?.max(MIN_AUTO_SIZE),
         };
+        self.check_below_max(size)?;
+        crate::ecreate_checks::check_secs(size, self.ssaframesize, self.effective_attributes(), self.miscselect)?;
         Ok(LayoutPlan { image_end: aligned_end, threads, heap_guard, heap_start, dynamic_start, size })
     }
 }
@@ -384,5 +438,47 @@ mod tests {
         assert_eq!(t.ssa, t.tcs + PAGE);
         assert_eq!(t.tcs - t.stack_bottom, 16 * PAGE);
         assert_eq!(t.guard, 0);
+    }
+
+    #[test]
+    fn sizes_reaching_the_maximum_enclave_size_are_refused() {
+        use crate::ecreate_checks::SecsError;
+        let max = 1u64 << 56;
+        for size in [max, max << 1, 1 << 62, 1 << 63] {
+            assert_eq!(
+                Layout { size: Some(size), ..Layout::default() }.validate(),
+                Err(LayoutError::SizeNotBelowMax { size, max })
+            );
+        }
+        assert_eq!(Layout { size: Some(max >> 1), ..Layout::default() }.validate(), Ok(()));
+        // A layout that needs the maximum (a 2^55-byte heap) is refused the same way.
+        let huge_heap = Layout { heap_pages: (1 << 55) / PAGE, ..Layout::default() };
+        assert_eq!(huge_heap.plan(0x1000), Err(LayoutError::SizeNotBelowMax { size: max, max }));
+        // 1 TiB of heap is fine: it is one run in the image.
+        assert_eq!(
+            Layout { heap_pages: (1 << 40) / PAGE, ..Layout::default() }.plan(0x1000).map(|p| p.size),
+            Ok(1 << 41)
+        );
+        // MISCSELECT: EXINFO only; SSA frames as ECREATE checks them.
+        assert_eq!(
+            Layout { miscselect: 2, ..Layout::default() }.validate(),
+            Err(LayoutError::Secs(SecsError::Miscselect { miscselect: 2 }))
+        );
+        assert_eq!(Layout { miscselect: 1, ..Layout::default() }.validate(), Ok(()));
+        assert!(matches!(
+            Layout { ssaframesize: u32::MAX, size: Some(0x100_0000), ..Layout::default() }.validate(),
+            Err(LayoutError::Secs(SecsError::SsaFrameTooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn thread_counts_are_capped() {
+        assert_eq!(Layout { threads: MAX_THREADS, ..Layout::default() }.validate(), Ok(()));
+        for threads in [MAX_THREADS + 1, u32::MAX] {
+            assert_eq!(
+                Layout { threads, ..Layout::default() }.validate(),
+                Err(LayoutError::TooManyThreads { threads })
+            );
+        }
     }
 }

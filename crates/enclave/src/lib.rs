@@ -23,6 +23,7 @@
 //! ```
 
 pub mod device;
+pub mod ecreate_checks;
 pub mod edmm;
 pub mod elf;
 pub mod enter;
@@ -35,10 +36,11 @@ pub mod sign;
 mod vdso;
 
 pub use device::{Device, DeviceError, DeviceKind, EnclaveFile, Errno};
+pub use ecreate_checks::SecsError;
 pub use edmm::{Accept, EdmmError, EdmmOp, FlowError};
 pub use elf::{ImageError, image_from_elf};
 pub use enter::{EnclaveException, EnterError, Exit, Next, Registers};
-pub use image::{EnclaveImage, ImagePage, PageData};
+pub use image::{EnclaveImage, ImagePage, ImageShapeError, PageData};
 pub use layout::{Layout, LayoutError, LayoutPlan, ThreadLayout};
 pub use loader::{Enclave, LoadError, LoadProgress};
 pub use sgxs::{SgxsError, SgxsImage, mrenclave_of_sgxs, read_sgxs, write_sgxs};

@@ -135,21 +135,7 @@ fn prot_of(page: &ImagePage) -> c_int {
 }
 
 fn check_image(image: &EnclaveImage) -> Result<(), LoadError> {
-    let bad = |msg: String| Err(LoadError::Image(msg));
-    if !image.size.is_power_of_two() || image.size < 2 * PAGE_SIZE as u64 {
-        return bad(format!("enclave size {:#x} is not a power of two of at least 8 KiB", image.size));
-    }
-    let mut previous = None;
-    for page in &image.pages {
-        if !page.offset.is_multiple_of(PAGE_SIZE as u64) || page.offset >= image.size {
-            return bad(format!("page offset {:#x} is not a page inside the enclave", page.offset));
-        }
-        if previous.is_some_and(|p| p >= page.offset) {
-            return bad(format!("page offsets are not ascending at {:#x}", page.offset));
-        }
-        previous = Some(page.offset);
-    }
-    Ok(())
+    image.check().map_err(|e| LoadError::Image(e.to_string()))
 }
 
 impl Enclave {
@@ -276,34 +262,33 @@ fn add_pages(
     image: &EnclaveImage,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<(), LoadError> {
-    let total = image.pages.len();
-    let mut done = 0;
-    let mut add = |buffer: &[AlignedPage], run: &[ImagePage]| {
-        let first = &run[0];
-        let secinfo = Secinfo::new(first.flags);
+    let total = usize::try_from(image.page_count()).unwrap_or(usize::MAX);
+    let mut done = 0usize;
+    let mut add = |buffer: &[AlignedPage], batch: &Batch<'_>| {
+        let secinfo = Secinfo::new(batch.flags());
         let mut arg = SgxEnclaveAddPages {
             src: buffer.as_ptr() as u64,
-            offset: first.offset,
-            length: (run.len() * PAGE_SIZE) as u64,
+            offset: batch.offset,
+            length: batch.pages as u64 * PAGE_SIZE as u64,
             secinfo: secinfo.as_bytes().as_ptr() as u64,
-            flags: if first.measured { SGX_PAGE_MEASURE } else { 0 },
+            flags: if batch.measured() { SGX_PAGE_MEASURE } else { 0 },
             count: 0,
         };
         add_run(file, &mut arg)?;
-        done += run.len();
+        done = done.saturating_add(batch.pages);
         progress(LoadProgress { pages_added: done, pages_total: total });
         Ok(())
     };
-    if runs(&image.pages).nth(STAGE_AHEAD_MIN_RUNS - 1).is_some() {
+    if batches(image).nth(STAGE_AHEAD_MIN_RUNS - 1).is_some() {
         let staged = std::thread::scope(|scope| stage_ahead(scope, image, &mut add));
         if let Some(result) = staged {
             return result;
         }
     }
     let mut buffer = new_buffer();
-    for run in runs(&image.pages) {
-        stage(&mut buffer, run);
-        add(&buffer, run)?;
+    for batch in batches(image) {
+        stage(&mut buffer, &batch);
+        add(&buffer, &batch)?;
     }
     Ok(())
 }
@@ -315,19 +300,25 @@ const STAGE_AHEAD_MIN_RUNS: usize = 4;
 /// An ADD_PAGES source buffer, a batch long.
 type Buffer = Box<[AlignedPage]>;
 
-/// Adds one run, staged in the buffer given (ADD_PAGES, then progress).
-type AddRun<'a> = dyn FnMut(&[AlignedPage], &[ImagePage]) -> Result<(), LoadError> + 'a;
+/// Adds one batch, staged in the buffer given (ADD_PAGES, then progress).
+type AddRun<'a> = dyn FnMut(&[AlignedPage], &Batch<'_>) -> Result<(), LoadError> + 'a;
 
 fn new_buffer() -> Buffer {
     vec![AlignedPage([0; PAGE_SIZE]); ADD_BATCH_PAGES].into_boxed_slice()
 }
 
-/// Copies `run`'s contents into the first pages of `buffer`.
-fn stage(buffer: &mut [AlignedPage], run: &[ImagePage]) {
-    for (slot, page) in buffer.iter_mut().zip(run) {
-        match &page.data {
-            PageData::Zero => slot.0.fill(0),
-            PageData::Bytes(bytes) => slot.0.copy_from_slice(&bytes[..]),
+/// Copies `batch`'s contents into the first pages of `buffer`.
+fn stage(buffer: &mut [AlignedPage], batch: &Batch<'_>) {
+    let page = PAGE_SIZE as u64;
+    let end = batch.offset + batch.pages as u64 * page;
+    let mut slots = buffer.iter_mut().take(batch.pages);
+    for run in batch.runs {
+        let pages_here = (run.end().min(end) - run.offset.max(batch.offset)) / page;
+        for slot in slots.by_ref().take(pages_here as usize) {
+            match &run.data {
+                PageData::Zero => slot.0.fill(0),
+                PageData::Bytes(bytes) => slot.0.copy_from_slice(&bytes[..]),
+            }
         }
     }
 }
@@ -359,12 +350,12 @@ fn stage_ahead<'scope, 'env>(
     use std::sync::mpsc::sync_channel;
     // Two buffers circulate: empty ones to the stager, staged ones back.
     let (empty_tx, empty_rx) = sync_channel::<Buffer>(2);
-    let (staged_tx, staged_rx) = sync_channel::<(Buffer, &'env [ImagePage])>(1);
+    let (staged_tx, staged_rx) = sync_channel::<(Buffer, Batch<'env>)>(1);
     let stager = move || {
-        for run in runs(&image.pages) {
+        for batch in batches(image) {
             let Ok(mut buffer) = empty_rx.recv() else { return };
-            stage(&mut buffer, run);
-            if staged_tx.send((buffer, run)).is_err() {
+            stage(&mut buffer, &batch);
+            if staged_tx.send((buffer, batch)).is_err() {
                 return;
             }
         }
@@ -375,8 +366,8 @@ fn stage_ahead<'scope, 'env>(
         let _ = empty_tx.send(new_buffer());
     }
     // The stager ends when the runs do, or when this side hangs up after an error.
-    for (buffer, run) in staged_rx.iter() {
-        if let Err(e) = add(&buffer, run) {
+    for (buffer, batch) in staged_rx.iter() {
+        if let Err(e) = add(&buffer, &batch) {
             return Some(Err(e));
         }
         let _ = empty_tx.send(buffer);
@@ -405,12 +396,53 @@ fn add_run(file: &EnclaveFile, add: &mut SgxEnclaveAddPages) -> Result<(), LoadE
     }
 }
 
-/// Maximal runs of pages that one ADD_PAGES can add: contiguous, same flags, same
-/// measurement, at most a batch long.
-fn runs(pages: &[ImagePage]) -> impl Iterator<Item = &[ImagePage]> {
-    pages
-        .chunk_by(|a, b| a.offset + PAGE_SIZE as u64 == b.offset && a.flags == b.flags && a.measured == b.measured)
-        .flat_map(|run| run.chunks(ADD_BATCH_PAGES))
+/// Pages that one ADD_PAGES adds: contiguous, same flags and measurement, at most a buffer
+/// long, taken from one or more consecutive runs of the image.
+#[derive(Clone, Copy, Debug)]
+struct Batch<'a> {
+    /// The runs that overlap the batch, in order (the first may start before it, the last
+    /// may end after it).
+    runs: &'a [ImagePage],
+    /// The first page's offset.
+    offset: u64,
+    /// Pages, 1 to [`ADD_BATCH_PAGES`].
+    pages: usize,
+}
+
+impl Batch<'_> {
+    fn flags(&self) -> SecinfoFlags {
+        self.runs[0].flags
+    }
+
+    fn measured(&self) -> bool {
+        self.runs[0].measured
+    }
+}
+
+/// The image's pages cut into ADD_PAGES batches: maximal groups of runs that continue each
+/// other (contiguous, same flags, same measurement), cut every [`ADD_BATCH_PAGES`] pages.
+/// A run of a million zero pages is thousands of batches, made one at a time.
+fn batches(image: &EnclaveImage) -> impl Iterator<Item = Batch<'_>> {
+    let page = PAGE_SIZE as u64;
+    image.pages.chunk_by(|a, b| a.end() == b.offset && a.flags == b.flags && a.measured == b.measured).flat_map(
+        move |group| {
+            let mut rest = group;
+            let mut at = group.first().map_or(0, |r| r.offset);
+            std::iter::from_fn(move || {
+                // Drop the runs that end at or before `at`.
+                while rest.first().is_some_and(|r| r.end() <= at) {
+                    rest = &rest[1..];
+                }
+                let last = rest.last()?;
+                let end = last.end().min(at.saturating_add(ADD_BATCH_PAGES as u64 * page));
+                let overlapping = rest.partition_point(|r| r.offset < end);
+                // At most ADD_BATCH_PAGES pages, so the cast is lossless.
+                let batch = Batch { runs: &rest[..overlapping], offset: at, pages: ((end - at) / page) as usize };
+                at = end;
+                Some(batch)
+            })
+        },
+    )
 }
 
 fn init(file: &EnclaveFile, sigstruct: &Sigstruct) -> Result<(), LoadError> {
@@ -425,7 +457,6 @@ fn init(file: &EnclaveFile, sigstruct: &Sigstruct) -> Result<(), LoadError> {
 /// and everything else — guard holes and the dynamic area — RW, so that an access there
 /// reaches the driver's fault handler (EAUG on SGX2).
 fn map_pages(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), LoadError> {
-    let page = PAGE_SIZE as u64;
     let hole = libc::PROT_READ | libc::PROT_WRITE;
     let mut at = 0;
     let mut pages = image.pages.iter().peekable();
@@ -435,7 +466,7 @@ fn map_pages(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), 
                 let prot = prot_of(p);
                 let mut end = at;
                 while let Some(p) = pages.next_if(|p| p.offset == end && prot_of(p) == prot) {
-                    end = p.offset + page;
+                    end = p.end();
                 }
                 (prot, end)
             }
@@ -446,4 +477,49 @@ fn map_pages(file: &EnclaveFile, image: &EnclaveImage, base: u64) -> Result<(), 
         at = end;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: u64 = PAGE_SIZE as u64;
+
+    fn rw() -> SecinfoFlags {
+        (SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg)
+    }
+
+    fn bytes(fill: u8) -> PageData {
+        PageData::Bytes(Box::new([fill; PAGE_SIZE]))
+    }
+
+    #[test]
+    fn batches_join_continuing_runs_and_cut_long_ones() {
+        let image = EnclaveImage::of_pages(vec![
+            ImagePage::single(0, rw(), bytes(1), true),
+            ImagePage::single(PAGE, rw(), bytes(2), true),
+            ImagePage::zeros(2 * PAGE, 600, rw(), true),
+            // Unmeasured: a batch of its own.
+            ImagePage::zeros(602 * PAGE, 3, rw(), false),
+        ]);
+        let got: Vec<(u64, usize, usize)> = batches(&image).map(|b| (b.offset / PAGE, b.pages, b.runs.len())).collect();
+        assert_eq!(got, [(0, 256, 3), (256, 256, 1), (512, 90, 1), (602, 3, 1)]);
+        // Staging writes each page's contents in order.
+        let mut buffer = new_buffer();
+        let first = batches(&image).next().unwrap();
+        buffer[2].0.fill(0xEE);
+        stage(&mut buffer, &first);
+        assert_eq!((buffer[0].0[0], buffer[1].0[4095], buffer[2].0[0], buffer[255].0[7]), (1, 2, 0, 0));
+        assert_eq!(batches(&image).map(|b| b.pages as u64).sum::<u64>(), image.page_count());
+    }
+
+    #[test]
+    fn a_huge_run_is_batched_lazily() {
+        // 2^40 pages would be 2^32 batches: taking a few costs nothing.
+        let image =
+            EnclaveImage { size: 1 << 56, ..EnclaveImage::of_pages(vec![ImagePage::zeros(0, 1 << 40, rw(), false)]) };
+        let first: Vec<u64> = batches(&image).take(3).map(|b| b.offset).collect();
+        assert_eq!(first, [0, 256 * PAGE, 512 * PAGE]);
+        assert_eq!(image.check(), Ok(()));
+    }
 }

@@ -25,7 +25,9 @@
 //! **Reading** ([`read_sgxs`]) accepts the streams the image model can represent, which is
 //! stricter than Fortanix's canonicality rules:
 //!
-//! * ECREATE first and only once; SIZE a power of two ≥ 0x2000; SSAFRAMESIZE ≥ 1;
+//! * ECREATE first and only once; SIZE a power of two ≥ 0x2000 and at most the maximum
+//!   enclave size (2^56), SSAFRAMESIZE big enough for XFRM 0x3 and no bigger than the
+//!   enclave — what ECREATE would accept ([`crate::ecreate_checks`]);
 //! * EADD offsets page aligned, strictly ascending, and the page inside SIZE; SECINFO flags
 //!   the driver would accept for ADD_PAGES (type REG or TCS, no R/W/X on a TCS, no W without
 //!   R, no state or reserved bits);
@@ -105,6 +107,9 @@ pub enum SgxsError {
     /// ECREATE's SSAFRAMESIZE is 0.
     #[error("ECREATE SSAFRAMESIZE is 0")]
     ZeroSsaFrameSize,
+    /// ECREATE would refuse the SIZE or SSAFRAMESIZE.
+    #[error("ECREATE record: {0}")]
+    Secs(#[from] crate::ecreate_checks::SecsError),
     /// A byte the format defines as zero is not.
     #[error("SGXS record at byte {at:#x} has non-zero bytes where the format requires zeros")]
     ReservedBytes {
@@ -193,25 +198,51 @@ pub struct SgxsImage {
     pub mrenclave: [u8; 32],
 }
 
-/// Writes the canonical SGXS stream of `image` (see the module docs).
+/// The ATTRIBUTES an image read from SGXS gets (the format does not carry them).
+fn sgxs_attributes() -> Attributes {
+    Attributes::new(AttributesFlags::MODE64BIT, 0x3)
+}
+
+/// Writes the canonical SGXS stream of `image` (see the module docs), page by page: memory
+/// stays constant whatever the runs of zero pages, and the output is [`sgxs_len`] bytes.
 pub fn write_sgxs(image: &EnclaveImage, out: &mut impl Write) -> io::Result<()> {
     out.write_all(&ecreate_record(image.ssaframesize, image.size))?;
-    for page in &image.pages {
-        out.write_all(&eadd_record(page.offset, page.flags.bits()))?;
-        let bytes = page.data.bytes();
-        for (i, chunk) in bytes.as_chunks::<EEXTEND_CHUNK_SIZE>().0.iter().enumerate() {
-            let offset = page.offset + (i * EEXTEND_CHUNK_SIZE) as u64;
-            if page.measured {
-                out.write_all(&eextend_record(offset))?;
-            } else if chunk.iter().any(|&b| b != 0) {
-                out.write_all(&unmeasured_record(offset))?;
-            } else {
-                continue;
+    for run in &image.pages {
+        let bytes = run.data.bytes();
+        for page in run.offsets() {
+            out.write_all(&eadd_record(page, run.flags.bits()))?;
+            for (i, chunk) in bytes.as_chunks::<EEXTEND_CHUNK_SIZE>().0.iter().enumerate() {
+                let offset = page + (i * EEXTEND_CHUNK_SIZE) as u64;
+                if run.measured {
+                    out.write_all(&eextend_record(offset))?;
+                } else if chunk.iter().any(|&b| b != 0) {
+                    out.write_all(&unmeasured_record(offset))?;
+                } else {
+                    continue;
+                }
+                out.write_all(chunk)?;
             }
-            out.write_all(chunk)?;
         }
     }
     Ok(())
+}
+
+/// The length of [`write_sgxs`]'s output for `image`, computed without writing it: SGXS
+/// records every page (64 bytes per EADD, 16 × 320 bytes per measured page), so a large
+/// measured region makes a file about 1.27 times its size. Saturates at `u64::MAX`.
+#[must_use]
+pub fn sgxs_len(image: &EnclaveImage) -> u64 {
+    let chunk_record = (RECORD_SIZE + EEXTEND_CHUNK_SIZE) as u64;
+    image.pages.iter().fold(RECORD_SIZE as u64, |len, run| {
+        let chunks = if run.measured {
+            CHUNKS as u64
+        } else {
+            run.data.bytes().as_chunks::<EEXTEND_CHUNK_SIZE>().0.iter().filter(|c| c.iter().any(|&b| b != 0)).count()
+                as u64
+        };
+        let per_page = RECORD_SIZE as u64 + chunks * chunk_record;
+        len.saturating_add(run.count.saturating_mul(per_page))
+    })
 }
 
 /// Reads an SGXS stream into an image, checking it as the module docs describe.
@@ -307,12 +338,13 @@ impl Reader {
         let Some((ssaframesize, size)) = self.ecreate else {
             return Err(SgxsError::Empty);
         };
-        let tcs = self.pages.iter().filter(|p| p.page_type() == Some(PageType::Tcs)).map(|p| p.offset).collect();
-        let dynamic_start = self.pages.last().map_or(0, |p| p.offset + PAGE);
+        let tcs =
+            self.pages.iter().filter(|p| p.page_type() == Some(PageType::Tcs)).flat_map(ImagePage::offsets).collect();
+        let dynamic_start = self.pages.last().map_or(0, ImagePage::end);
         let image = EnclaveImage {
             size,
             ssaframesize,
-            attributes: Attributes::new(AttributesFlags::MODE64BIT, 0x3),
+            attributes: sgxs_attributes(),
             miscselect: 0,
             pages: self.pages,
             tcs,
@@ -338,6 +370,7 @@ impl Reader {
                 if ssaframesize == 0 {
                     return Err(SgxsError::ZeroSsaFrameSize);
                 }
+                crate::ecreate_checks::check_secs(size, ssaframesize, sgxs_attributes(), 0)?;
                 self.ecreate = Some((ssaframesize, size));
             }
             MEAS_UNSIZED => return Err(SgxsError::DuplicateEcreate { at }),
@@ -348,7 +381,8 @@ impl Reader {
                 if !offset.is_multiple_of(PAGE) {
                     return Err(SgxsError::EaddMisaligned { offset });
                 }
-                let previous = self.open.as_ref().map(|p| p.offset).or(self.pages.last().map(|p| p.offset));
+                let last_added = self.pages.last().map(|p| p.end() - PAGE);
+                let previous = self.open.as_ref().map(|p| p.offset).or(last_added);
                 if let Some(previous) = previous
                     && offset <= previous
                 {
@@ -419,7 +453,10 @@ impl Reader {
                 return Err(SgxsError::PartialMeasurement { page: p.offset, measured, unmeasured });
             }
         };
-        self.pages.push(ImagePage { offset: p.offset, flags: p.flags, data: PageData::from_page(&p.data), measured });
+        EnclaveImage::push_page(
+            &mut self.pages,
+            ImagePage::single(p.offset, p.flags, PageData::from_page(&p.data), measured),
+        );
         Ok(())
     }
 }
@@ -456,13 +493,30 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_zero_pages_are_written_page_by_page_and_read_back_as_runs() {
+        let rw = (SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg);
+        let image = EnclaveImage::of_pages(vec![
+            ImagePage::zeros(0, 3, rw, true),
+            ImagePage::single(0x3000, rw, PageData::Bytes(Box::new([1; PAGE_SIZE])), false),
+            ImagePage::zeros(0x4000, 4, rw, false),
+        ]);
+        let sgxs = to_sgxs(&image);
+        assert_eq!(sgxs.len() as u64, sgxs_len(&image));
+        assert_eq!(sgxs.len(), 64 + 3 * (64 + 16 * 320) + (64 + 16 * 320) + 4 * 64);
+        let read = read_sgxs(&sgxs).unwrap();
+        assert_eq!(read.image, image);
+        assert_eq!(read.mrenclave, image.mrenclave());
+    }
+
+    #[test]
     fn canonical_stream_layout() {
         let image = elf_image(&Layout::default());
         let sgxs = to_sgxs(&image);
         // ECREATE + per page EADD, + 16 × (64 + 256) if measured; unmeasured heap pages are
         // zero, so bare EADDs.
-        let measured = image.pages.iter().filter(|p| p.measured).count();
-        assert_eq!(sgxs.len(), 64 + 64 * image.pages.len() + measured * 16 * 320);
+        let measured = image.measured_page_count();
+        assert_eq!(sgxs.len() as u64, 64 + 64 * image.page_count() + measured * 16 * 320);
+        assert_eq!(sgxs_len(&image), sgxs.len() as u64);
         assert_eq!(&sgxs[..8], b"ECREATE\0");
         assert_eq!(&sgxs[64..72], b"EADD\0\0\0\0");
         assert_eq!(&sgxs[128..136], b"EEXTEND\0");
@@ -487,8 +541,9 @@ mod tests {
                     flags: (SecinfoFlags::R | SecinfoFlags::W).with_page_type(PageType::Reg),
                     data: PageData::from_page(&data),
                     measured: false,
+                    count: 1,
                 },
-                ImagePage { offset: 0x2000, flags: PageType::Tcs.into(), data: PageData::Zero, measured: true },
+                ImagePage::zeros(0x2000, 1, PageType::Tcs.into(), true),
             ],
             tcs: vec![0x2000],
             dynamic_start: 0x3000,
@@ -599,6 +654,20 @@ mod tests {
         assert_eq!(Stream::default().ecreate(1, 0x30000).read(), Err(E::BadSize { size: 0x30000 }));
         assert_eq!(Stream::default().ecreate(1, 0x1000).read(), Err(E::BadSize { size: 0x1000 }));
         assert_eq!(Stream::default().ecreate(0, 0x10000).read(), Err(E::ZeroSsaFrameSize));
+        // What ECREATE would refuse: above the maximum enclave size, or an SSA frame larger
+        // than the enclave.
+        use crate::ecreate_checks::SecsError;
+        for log2 in [57, 62, 63] {
+            assert_eq!(
+                Stream::default().ecreate(1, 1 << log2).read(),
+                Err(E::Secs(SecsError::SizeAboveMax { size: 1 << log2, max: 1 << 56, log2: 56 }))
+            );
+        }
+        assert!(Stream::default().ecreate(1, 1 << 56).read().is_ok());
+        assert_eq!(
+            Stream::default().ecreate(0xffff_ffff, 0x10000).read(),
+            Err(E::Secs(SecsError::SsaFrameTooLarge { ssaframesize: 0xffff_ffff, size: 0x10000 }))
+        );
         let mut rec = ecreate_record(1, 0x10000);
         rec[63] = 1;
         assert_eq!(Stream::default().raw(&rec).read(), Err(E::ReservedBytes { at: 0 }));
@@ -663,22 +732,21 @@ mod tests {
                 }
                 seen.insert(index, (flags, page, measured));
             }
-            let pages: Vec<ImagePage> = seen
-                .into_iter()
-                .map(|(index, (flags, page, measured))| ImagePage {
-                    offset: index * PAGE,
-                    flags: SecinfoFlags::from_bits_retain(flags),
-                    data: PageData::from_page(&page),
-                    measured,
-                })
-                .collect();
+            let mut pages = Vec::new();
+            for (index, (flags, page, measured)) in seen {
+                let flags = SecinfoFlags::from_bits_retain(flags);
+                EnclaveImage::push_page(
+                    &mut pages,
+                    ImagePage::single(index * PAGE, flags, PageData::from_page(&page), measured),
+                );
+            }
             EnclaveImage {
                 size: PAGE << log2,
                 ssaframesize: ssa,
                 attributes: Attributes::new(AttributesFlags::MODE64BIT, 3),
                 miscselect: 0,
-                tcs: pages.iter().filter(|p| p.flags.bits() == 0x100).map(|p| p.offset).collect(),
-                dynamic_start: pages.last().map_or(0, |p| p.offset + PAGE),
+                tcs: pages.iter().filter(|p| p.flags.bits() == 0x100).flat_map(ImagePage::offsets).collect(),
+                dynamic_start: pages.last().map_or(0, ImagePage::end),
                 pages,
             }
         })
@@ -690,6 +758,7 @@ mod tests {
         #[test]
         fn write_read_round_trips(image in arb_image()) {
             let sgxs = to_sgxs(&image);
+            prop_assert_eq!(sgxs_len(&image), sgxs.len() as u64);
             let read = read_sgxs(&sgxs).unwrap();
             prop_assert_eq!(&read.image, &image);
             prop_assert_eq!(read.mrenclave, image.mrenclave());

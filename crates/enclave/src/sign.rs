@@ -58,6 +58,19 @@ pub fn sign_image(
     fields: &SigstructFields,
     key: &SigningKey,
 ) -> Result<Sigstruct, sgxemu_crypto::KeyError> {
+    sign_measured(image.mrenclave(), fields, key)
+}
+
+/// [`sign_image`] for an image already measured (`mrenclave`, e.g. from
+/// [`EnclaveImage::mrenclave_with_progress`]), so a large image is hashed once.
+///
+/// # Errors
+/// The key's RSA failure (never for a key this crate accepted).
+pub fn sign_measured(
+    mrenclave: [u8; 32],
+    fields: &SigstructFields,
+    key: &SigningKey,
+) -> Result<Sigstruct, sgxemu_crypto::KeyError> {
     let mut sig = Sigstruct::new_unsigned();
     sig.vendor = fields.vendor;
     sig.date = fields.date;
@@ -68,7 +81,7 @@ pub fn sign_image(
     sig.attributemask = fields.attributemask;
     sig.isvprodid = fields.isvprodid;
     sig.isvsvn = fields.isvsvn;
-    sig.enclavehash = image.mrenclave();
+    sig.enclavehash = mrenclave;
     sgxemu_crypto::sign(&mut sig, key)?;
     Ok(sig)
 }

@@ -64,6 +64,14 @@ impl Devices {
         file
     }
 
+    /// The descriptors of open devices in `[first, last]`.
+    pub fn open_in(&self, first: c_int, last: c_int) -> Vec<c_int> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        self.files.lock().keys().copied().filter(|fd| (first..=last).contains(fd)).collect()
+    }
+
     /// Whether any fd still refers to `encl`.
     pub fn refers_to(&self, encl: &Arc<Encl>) -> bool {
         self.files.lock().values().any(|f| matches!(f, DeviceFile::Enclave(e) if Arc::ptr_eq(e, encl)))
@@ -182,7 +190,7 @@ impl Engine {
         }
     }
 
-    fn release_if_unused(&self, encl: &Arc<Encl>) {
+    pub(crate) fn release_if_unused(&self, encl: &Arc<Encl>) {
         if !self.space.maps(encl) && !self.devices.refers_to(encl) {
             // `with_current`: a close may come from a destructor, after thread-locals are gone.
             crate::thread::with_current(&self.processor, |state| encl.release(&mut state.cpus().kcpu));

@@ -562,6 +562,21 @@ pub fn closing(fd: c_int) {
     MSRS.remove(fd);
 }
 
+/// Before `close_range(first, last)` reaches the kernel: forget the emulated descriptors
+/// in the range (the emulator's own are never in what it closes: see `own_fds`).
+pub fn closing_range(first: libc::c_uint, last: libc::c_uint) {
+    let clamp = |n: libc::c_uint| c_int::try_from(n).unwrap_or(c_int::MAX);
+    let (first, last) = (clamp(first), clamp(last));
+    if let Some(engine) = Engine::get().filter(|e| e.pid == sys::getpid()) {
+        for fd in engine.devices.open_in(first, last) {
+            engine.closed(fd);
+        }
+    }
+    for fd in MSRS.open_in(first, last) {
+        MSRS.remove(fd);
+    }
+}
+
 /// After a call made `new` (if not negative: an error) a copy of descriptor `fd`.
 pub fn duplicated(fd: c_int, new: c_int) {
     if new < 0 || fd == new {
@@ -623,6 +638,13 @@ impl MsrFiles {
             return None;
         }
         self.files.lock().get(&fd).cloned()
+    }
+
+    fn open_in(&self, first: c_int, last: c_int) -> Vec<c_int> {
+        if !self.active() {
+            return Vec::new();
+        }
+        self.files.lock().keys().copied().filter(|fd| (first..=last).contains(fd)).collect()
     }
 
     fn remove(&self, fd: c_int) {

@@ -210,7 +210,17 @@ pub fn on_enclave_page_fault(
     let regs = regs_with_bases(frame, enclave_fs, enclave_gs);
     let host_code = frame.err();
     let kind = access_kind(host_code);
-    let (resolution, _) = engine.space.classify(addr, kind);
+    let (resolution, found) = engine.space.classify(addr, kind);
+    if resolution == Resolution::Retry
+        && let Some((encl, _)) = &found
+        && engine.space.foreign_in_elrange(&st.cpus().lp, addr, encl)
+    {
+        // Another enclave's page inside this one's ELRANGE: the kernel maps it and the
+        // retried access fails the EPCM's owner check (spec §6.1 step 3).
+        let fault =
+            Fault { vector: Vector::Pf as u8, code: (PfErrorCode::P | PfErrorCode::SGX | kind.pf_bits()).bits(), addr };
+        return enclave_exception(engine, st, frame, regs, fault, None);
+    }
     if crate::signals::tracing() {
         sys::stderr_line(&format!("sgxemu:   {resolution:?} at {addr:#x}\n"));
     }
@@ -298,6 +308,19 @@ pub fn on_enclave_ud(
     enclave_fault(engine, st, frame, enclave_fs, enclave_gs, Fault { vector: Vector::Ud as u8, code: 0, addr: 0 })
 }
 
+/// Enclave-mode code found running outside ELRANGE (see [`crate::isolation`]): the #GP(0)
+/// the processor raises for the fetch, as the enclave's exception at the frame's RIP.
+pub fn on_fetch_outside(
+    engine: &Engine,
+    st: &ThreadState,
+    frame: &mut Frame,
+    enclave_fs: u64,
+    enclave_gs: u64,
+) -> Outcome {
+    crate::stats::count(&crate::stats::FETCHES_OUTSIDE);
+    enclave_fault(engine, st, frame, enclave_fs, enclave_gs, Fault { vector: Vector::Gp as u8, code: 0, addr: 0 })
+}
+
 /// AEX for `fault` at the frame's enclave state, then its delivery (nothing for the
 /// driver to resolve).
 fn enclave_fault(engine: &Engine, st: &ThreadState, frame: &mut Frame, fs: u64, gs: u64, fault: Fault) -> Outcome {
@@ -309,6 +332,14 @@ fn enclave_fault(engine: &Engine, st: &ThreadState, frame: &mut Frame, fs: u64, 
 /// continues the enclave after the kernel's work.
 /// Returns whether it took the AEX (the logical processor was in enclave mode).
 pub fn on_interrupt(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclave_fs: u64, enclave_gs: u64) -> bool {
+    if crate::isolation::interrupted_outside(&st.cpus().lp, frame.rip()) {
+        // The enclave's code left ELRANGE unseen since: its #GP comes first. A program
+        // with its own AEP gets the SIGSEGV once this handler returns.
+        if let Outcome::Signal(sig) = on_fetch_outside(engine, st, frame, enclave_fs, enclave_gs) {
+            let _ = sys::tgkill(st.tid, sig);
+        }
+        return true;
+    }
     let mut regs = regs_with_bases(frame, enclave_fs, enclave_gs);
     frame.save_xstate(&mut st.cpus().lp.xsave);
     let exited = engine.processor.aex(&mut st.cpus().lp, &mut regs, AexEvent::interrupt()).is_some();

@@ -126,6 +126,7 @@ impl Engine {
         }
         let engine: &'static Engine = Box::leak(Box::new(Self::build(config)?));
         ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
+        crate::isolation::init();
         crate::signals::install();
         static ATFORK: std::sync::Once = std::sync::Once::new();
         // SAFETY: registers plain extern "C" functions without arguments for fork parents and children.

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use libc::c_int;
 use sgxemu_arch::PAGE_SIZE;
@@ -18,7 +18,9 @@ const CHUNK_PAGES: u64 = 512;
 /// EPC storage in a memfd (sparse: untouched chunks cost nothing).
 #[derive(Debug)]
 pub struct MemfdEpc {
-    fd: c_int,
+    /// The memfd, at a number far from the program's (see [`crate::own_fds`]); it moves
+    /// when the program `dup2`s onto it.
+    fd: AtomicI32,
     chunks: Arc<Chunks>,
     /// The thread that populates the chunk after the one being written, so that giving a
     /// page to an enclave (EAUG, ELDU, EADD) does not wait for the host to allocate and
@@ -79,6 +81,9 @@ impl MemfdEpc {
     pub fn new(pages: u64) -> io::Result<Self> {
         let size = pages * PAGE_SIZE as u64;
         let fd = sys::memfd(c"sgxemu-epc", size)?;
+        // Out of the program's way; where no number is free up there (a tiny descriptor
+        // limit, all used), it stays where it is, protected the same (see `own_fds`).
+        let fd = crate::own_fds::move_high(fd).unwrap_or(fd);
         let alias = match sys::mmap(0, size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) {
             Ok(a) => a,
             Err(e) => {
@@ -93,7 +98,7 @@ impl MemfdEpc {
         let populated = (0..count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
         let chunks = Arc::new(Chunks { alias, pages, populated, requested: AtomicU64::new(0) });
         let ahead = Self::start_populating_ahead(chunks.clone());
-        Ok(MemfdEpc { fd, chunks, ahead })
+        Ok(MemfdEpc { fd: AtomicI32::new(fd), chunks, ahead })
     }
 
     /// The populating thread, with every signal blocked (the program's signals are for its
@@ -120,7 +125,18 @@ impl MemfdEpc {
 
     /// The memfd enclave mappings are made from (offset = page index × 4096).
     pub fn fd(&self) -> c_int {
-        self.fd
+        self.fd.load(Ordering::Acquire)
+    }
+
+    /// Moves the memfd to another free number far from the program's (the program
+    /// `dup2`s onto this one). The caller keeps every mapping from the memfd waiting
+    /// meanwhile (see `Space::move_epc_fd`).
+    pub fn move_fd(&self) -> io::Result<()> {
+        let old = self.fd();
+        // Copy first, then close: the memfd is never without a descriptor.
+        let new = crate::own_fds::move_high(old)?;
+        self.fd.store(new, Ordering::Release);
+        Ok(())
     }
 
     /// Before a write into `page`: its chunk populated (now, if the thread ahead has not

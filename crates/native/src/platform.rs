@@ -132,6 +132,17 @@ impl Platform for NativePlatform {
         }
     }
 
+    /// Completes the epoch without an IPI: the host mappings enclave code runs on follow
+    /// every EPCM and PTE change as the leaf makes it (`Space`), and the host kernel's
+    /// mprotect and munmap are shootdowns of their own, so no thread inside can hold a stale
+    /// translation. Waiting instead for each thread inside to take an AEX would hold the
+    /// ioctl up for as long as the host leaves those threads off a CPU: with more threads
+    /// than CPUs, spinning on a lock the ioctl's caller holds (Intel's EMM), that was most of
+    /// the time. A preempted thread on hardware has taken its AEX already.
+    fn flush_translations(&self, secs: u64, lps: &[LpId]) {
+        self.processor.retire_translations(secs, lps);
+    }
+
     fn wake_reclaimer(&self) {
         self.ensure_ksgxd();
         let (flag, condvar) = &*self.wake;

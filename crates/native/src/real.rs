@@ -111,6 +111,8 @@ real_fn!(/// ioctl(2).
     ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_void) -> c_int);
 real_fn!(/// mmap(2).
     mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: libc::off_t) -> *mut c_void);
+real_fn!(/// mremap(2) (the fifth argument, used with MREMAP_FIXED, passed as it came).
+    mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, new: *mut c_void) -> *mut c_void);
 real_fn!(/// munmap(2).
     munmap(addr: *mut c_void, len: usize) -> c_int);
 real_fn!(/// mprotect(2).

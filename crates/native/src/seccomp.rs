@@ -33,15 +33,16 @@
 //! The filter checks the architecture, then the system call number against the trapped set
 //! in a binary search (six or seven comparisons for any other number: an unrelated system
 //! call pays that and nothing else; see `benches/seccomp.rs`), narrows `mmap` to file
-//! mappings and `fcntl` to F_DUPFD/F_DUPFD_CLOEXEC, and only then compares the code
+//! mappings and MAP_FIXED ones (which may replace an enclave mapping: `program_maps`) and
+//! `fcntl` to F_DUPFD/F_DUPFD_CLOEXEC, and only then compares the code
 //! address with the ranges. Trapped: the open family (`open`, `openat`, `openat2`), `close`,
-//! `dup`/`dup2`/`dup3`, `fcntl`, `ioctl`, `mmap`, `munmap`, `mprotect`, `mremap`,
+//! `close_range`, `dup`/`dup2`/`dup3`, `fcntl`, `ioctl`, `mmap`, `munmap`, `mprotect`, `mremap`,
 //! `rt_sigaction`, `sigaltstack`, and the path-taking stat family (`stat`, `lstat`,
 //! `newfstatat`, `statx`, `fstat`, `access`, `faccessat`, `faccessat2`, `readlink`,
 //! `readlinkat`: paths are pointers, beyond a filter's reach, so they are trapped and
 //! checked in the handler). A trapped call costs a signal round trip (about 2 µs) whether
 //! or not it concerns the emulator. Not trapped: `read`/`pread`/`lseek` (so the emulated
-//! MSR files read as `/dev/null` through raw calls), `close_range`, `clone` (a new thread
+//! MSR files read as `/dev/null` through raw calls), `clone` (a new thread
 //! gets its emulator state lazily, as with `pthread_create`).
 //!
 //! Installing a filter needs `PR_SET_NO_NEW_PRIVS` unless the process has CAP_SYS_ADMIN;
@@ -50,13 +51,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_void};
+use libc::{c_int, c_long, c_uint, c_void};
 
 use crate::context::Frame;
-use crate::devices_fs;
 use crate::enclu::Outcome;
 use crate::engine::Engine;
 use crate::sys::{self, KernelSigaction, SA_RESTORER};
+use crate::{devices_fs, own_fds, program_maps};
 
 /// `si_code` of a SIGSYS raised by a seccomp filter's SECCOMP_RET_TRAP.
 pub const SYS_SECCOMP: c_int = 1;
@@ -74,7 +75,7 @@ const SECCOMP_SET_MODE_FILTER: c_long = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: c_long = 1;
 
 /// The system calls the filter traps from the covered code (x86-64 numbers).
-pub const TRAPPED: [c_long; 25] = [
+pub const TRAPPED: [c_long; 26] = [
     libc::SYS_open,
     libc::SYS_close,
     libc::SYS_stat,
@@ -100,6 +101,7 @@ pub const TRAPPED: [c_long; 25] = [
     libc::SYS_statx,
     libc::SYS_openat2,
     libc::SYS_faccessat2,
+    libc::SYS_close_range,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -251,9 +253,11 @@ pub fn filter(ranges: &[Range]) -> Option<Vec<libc::sock_filter>> {
         _ => None,
     };
     search(&mut asm, &numbers, check, allow, &special);
-    // mmap: anonymous mappings never concern a device.
+    // mmap: anonymous mappings never concern a device, but MAP_FIXED ones may replace an
+    // enclave mapping.
     asm.place(mmap);
     asm.load(arg_lo(3));
+    asm.jump(BPF_JMP_JSET_K, libc::MAP_FIXED as u32, Target::Label(check), Target::Next);
     asm.jump(BPF_JMP_JSET_K, libc::MAP_ANONYMOUS as u32, Target::Label(allow), Target::Label(check));
     // fcntl: only the duplicating commands.
     asm.place(fcntl);
@@ -581,15 +585,30 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
             open(a[1], flags as c_int).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_close => {
+            if own_fds::is_own(fd) {
+                return neg(libc::EBADF);
+            }
             devices_fs::closing(fd);
             real(nr, a)
         }
+        libc::SYS_close_range => own_fds::close_range(a[0] as c_uint, a[1] as c_uint, a[2] as c_uint),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => {
+            let checked = if nr == libc::SYS_dup {
+                own_fds::check_named(fd)
+            } else {
+                own_fds::before_dup_onto(fd, a[1] as c_int)
+            };
+            if let Err(errno) = checked {
+                return neg(errno);
+            }
             let new = real(nr, a);
             devices_fs::duplicated(fd, new as c_int);
             new
         }
         libc::SYS_fcntl => {
+            if let Err(errno) = own_fds::check_named(fd) {
+                return neg(errno);
+            }
             let new = real(nr, a);
             let cmd = a[1] as c_int;
             if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
@@ -606,7 +625,11 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
                 Ok(at) => at as c_long,
                 Err(e) => neg(e.0),
             },
-            None => real(nr, a),
+            None if a[3] as c_int & libc::MAP_ANONYMOUS == 0 && own_fds::is_own(a[4] as c_int) => neg(libc::EBADF),
+            None => match program_maps::replacing_engine(a[0], a[1], a[3] as c_int) {
+                Some(engine) => mapped_over(engine, a[0], a[1], || real(nr, a)),
+                None => real(nr, a),
+            },
         },
         libc::SYS_munmap => match devices_fs::mapping_engine(a[0], a[1]) {
             Some(engine) => result_of(engine.munmap(a[0], a[1]).map_err(|e| e.0)),
@@ -618,7 +641,10 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
         },
         libc::SYS_mremap => match devices_fs::mapping_engine(a[0], a[1]) {
             Some(engine) => mremap_enclave(engine, a),
-            None => real(nr, a),
+            None => match program_maps::remap_target_engine(a[4], a[2], a[3] as c_int) {
+                Some(engine) => mapped_over(engine, a[4], a[2], || real(nr, a)),
+                None => real(nr, a),
+            },
         },
         libc::SYS_rt_sigaction => rt_sigaction(a),
         libc::SYS_sigaltstack => sigaltstack(a[0], a[1], rsp),
@@ -645,6 +671,16 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
         libc::SYS_readlinkat => readlink(a[1], a[2], a[3]).unwrap_or_else(|| real(nr, a)),
         _ => real(nr, a),
     }
+}
+
+/// A raw `mmap`/`mremap` (`host`, its result or -errno) that puts a mapping of the
+/// program over `[addr, addr + len)`, part of an enclave mapping (see `program_maps`).
+fn mapped_over(engine: &Engine, addr: u64, len: u64, host: impl FnOnce() -> c_long) -> c_long {
+    let made = engine.replaced_by_program(addr, len, || {
+        let r = host();
+        if r < 0 { Err(std::io::Error::from_raw_os_error(-r as c_int)) } else { Ok(r) }
+    });
+    made.unwrap_or_else(|e| neg(e.raw_os_error().unwrap_or(libc::ENOMEM)))
 }
 
 /// The open family on an emulated path; `None`: the host's call.
@@ -686,7 +722,7 @@ fn readlink(path: u64, buf: u64, size: u64) -> Option<c_long> {
 /// `mremap` of an enclave mapping: shrinking in place is an unmap of the tail; growing
 /// fails as the kernel's does for an SGX VMA (VM_DONTEXPAND: EFAULT); moving is refused
 /// (EINVAL).
-fn mremap_enclave(engine: &Engine, a: [u64; 6]) -> c_long {
+pub fn mremap_enclave(engine: &Engine, a: [u64; 6]) -> c_long {
     let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3] as c_int);
     if flags & (libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP) != 0 || new_len == 0 {
         return neg(libc::EINVAL);
@@ -832,6 +868,15 @@ mod tests {
         let anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
         assert_eq!(run(&program, libc::SYS_mmap, inside, anon), SECCOMP_RET_ALLOW);
         assert_eq!(run(&program, libc::SYS_mmap, inside, [0, 4096, 3, libc::MAP_SHARED as u64, 3, 0]), TRAP);
+        // An anonymous MAP_FIXED one may replace an enclave mapping; MAP_FIXED_NOREPLACE never does.
+        let fixed = [0x10000, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64, u64::MAX, 0];
+        assert_eq!(run(&program, libc::SYS_mmap, inside, fixed), TRAP);
+        let noreplace = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        assert_eq!(
+            run(&program, libc::SYS_mmap, inside, [0x10000, 4096, 3, noreplace, u64::MAX, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(run(&program, libc::SYS_close_range, inside, [3, u64::from(u32::MAX), 0, 0, 0, 0]), TRAP);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0]), TRAP);
     }

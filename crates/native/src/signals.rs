@@ -517,6 +517,13 @@ fn dispatch(
     }
     if let (true, Some(engine), Some(s)) = (inside, engine, state) {
         let st = s;
+        if crate::isolation::fetched_outside(&st.cpus().lp, rip) {
+            // Control left ELRANGE (a `syscall` there did not run: #GP at it).
+            if sig == libc::SIGSYS && si_code(info) == syscall_dispatch::SYS_USER_DISPATCH {
+                frame.set_rip(rip - SYSCALL_LEN);
+            }
+            return enclu::on_fetch_outside(engine, st, frame, enclave_fs, enclave_gs);
+        }
         let traps_at_insn = enclu_trap(sig, frame);
         let code = if traps_at_insn {
             // The page may have been reclaimed since the instruction trapped: run it again

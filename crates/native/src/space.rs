@@ -174,6 +174,26 @@ impl Space {
         Ok(touched)
     }
 
+    /// A mapping the program puts over `[addr, addr + len)` that is not of an enclave file
+    /// (`mmap` with MAP_FIXED, `mremap` with MREMAP_FIXED): `map` makes it on the host, and
+    /// if it succeeds the enclave mappings there are gone, as the kernel's new VMA replaces
+    /// the old ones. Both under the space lock, so no zap (the reclaimer's EWB) can put an
+    /// inaccessible placeholder over the program's new page and no fault can map an EPC
+    /// page over it. Returns `map`'s result and the enclaves that lost a mapping.
+    pub fn replace<T>(
+        &self,
+        addr: u64,
+        len: u64,
+        map: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<(T, Vec<Arc<Encl>>)> {
+        let end = addr.saturating_add(len.div_ceil(PAGE) * PAGE);
+        let mut inner = self.inner.lock();
+        let made = map()?;
+        let touched = Self::remove_range(&mut inner, addr, end);
+        self.vma_count.store(inner.vmas.len(), Ordering::Release);
+        Ok((made, touched))
+    }
+
     /// Whether `encl` still has a mapping in this space.
     pub fn maps(&self, encl: &Arc<Encl>) -> bool {
         self.inner.lock().vmas.values().any(|v| Arc::ptr_eq(&v.encl, encl))
@@ -231,7 +251,11 @@ impl Space {
 
     /// Host protection for an EPC page under `vma_prot`: what the EPCM lets enclave code do.
     fn host_prot(&self, epc: EpcIndex, vma_prot: Prot) -> c_int {
-        let view = self.processor.epcm_view(epc);
+        Self::host_prot_of(&self.processor.epcm_view(epc), vma_prot)
+    }
+
+    /// [`Space::host_prot`] for an EPCM entry already read.
+    fn host_prot_of(view: &sgxemu_cpu::EpcmView, vma_prot: Prot) -> c_int {
         let usable = view.valid
             && view.page_type == PageType::Reg
             && !view.blocked
@@ -278,11 +302,17 @@ impl Space {
     fn install(&self, addr: u64, pa: u64, vma_prot: Prot) -> KResult<()> {
         let page = page_of(addr);
         let epc = self.processor.epc_index(pa).ok_or(Errno::EFAULT)?;
+        // Never an EPC page at an address the EPCM does not give it (another enclave's page
+        // is reached only where its own enclave's mapping puts it).
+        let view = self.processor.epcm_view(epc);
+        if view.valid && view.enclave_address != page {
+            return Err(Errno::EFAULT);
+        }
         let mut inner = self.inner.lock();
         if Self::find(&inner, page).is_none() {
             return Err(Errno::EFAULT);
         }
-        let host_prot = self.host_prot(epc, vma_prot);
+        let host_prot = Self::host_prot_of(&view, vma_prot);
         // Without access, the placeholder already there serves — unless an older PTE's EPC
         // page is still mapped at the address.
         let replaces_mapping = inner.ptes.get(&page).is_some_and(|old| old.mapped);
@@ -328,6 +358,14 @@ impl Space {
         }
     }
 
+    /// Moves the EPC memfd to another descriptor number, with no EPC page being mapped
+    /// meanwhile (every mapping from the memfd is made under the space lock), so none is
+    /// made from the old number once the program has put its own file there.
+    pub fn move_epc_fd(&self) -> std::io::Result<()> {
+        let _inner = self.inner.lock();
+        self.epc.move_fd()
+    }
+
     /// Before `fork`: no enclave page may be inherited (an enclave belongs to the process
     /// that created it). One `MADV_DONTFORK` per enclave mapping here, rather than one per
     /// page each time a page is mapped.
@@ -371,6 +409,17 @@ impl Space {
             return (Resolution::Present, None);
         }
         (Resolution::Retry, Some((vma.encl.clone(), vma.prot)))
+    }
+
+    /// Whether `addr`, inside the ELRANGE of the enclave `lp` runs, is covered by a mapping
+    /// of another enclave `encl` (the enclave running is the one its TCS is mapped from).
+    pub fn foreign_in_elrange(&self, lp: &sgxemu_cpu::Lp, addr: u64, encl: &Arc<Encl>) -> bool {
+        let (Some((base, size)), Some(tcs)) = (lp.elrange(), lp.tcs()) else { return false };
+        if addr.wrapping_sub(base) >= size {
+            return false;
+        }
+        let inner = self.inner.lock();
+        Self::find(&inner, page_of(tcs)).is_some_and(|(_, running)| !Arc::ptr_eq(&running.encl, encl))
     }
 
     /// Keeps zaps waiting while an ENCLU from outside enclave mode uses its translations

@@ -14,6 +14,8 @@ pub static DRIVER_FAULTS: AtomicU64 = AtomicU64::new(0);
 pub static REPORTED_EXCEPTIONS: AtomicU64 = AtomicU64::new(0);
 /// Asynchronous signals that interrupted enclave code (AEX, then delivered at the AEP).
 pub static REQUEUED_SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// Enclave-mode code found outside ELRANGE (#GP for the fetch).
+pub static FETCHES_OUTSIDE: AtomicU64 = AtomicU64::new(0);
 /// IPIs sent to threads running enclave code.
 pub static IPIS: AtomicU64 = AtomicU64::new(0);
 
@@ -40,6 +42,7 @@ pub fn render(leaves: &LeafStats) -> String {
     line("faults", DRIVER_FAULTS.load(Ordering::Relaxed));
     line("exceptions", REPORTED_EXCEPTIONS.load(Ordering::Relaxed));
     line("IPIs", IPIS.load(Ordering::Relaxed));
+    line("outside", FETCHES_OUTSIDE.load(Ordering::Relaxed));
     line("signals+AEX", REQUEUED_SIGNALS.load(Ordering::Relaxed));
     line("reclaimed", leaves.encls[Encls::Ewb.raw() as usize]);
     line("reloaded", leaves.encls[Encls::Eldu.raw() as usize] + leaves.encls[Encls::Eldb.raw() as usize]);

@@ -219,6 +219,11 @@ pub struct Vdso {
     pub handle_exception: u64,
     /// `__vdso_sgx_enter_enclave`.
     pub enter_enclave: u64,
+    /// The image's code: `[code_start, code_end)` (the software EENTER returns there in
+    /// enclave mode before it jumps to the enclave).
+    pub code_start: u64,
+    /// End of the image's code.
+    pub code_end: u64,
 }
 
 static VDSO: OnceLock<Option<Vdso>> = OnceLock::new();
@@ -268,6 +273,8 @@ fn build(soft_eenter: unsafe extern "C" fn(*mut SoftFrame)) -> Result<Vdso, Stri
         aep: code_base + (aep - start) as u64,
         handle_exception: code_base + (handle - start) as u64,
         enter_enclave: code_base,
+        code_start: code_base,
+        code_end: code_base + code.len() as u64,
     })
 }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
 use sgxemu_native::devices_fs::{self, Node};
-use sgxemu_native::{cpuid, enclu, real, signals, sys, vdso};
+use sgxemu_native::{cpuid, enclu, own_fds, program_maps, real, signals, sys, vdso};
 
 fn set_errno(errno: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
@@ -658,6 +658,10 @@ pub unsafe extern "C" fn lseek64(fd: c_int, offset: off_t, whence: c_int) -> off
 /// close(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // The emulator's own descriptors are not in the program's table.
+    if guard("close", || false, || own_fds::is_own(fd)) {
+        return fail(libc::EBADF);
+    }
     // A panic while forgetting the descriptor still closes it (the kernel's close cannot
     // fail to release a descriptor either).
     let forgotten = guard(
@@ -676,6 +680,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// dup(2): a copy of an emulated descriptor is one too.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    if let Err(errno) = guard("dup", || Ok(()), || own_fds::check_named(fd)) {
+        return fail(errno);
+    }
     // SAFETY: forwarded C contract.
     let new = unsafe { real::dup(fd) };
     duplicated("dup", fd, new)
@@ -684,6 +691,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 /// dup2(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
+    if let Err(errno) = guard("dup2", || Ok(()), || own_fds::before_dup_onto(fd, new)) {
+        return fail(errno);
+    }
     // SAFETY: forwarded C contract.
     let result = unsafe { real::dup2(fd, new) };
     duplicated("dup2", fd, result)
@@ -692,6 +702,9 @@ pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
 /// dup3(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, flags: c_int) -> c_int {
+    if let Err(errno) = guard("dup3", || Ok(()), || own_fds::before_dup_onto(fd, new)) {
+        return fail(errno);
+    }
     // SAFETY: forwarded C contract.
     let result = unsafe { real::dup3(fd, new, flags) };
     duplicated("dup3", fd, result)
@@ -701,6 +714,9 @@ pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, flags: c_int) -> c_int {
 /// most one integer or pointer argument, passed on as it came.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if let Err(errno) = guard("fcntl", || Ok(()), || own_fds::check_named(fd)) {
+        return fail(errno);
+    }
     // SAFETY: forwarded C contract.
     let result = unsafe { real::fcntl(fd, cmd, arg) };
     fcntl_done(fd, cmd, result)
@@ -709,9 +725,34 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 /// fcntl64: glibc's fcntl for programs built with 64-bit file offsets.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if let Err(errno) = guard("fcntl64", || Ok(()), || own_fds::check_named(fd)) {
+        return fail(errno);
+    }
     // SAFETY: forwarded C contract.
     let result = unsafe { real::fcntl64(fd, cmd, arg) };
     fcntl_done(fd, cmd, result)
+}
+
+/// close_range(2) (glibc 2.34+): the program's descriptors in the range, never the
+/// emulator's (see `own_fds`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    guard_int("close_range", || {
+        let r = own_fds::close_range(first, last, flags as c_uint);
+        if r < 0 { fail(-r as c_int) } else { 0 }
+    })
+}
+
+/// closefrom(3) (glibc 2.34+): every descriptor of the program from `low` up.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    guard(
+        "closefrom",
+        || (),
+        || {
+            let _ = own_fds::close_range(low.max(0) as c_uint, c_uint::MAX, 0);
+        },
+    )
 }
 
 /// After fcntl `cmd` on `fd` returned `result`: a duplicated descriptor is registered.
@@ -771,8 +812,69 @@ pub unsafe extern "C" fn mmap(
                     libc::MAP_FAILED
                 }
             },
-            // SAFETY: forwarded C contract.
-            None => unsafe { real::mmap(addr, len, prot, flags, fd, off) },
+            None if flags & libc::MAP_ANONYMOUS == 0 && own_fds::is_own(fd) => {
+                set_errno(libc::EBADF);
+                libc::MAP_FAILED
+            }
+            None => {
+                // SAFETY: forwarded C contract.
+                let host = || unsafe { real::mmap(addr, len, prot, flags, fd, off) };
+                match program_maps::replacing_engine(addr as u64, len as u64, flags) {
+                    Some(engine) => mapped_over(engine, addr as u64, len as u64, host),
+                    None => host(),
+                }
+            }
+        },
+    )
+}
+
+/// A host mapping call `host` (mmap, mremap) that puts a mapping of the program over
+/// `[addr, addr + len)`, part of an enclave mapping: carried out with the engine's
+/// enclave mapping there forgotten (see `program_maps`).
+fn mapped_over(engine: &sgxemu_native::Engine, addr: u64, len: u64, host: impl FnOnce() -> *mut c_void) -> *mut c_void {
+    let made = engine.replaced_by_program(addr, len, || {
+        let at = host();
+        if at == libc::MAP_FAILED { Err(std::io::Error::last_os_error()) } else { Ok(at) }
+    });
+    match made {
+        Ok(at) => at,
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
+            libc::MAP_FAILED
+        }
+    }
+}
+
+/// mremap(2): of an enclave mapping as the kernel's SGX VMA allows; onto one
+/// (MREMAP_FIXED) it replaces the enclave mapping there, as a MAP_FIXED mmap does. The
+/// fifth argument is read only with MREMAP_FIXED, as the C library's does.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mremap(
+    old: *mut c_void,
+    old_len: usize,
+    new_len: usize,
+    flags: c_int,
+    new: *mut c_void,
+) -> *mut c_void {
+    // SAFETY: forwarded C contract.
+    let host = || unsafe { real::mremap(old, old_len, new_len, flags, new) };
+    guard(
+        "mremap",
+        || libc::MAP_FAILED,
+        || {
+            if let Some(engine) = devices_fs::mapping_engine(old as u64, old_len as u64) {
+                let args = [old as u64, old_len as u64, new_len as u64, flags as u64, new as u64, 0];
+                let r = sgxemu_native::seccomp::mremap_enclave(engine, args);
+                if r < 0 {
+                    set_errno(-r as c_int);
+                    return libc::MAP_FAILED;
+                }
+                return r as *mut c_void;
+            }
+            match program_maps::remap_target_engine(new as u64, new_len as u64, flags) {
+                Some(engine) => mapped_over(engine, new as u64, new_len as u64, host),
+                None => host(),
+            }
         },
     )
 }

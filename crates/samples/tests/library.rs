@@ -42,7 +42,10 @@ fn loading_reports_progress_and_einit_refuses_another_enclave_s_sigstruct() {
     let mut reports = Vec::new();
     let sig = sgxemu_enclave::sign_image(&image, &SigstructFields::for_image(&image), key).unwrap();
     let enclave = Enclave::load(&device, &image, &sig, &mut |p| reports.push(p)).unwrap();
-    assert_eq!(reports.last().map(|p| (p.pages_added, p.pages_total)), Some((image.pages.len(), image.pages.len())));
+    assert_eq!(
+        reports.last().map(|p| (p.pages_added, p.pages_total)),
+        Some((image.page_count() as usize, image.page_count() as usize))
+    );
     assert_eq!(enclave.tcs().len(), 2);
     assert!(enclave.base().is_multiple_of(enclave.size()), "ELRANGE is naturally aligned");
     drop(enclave);
@@ -72,6 +75,7 @@ fn many_run_image(pages: u64) -> EnclaveImage {
                 flags: perms.with_page_type(PageType::Reg),
                 data: PageData::Bytes(data),
                 measured: true,
+                count: 1,
             }
         })
         .collect();

@@ -41,7 +41,7 @@ pub struct DemoArgs {
     /// How much memory to grow the heap by with EACCEPT-first.
     #[arg(long, value_name = "SIZE", default_value = "4M")]
     pub grow: ByteSize,
-    /// Oversubscription: touch this many times the EPC size.
+    /// Oversubscription: touch this many times the EPC size (1 to 1024).
     #[arg(long, value_name = "FACTOR", default_value_t = 2)]
     pub oversubscribe: u64,
 }
@@ -138,10 +138,15 @@ fn emulator_counts(device: &Device) -> Option<(u64, u64, usize)> {
     }
 }
 
+/// The largest `--oversubscribe` factor.
+const MAX_OVERSUBSCRIBE: u64 = 1024;
+
 /// Runs the demo, writing the timeline to `out`.
 pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
-    if args.oversubscribe == 0 {
-        return Err(DemoError::Option { what: "oversubscribe", rule: "at least 1" });
+    // The upper bound keeps the touched size (factor × EPC, at most 64 GiB) far inside 64 bits
+    // and below the maximum enclave size.
+    if !(1..=MAX_OVERSUBSCRIBE).contains(&args.oversubscribe) {
+        return Err(DemoError::Option { what: "oversubscribe", rule: "between 1 and 1024" });
     }
     if args.grow.0 < PAGE || !args.grow.0.is_multiple_of(PAGE) {
         return Err(DemoError::Option { what: "grow", rule: "a non-zero multiple of 4 KiB" });
@@ -221,14 +226,14 @@ impl<'d> Demo<'d> {
         let layout = Layout { dynamic_pages: regions_pages, ..Layout::default() };
         let started = Instant::now();
         let image = sgxemu_enclave::elf::image_from_elf(DEMO_ELF, &layout).map_err(SampleError::from)?;
-        let measured = image.pages.iter().filter(|p| p.measured).count();
+        let measured = image.measured_page_count();
         t.step(
             "build",
             started.elapsed(),
             &format!(
                 "demo enclave ({} KiB ELF): {} pages, {measured} measured, {} threads, ELRANGE {} MiB",
                 DEMO_ELF.len() / 1024,
-                image.pages.len(),
+                image.page_count(),
                 image.tcs.len(),
                 image.size >> 20,
             ),

@@ -7,6 +7,7 @@ use clap::Args;
 use sgxemu_enclave::EnclaveImage;
 use sgxemu_enclave::layout::Layout;
 
+use crate::input_file::{InputFileError, MAX_ENCLAVE_FILE, read_regular};
 use crate::size::ByteSize;
 
 /// Layout options for ELF input (SGXS files carry their layout).
@@ -27,7 +28,8 @@ pub struct LayoutArgs {
     /// SSA frames per thread (TCS.NSSA).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub nssa: u32,
-    /// ELRANGE size (a power of two); default: the smallest that fits.
+    /// ELRANGE size (a power of two below the maximum enclave size, 2^56); default: the
+    /// smallest that fits.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<ByteSize>,
     /// Room to leave for dynamic memory (EAUG) after the heap.
@@ -36,7 +38,7 @@ pub struct LayoutArgs {
     /// Set the DEBUG attribute.
     #[arg(long)]
     pub debug: bool,
-    /// SECS.MISCSELECT to request (0 or 1: EXINFO in the SSA).
+    /// SECS.MISCSELECT to request (0 or 1: EXINFO in the SSA; other bits are refused).
     #[arg(long, default_value_t = 0, value_name = "BITS")]
     pub miscselect: u32,
     /// The enclave applies its own relative relocations when it first runs: accept its
@@ -77,9 +79,9 @@ pub enum InputError {
     /// A size option is not whole pages.
     #[error("{what} {size:#x} is not a multiple of 4 KiB")]
     NotPages { what: &'static str, size: u64 },
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The file cannot be read (missing, not a regular file, too large).
+    #[error(transparent)]
+    File(#[from] InputFileError),
     /// Neither format.
     #[error("{path} is neither an ELF file nor an SGXS file")]
     UnknownFormat { path: PathBuf },
@@ -109,8 +111,83 @@ pub fn image_from_bytes(path: &Path, bytes: &[u8], layout: &LayoutArgs) -> Resul
     Err(InputError::UnknownFormat { path })
 }
 
-/// Reads the enclave file at `path`.
+/// Reads the enclave file at `path`: a regular file of at most [`MAX_ENCLAVE_FILE`] bytes.
 pub fn read_image(path: &Path, layout: &LayoutArgs) -> Result<EnclaveImage, InputError> {
-    let bytes = std::fs::read(path).map_err(|source| InputError::Read { path: path.to_path_buf(), source })?;
+    let bytes = read_regular(path, MAX_ENCLAVE_FILE)?;
     image_from_bytes(path, &bytes, layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The layout options as `sgxemu` parses them from `args`.
+    fn layout(args: &[&str]) -> LayoutArgs {
+        #[derive(clap::Parser)]
+        struct Options {
+            #[command(flatten)]
+            layout: LayoutArgs,
+        }
+        let argv = std::iter::once("sgxemu").chain(args.iter().copied());
+        <Options as clap::Parser>::try_parse_from(argv).expect("valid options").layout
+    }
+
+    /// The demo enclave as an SGXS stream.
+    fn demo_sgxs() -> Vec<u8> {
+        let image = image_from_bytes(Path::new("demo.elf"), sgxemu_samples::DEMO_ELF, &layout(&[])).unwrap();
+        let mut out = Vec::new();
+        sgxemu_enclave::sgxs::write_sgxs(&image, &mut out).unwrap();
+        out
+    }
+
+    /// What an accepted input may cost: runs of pages bounded by the file (pages of bytes,
+    /// two partial pages per segment) and the threads (TCS, stack and SSA runs), however
+    /// large the sizes asked for.
+    fn assert_bounded(image: &EnclaveImage, input_len: usize, threads: u32) {
+        let cap =
+            input_len as u64 / 4096 + 2 * sgxemu_enclave::elf::MAX_LOAD_SEGMENTS as u64 + 3 * u64::from(threads) + 2;
+        assert!(image.pages.len() as u64 <= cap, "{} runs for {input_len} bytes", image.pages.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Arbitrary bytes, either format's magic included, are refused or read, never a
+        /// panic.
+        #[test]
+        fn random_input_never_panics(magic in prop::sample::select(vec![&b""[..], b"\x7fELF", b"ECREATE\0"]),
+                                     tail in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let bytes = [magic, &tail[..]].concat();
+            if let Ok(image) = image_from_bytes(Path::new("x"), &bytes, &layout(&[])) {
+                assert_bounded(&image, bytes.len(), 2);
+            }
+        }
+
+        /// Every truncation and byte edit of a real ELF or SGXS file, under random layout
+        /// sizes up to petabytes: an error or an image whose memory is bounded by the file.
+        #[test]
+        fn truncated_and_edited_files_with_huge_layouts_stay_bounded(
+            sgxs in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            heap_log2 in 12u32..52,
+            stack_log2 in 12u32..48,
+            threads in 1u32..5,
+        ) {
+            let mut bytes = if sgxs { demo_sgxs() } else { sgxemu_samples::DEMO_ELF.to_vec() };
+            for (at, v) in edits {
+                let at = at.index(bytes.len());
+                bytes[at] = v;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let (heap, stack, threads_arg) =
+                ((1u64 << heap_log2).to_string(), (1u64 << stack_log2).to_string(), threads.to_string());
+            let options = layout(&["--heap", &heap, "--stack", &stack, "--threads", &threads_arg]);
+            if let Ok(image) = image_from_bytes(Path::new("x"), &bytes, &options) {
+                assert_bounded(&image, bytes.len(), threads);
+                prop_assert!(image.check().is_ok(), "{:?}", image.check());
+            }
+        }
+    }
 }

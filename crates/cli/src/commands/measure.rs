@@ -10,6 +10,7 @@ use sgxemu_enclave::sign::hex;
 use zerocopy::FromBytes;
 
 use super::image_input::{InputError, LayoutArgs, read_image};
+use crate::input_file::{InputFileError, MAX_ENCLAVE_FILE, read_regular};
 
 /// Options of `sgxemu measure`.
 #[derive(Debug, Args)]
@@ -20,7 +21,8 @@ pub struct MeasureArgs {
     /// A SIGSTRUCT to check against the enclave (signature, MRENCLAVE, attributes).
     #[arg(long, value_name = "FILE")]
     pub sigstruct: Option<PathBuf>,
-    /// Also write the image as an SGXS file.
+    /// Also write the image as an SGXS file. SGXS records every page (a measured page takes
+    /// 5 KiB), so a file that would exceed 1 GiB is refused and nothing is written.
     #[arg(long, value_name = "FILE")]
     pub sgxs: Option<PathBuf>,
     #[command(flatten)]
@@ -32,27 +34,39 @@ pub struct MeasureArgs {
 pub enum MeasureError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Read(#[from] InputFileError),
     #[error("{path} is {len} bytes; a SIGSTRUCT is 1808")]
     SigstructSize { path: PathBuf, len: usize },
     #[error("{path} does not fit the enclave: {source}")]
     Mismatch { path: PathBuf, source: sgxemu_enclave::MismatchError },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(
+        "not writing {path}: the SGXS file would be {len} bytes ({pages} pages, {measured} measured), over the {MAX_ENCLAVE_FILE}-byte limit for enclave files; SGXS records every page, so measure a smaller layout or use the ELF"
+    )]
+    SgxsTooLarge { path: PathBuf, len: u64, pages: u64, measured: u64 },
 }
 
 /// Measures, prints, and checks the SIGSTRUCT if one was given.
 pub fn run(args: &MeasureArgs, out: &mut dyn Write) -> Result<(), MeasureError> {
     let image = read_image(&args.enclave, &args.layout)?;
-    let mrenclave = image.mrenclave();
-    let measured = image.pages.iter().filter(|p| p.measured).count();
+    // Refused before any work: the stream would be too large to read back.
+    if let Some(path) = &args.sgxs {
+        let len = sgxemu_enclave::sgxs::sgxs_len(&image);
+        if len > MAX_ENCLAVE_FILE {
+            let (pages, measured) = (image.page_count(), image.measured_page_count());
+            return Err(MeasureError::SgxsTooLarge { path: path.clone(), len, pages, measured });
+        }
+    }
+    let mrenclave = super::measuring::mrenclave(&image);
+    let measured = image.measured_page_count();
     let _ = writeln!(out, "MRENCLAVE  {}", hex(&mrenclave));
     let _ = writeln!(
         out,
         "layout     size {:#x}, {} pages added ({} measured), {} TCS, SSAFRAMESIZE {}, dynamic memory from {:#x}",
         image.size,
-        image.pages.len(),
+        image.page_count(),
         measured,
         image.tcs.len(),
         image.ssaframesize,
@@ -66,7 +80,8 @@ pub fn run(args: &MeasureArgs, out: &mut dyn Write) -> Result<(), MeasureError> 
         let _ = writeln!(out, "wrote      {}", path.display());
     }
     if let Some(path) = &args.sigstruct {
-        let bytes = std::fs::read(path).map_err(|source| MeasureError::Read { path: path.clone(), source })?;
+        // A page is plenty: anything longer is not a SIGSTRUCT.
+        let bytes = read_regular(path, 4096)?;
         let sig = Sigstruct::read_from_bytes(&bytes)
             .map_err(|_| MeasureError::SigstructSize { path: path.clone(), len: bytes.len() })?;
         let mrsigner = sgxemu_enclave::sign::verify_with_mrenclave(&sig, &image, &mrenclave)

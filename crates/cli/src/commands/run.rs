@@ -3,13 +3,11 @@
 //! PROGRAM's status (the process becomes PROGRAM).
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Args;
-use sha2::{Digest, Sha256};
 
 use crate::platform::PlatformArgs;
 
@@ -36,14 +34,9 @@ pub enum RunError {
     /// The platform options were refused.
     #[error(transparent)]
     Platform(#[from] crate::platform::PlatformError),
-    /// The preload library could not be written out.
-    #[error("cannot write the preload library to {path}: {source}")]
-    Preload {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The preload library could not be installed in a private directory.
+    #[error(transparent)]
+    Preload(#[from] crate::preload_install::InstallError),
     /// exec failed.
     #[error("cannot run {program}: {source}")]
     Exec {
@@ -52,41 +45,6 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Directory for the extracted library: per user, private.
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sgxemu");
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sgxemu");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache").join("sgxemu");
-    }
-    // SAFETY: getuid has no preconditions.
-    std::env::temp_dir().join(format!("sgxemu-{}", unsafe { libc::getuid() }))
-}
-
-/// Writes the embedded library once per content (the name carries its hash) and returns
-/// its path. Written under a temporary name and renamed, so concurrent runs never see a
-/// partial file.
-pub fn extract_preload(dir: &Path) -> Result<PathBuf, RunError> {
-    let hash = Sha256::digest(PRELOAD);
-    let name: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("libsgxemu_preload-{name}.so"));
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == PRELOAD.len() as u64) {
-        return Ok(path);
-    }
-    let error = |source| RunError::Preload { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(error)?;
-    let temp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp).map_err(error)?;
-    file.write_all(PRELOAD).map_err(error)?;
-    drop(file);
-    std::fs::rename(&temp, &path).map_err(error)?;
-    Ok(path)
 }
 
 /// Exit status for a program `sgxemu run` refuses to start (as a shell's "cannot execute").
@@ -108,9 +66,11 @@ fn resolve_program(program: &std::ffi::OsStr) -> Option<PathBuf> {
 /// run to start a program, is not one.
 pub fn is_static_executable(bytes: &[u8], name: &std::ffi::OsStr) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    // Offsets come from the file: near usize::MAX, `at + len` must not overflow.
+    let field = |at: usize, len: usize| bytes.get(at..at.checked_add(len)?);
+    let u16_at = |at: usize| field(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| field(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at: usize| field(at, 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     if !bytes.starts_with(b"\x7fELF\x02\x01") || !matches!(u16_at(16), Some(2 | 3)) {
         return false;
     }
@@ -125,7 +85,9 @@ pub fn is_static_executable(bytes: &[u8], name: &std::ffi::OsStr) -> bool {
         u32_at(at) == Some(PT_INTERP)
     });
     // Headers beyond what was read: assume dynamic (the common case) rather than refuse.
-    let read_all = usize::try_from(phoff).is_ok_and(|o| o + usize::from(phnum) * usize::from(phentsize) <= bytes.len());
+    let table_end =
+        usize::try_from(phoff).ok().and_then(|o| o.checked_add(usize::from(phnum) * usize::from(phentsize)));
+    let read_all = table_end.is_some_and(|end| end <= bytes.len());
     read_all && !has_interp
 }
 
@@ -152,7 +114,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     if let Some(program) = args.program.first() {
         refuse_static(program);
     }
-    let preload = extract_preload(&cache_dir())?;
+    let preload = crate::preload_install::install(PRELOAD)?;
     let mut ld_preload = preload.into_os_string();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         ld_preload.push(":");
@@ -173,4 +135,47 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     }
     let source = command.exec();
     Err(RunError::Exec { program: program.to_string_lossy().into_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An x86-64 ELF header (64 bytes) with the given type and program header table.
+    fn header(e_type: u16, phoff: u64, phnum: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        h[16..18].copy_from_slice(&e_type.to_le_bytes());
+        h[32..40].copy_from_slice(&phoff.to_le_bytes());
+        h[54..56].copy_from_slice(&56u16.to_le_bytes());
+        h[56..58].copy_from_slice(&phnum.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn a_program_header_table_at_the_end_of_the_address_space_is_not_static() {
+        // phoff + the table's size overflowed (a panic in debug builds).
+        assert!(!is_static_executable(&header(2, u64::MAX - 10, 3), "x".as_ref()));
+        let mut exe = header(2, 64, 1);
+        exe.extend_from_slice(&[0u8; 56]); // one PT_NULL: no interpreter
+        assert!(is_static_executable(&exe, "x".as_ref()));
+        exe[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+        assert!(!is_static_executable(&exe, "x".as_ref()));
+    }
+
+    proptest! {
+        /// Any bytes — random, or an ELF header with random fields, cut anywhere — get an
+        /// answer, never a panic.
+        #[test]
+        fn any_file_head_is_classified(e_type in 0u16..4, phoff in any::<u64>(), phnum in any::<u16>(),
+                                       tail in prop::collection::vec(any::<u8>(), 0..256),
+                                       cut in any::<prop::sample::Index>()) {
+            let mut bytes = header(e_type, phoff, phnum);
+            bytes.extend_from_slice(&tail);
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = is_static_executable(&bytes, "program".as_ref());
+            let _ = is_static_executable(&tail, "program".as_ref());
+        }
+    }
 }

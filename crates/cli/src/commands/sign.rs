@@ -10,6 +10,7 @@ use sgxemu_enclave::sign::hex;
 use zerocopy::IntoBytes;
 
 use super::image_input::{InputError, LayoutArgs, read_image};
+use crate::input_file::{InputFileError, MAX_KEY_FILE, read_regular};
 
 /// Options of `sgxemu sign`.
 #[derive(Debug, Args)]
@@ -109,7 +110,9 @@ pub enum SignError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error("cannot read the key {path}: {source}")]
-    ReadKey { path: PathBuf, source: std::io::Error },
+    ReadKey { path: PathBuf, source: InputFileError },
+    #[error("{path} is not a PEM key: it is not text")]
+    NotText { path: PathBuf },
     #[error("{path}: {source}")]
     Key { path: PathBuf, source: sgxemu_crypto::KeyError },
     #[error("VENDOR must be 0 or 0x8086, not {0:#x}")]
@@ -118,9 +121,10 @@ pub enum SignError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
-/// Reads a signing key from a PEM file.
+/// Reads a signing key from a PEM file (a regular file of at most [`MAX_KEY_FILE`] bytes).
 pub fn read_key(path: &PathBuf) -> Result<SigningKey, SignError> {
-    let pem = std::fs::read_to_string(path).map_err(|source| SignError::ReadKey { path: path.clone(), source })?;
+    let bytes = read_regular(path, MAX_KEY_FILE).map_err(|source| SignError::ReadKey { path: path.clone(), source })?;
+    let pem = String::from_utf8(bytes).map_err(|_| SignError::NotText { path: path.clone() })?;
     SigningKey::from_pem(&pem).map_err(|source| SignError::Key { path: path.clone(), source })
 }
 
@@ -131,7 +135,8 @@ pub fn run(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     }
     let image = read_image(&args.enclave, &args.layout)?;
     let key = read_key(&args.key)?;
-    let sig = sgxemu_enclave::sign_image(&image, &args.fields.fields(&image), &key)
+    let mrenclave = super::measuring::mrenclave(&image);
+    let sig = sgxemu_enclave::sign::sign_measured(mrenclave, &args.fields.fields(&image), &key)
         .map_err(|source| SignError::Key { path: args.key.clone(), source })?;
     std::fs::write(&args.out, sig.as_bytes()).map_err(|source| SignError::Write { path: args.out.clone(), source })?;
     let _ = writeln!(out, "MRENCLAVE {}", hex(&sig.enclavehash));
@@ -158,5 +163,28 @@ mod tests {
         assert_eq!(parse_u32("32902"), Ok(32902));
         assert!(parse_u32("0x1_0000_0000").is_err());
         assert!(parse_u32("4294967296").is_err());
+    }
+
+    proptest::proptest! {
+        /// The number, date and size parsers answer any string with a value or an error.
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,24}") {
+            let _ = parse_u64(&s);
+            let _ = parse_u32(&s);
+            let _ = parse_date(&s);
+            let _ = s.parse::<crate::size::ByteSize>();
+        }
+
+        /// Numbers round-trip in both notations, and an 8-digit date is valid iff its month
+        /// and day are in range.
+        #[test]
+        fn parsers_round_trip(n in proptest::num::u64::ANY, year in 0u32..10000, month in 0u32..14, day in 0u32..33) {
+            proptest::prop_assert_eq!(parse_u64(&n.to_string()), Ok(n));
+            proptest::prop_assert_eq!(parse_u64(&format!("{n:#x}")), Ok(n));
+            proptest::prop_assert_eq!(parse_u32(&n.to_string()).is_ok(), n <= u64::from(u32::MAX));
+            let date = format!("{year:04}{month:02}{day:02}");
+            let valid = (1..=12).contains(&month) && (1..=31).contains(&day);
+            proptest::prop_assert_eq!(parse_date(&date).is_ok(), valid);
+        }
     }
 }

@@ -84,6 +84,7 @@ impl Processor {
         let p = &ctx.enclave.params;
         let frame = FrameAccess {
             processor: self,
+            enclave: &ctx.enclave,
             frame_la: ctx.frame_la,
             frame_bytes: p.frame_bytes(),
             pages: &ctx.frame_pages,

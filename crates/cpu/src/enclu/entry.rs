@@ -92,7 +92,7 @@ impl Processor {
         // 11.
         let frame_la = p.baseaddr.wrapping_add(tcs.ossa).wrapping_add(u64::from(frame_index) * p.frame_bytes());
         let frame_pages = self.validate_ssa_frame(&enclave, pt, frame_la)?;
-        let ctx_probe = FrameAccess { processor: self, frame_la, frame_bytes: p.frame_bytes(), pages: &frame_pages };
+        let ctx_probe = FrameAccess { processor: self, enclave: &enclave, frame_la, frame_bytes: p.frame_bytes(), pages: &frame_pages };
         // 12.
         let (target, fsbase, gsbase, gpr) = if resume {
             let gpr: Gprsgx = ctx_probe.read_obj(p.frame_bytes() - GPRSGX_SIZE as u64);
@@ -163,8 +163,13 @@ impl Processor {
             _ => {
                 let ursp_urbp = [regs.rsp, regs.rbp];
                 let offset = p.frame_bytes() - GPRSGX_SIZE as u64 + offset_of!(Gprsgx, ursp) as u64;
-                let frame =
-                    FrameAccess { processor: self, frame_la, frame_bytes: p.frame_bytes(), pages: &ctx.frame_pages };
+                let frame = FrameAccess {
+                    processor: self,
+                    enclave: &ctx.enclave,
+                    frame_la,
+                    frame_bytes: p.frame_bytes(),
+                    pages: &ctx.frame_pages,
+                };
                 frame.write(offset, ursp_urbp.as_bytes());
                 regs.rcx = regs.rip.wrapping_add(ENCLU_LEN);
                 regs.rax = u64::from(tcs.cssa);
@@ -306,8 +311,14 @@ impl Processor {
 
 /// Reads and writes of an SSA frame through the pages cached at entry (implicit accesses
 /// during AEX never fault, spec §5 preamble).
+///
+/// A cached page is used only while its EPCM entry still names it as this enclave's page
+/// at that address: an epoch completed without an AEX (`Processor::retire_translations`)
+/// leaves the cache in place while the enclave may trim and remove the page, and its EPC
+/// page must then never be written for another enclave.
 pub(crate) struct FrameAccess<'a> {
     pub(crate) processor: &'a Processor,
+    pub(crate) enclave: &'a Enclave,
     pub(crate) frame_la: u64,
     pub(crate) frame_bytes: u64,
     pub(crate) pages: &'a [(u64, EpcIndex)],
@@ -323,7 +334,10 @@ impl FrameAccess<'_> {
             let n = (PAGE_SIZE - in_page).min(len - done);
             let page_la = la - in_page as u64;
             if let Some(&(_, index)) = self.pages.iter().find(|(p, _)| *p == page_la) {
-                f(index, in_page, done..done + n);
+                let entry = self.processor.epcm.entry(index);
+                if entry.valid && entry.enclave_address == page_la && entry.owned_by(self.enclave) {
+                    f(index, in_page, done..done + n);
+                }
             }
             done += n;
         }

@@ -75,6 +75,8 @@ pub mod op {
     pub const ZMM_ACROSS_AEX: u64 = 19;
     /// SPIN_UNTIL with a PAUSE in the loop, as spin locks do.
     pub const PAUSE_UNTIL: u64 = 20;
+    /// Jump to RSI (wherever it is) with the enclave's stack and bases.
+    pub const JUMP: u64 = 21;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -149,7 +151,12 @@ std::arch::global_asm!(
     "je 29f",
     "cmp rdi, 20",
     "je 32f",
+    "cmp rdi, 21",
+    "je 33f",
     "jmp 90f",
+    // JUMP: control leaves for RSI (outside ELRANGE, a fetch the processor refuses).
+    "33:",
+    "jmp rsi",
     // XSAVE: as the SDK's runtimes do, every component requested; XCR0 is the enclave's.
     "26:",
     "mov r10, rdx",
