@@ -243,12 +243,12 @@ pub fn add_pages(encl: &mut Encl, req: &AddRequest) -> Expect {
                 cssa: 0,
             },
         );
-        encl.added.push(ImagePage {
-            offset: target * PAGE,
-            flags: SecinfoFlags::from_bits_retain(flags),
-            data: PageData::from_page(&bytes),
-            measured: req.flags & sgxemu_uapi::SGX_PAGE_MEASURE != 0,
-        });
+        encl.added.push(ImagePage::single(
+            target * PAGE,
+            SecinfoFlags::from_bits_retain(flags),
+            PageData::from_page(&bytes),
+            req.flags & sgxemu_uapi::SGX_PAGE_MEASURE != 0,
+        ));
         done += 1;
     }
     written_back(req.arg, ret, done * PAGE, None)
