@@ -76,7 +76,8 @@ fn worker(config: &Config) -> i32 {
     let secs = report.elapsed.as_secs_f64();
     let ops = s.executed + s.skipped;
     for (known, count) in &s.known {
-        println!("known {known:?}: {count} (the kernel answers otherwise; see known::KNOWN_MISMATCHES)");
+        let example = s.known_example.get(known).map_or("", String::as_str);
+        println!("known {known:?}: {count} (see known::KNOWN_MISMATCHES), first: {example}");
     }
     for (known, count) in &s.known_passed {
         if KNOWN_MISMATCHES.contains(known) {

@@ -41,6 +41,8 @@ pub struct Stats {
     pub known: BTreeMap<Known, u64>,
     /// Operations of a known class that got the kernel's answer.
     pub known_passed: BTreeMap<Known, u64>,
+    /// The first difference seen per known class (what the kernel answers, what came back).
+    pub known_example: BTreeMap<Known, String>,
     /// Transient answers (EAGAIN/EBUSY of a page the reclaimer held) seen.
     pub transient: u64,
     /// Notable successes (what the deep paths reached): INITs, EENTERs, EAUGs, accepted
@@ -59,6 +61,9 @@ impl Stats {
         }
         for (k, v) in &other.known_passed {
             *self.known_passed.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.known_example {
+            self.known_example.entry(*k).or_insert_with(|| v.clone());
         }
         for (k, v) in &other.events {
             *self.events.entry(k).or_default() += v;
@@ -202,8 +207,9 @@ impl World {
                 *self.stats.known_passed.entry(k).or_default() += 1;
                 Ok(Step::Done)
             }
-            (Some(k), Err(_)) if is_open(k) => {
+            (Some(k), Err(m)) if is_open(k) => {
                 *self.stats.known.entry(k).or_default() += 1;
+                self.stats.known_example.entry(k).or_insert(m.0);
                 Ok(Step::Done)
             }
             (_, Err(m)) => Err(m),
