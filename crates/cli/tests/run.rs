@@ -180,6 +180,48 @@ fn the_device_nodes_are_found_through_every_file_api() {
     );
 }
 
+#[test]
+fn directory_listings_of_dev_show_the_nodes_and_udev_s_links() {
+    let exe = build("dev_listing");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The host's own /dev entries come first; each emulated one once, again after rewinddir.
+    assert_eq!(
+        text(&out.stdout),
+        "readdir /dev: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
+         readdir64 /dev/: sgx/d sgx_enclave/c sgx_provision/c (1 entries) rewound 1\n\
+         readdir /dev/sgx: ./d ../d enclave/l provision/l (1 entries) rewound 1\n\
+         fdopendir readdir_r /dev: sgx/d sgx_enclave/c sgx_provision/c\n\
+         glob /dev/sgx*: 0 /dev/sgx/ /dev/sgx_enclave /dev/sgx_provision altdirfunc 0\n\
+         glob /dev/sgx/*: 0 /dev/sgx/enclave /dev/sgx/provision altdirfunc 0\n\
+         scandir /dev/sgx: 4 ./d ../d enclave/l provision/l\n"
+    );
+    // A shell's expansion (dash's opendir/readdir) and ls's listing, stat and xattr calls.
+    let out = sgxemu(&["run", "--", "sh", "-c", "ls -l /dev/sgx* /dev/sgx/"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let starts = |line: &str, mode: &str, end: &str| line.starts_with(mode) && line.ends_with(end);
+    assert!(starts(lines[0], "crw-rw-rw- 1 ", " 10, 125 Jan  1  1970 /dev/sgx_enclave"), "{stdout}");
+    assert!(starts(lines[1], "crw-rw---- 1 ", " 10, 126 Jan  1  1970 /dev/sgx_provision"), "{stdout}");
+    for dir in ["/dev/sgx:", "/dev/sgx/:"] {
+        let at = lines.iter().position(|l| *l == dir).unwrap_or_else(|| panic!("{dir} listed: {stdout}"));
+        assert_eq!(lines[at + 1], "total 0", "{stdout}");
+        assert!(starts(lines[at + 2], "lrwxrwxrwx 1 ", " enclave -> ../sgx_enclave"), "{stdout}");
+        assert!(starts(lines[at + 3], "lrwxrwxrwx 1 ", " provision -> ../sgx_provision"), "{stdout}");
+    }
+    // find lists /dev through fdopendir, looks at each name relative to its descriptor and
+    // descends into /dev/sgx (openat of "sgx" in it, fdopendir).
+    let out = sgxemu(&["run", "--", "find", "/dev", "-maxdepth", "2", "-path", "*sgx*", "-printf", "%p %y %l\\n"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "/dev/sgx d \n/dev/sgx/enclave l ../sgx_enclave\n/dev/sgx/provision l ../sgx_provision\n\
+         /dev/sgx_enclave c \n/dev/sgx_provision c \n"
+    );
+}
+
 /// The environment variable that makes [`rust_helper`] do its work (it is a no-op in an
 /// ordinary test run).
 const HELPER: &str = "SGXEMU_RUN_TEST_HELPER";
@@ -318,6 +360,21 @@ fn the_dynamic_linker_and_dlsym_find_the_vdso_entry_point() {
             "{exe:?}"
         );
     }
+}
+
+#[test]
+fn dlsym_finds_the_entry_point_in_the_vdso_s_handle() {
+    let exe = build_as("vdso_dlsym", "vdso_dlsym", &["-ldl"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "vdso handle 1: dlsym -22 dlvsym -22 same 1 in getauxval's image 1\n\
+         other version: 0\n\
+         default -22 next -22 dlvsym default -22 same 1\n\
+         open next is default 1\n\
+         clock_gettime 1 malloc next 1 default 1 versioned 1 missing 1\n"
+    );
 }
 
 #[test]
@@ -488,4 +545,71 @@ fn the_preload_library_is_taken_only_from_a_directory_of_the_user_s_own() {
     let ld_preload = text(&out.stdout);
     assert!(ld_preload.trim().starts_with(private.join("libsgxemu_preload-").to_str().unwrap()), "{ld_preload}");
     let _ = std::fs::remove_dir_all(&tmpdir);
+}
+
+#[test]
+fn closing_an_enclave_descriptor_while_its_ioctls_run_never_aborts() {
+    // The kernel releases an enclave at the last reference to its file, and an ioctl in
+    // flight holds one: a close racing ADD_PAGES lets the call finish (or find EBADF).
+    let exe = build_as("close_race", "close_race", &["-lpthread"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}{stderr}", text(&out.stdout));
+    // Every call completed, or found the descriptor closed (EBADF): no other error, such
+    // as the ENOTTY of a descriptor no longer the emulator's but not yet closed.
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("iterations 200 ") && stdout.ends_with(" other 0\n"), "{stdout}{stderr}");
+    assert!(!stderr.contains("internal error") && !stderr.contains("driver bug"), "{stderr}");
+}
+
+#[test]
+fn enclaves_until_the_epc_is_exhausted_end_with_enomem() {
+    // 8 MiB = 2048 EPC pages; each open, uninitialized enclave keeps its SECS and VA page:
+    // 1023 fit (with one added page, reclaimable, each), then ENOMEM — promptly, with no
+    // retry loop — and closing them frees everything.
+    let exe = build("epc_exhaustion");
+    let out = sgxemu(&["run", "--epc", "8M", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let first = lines.next().unwrap_or_default();
+    let words: Vec<&str> = first.split(' ').collect();
+    assert!(words.len() == 6 && words[0] == "enclaves" && words[5] == "12", "ENOMEM expected: {stdout}");
+    let count: usize = words[1].parse().expect("a count");
+    assert!((1000..=1024).contains(&count), "{stdout}");
+    assert_eq!(lines.next(), Some("after close: ok 0"), "{stdout}");
+}
+
+#[test]
+fn device_errnos_decided_outside_the_driver_s_ioctls_are_the_kernel_s() {
+    let exe = build("device_errnos");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        // EINVAL 22, EFAULT 14, EEXIST 17, EACCES 13. mprotect goes VMA by VMA: over
+        // [ordinary][enclave, page 0 read-only][ordinary] the first page changes before the
+        // enclave's EACCES, the last does not; starting at the enclave, nothing changes.
+        "create-2^63 22\n\
+         create 0\n\
+         add-readable 0\n\
+         add-exec-only 14\n\
+         fioclex 0 cloexec 1\n\
+         fionclex 0 cloexec 0\n\
+         fionbio 0 nonblock 1\n\
+         fioasync-off 0\n\
+         figetbsz 0 positive 1\n\
+         mmap-noreplace-over-a-mapping 17\n\
+         mmap-noreplace-free 0\n\
+         mmap-unaligned-offset 22\n\
+         mmap-unaligned-hint 0\n\
+         mmap-write-of-rdonly 13\n\
+         mmap-read-of-rdonly 0\n\
+         mmap-enclave 0\n\
+         mprotect-unaligned 22\n\
+         mprotect-unknown-bits 22\n\
+         mprotect-across-read 0 below r- above r-\n\
+         mprotect-across-write 13 below rw above r-\n\
+         mprotect-enclave-first 13 above --\n"
+    );
 }

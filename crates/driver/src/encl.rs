@@ -156,7 +156,8 @@ impl EnclState {
             self.va_order.pop_front();
             self.va_order.push_back(va);
         }
-        Some(VaSlot { va, slot: u16::try_from(slot).expect("a VA page has 512 slots") })
+        // A VA page has 512 slots: the index always fits.
+        Some(VaSlot { va, slot: u16::try_from(slot).ok()? })
     }
 
     /// Frees a slot; its VA page moves to the front (`sgx_free_va_slot` + list_move).
@@ -407,9 +408,10 @@ impl Encl {
         let linaddr = addr.unwrap_or(0);
         let result = cpu.eldu(&sgx.processor, secs_addr, linaddr, &contents, &pcmd, sgx.epc_addr(epc), slot_addr);
         // Whatever happened, the PCMD entry and the contents page are consumed.
-        let backing = st.backing.as_mut().expect("checked above");
-        let _ = backing.write(pcmd_off, &[0; PCMD_SIZE]);
-        backing.drop_page(contents_off);
+        if let Some(backing) = st.backing.as_mut() {
+            let _ = backing.write(pcmd_off, &[0; PCMD_SIZE]);
+            backing.drop_page(contents_off);
+        }
         self.maybe_drop_pcmd_page(st, addr);
         match result {
             Ok(()) => {

@@ -45,6 +45,15 @@ fn validate_offset_length(st: &EnclState, offset: u64, length: u64) -> KResult<(
     Ok(())
 }
 
+/// The size of an enclave's backing file (`(size + 4096) * 33 / 32`: the pages, the SECS
+/// and 1/32 for PCMDs), or `None` where shmem refuses it: above MAX_LFS_FILESIZE
+/// (`i64::MAX`), e.g. for a SECS.SIZE of 2^63, `shmem_file_setup` fails with EINVAL.
+fn backing_size(size: u64) -> Option<u64> {
+    let encl_size = size.checked_add(PAGE)?;
+    let total = encl_size.checked_add(encl_size >> 5)?;
+    (total <= i64::MAX as u64).then_some(total)
+}
+
 /// The ADD_PAGES SECINFO rules (driver spec §3.2 step 6).
 fn validate_secinfo(secinfo: &Secinfo) -> KResult<()> {
     let flags = secinfo.flags;
@@ -82,6 +91,12 @@ impl Encl {
         if !self.try_begin_ioctl() {
             return Err(Errno::EBUSY);
         }
+        // The file's release runs at its last reference, and a call in flight holds one: a
+        // released enclave seen here means the platform released it too early.
+        if self.lock().flags.released {
+            self.end_ioctl();
+            return Err(self.sgx.bug("ioctl on a released enclave"));
+        }
         let result = match cmd {
             sgxemu_uapi::SGX_IOC_ENCLAVE_CREATE => self.ioc_create(cpu, task, arg),
             sgxemu_uapi::SGX_IOC_ENCLAVE_ADD_PAGES => self.ioc_add_pages(cpu, task, arg),
@@ -108,6 +123,11 @@ impl Encl {
         }
         let sgx = self.sgx.clone();
         let va = self.alloc_va_page(cpu, true, Some(task))?;
+        // 7. The backing file, after the VA page (which is given back if it fails).
+        if backing_size(secs.size).is_none() {
+            sgx.free_epc(cpu, va);
+            return Err(Errno::EINVAL);
+        }
         let backing = sgx.platform.new_backing(secs.size);
         let secs_epc = match sgx.alloc_epc(cpu, true, Some(task)) {
             Ok(page) => page,
@@ -232,7 +252,11 @@ impl Encl {
             return unwind(self, cpu, &mut st, true, e);
         }
         // 7.
-        let secs = sgx.epc_addr(st.secs.epc.expect("a created enclave has its SECS until INIT"));
+        let Some(secs) = st.secs.epc else {
+            let e = sgx.bug("ADD_PAGES on a created enclave without its SECS");
+            return unwind(self, cpu, &mut st, true, e);
+        };
+        let secs = sgx.epc_addr(secs);
         let epc_addr = sgx.epc_addr(epc);
         if cpu.eadd(&sgx.processor, secs, addr, secinfo, epc_addr).is_err() {
             return unwind(self, cpu, &mut st, true, Errno::EIO);
@@ -456,7 +480,9 @@ impl Encl {
         let sgx = &self.sgx;
         let mut st = self.lock();
         let mut epc = self.load_page(&mut st, cpu, addr, None).map_err(|e| (Encl::ioctl_load_errno(e), None))?;
-        let record = st.pages.get(addr).expect("loaded");
+        let Some(record) = st.pages.get(addr) else {
+            return Err((sgx.bug("MODIFY_TYPES lost a page it loaded"), None));
+        };
         let (old_type, old_prot) = (record.page_type, record.max_prot);
         let to_tcs = new_type == SGX_PAGE_TYPE_TCS;
         let allowed = matches!((old_type, to_tcs), (PageType::Reg, _) | (PageType::Tcs, false));
@@ -467,9 +493,14 @@ impl Encl {
             if !old_prot.contains(Prot::READ | Prot::WRITE) {
                 return Err((Errno::EPERM, None));
             }
-            st.pages.get_mut(addr).expect("loaded").max_prot = Prot::READ | Prot::WRITE;
+            let set_max_prot = |st: &mut EnclState, prot| {
+                if let Some(p) = st.pages.get_mut(addr) {
+                    p.max_prot = prot;
+                }
+            };
+            set_max_prot(&mut st, Prot::READ | Prot::WRITE);
             if sgx.pool.unmark_reclaimable(epc).is_err() {
-                st.pages.get_mut(addr).expect("loaded").max_prot = old_prot;
+                set_max_prot(&mut st, old_prot);
                 return Err((Errno::EAGAIN, None));
             }
             // Zap without the lock (mm locks come first), the page pinned against reclaim.
@@ -496,7 +527,10 @@ impl Encl {
             }
         }
         self.etrack(&st, cpu).map_err(|e| (e, None))?;
-        st.pages.get_mut(addr).expect("loaded").page_type = if to_tcs { PageType::Tcs } else { PageType::Trim };
+        let Some(record) = st.pages.get_mut(addr) else {
+            return Err((sgx.bug("MODIFY_TYPES lost a page it changed"), None));
+        };
+        record.page_type = if to_tcs { PageType::Tcs } else { PageType::Trim };
         Ok(())
     }
 
@@ -553,7 +587,7 @@ impl Encl {
         let sgx = &self.sgx;
         let mut st = self.lock();
         let epc = self.load_page(&mut st, cpu, addr, None).map_err(Encl::ioctl_load_errno)?;
-        let record = st.pages.get_mut(addr).expect("loaded");
+        let Some(record) = st.pages.get_mut(addr) else { return Err(sgx.bug("REMOVE_PAGES lost a page it loaded")) };
         if record.page_type != PageType::Trim {
             return Err(Errno::EPERM);
         }

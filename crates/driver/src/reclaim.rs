@@ -110,8 +110,10 @@ fn write_out(sgx: &Sgx, cpu: &mut Cpu, encl: &Encl, st: &mut EnclState, page: Ep
     match result {
         Ok(()) => {
             let (contents_off, pcmd_off) = (st.contents_offset(addr), st.pcmd_offset(addr));
-            let backing = st.backing.as_mut().expect("a created enclave has a backing store");
-            let stored = backing.write(contents_off, &contents).and_then(|()| backing.write(pcmd_off, &pcmd));
+            let stored = match st.backing.as_mut() {
+                Some(backing) => backing.write(contents_off, &contents).and_then(|()| backing.write(pcmd_off, &pcmd)),
+                None => Err(crate::errno::Errno::EIO),
+            };
             if stored.is_err() {
                 sgx.warn(format!("backing store full: page {addr:x?} lost"));
             }

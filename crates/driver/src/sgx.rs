@@ -101,6 +101,13 @@ impl Sgx {
         self.warnings.lock().push(message);
     }
 
+    /// A broken internal invariant met on a path a program can reach: the kernel's answer
+    /// to a driver bug is a failed call (EIO), never a crash. Logs one warning naming it.
+    pub(crate) fn bug(&self, what: &str) -> Errno {
+        self.warn(format!("driver bug: {what}; the call fails with EIO"));
+        Errno::EIO
+    }
+
     pub(crate) fn epc_addr(&self, page: EpcIndex) -> u64 {
         self.processor.epc_addr(page)
     }
@@ -108,20 +115,32 @@ impl Sgx {
     /// `sgx_alloc_epc_page(reclaim)`: a free page, or with `reclaim` run reclaim batches until
     /// one frees up. ENOMEM if nothing is reclaimable, EBUSY without `reclaim`,
     /// ERESTARTSYS on a pending signal.
+    ///
+    /// [DESIGN] Mainline says ENOMEM as soon as the active list is empty, even while the
+    /// reclaimer holds isolated pages it is about to free. Here such pages still count:
+    /// without `reclaim` the answer is EBUSY (the caller retries, as after a fault's
+    /// NOPAGE); with `reclaim` the allocator waits for them, but only for a bounded time
+    /// ([`IN_FLIGHT_PATIENCE`]) and never past a pending signal, then says ENOMEM — so a
+    /// caller can never spin on pages that do not come back.
     pub(crate) fn alloc_epc(&self, cpu: &mut Cpu, reclaim: bool, task: Option<&dyn Task>) -> KResult<EpcIndex> {
+        let mut waiting_since = None;
         let result = loop {
             if let Some(page) = self.pool.take_free() {
                 break Ok(page);
             }
             if !self.pool.has_reclaimable() {
-                // [DESIGN] Mainline says ENOMEM as soon as the active list is empty, even
-                // while the reclaimer holds isolated pages it is about to free: a window in
-                // which a fault gets SIGBUS for no lasting reason. Here that is "busy".
                 if !self.pool.reclaim_in_flight() {
                     break Err(Errno::ENOMEM);
                 }
                 if !reclaim {
                     break Err(Errno::EBUSY);
+                }
+                if task.is_some_and(|t| t.signal_pending()) {
+                    break Err(Errno::ERESTARTSYS);
+                }
+                let since = waiting_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= IN_FLIGHT_PATIENCE {
+                    break Err(Errno::ENOMEM);
                 }
                 std::thread::yield_now();
                 continue;
@@ -175,6 +194,10 @@ impl Sgx {
         self.pool.should_reclaim(crate::epc::NR_HIGH_PAGES)
     }
 }
+
+/// How long a reclaiming allocation waits for pages another reclaimer holds when nothing
+/// else is reclaimable (a batch writes out at most 16 pages; this is far longer).
+const IN_FLIGHT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Attributes every enclave may have without a token (`SGX_ATTR_UNPRIV_MASK`).
 pub(crate) const UNPRIV_ATTRIBUTES: u64 = sgxemu_uapi::SGX_ATTR_UNPRIV_MASK;

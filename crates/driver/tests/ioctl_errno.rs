@@ -11,7 +11,9 @@
 //! * §3.1 CREATE: twice → EINVAL before the arg is read
 //!   (`create_twice_is_einval_before_the_argument_is_read`); arg → EFAULT (`create_with_a_bad_argument_address_is_efault`); SECS source, also half
 //!   mapped → EFAULT (`create_with_a_bad_secs_source_is_efault`); size 0 / not a power of two
-//!   → EINVAL, no EPC taken (`create_with_a_size_not_a_power_of_two_is_einval`); ECREATE #GP
+//!   → EINVAL, no EPC taken (`create_with_a_size_not_a_power_of_two_is_einval`); a size
+//!   the backing file cannot have (2^63) → EINVAL, VA page unwound
+//!   (`create_with_a_size_shmem_cannot_back_is_einval`); ECREATE #GP
 //!   (misaligned base, SSA frame too small, attribute the part lacks) → EIO, unwound, CREATE
 //!   retried (`create_rejected_by_ecreate_is_eio_and_can_be_retried`); EPC full of
 //!   unreclaimable pages → ENOMEM for CREATE (VA page unwound) and ADD_PAGES
@@ -672,6 +674,25 @@ fn create_with_a_size_not_a_power_of_two_is_einval() {
         assert_eq!(w.create_secs(&secs), Err(Errno::EINVAL), "size {size:#x}");
         assert_eq!(w.sgx().free_pages(), free, "no EPC taken");
     }
+    w.create(MODE64);
+    w.teardown();
+}
+
+#[test]
+fn create_with_a_size_shmem_cannot_back_is_einval() {
+    // 2^63 is a power of two, but the backing file ((size + 4096) * 33/32 bytes) would exceed
+    // MAX_LFS_FILESIZE: `shmem_file_setup` fails with EINVAL before ECREATE could say EIO.
+    // The VA page allocated before it is given back. 2^62 still passes the driver (ECREATE
+    // then rejects the misaligned base: EIO).
+    let mut w = World::sgx2();
+    let free = w.sgx().free_pages();
+    let mut secs = secs_with(MODE64);
+    secs.size = 1 << 63;
+    assert_eq!(w.create_secs(&secs), Err(Errno::EINVAL));
+    assert_eq!(w.sgx().free_pages(), free, "VA page unwound");
+    assert_eq!(w.encl().info().va_pages, 0);
+    secs.size = 1 << 62;
+    assert_eq!(w.create_secs(&secs), Err(Errno::EIO));
     w.create(MODE64);
     w.teardown();
 }

@@ -10,6 +10,10 @@ pub const ENV_SGX1: &str = "SGXEMU_SGX1";
 /// counts at exit.
 pub const ENV_STATS: &str = "SGXEMU_STATS";
 
+/// `SGXEMU_PAUSE_EXITING`: a boolean ([`parse_bool`], default true); false leaves enclave
+/// code's PAUSE instructions alone (see `crate::pause_loop`).
+pub const ENV_PAUSE_EXITING: &str = "SGXEMU_PAUSE_EXITING";
+
 /// The words a boolean setting accepts, for messages.
 pub const BOOL_WORDS: &str = "1, 0, true, false, yes, no, on or off";
 
@@ -66,6 +70,11 @@ pub fn from_env() -> PlatformConfig {
         config.epc_size = PlatformConfig::default().epc_size;
     }
     config
+}
+
+/// Whether PAUSE in enclave code traps for pause-loop exiting (unset: yes).
+pub fn pause_exiting() -> bool {
+    std::env::var_os(ENV_PAUSE_EXITING).is_none() || flag(ENV_PAUSE_EXITING)
 }
 
 /// Whether statistics are printed at exit.

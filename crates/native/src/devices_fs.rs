@@ -19,8 +19,9 @@
 //! - `/proc/self/maps` (and the other spellings): the host's, with each enclave mapping one
 //!   line naming `/dev/sgx_enclave`, as the kernel shows it.
 //!
-//! Only absolute paths spelled as above are recognised (no `..`, `//` or paths relative to
-//! a directory descriptor). This module decides and generates; the preload library only
+//! Only absolute paths spelled as above are recognised (no `..` or `//`), and the names of
+//! `/dev`'s emulated entries relative to a descriptor of `/dev` ([`in_dev_directory`]: how
+//! `find` and other fts users look at what a listing gave them). This module decides and generates; the preload library only
 //! interposes the C library's entry points and calls it.
 
 use std::ffi::CStr;
@@ -166,6 +167,42 @@ fn cpu_exists(cpu: u32) -> bool {
     unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, path.as_ptr(), libc::F_OK as c_long) == 0 }
 }
 
+/// The absolute path `path` names relative to directory descriptor `dirfd`, if it is one of
+/// the emulated entries of `/dev` (`sgx`, `sgx_enclave`, `sgx_provision`, `sgx/enclave`,
+/// `sgx/provision`) and `dirfd` is a descriptor of `/dev`; `None` otherwise (one string
+/// comparison for any other name).
+pub fn in_dev_directory(dirfd: c_int, path: &[u8]) -> Option<&'static CStr> {
+    if matches!(path, b"enclave" | b"provision") && descriptor_node(dirfd) == Some(Node::SgxDir) {
+        return Some(if path == b"enclave" { c"/dev/sgx/enclave" } else { c"/dev/sgx/provision" });
+    }
+    let absolute = match path {
+        b"sgx" | b"sgx/" => c"/dev/sgx",
+        b"sgx_enclave" => c"/dev/sgx_enclave",
+        b"sgx_provision" => c"/dev/sgx_provision",
+        b"sgx/enclave" => c"/dev/sgx/enclave",
+        b"sgx/provision" => c"/dev/sgx/provision",
+        _ => return None,
+    };
+    (dirfd >= 0 && crate::dev_listing::is_dev_descriptor(dirfd)).then_some(absolute)
+}
+
+/// `path` relative to `dirfd` as this module spells it: [`in_dev_directory`]'s absolute
+/// path, or `path` itself.
+///
+/// # Safety
+/// `path` is null or a C string.
+pub unsafe fn at_path(dirfd: c_int, path: *const libc::c_char) -> *const libc::c_char {
+    if path.is_null() {
+        return path;
+    }
+    // SAFETY: the caller passes a C string.
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if bytes.first() == Some(&b'/') {
+        return path;
+    }
+    in_dev_directory(dirfd, bytes).map_or(path, CStr::as_ptr)
+}
+
 /// [`resolve`] for a C string (null: none).
 ///
 /// # Safety
@@ -255,20 +292,30 @@ pub fn access(node: Node, mode: c_int) -> Option<Result<(), c_int>> {
     Some(if mode & denied != 0 { Err(libc::EACCES) } else { Ok(()) })
 }
 
+/// Whether `node` is one the emulator makes up entirely, so that it has no extended
+/// attributes (`getxattr` ENODATA, `listxattr` empty, as devtmpfs nodes without an LSM
+/// label); `false`: the host's answer stands.
+pub fn without_xattrs(node: Node) -> bool {
+    !matches!(node, Node::CpuInfo | Node::Auxv | Node::Maps)
+}
+
 /// The descriptors `open` gives for these paths.
 ///
-/// `flags` are open(2)'s. `Ok(None)`: the path is the host's business after all (the
-/// directory `/dev/sgx`, `/proc/cpuinfo` opened for writing); `Err(errno)`.
+/// `flags` are open(2)'s. `Ok(None)`: the path is the host's business after all (a host
+/// directory `/dev/sgx`, `/proc/cpuinfo` opened for writing); `Err(errno)`. `/dev/sgx`,
+/// where the host has none, opens read-only as a descriptor of `/dev` that `fstat`,
+/// `fdopendir` (`dev_listing`) and names relative to it ([`in_dev_directory`]) take for
+/// `/dev/sgx`.
 pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
     let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
     let cloexec = flags & libc::O_CLOEXEC != 0;
     match node {
-        Node::SgxDir => Ok(None),
+        Node::SgxDir => open_sgx_dir(writes, cloexec),
         Node::CpuInfo | Node::Auxv | Node::Maps if writes => Ok(None),
         _ if flags & libc::O_DIRECTORY != 0 => Err(libc::ENOTDIR),
         _ if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => Err(libc::EEXIST),
         Node::Device { link: true, .. } if flags & libc::O_NOFOLLOW != 0 => Err(libc::ELOOP),
-        Node::Device { device, .. } => open_device(device, cloexec).map(Some),
+        Node::Device { device, .. } => open_device(device, flags & libc::O_ACCMODE, cloexec).map(Some),
         Node::SgxTotalBytes | Node::Msr(_) if writes => Err(libc::EACCES),
         Node::CpuInfo => {
             let host = read_host_file(c"/proc/cpuinfo").map_err(errno)?;
@@ -291,10 +338,28 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
         }
         Node::Msr(cpu) => {
             let fd = open_null(cloexec).map_err(errno)?;
-            MSRS.insert(fd, cpu, Arc::new(AtomicI64::new(0)));
+            MSRS.insert(fd, OpenFile::Msr { cpu, position: Arc::new(AtomicI64::new(0)) });
             Ok(Some(fd))
         }
     }
+}
+
+/// `open("/dev/sgx")`: the host's if it has one; otherwise a descriptor of `/dev` standing
+/// for it (EISDIR for writing, as for any directory).
+fn open_sgx_dir(writes: bool, cloexec: bool) -> Result<Option<c_int>, c_int> {
+    // SAFETY: faccessat reads the C string.
+    let host_has_it =
+        unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, c"/dev/sgx".as_ptr(), libc::F_OK) == 0 };
+    if host_has_it {
+        return Ok(None);
+    }
+    if writes {
+        return Err(libc::EISDIR);
+    }
+    let fd = raw_open(c"/dev", libc::O_RDONLY | libc::O_DIRECTORY | if cloexec { libc::O_CLOEXEC } else { 0 })
+        .map_err(errno)?;
+    MSRS.insert(fd, OpenFile::SgxDir);
+    Ok(Some(fd))
 }
 
 /// The device node's stat, for the inode and device numbers its mappings show.
@@ -377,7 +442,7 @@ fn errno(e: io::Error) -> c_int {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-fn open_device(device: Device, cloexec: bool) -> Result<c_int, c_int> {
+fn open_device(device: Device, access: c_int, cloexec: bool) -> Result<c_int, c_int> {
     let engine = match Engine::start() {
         Ok(engine) => engine,
         Err(e) => {
@@ -385,8 +450,9 @@ fn open_device(device: Device, cloexec: bool) -> Result<c_int, c_int> {
             return Err(libc::ENODEV);
         }
     };
-    // A real descriptor keeps fd numbering, close and poll ordinary.
-    let fd = open_null(cloexec).map_err(errno)?;
+    // A real descriptor keeps fd numbering, close and poll ordinary; its access mode is the
+    // program's (mmap's checks read it back).
+    let fd = raw_open(c"/dev/null", access | if cloexec { libc::O_CLOEXEC } else { 0 }).map_err(errno)?;
     engine.opened(device.path(), fd);
     Ok(fd)
 }
@@ -490,6 +556,7 @@ pub fn readlink(path: &[u8]) -> Option<Result<String, c_int>> {
         return descriptor_node(fd).map(|node| match node {
             Node::Device { device, .. } => Ok(device.path().to_owned()),
             Node::Msr(cpu) => Ok(format!("/dev/cpu/{cpu}/msr")),
+            Node::SgxDir => Ok("/dev/sgx".to_owned()),
             _ => Err(libc::EINVAL),
         });
     }
@@ -545,8 +612,10 @@ pub fn mapping_engine(addr: u64, len: u64) -> Option<&'static Engine> {
 
 /// What descriptor `fd` is, if it is an emulated node.
 pub fn descriptor_node(fd: c_int) -> Option<Node> {
-    if let Some(cpu) = MSRS.get(fd).map(|(cpu, _)| cpu) {
-        return Some(Node::Msr(cpu));
+    match MSRS.get(fd) {
+        Some(OpenFile::Msr { cpu, .. }) => return Some(Node::Msr(cpu)),
+        Some(OpenFile::SgxDir) => return Some(Node::SgxDir),
+        None => {}
     }
     match device_engine(fd)?.devices.get(fd)? {
         DeviceFile::Provision => Some(Node::Device { device: Device::Provision, link: false }),
@@ -554,10 +623,11 @@ pub fn descriptor_node(fd: c_int) -> Option<Node> {
     }
 }
 
-/// Before `close(fd)` reaches the kernel: forget what the emulator knew about it.
+/// Before `close(fd)` reaches the kernel: the emulator stops answering for it (a racing
+/// call finds EBADF); [`closed`] follows the kernel's close.
 pub fn closing(fd: c_int) {
     if let Some(engine) = device_engine(fd) {
-        engine.closed(fd);
+        engine.close_begin(fd);
     }
     MSRS.remove(fd);
 }
@@ -567,13 +637,21 @@ pub fn closing(fd: c_int) {
 pub fn closing_range(first: libc::c_uint, last: libc::c_uint) {
     let clamp = |n: libc::c_uint| c_int::try_from(n).unwrap_or(c_int::MAX);
     let (first, last) = (clamp(first), clamp(last));
-    if let Some(engine) = Engine::get().filter(|e| e.pid == sys::getpid()) {
+    if let Some(engine) = own_engine() {
         for fd in engine.devices.open_in(first, last) {
             engine.closed(fd);
         }
     }
     for fd in MSRS.open_in(first, last) {
         MSRS.remove(fd);
+    }
+}
+
+/// After the kernel closed `fd`: the emulator forgets it (and releases its enclave if that
+/// was the last reference).
+pub fn closed(fd: c_int) {
+    if let Some(engine) = own_engine() {
+        engine.close_done(fd);
     }
 }
 
@@ -586,16 +664,16 @@ pub fn duplicated(fd: c_int, new: c_int) {
         engine.duplicated(fd, new);
     }
     MSRS.remove(new);
-    if let Some((cpu, position)) = MSRS.get(fd) {
-        MSRS.insert(new, cpu, position);
+    if let Some(file) = MSRS.get(fd) {
+        MSRS.insert(new, file);
     }
 }
 
 /// Open `/dev/cpu/N/msr` descriptors: the CPU and the file position (shared by copies, as an
-/// open file's is).
+/// open file's is), and the descriptors standing for `/dev/sgx`.
 #[derive(Debug)]
 struct MsrFiles {
-    files: Mutex<FxHashMap<c_int, (u32, Arc<AtomicI64>)>>,
+    files: Mutex<FxHashMap<c_int, OpenFile>>,
     count: AtomicUsize,
     /// The process the table describes (a fork child updates it; a vfork child, which
     /// shares it but not the descriptors, leaves it alone).
@@ -612,13 +690,22 @@ extern "C" fn msrs_in_child() {
     MSRS.pid.store(sys::getpid(), Ordering::Release);
 }
 
+/// An emulated file open in the program.
+#[derive(Clone, Debug)]
+enum OpenFile {
+    /// `/dev/cpu/N/msr`, with the open file's position.
+    Msr { cpu: u32, position: Arc<AtomicI64> },
+    /// `/dev/sgx` where the host has none (a descriptor of `/dev`).
+    SgxDir,
+}
+
 impl MsrFiles {
     /// Whether the table is this process's (lock-free when empty).
     fn active(&self) -> bool {
         self.count.load(Ordering::Acquire) != 0 && self.pid.load(Ordering::Acquire) == sys::getpid()
     }
 
-    fn insert(&self, fd: c_int, cpu: u32, position: Arc<AtomicI64>) {
+    fn insert(&self, fd: c_int, file: OpenFile) {
         if self.pid.load(Ordering::Acquire) != sys::getpid() {
             if self.pid.load(Ordering::Acquire) != 0 {
                 // A vfork child: nothing to record in its parent's table.
@@ -629,11 +716,11 @@ impl MsrFiles {
             unsafe { libc::pthread_atfork(None, None, Some(msrs_in_child)) };
         }
         let mut files = self.files.lock();
-        files.insert(fd, (cpu, position));
+        files.insert(fd, file);
         self.count.store(files.len(), Ordering::Release);
     }
 
-    fn get(&self, fd: c_int) -> Option<(u32, Arc<AtomicI64>)> {
+    fn get(&self, fd: c_int) -> Option<OpenFile> {
         if !self.active() {
             return None;
         }
@@ -693,7 +780,7 @@ fn platform_config() -> sgxemu_cpu::PlatformConfig {
 
 /// `pread(fd, buf, count, offset)` on an emulated MSR descriptor: `None` if `fd` is none.
 pub fn msr_pread(fd: c_int, count: usize, offset: i64) -> Option<Result<Vec<u8>, c_int>> {
-    MSRS.get(fd)?;
+    let Some(OpenFile::Msr { .. }) = MSRS.get(fd) else { return None };
     if offset < 0 {
         return Some(Err(libc::EINVAL));
     }
@@ -703,14 +790,14 @@ pub fn msr_pread(fd: c_int, count: usize, offset: i64) -> Option<Result<Vec<u8>,
 /// `read(fd, buf, count)` on an emulated MSR descriptor (the MSR at the file position;
 /// the position does not move, as in the msr driver).
 pub fn msr_read_at_position(fd: c_int, count: usize) -> Option<Result<Vec<u8>, c_int>> {
-    let (_, position) = MSRS.get(fd)?;
+    let Some(OpenFile::Msr { position, .. }) = MSRS.get(fd) else { return None };
     Some(msr_read(&platform_config(), position.load(Ordering::Relaxed), count))
 }
 
 /// `lseek(fd, offset, whence)` on an emulated MSR descriptor: SEEK_SET and SEEK_CUR, as
 /// the msr driver allows.
 pub fn msr_seek(fd: c_int, offset: i64, whence: c_int) -> Option<Result<i64, c_int>> {
-    let (_, position) = MSRS.get(fd)?;
+    let Some(OpenFile::Msr { position, .. }) = MSRS.get(fd) else { return None };
     let new = match whence {
         libc::SEEK_SET => offset,
         libc::SEEK_CUR => match position.load(Ordering::Relaxed).checked_add(offset) {
@@ -793,6 +880,40 @@ mod tests {
         assert_eq!(access(node, libc::X_OK), Some(Err(libc::EACCES)));
         assert_eq!(access(Node::Msr(0), libc::W_OK), Some(Err(libc::EACCES)));
         assert_eq!(access(Node::CpuInfo, libc::R_OK), None);
+        assert!(without_xattrs(node) && without_xattrs(Node::SgxDir) && !without_xattrs(Node::Maps));
+    }
+
+    #[test]
+    fn dev_sgx_opens_as_a_directory_descriptor_standing_for_it() {
+        if std::path::Path::new("/dev/sgx").exists() {
+            return; // the host's own directory is the host's business
+        }
+        let fd =
+            open(Node::SgxDir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC).expect("opens").expect("ours");
+        assert_eq!(descriptor_node(fd), Some(Node::SgxDir));
+        assert_eq!(in_dev_directory(fd, b"provision"), Some(c"/dev/sgx/provision"));
+        assert_eq!(readlink(format!("/proc/self/fd/{fd}").as_bytes()), Some(Ok("/dev/sgx".to_owned())));
+        assert_eq!(open(Node::SgxDir, libc::O_WRONLY), Err(libc::EISDIR));
+        closing(fd);
+        let _ = sys::close(fd);
+        assert_eq!(descriptor_node(fd), None);
+    }
+
+    #[test]
+    fn names_in_a_dev_descriptor_are_the_nodes_in_dev() {
+        use std::os::fd::AsRawFd;
+        let dev = std::fs::File::open("/dev").expect("/dev");
+        let tmp = std::fs::File::open("/tmp").expect("/tmp");
+        assert_eq!(in_dev_directory(dev.as_raw_fd(), b"sgx_enclave"), Some(c"/dev/sgx_enclave"));
+        assert_eq!(in_dev_directory(dev.as_raw_fd(), b"sgx/provision"), Some(c"/dev/sgx/provision"));
+        assert_eq!(in_dev_directory(dev.as_raw_fd(), b"null"), None);
+        assert_eq!(in_dev_directory(tmp.as_raw_fd(), b"sgx_enclave"), None);
+        assert_eq!(in_dev_directory(libc::AT_FDCWD, b"sgx_enclave"), None);
+        // SAFETY: C strings.
+        unsafe {
+            assert_eq!(CStr::from_ptr(at_path(dev.as_raw_fd(), c"sgx".as_ptr())), c"/dev/sgx");
+            assert_eq!(CStr::from_ptr(at_path(dev.as_raw_fd(), c"/dev/null".as_ptr())), c"/dev/null");
+        }
     }
 
     #[test]

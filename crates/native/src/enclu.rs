@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::space::Resolution;
 use crate::thread::{self, ThreadState};
 use crate::vdso::{self, SoftFrame, frame};
-use crate::{signals, sys, xfeatures};
+use crate::{patch, pause_loop, signals, sys, xfeatures};
 
 /// What a handler should do after the emulator looked at a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +70,29 @@ fn regs_with_bases(frame: &Frame, fsbase: u64, gsbase: u64) -> Regs {
     Regs { fsbase, gsbase, ..frame.regs() }
 }
 
+/// How [`enclu_from_outside`] ended without an exception.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    /// The leaf ran.
+    Done,
+    /// A signal waits for the thread while the driver asks it to retry: the leaf has not
+    /// run, and the thread goes back to its ENCLU so the signal is delivered first.
+    Interrupted,
+}
+
 /// Runs ENCLU for a thread outside enclave mode (EENTER/ERESUME by the program or the
 /// vDSO's AEP), resolving not-present #PFs on the TCS or SSA through the driver's fault
-/// handler and re-executing, as the kernel's fault path does.
-fn enclu_from_outside(engine: &Engine, st: &ThreadState, regs: &mut Regs) -> Result<(), Exception> {
+/// handler and re-executing, as the kernel's fault path does. In a signal handler,
+/// `caller_mask` is the mask the thread had at the trap: as the kernel returns to user
+/// mode after a fault it resolved with a retry, signals the program does not block end the
+/// retries ([`Ran::Interrupted`]), so a thread stuck on EPC pressure stays killable and its
+/// handlers run.
+fn enclu_from_outside(
+    engine: &Engine,
+    st: &ThreadState,
+    regs: &mut Regs,
+    caller_mask: Option<&libc::sigset_t>,
+) -> Result<Ran, Exception> {
     // A page the leaf needs (TCS, SSA) may be written out, or be on its way back, many
     // times over under EPC pressure; the kernel's fault handler retries as long as it must.
     // Bounded here only so a model/space disagreement cannot spin forever.
@@ -88,7 +107,7 @@ fn enclu_from_outside(engine: &Engine, st: &ThreadState, regs: &mut Regs) -> Res
         match result {
             Ok(()) => {
                 *regs = attempt;
-                return Ok(());
+                return Ok(Ran::Done);
             }
             Err(Exception::Pf { addr, code })
                 if !code.contains(PfErrorCode::SGX)
@@ -96,7 +115,12 @@ fn enclu_from_outside(engine: &Engine, st: &ThreadState, regs: &mut Regs) -> Res
             {
                 match engine.space.fault(&mut st.cpus().kcpu, addr, access_kind(u64::from(code.bits()))) {
                     // `Present`: another thread mapped it meanwhile; the leaf decides again.
-                    Resolution::Retry | Resolution::Present => std::thread::yield_now(),
+                    Resolution::Retry | Resolution::Present => {
+                        if caller_mask.is_some_and(signal_waits) {
+                            return Ok(Ran::Interrupted);
+                        }
+                        std::thread::yield_now();
+                    }
                     other => {
                         if signals::tracing() {
                             sys::stderr_line(&format!("sgxemu:   ENCLU from outside: {other:?} at {addr:#x}\n"));
@@ -108,6 +132,15 @@ fn enclu_from_outside(engine: &Engine, st: &ThreadState, regs: &mut Regs) -> Res
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether a signal is pending that `mask` (the program's) does not block.
+fn signal_waits(mask: &libc::sigset_t) -> bool {
+    let Some(pending) = sys::pending_signals() else { return false };
+    (1..libc::SIGRTMAX()).any(|sig| {
+        // SAFETY: sigismember only reads the sets, for a valid signal number.
+        unsafe { libc::sigismember(&pending, sig) == 1 && libc::sigismember(mask, sig) != 1 }
+    })
 }
 
 /// The thread just entered (EENTER or ERESUME succeeded): async signals wait while enclave
@@ -152,10 +185,12 @@ fn enclu_again(
             st.host_gs.store(regs.gsbase, Ordering::Relaxed);
         }
         let tcs = regs.rbx;
-        return match enclu_from_outside(engine, st, &mut regs) {
-            Ok(()) => {
+        return match enclu_from_outside(engine, st, &mut regs, Some(&frame.sigmask())) {
+            // Back to the ENCLU, untouched: it runs again once the signal is handled.
+            Ok(Ran::Interrupted) => Outcome::Resume,
+            Ok(Ran::Done) => {
                 if leaf == Some(Enclu::Eenter) {
-                    xfeatures::prepare(engine, &st.cpus().lp, tcs);
+                    patch::prepare(engine, &st.cpus().lp, tcs);
                 }
                 frame.set_regs(&regs);
                 if leaf == Some(Enclu::Eresume) {
@@ -285,6 +320,13 @@ pub fn on_xfeature(
     }
 }
 
+/// A `ud2` that stands for a patched PAUSE ([`crate::pause_loop`]).
+pub fn on_pause(st: &ThreadState, frame: &mut Frame, insn: &iced_x86::Instruction) -> Outcome {
+    frame.set_rip(frame.rip().wrapping_add(insn.len() as u64));
+    pause_loop::on_pause(st);
+    Outcome::Resume
+}
+
 /// Any other exception enclave code raised (vector from the kernel's trap number).
 pub fn on_enclave_trap(
     engine: &Engine,
@@ -385,8 +427,14 @@ fn enclave_exception(
         crate::stats::count(&crate::stats::DRIVER_FAULTS);
         // Back at the AEP: its ENCLU[ERESUME] continues the enclave.
         let mut resumed = regs;
-        return match enclu_from_outside(engine, st, &mut resumed) {
-            Ok(()) => {
+        return match enclu_from_outside(engine, st, &mut resumed, Some(&frame.sigmask())) {
+            // At the AEP, whose ERESUME runs again once the signal is handled.
+            Ok(Ran::Interrupted) => {
+                frame.set_regs(&regs);
+                frame.load_xstate(&st.cpus().lp.xsave);
+                Outcome::Resume
+            }
+            Ok(Ran::Done) => {
                 let mask = frame.sigmask();
                 frame.set_regs(&resumed);
                 frame.load_xstate(&st.cpus().lp.xsave);
@@ -464,11 +512,12 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         fsbase: host_fs,
         gsbase: host_gs,
     };
-    if let Err(e) = enclu_from_outside(engine, st, &mut regs) {
+    // Not in a handler: signals reach this thread while it retries.
+    if let Err(e) = enclu_from_outside(engine, st, &mut regs, None) {
         fail(words, e);
         return;
     }
-    xfeatures::prepare(engine, &st.cpus().lp, words[frame::RBX]);
+    patch::prepare(engine, &st.cpus().lp, words[frame::RBX]);
     words[frame::RAX] = regs.rax;
     words[frame::RCX] = regs.rcx;
     words[frame::RIP] = regs.rip;

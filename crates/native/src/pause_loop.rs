@@ -1,15 +1,25 @@
-//! Pause-loop exiting for threads interrupted while spinning inside an enclave.
+//! Pause-loop exiting for threads spinning inside an enclave.
 //!
 //! Threads spinning on a lock inside the enclave take the CPUs from the thread that holds
-//! it (Intel's enclave memory manager holds its lock across OCALLs into the driver, whose
-//! IPIs then interrupt every spinner). When an interrupt's AEX finds the interrupted code
-//! spinning (a PAUSE at the interrupted instruction or just before it), the thread stays off
-//! its CPU for a while before ERESUME, as hypervisors deschedule a spinning vCPU; a thread
-//! that keeps spinning backs off longer each time, up to [`MAX_BACKOFF`].
+//! it. With more threads than CPUs a holder that the host preempted waits behind every
+//! spinner's time slice: Intel's enclave memory manager, with 50 threads on 2 CPUs, spent
+//! minutes so, every thread in the PAUSE loop of a spin lock whose holder was off its CPU.
+//! Hardware has the same problem, and hypervisors answer it with pause-loop exiting: a vCPU
+//! that keeps executing PAUSE gives its CPU up. So do we, two ways:
+//!
+//! - PAUSE in enclave code is patched to trap ([`crate::patch`]); a PAUSE that follows the
+//!   thread's previous one within [`GAP`] is a pause loop, and the thread yields its CPU
+//!   (the lock holder, if runnable, goes first). Cheap where nothing else waits for the CPU.
+//! - An interrupt (the reclaimer's IPI) whose AEX finds the interrupted code spinning (a
+//!   PAUSE at the interrupted instruction or just before it) keeps the thread off its CPU
+//!   for a while before ERESUME, longer each time it is found spinning again, up to
+//!   [`MAX_BACKOFF`].
 //!
 //! (Emulated timer interrupts, a CPU-time timer per thread sending the IPI signal, were
 //! tried and dropped: a signal that lands while the thread is in a blocking system call of
-//! the host makes some of them fail with EINTR, which hardware's timer never does.)
+//! the host makes some of them fail with EINTR, which hardware's timer never does. Sleeping
+//! after a trapped PAUSE was tried and dropped too: a lock holder waiting in a PAUSE loop
+//! for an inner lock then slept while the others spun on the outer one.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +33,18 @@ pub const MIN_BACKOFF: Duration = Duration::from_micros(100);
 /// The longest: with many threads spinning on few CPUs, each must stay off long enough for the rest of
 /// them together to leave a CPU to the lock holder.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(20);
+
+/// PAUSEs closer together than this belong to one loop (a trapped PAUSE costs a few µs).
+pub const GAP: Duration = Duration::from_micros(50);
+
+/// A PAUSE of enclave code (a patched one): in a pause loop, the thread yields its CPU.
+pub fn on_pause(st: &ThreadState) {
+    let now = sys::monotonic_ns();
+    let last = st.last_pause_ns.swap(now, Ordering::Relaxed);
+    if now.saturating_sub(last) <= GAP.as_nanos() as u64 {
+        sys::sched_yield();
+    }
+}
 
 /// After an interrupt's AEX of enclave code at `rip`: stays off the CPU if that code was
 /// spinning, longer each time it is found spinning again.
@@ -39,11 +61,19 @@ pub fn after_interrupt(engine: &Engine, st: &ThreadState, rip: u64) {
 
 const PAUSE: [u8; 2] = [0xf3, 0x90];
 
-/// Whether enclave code interrupted at `rip` is spinning: a PAUSE at `rip` or in the few
-/// bytes before it (an interrupt lands after the long PAUSE, an instruction or two on in
-/// its loop). Read through the EPC: the enclave's own mapping may not be readable.
+const UD2: [u8; 2] = [0x0f, 0x0b];
+
+/// Whether enclave code interrupted at `rip` is spinning: a PAUSE (or a patched one) at
+/// `rip` or in the few bytes before it (an interrupt lands after the long PAUSE, an
+/// instruction or two on in its loop). Read through the EPC: the enclave's own mapping may
+/// not be readable.
 fn spinning_at(engine: &Engine, rip: u64) -> bool {
     const BEFORE: u64 = 12;
+    let start = rip.wrapping_sub(BEFORE);
     let mut bytes = [0u8; BEFORE as usize + 2];
-    engine.read_mapped(rip.wrapping_sub(BEFORE), &mut bytes) && bytes.windows(2).any(|w| w == PAUSE)
+    engine.read_mapped(start, &mut bytes)
+        && bytes
+            .windows(2)
+            .enumerate()
+            .any(|(i, w)| w == PAUSE || (w == UD2 && crate::patch::is_pause(engine, start + i as u64)))
 }

@@ -159,3 +159,35 @@ real_fn!(/// lseek(2).
     lseek(fd: c_int, offset: libc::off_t, whence: c_int) -> libc::off_t);
 real_fn!(/// lseek64.
     lseek64(fd: c_int, offset: libc::off_t, whence: c_int) -> libc::off_t);
+real_fn!(/// opendir(3).
+    opendir(path: *const c_char) -> *mut libc::DIR);
+real_fn!(/// readdir(3).
+    readdir(dir: *mut libc::DIR) -> *mut libc::dirent64);
+real_fn!(/// readdir64 (the same layout as readdir's on x86-64).
+    readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64);
+real_fn!(/// closedir(3).
+    closedir(dir: *mut libc::DIR) -> c_int);
+real_fn!(/// rewinddir(3).
+    rewinddir(dir: *mut libc::DIR) -> ());
+real_fn!(/// seekdir(3).
+    seekdir(dir: *mut libc::DIR, position: libc::c_long) -> ());
+real_fn!(/// glob(3) (`glob_t` as `dev_listing::GlobT`).
+    glob(pattern: *const c_char, flags: c_int, errfunc: Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>, pglob: *mut c_void) -> c_int);
+real_fn!(/// glob64.
+    glob64(pattern: *const c_char, flags: c_int, errfunc: Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>, pglob: *mut c_void) -> c_int);
+real_fn!(/// scandir(3).
+    scandir(path: *const c_char, list: *mut *mut *mut libc::dirent64, filter: Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>, compare: Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>) -> c_int);
+real_fn!(/// scandir64.
+    scandir64(path: *const c_char, list: *mut *mut *mut libc::dirent64, filter: Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>, compare: Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>) -> c_int);
+real_fn!(/// getxattr(2).
+    getxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize);
+real_fn!(/// lgetxattr(2).
+    lgetxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize);
+real_fn!(/// listxattr(2).
+    listxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize);
+real_fn!(/// llistxattr(2).
+    llistxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize);
+real_fn!(/// fdopendir(3).
+    fdopendir(fd: c_int) -> *mut libc::DIR);
+real_fn!(/// readdir_r(3) (readdir64_r is the same on x86-64).
+    readdir_r(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int);

@@ -589,7 +589,9 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
                 return neg(libc::EBADF);
             }
             devices_fs::closing(fd);
-            real(nr, a)
+            let result = real(nr, a);
+            devices_fs::closed(fd);
+            result
         }
         libc::SYS_close_range => own_fds::close_range(a[0] as c_uint, a[1] as c_uint, a[2] as c_uint),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => {
@@ -621,7 +623,7 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
             None => real(nr, a),
         },
         libc::SYS_mmap => match devices_fs::device_engine(a[4] as c_int) {
-            Some(engine) => match engine.mmap(a[0], a[1], a[2] as c_int, a[3] as c_int, a[4] as c_int) {
+            Some(engine) => match engine.mmap_at(a[0], a[1], a[2] as c_int, a[3] as c_int, a[4] as c_int, a[5]) {
                 Ok(at) => at as c_long,
                 Err(e) => neg(e.0),
             },

@@ -553,6 +553,7 @@ fn dispatch(
                 enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
             }
             libc::SIGILL if code.starts_with(&UD2) => match patched_instruction(engine, rip) {
+                Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Pause => enclu::on_pause(st, frame, &insn),
                 Some(insn) => enclu::on_xfeature(engine, st, frame, enclave_fs, enclave_gs, &insn),
                 None => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
             },
@@ -626,7 +627,7 @@ const UD2: [u8; 2] = [0x0f, 0x0b];
 /// The XSAVE-family instruction a `ud2` of enclave code at `rip` stands for, if we put it there.
 fn patched_instruction(engine: &Engine, rip: u64) -> Option<iced_x86::Instruction> {
     let page = engine.space.epc_at(rip)?;
-    crate::xfeatures::patched_instruction(engine, page, rip)
+    crate::patch::patched_instruction(engine, page, rip)
 }
 const CPUID: [u8; 2] = [0x0f, 0xa2];
 

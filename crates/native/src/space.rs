@@ -206,11 +206,24 @@ impl Space {
         inner.vmas.range(..end).filter(|&(&s, v)| v.end > addr && s < end).map(|(_, v)| v.encl.clone()).collect()
     }
 
+    /// The enclave mappings overlapping `[addr, end)`, each clipped to it, in address order.
+    pub fn enclave_vmas_in(&self, addr: u64, end: u64) -> Vec<(std::ops::Range<u64>, Arc<Encl>)> {
+        let inner = self.inner.lock();
+        inner
+            .vmas
+            .range(..end)
+            .filter(|&(&s, v)| v.end > addr && s < end)
+            .map(|(&s, v)| (s.max(addr)..v.end.min(end), v.encl.clone()))
+            .collect()
+    }
+
     fn split(inner: &mut Inner, at: u64) {
         let Some((&start, vma)) = inner.vmas.range(..at).next_back() else { return };
         if vma.end > at {
             let tail = vma.clone();
-            inner.vmas.get_mut(&start).expect("the VMA being split").end = at;
+            if let Some(head) = inner.vmas.get_mut(&start) {
+                head.end = at;
+            }
             inner.vmas.insert(at, tail);
         }
     }

@@ -56,6 +56,20 @@ pub fn sleep(duration: std::time::Duration) {
     unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (async-signal-safe).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
+}
+
+/// sched_yield(2) (async-signal-safe).
+pub fn sched_yield() {
+    // SAFETY: no arguments; it only gives up the CPU.
+    unsafe { libc::sched_yield() };
+}
+
 /// mmap(2).
 pub fn mmap(addr: u64, len: u64, prot: c_int, flags: c_int, fd: c_int, offset: u64) -> io::Result<u64> {
     // SAFETY: the raw system call only changes mappings; callers pass ranges they own
@@ -159,6 +173,72 @@ pub fn read_memory_of(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         libc::syscall(libc::SYS_process_vm_readv, pid as c_long, &local, 1 as c_long, &remote, 1 as c_long, 0 as c_long)
     })?;
     if n as usize == buf.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EFAULT)) }
+}
+
+/// `struct procmap_query` (linux/fs.h, Linux 6.11+): one VMA of a `/proc/PID/maps` file.
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `PROCMAP_QUERY` = `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: u64 = 3 << 30 | (size_of::<ProcmapQuery>() as u64) << 16 | (b'f' as u64) << 8 | 17;
+/// `PROCMAP_QUERY_VMA_READABLE`, in and out.
+const PROCMAP_QUERY_VMA_READABLE: u64 = 1;
+
+/// The mapping containing `addr` as the kernel's VMA query on `maps` (a descriptor of
+/// `/proc/self/maps`) reports it: `Ok(Some((start, end, readable)))`, `Ok(None)` if no
+/// mapping contains it, `Err` if the kernel has no such query (before 6.11).
+pub fn query_vma(maps: c_int, addr: u64) -> io::Result<Option<(u64, u64, bool)>> {
+    let mut query = ProcmapQuery { size: size_of::<ProcmapQuery>() as u64, query_addr: addr, ..Default::default() };
+    // SAFETY: the kernel reads and writes `query`, a `struct procmap_query` of the size it
+    // is told; no name or build id buffer is asked for.
+    let ret = unsafe { libc::syscall(libc::SYS_ioctl, maps as c_long, PROCMAP_QUERY as c_long, &mut query) };
+    if ret == 0 {
+        return Ok(Some((query.vma_start, query.vma_end, query.vma_flags & PROCMAP_QUERY_VMA_READABLE != 0)));
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        e => Err(e),
+    }
+}
+
+/// Whether the page at `addr` is readable to the kernel's `get_user_pages` (mapped with
+/// VM_READ: an execute-only page is not, although this CPU's loads may read it): a
+/// one-byte `process_vm_readv` pins it.
+pub fn page_readable(pid: i32, addr: u64) -> bool {
+    let mut byte = 0u8;
+    read_memory_of(pid, addr, std::slice::from_mut(&mut byte)).is_ok()
+}
+
+/// Opens `/proc/self/maps` read-only, close-on-exec (for [`query_vma`]).
+pub fn open_own_maps() -> io::Result<c_int> {
+    // SAFETY: openat reads the C string; the descriptor it returns is the caller's.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD as c_long,
+            c"/proc/self/maps".as_ptr(),
+            (libc::O_RDONLY | libc::O_CLOEXEC) as c_long,
+            0 as c_long,
+        )
+    };
+    if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(fd as c_int) }
 }
 
 /// Copies into the memory of process `pid` (this one) at `addr` without faulting

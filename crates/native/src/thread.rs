@@ -47,6 +47,8 @@ pub struct ThreadState {
     pub ipis_sent: AtomicU64,
     /// How long it stayed off its CPU the last time an interrupt found it spinning (µs).
     pub spin_backoff_us: AtomicU32,
+    /// When its enclave code last executed a PAUSE (CLOCK_MONOTONIC, ns).
+    pub last_pause_ns: AtomicU64,
 }
 
 /// The logical processors of one thread.
@@ -199,6 +201,7 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         kick_aexes: AtomicU64::new(0),
         ipis_sent: AtomicU64::new(0),
         spin_backoff_us: AtomicU32::new(0),
+        last_pause_ns: AtomicU64::new(0),
     })
 }
 

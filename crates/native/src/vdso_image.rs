@@ -411,7 +411,7 @@ fn sysv_hash(name: &[u8]) -> u32 {
 }
 
 /// The GNU hash (Bernstein's `h * 33 + c` from 5381).
-fn gnu_hash(name: &[u8]) -> u32 {
+pub(crate) fn gnu_hash(name: &[u8]) -> u32 {
     name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)))
 }
 

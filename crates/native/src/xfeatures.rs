@@ -8,26 +8,20 @@
 //! touches memory past its end: Intel's SDK runtime sizes its save areas from XFRM and
 //! crashes so.
 //!
-//! So on such hosts, at an enclave's first entry, its executable pages are swept with a
-//! decoder (runs of contiguous executable pages, each from its first byte) and every one of
-//! these instructions is replaced by `ud2` in the EPC. That happens after EINIT, so MRENCLAVE
-//! is unaffected; code that reads its own text sees the `ud2` (a documented fidelity limit).
-//! The trap then carries out the instruction on the signal frame's extended state with
+//! So on such hosts every one of these instructions is replaced by `ud2` in the EPC at the
+//! enclave's first entry ([`crate::patch`]), and the trap carries out the instruction on the signal frame's extended state with
 //! RFBM = EDX:EAX ∧ XFRM, through the processor model's access checks for the memory
 //! operand. Where host XCR0 equals XFRM nothing is patched and nothing traps.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{LazyLock, OnceLock};
+use std::sync::OnceLock;
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, Register};
-use parking_lot::{Mutex, RwLock};
-use sgxemu_arch::{PageType, PfErrorCode, SecinfoFlags};
-use sgxemu_cpu::{Access, AccessKind, EpcIndex, Exception, Lp, Regs};
+use iced_x86::{Instruction, Mnemonic, Register};
+use sgxemu_arch::PfErrorCode;
+use sgxemu_cpu::{Access, AccessKind, Exception, Lp, Regs};
 
 use crate::engine::Engine;
 
 const PAGE: u64 = 4096;
-const UD2: [u8; 2] = [0x0f, 0x0b];
 /// The legacy region and the XSAVE header: where every image's components start.
 const LEGACY_AND_HEADER: usize = 576;
 const XSTATE_BV: usize = 512;
@@ -37,16 +31,6 @@ const COMPACTED: u64 = 1 << 63;
 const X87: std::ops::Range<usize> = 0..160;
 const XMM: std::ops::Range<usize> = 160..416;
 const MXCSR: std::ops::Range<usize> = 24..32;
-
-/// A patched instruction: the enclave (EID) it belongs to and the instruction as decoded.
-#[derive(Clone, Copy)]
-struct Site {
-    eid: u64,
-    insn: Instruction,
-}
-
-static SITES: LazyLock<RwLock<HashMap<u64, Site>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
-static PREPARED: LazyLock<Mutex<HashSet<u64>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
 /// XCR0 of this host: the XSAVE features it enabled, which bound what an enclave may select
 /// here (x87 | SSE where the OS did not enable XSAVE).
@@ -104,74 +88,14 @@ fn compacted_offsets(xcomp_bv: u64) -> Vec<(usize, usize, Component)> {
     out
 }
 
-/// Patches the XSAVE-family instructions of the enclave that owns the TCS at `tcs`, once per
-/// enclave, if this host's XCR0 enables components outside its XFRM (`lp` just entered it).
-pub fn prepare(engine: &Engine, lp: &Lp, tcs: u64) {
-    let xfrm = lp.xcr0;
-    if host_xcr0() & !xfrm == 0 {
-        return;
-    }
-    let Some(eid) = engine.space.epc_at(tcs).and_then(|page| engine.processor.epcm_view(page).eid) else {
-        return;
-    };
-    if !PREPARED.lock().insert(eid) {
-        return;
-    }
-    let patched = sweep(engine, eid);
-    if crate::signals::tracing() {
-        crate::sys::stderr_line(&format!(
-            "sgxemu: enclave {eid}: {patched} XSAVE-family instructions run under XFRM {xfrm:#x} (host XCR0 {:#x})\n",
-            host_xcr0()
-        ));
-    }
+/// Whether enclave code with XFRM `xfrm` needs its XSAVE-family instructions carried out
+/// by the emulator: this host's XCR0 enables components outside it.
+pub fn needed(xfrm: u64) -> bool {
+    host_xcr0() & !xfrm != 0
 }
 
-/// The enclave's executable pages by address.
-fn executable_pages(engine: &Engine, eid: u64) -> Vec<(u64, EpcIndex)> {
-    let mut pages: Vec<(u64, EpcIndex)> = (0..engine.processor.epc_pages() as u32)
-        .map(EpcIndex)
-        .filter_map(|index| {
-            let view = engine.processor.epcm_view(index);
-            let code = view.valid
-                && view.eid == Some(eid)
-                && view.page_type == PageType::Reg
-                && view.flags.contains(SecinfoFlags::X);
-            code.then_some((view.enclave_address, index))
-        })
-        .collect();
-    pages.sort_unstable_by_key(|&(address, _)| address);
-    pages
-}
-
-/// Decodes each run of contiguous executable pages from its first byte and patches what it
-/// finds; returns how many instructions it patched.
-fn sweep(engine: &Engine, eid: u64) -> usize {
-    let pages = executable_pages(engine, eid);
-    let mut patched = 0;
-    for run in pages.chunk_by(|a, b| b.0 == a.0 + PAGE) {
-        let mut bytes = vec![0u8; run.len() * PAGE as usize];
-        for (chunk, &(_, index)) in bytes.chunks_mut(PAGE as usize).zip(run) {
-            engine.processor.read_epc(index, 0, chunk);
-        }
-        let start = run[0].0;
-        let mut sites = SITES.write();
-        for insn in Decoder::with_ip(64, &bytes, start, DecoderOptions::NONE) {
-            if !is_xfeature_instruction(&insn) {
-                continue;
-            }
-            let at = (insn.ip() - start) as usize;
-            for (i, byte) in UD2.iter().enumerate() {
-                let (page, offset) = (run[(at + i) / PAGE as usize].1, (at + i) % PAGE as usize);
-                engine.processor.write_epc(page, offset, std::slice::from_ref(byte));
-            }
-            sites.insert(insn.ip(), Site { eid, insn });
-            patched += 1;
-        }
-    }
-    patched
-}
-
-fn is_xfeature_instruction(insn: &Instruction) -> bool {
+/// The instructions [`emulate`] carries out.
+pub fn is_xfeature_instruction(insn: &Instruction) -> bool {
     matches!(
         insn.mnemonic(),
         Mnemonic::Xsave
@@ -184,17 +108,6 @@ fn is_xfeature_instruction(insn: &Instruction) -> bool {
             | Mnemonic::Xrstor64
             | Mnemonic::Xgetbv
     )
-}
-
-/// The patched instruction at `rip` of enclave `eid`, if any.
-fn site_at(rip: u64, eid: u64) -> Option<Instruction> {
-    SITES.read().get(&rip).filter(|site| site.eid == eid).map(|site| site.insn)
-}
-
-/// Whether the `ud2` at `rip` (in the EPC page `page`) is one of ours.
-pub fn patched_instruction(engine: &Engine, page: EpcIndex, rip: u64) -> Option<Instruction> {
-    let eid = engine.processor.epcm_view(page).eid?;
-    site_at(rip, eid)
 }
 
 /// An exception the emulated instruction raised, and whether the driver's fault handler
@@ -464,6 +377,8 @@ impl EnclaveMemory<'_> {
 
 #[cfg(test)]
 mod tests {
+    use iced_x86::{Decoder, DecoderOptions};
+
     use super::*;
 
     #[test]
@@ -493,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sweep_finds_exactly_the_xsave_family() {
+    fn exactly_the_xsave_family_is_emulated() {
         // mov eax,-1; xsavec64 [rcx]; xrstor64 [rcx]; fxsave64 [rcx]; xgetbv; xsave [rsp+8]; ret
         let code = [
             0xb8, 0xff, 0xff, 0xff, 0xff, 0x48, 0x0f, 0xc7, 0x21, 0x48, 0x0f, 0xae, 0x29, 0x48, 0x0f, 0xae, 0x01, 0x0f,

@@ -20,6 +20,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
+use sgxemu_native::dev_listing::{self, Listed};
 use sgxemu_native::devices_fs::{self, Node};
 use sgxemu_native::{cpuid, enclu, own_fds, program_maps, real, signals, sys, vdso};
 
@@ -136,7 +137,10 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     // SAFETY: forwarded C contract.
-    unsafe { open_path("openat", path, flags, || real::openat(dirfd, path, flags, mode)) }
+    unsafe {
+        let ours = devices_fs::at_path(dirfd, path);
+        open_path("openat", ours, flags, || real::openat(dirfd, path, flags, mode))
+    }
 }
 
 /// openat64.
@@ -305,7 +309,7 @@ pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut li
             let ours = if empty_path(path, flags) {
                 stat_fd(dirfd, buf)
             } else {
-                stat_path(path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
+                stat_path(devices_fs::at_path(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
             };
             ours.unwrap_or_else(|| real::fstatat(dirfd, path, buf, flags))
         }
@@ -423,7 +427,7 @@ pub unsafe extern "C" fn statx(
             if empty_path(path, flags) {
                 stat_fd(dirfd, &mut st)
             } else {
-                stat_path(path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, &mut st)
+                stat_path(devices_fs::at_path(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, &mut st)
             }
         };
         match ours {
@@ -465,7 +469,10 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
 pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
     guard_int("faccessat", || {
         // SAFETY: forwarded C contract.
-        unsafe { access_path(path, mode).unwrap_or_else(|| real::faccessat(dirfd, path, mode, flags)) }
+        unsafe {
+            access_path(devices_fs::at_path(dirfd, path), mode)
+                .unwrap_or_else(|| real::faccessat(dirfd, path, mode, flags))
+        }
     })
 }
 
@@ -522,7 +529,10 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: u
 pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
     guard_long("readlinkat", || {
         // SAFETY: forwarded C contract.
-        unsafe { readlink_path(path, buf, size).unwrap_or_else(|| real::readlinkat(dirfd, path, buf, size)) }
+        unsafe {
+            readlink_path(devices_fs::at_path(dirfd, path), buf, size)
+                .unwrap_or_else(|| real::readlinkat(dirfd, path, buf, size))
+        }
     })
 }
 
@@ -570,6 +580,381 @@ pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_c
     guard("canonicalize_file_name", std::ptr::null_mut, || {
         // SAFETY: forwarded C contract.
         unsafe { canonical_path(path, std::ptr::null_mut()).unwrap_or_else(|| real::canonicalize_file_name(path)) }
+    })
+}
+
+/// The xattr family's answer for an emulated node (none: `get` ENODATA, `list` empty);
+/// `None`: the C library answers.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn xattr_path(path: *const c_char, list: bool) -> Option<isize> {
+    // SAFETY: forwarded contract.
+    let node = unsafe { node(path) }?;
+    devices_fs::without_xattrs(node).then(|| if list { 0 } else { fail(libc::ENODATA) as isize })
+}
+
+/// getxattr(2) (`ls -l` asks for SELinux labels and ACLs).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize {
+    guard_long("getxattr", || {
+        // SAFETY: forwarded C contract.
+        unsafe { xattr_path(path, false).unwrap_or_else(|| real::getxattr(path, name, value, size)) }
+    })
+}
+
+/// lgetxattr(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lgetxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize {
+    guard_long("lgetxattr", || {
+        // SAFETY: forwarded C contract.
+        unsafe { xattr_path(path, false).unwrap_or_else(|| real::lgetxattr(path, name, value, size)) }
+    })
+}
+
+/// listxattr(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn listxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize {
+    guard_long("listxattr", || {
+        // SAFETY: forwarded C contract.
+        unsafe { xattr_path(path, true).unwrap_or_else(|| real::listxattr(path, list, size)) }
+    })
+}
+
+/// llistxattr(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn llistxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize {
+    guard_long("llistxattr", || {
+        // SAFETY: forwarded C contract.
+        unsafe { xattr_path(path, true).unwrap_or_else(|| real::llistxattr(path, list, size)) }
+    })
+}
+
+/// opendir(3): `/dev` and `/dev/sgx` list the emulated nodes too (`dev_listing`); the
+/// host's `/dev/sgx`, if it has none, is a stand-in stream on `/dev`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
+    guard("opendir", std::ptr::null_mut, || {
+        // SAFETY: a non-null path is a C string (the C contract).
+        let listed = (!path.is_null()).then(|| Listed::of(unsafe { CStr::from_ptr(path) }.to_bytes())).flatten();
+        // SAFETY: forwarded C contract.
+        let dir = unsafe { real::opendir(path) };
+        let Some(listed) = listed else { return dir };
+        if !dir.is_null() {
+            dev_listing::opened(dir as usize, listed, true);
+            return dir;
+        }
+        // SAFETY: reads this thread's errno.
+        let errno = unsafe { *libc::__errno_location() };
+        if listed != Listed::SgxDir || errno != libc::ENOENT {
+            return dir;
+        }
+        // SAFETY: a C string.
+        let stand_in = unsafe { real::opendir(c"/dev".as_ptr()) };
+        if stand_in.is_null() {
+            set_errno(errno);
+            return stand_in;
+        }
+        dev_listing::opened(stand_in as usize, Listed::SgxDir, false);
+        stand_in
+    })
+}
+
+/// fdopendir(3): a stream of a `/dev` descriptor lists the emulated nodes too, one of
+/// `/dev/sgx`'s (`devices_fs::open`) the udev links.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    guard("fdopendir", std::ptr::null_mut, || {
+        // SAFETY: forwarded C contract.
+        let dir = unsafe { real::fdopendir(fd) };
+        if !dir.is_null() {
+            if devices_fs::descriptor_node(fd) == Some(Node::SgxDir) {
+                dev_listing::opened(dir as usize, Listed::SgxDir, false);
+            } else if dev_listing::is_dev_descriptor(fd) {
+                dev_listing::opened(dir as usize, Listed::Dev, true);
+            }
+        }
+        dir
+    })
+}
+
+/// readdir_r's work: the next entry copied into `entry` (`*result` null at the end).
+///
+/// # Safety
+/// As readdir_r(3).
+unsafe fn readdir_into(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int {
+    // SAFETY: forwarded C contract (glibc's readdir_r reads the stream as readdir does).
+    let host = || unsafe { real::readdir(dir) };
+    let Some(next) = dev_listing::next(dir as usize, host) else {
+        // SAFETY: forwarded C contract.
+        return unsafe { real::readdir_r(dir, entry, result) };
+    };
+    // SAFETY: `entry` holds a `struct dirent`; `next`, when not null, is a whole entry for
+    // its d_reclen bytes (at most the struct's size).
+    unsafe {
+        if !next.is_null() {
+            let len = usize::from((*next).d_reclen).min(std::mem::size_of::<libc::dirent64>());
+            std::ptr::copy_nonoverlapping(next.cast::<u8>(), entry.cast::<u8>(), len);
+        }
+        *result = if next.is_null() { std::ptr::null_mut() } else { entry };
+    }
+    0
+}
+
+/// readdir_r(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir_r(
+    dir: *mut libc::DIR,
+    entry: *mut libc::dirent64,
+    result: *mut *mut libc::dirent64,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    guard("readdir_r", || libc::EIO, || unsafe { readdir_into(dir, entry, result) })
+}
+
+/// readdir64_r.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir64_r(
+    dir: *mut libc::DIR,
+    entry: *mut libc::dirent64,
+    result: *mut *mut libc::dirent64,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    guard("readdir64_r", || libc::EIO, || unsafe { readdir_into(dir, entry, result) })
+}
+
+/// readdir(3) (its `struct dirent` is `dirent64` on x86-64).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent64 {
+    guard("readdir", std::ptr::null_mut, || {
+        // SAFETY: forwarded C contract.
+        let host = || unsafe { real::readdir(dir) };
+        dev_listing::next(dir as usize, host).unwrap_or_else(host)
+    })
+}
+
+/// readdir64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64 {
+    guard("readdir64", std::ptr::null_mut, || {
+        // SAFETY: forwarded C contract.
+        let host = || unsafe { real::readdir64(dir) };
+        dev_listing::next(dir as usize, host).unwrap_or_else(host)
+    })
+}
+
+/// closedir(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closedir(dir: *mut libc::DIR) -> c_int {
+    // The stream is closed whatever happens here (a panic is reported).
+    guard("closedir", || (), || dev_listing::closing(dir as usize));
+    // SAFETY: forwarded C contract.
+    unsafe { real::closedir(dir) }
+}
+
+/// rewinddir(3): the emulated entries come again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rewinddir(dir: *mut libc::DIR) {
+    // SAFETY: forwarded C contract.
+    unsafe { real::rewinddir(dir) };
+    guard("rewinddir", || (), || dev_listing::rewound(dir as usize));
+}
+
+/// seekdir(3): the emulated entries come again after the host's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seekdir(dir: *mut libc::DIR, position: libc::c_long) {
+    // SAFETY: forwarded C contract.
+    unsafe { real::seekdir(dir, position) };
+    guard("seekdir", || (), || dev_listing::rewound(dir as usize));
+}
+
+/// `gl_opendir` of the globs below.
+unsafe extern "C" fn glob_opendir(path: *const c_char) -> *mut c_void {
+    // SAFETY: forwarded C contract.
+    unsafe { opendir(path) }.cast()
+}
+
+/// `gl_readdir` of the globs below.
+unsafe extern "C" fn glob_readdir(dir: *mut c_void) -> *mut libc::dirent64 {
+    // SAFETY: a stream `glob_opendir` made.
+    unsafe { readdir(dir.cast()) }
+}
+
+/// `gl_closedir` of the globs below.
+unsafe extern "C" fn glob_closedir(dir: *mut c_void) {
+    // SAFETY: a stream `glob_opendir` made.
+    unsafe { closedir(dir.cast()) };
+}
+
+type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
+
+/// glob of a pattern: glibc's glob lists directories through internal calls no interposer
+/// sees, so a pattern under `/dev` is globbed with GLOB_ALTDIRFUNC and this library's
+/// directory and stat functions (the caller's `glob_t` shows its own flags afterwards).
+///
+/// # Safety
+/// As glob(3).
+unsafe fn glob_listing(
+    call: &'static str,
+    pattern: *const c_char,
+    flags: c_int,
+    pglob: *mut c_void,
+    real: impl FnOnce(c_int) -> c_int,
+) -> c_int {
+    guard(
+        call,
+        || libc::GLOB_ABORTED,
+        || {
+            // SAFETY: a non-null pattern is a C string.
+            let ours = !pattern.is_null()
+                && !pglob.is_null()
+                && flags & libc::GLOB_ALTDIRFUNC == 0
+                && dev_listing::glob_may_list(unsafe { CStr::from_ptr(pattern) }.to_bytes());
+            if !ours {
+                return real(flags);
+            }
+            let g = pglob.cast::<dev_listing::GlobT>();
+            // SAFETY: `pglob` is the caller's glob_t, whose layout GlobT is.
+            unsafe {
+                (*g).gl_opendir = Some(glob_opendir);
+                (*g).gl_readdir = Some(glob_readdir);
+                (*g).gl_closedir = Some(glob_closedir);
+                (*g).gl_lstat = Some(lstat);
+                (*g).gl_stat = Some(stat);
+            }
+            let result = real(flags | libc::GLOB_ALTDIRFUNC);
+            // SAFETY: as above.
+            unsafe { (*g).gl_flags &= !libc::GLOB_ALTDIRFUNC };
+            result
+        },
+    )
+}
+
+/// glob(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn glob(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut c_void) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { glob_listing("glob", pattern, flags, pglob, |flags| real::glob(pattern, flags, errfunc, pglob)) }
+}
+
+/// glob64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn glob64(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut c_void) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { glob_listing("glob64", pattern, flags, pglob, |flags| real::glob64(pattern, flags, errfunc, pglob)) }
+}
+
+type ScanFilter = Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>;
+type ScanCompare = Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>;
+
+/// scandir of `/dev` or `/dev/sgx` (glibc's lists through internal calls) through this
+/// library's `opendir`/`readdir`, as scandir(3) does: entries the filter keeps, copied
+/// into `malloc`ed memory, sorted with `compare`.
+///
+/// # Safety
+/// As scandir(3); `path` is a C string.
+unsafe fn scandir_listed(
+    path: *const c_char,
+    list: *mut *mut *mut libc::dirent64,
+    filter: ScanFilter,
+    compare: ScanCompare,
+) -> c_int {
+    // SAFETY: forwarded C contract.
+    let dir = unsafe { opendir(path) };
+    if dir.is_null() {
+        return -1;
+    }
+    let mut found: Vec<*mut libc::dirent64> = Vec::new();
+    let size = std::mem::size_of::<libc::dirent64>();
+    let mut failed = false;
+    loop {
+        // SAFETY: `dir` is open.
+        let entry = unsafe { readdir(dir) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: the caller's filter takes an entry.
+        if filter.is_some_and(|keep| unsafe { keep(entry) } == 0) {
+            continue;
+        }
+        // SAFETY: calloc of one entry; freed by the caller (or below).
+        let copy = unsafe { libc::calloc(1, size) }.cast::<libc::dirent64>();
+        if copy.is_null() {
+            failed = true;
+            break;
+        }
+        // SAFETY: the entry is readable for d_reclen bytes (at most `size`); `copy` holds `size`.
+        unsafe {
+            let len = usize::from((*entry).d_reclen).clamp(std::mem::offset_of!(libc::dirent64, d_name), size);
+            std::ptr::copy_nonoverlapping(entry.cast::<u8>(), copy.cast::<u8>(), len);
+        }
+        found.push(copy);
+    }
+    // SAFETY: `dir` is open.
+    unsafe { closedir(dir) };
+    let array = if failed {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: an array of `found.len()` pointers, handed to the caller.
+        unsafe { libc::malloc(found.len().max(1) * 8) }.cast::<*mut libc::dirent64>()
+    };
+    if array.is_null() {
+        for entry in found {
+            // SAFETY: calloc'ed above.
+            unsafe { libc::free(entry.cast()) };
+        }
+        return fail(libc::ENOMEM);
+    }
+    if let Some(compare) = compare {
+        // SAFETY: qsort passes pointers to elements (`const struct dirent **`), which is what
+        // scandir's comparison takes.
+        let compare: extern "C" fn(*const c_void, *const c_void) -> c_int = unsafe { std::mem::transmute(compare) };
+        // SAFETY: sorts `found` in place.
+        unsafe { libc::qsort(found.as_mut_ptr().cast(), found.len(), 8, Some(compare)) };
+    }
+    // SAFETY: `array` holds `found.len()` pointers; `list` is the caller's.
+    unsafe {
+        std::ptr::copy_nonoverlapping(found.as_ptr(), array, found.len());
+        *list = array;
+    }
+    found.len() as c_int
+}
+
+/// scandir(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scandir(
+    path: *const c_char,
+    list: *mut *mut *mut libc::dirent64,
+    filter: ScanFilter,
+    compare: ScanCompare,
+) -> c_int {
+    guard_int("scandir", || {
+        // SAFETY: a non-null path is a C string.
+        if !path.is_null() && Listed::of(unsafe { CStr::from_ptr(path) }.to_bytes()).is_some() {
+            // SAFETY: forwarded C contract.
+            return unsafe { scandir_listed(path, list, filter, compare) };
+        }
+        // SAFETY: forwarded C contract.
+        unsafe { real::scandir(path, list, filter, compare) }
+    })
+}
+
+/// scandir64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scandir64(
+    path: *const c_char,
+    list: *mut *mut *mut libc::dirent64,
+    filter: ScanFilter,
+    compare: ScanCompare,
+) -> c_int {
+    guard_int("scandir64", || {
+        // SAFETY: a non-null path is a C string.
+        if !path.is_null() && Listed::of(unsafe { CStr::from_ptr(path) }.to_bytes()).is_some() {
+            // SAFETY: forwarded C contract.
+            return unsafe { scandir_listed(path, list, filter, compare) };
+        }
+        // SAFETY: forwarded C contract.
+        unsafe { real::scandir64(path, list, filter, compare) }
     })
 }
 
@@ -664,7 +1049,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     // A panic while forgetting the descriptor still closes it (the kernel's close cannot
     // fail to release a descriptor either).
-    let forgotten = guard(
+    let marked = guard(
         "close",
         || false,
         || {
@@ -674,6 +1059,17 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     );
     // SAFETY: forwarded C contract.
     let result = unsafe { real::close(fd) };
+    // The emulator forgets the descriptor only once the kernel has: a call racing the
+    // close finds EBADF, never the `/dev/null` underneath.
+    let forgotten = marked
+        && guard(
+            "close",
+            || false,
+            || {
+                devices_fs::closed(fd);
+                true
+            },
+        );
     if forgotten { result } else { fail(libc::EIO) }
 }
 
@@ -805,7 +1201,7 @@ pub unsafe extern "C" fn mmap(
         "mmap",
         || libc::MAP_FAILED,
         || match devices_fs::device_engine(fd) {
-            Some(engine) => match engine.mmap(addr as u64, len as u64, prot, flags, fd) {
+            Some(engine) => match engine.mmap_at(addr as u64, len as u64, prot, flags, fd, off as u64) {
                 Ok(at) => at as *mut c_void,
                 Err(e) => {
                     set_errno(e.0);
@@ -989,6 +1385,119 @@ pub unsafe extern "C" fn __vdso_sgx_enter_enclave() {
         "ret",
         entry = sym VDSO_ENTRY,
         lazy = sym vdso_entry_lazy,
+    )
+}
+
+/// What the `dlsym`/`dlvsym` interposers do: return `answer` (`real` 0), or jump to `real`
+/// with the caller's arguments (returned in RAX:RDX).
+#[repr(C)]
+struct Lookup {
+    answer: usize,
+    real: usize,
+}
+
+/// Whether a lookup of `name` (and `version`, for dlvsym) in `handle` is the emulator's to
+/// answer: `__vdso_sgx_enter_enclave` (version LINUX_2.6) in the vDSO's handle (the
+/// synthetic image's entry point), in RTLD_DEFAULT or RTLD_NEXT (this library's).
+///
+/// # Safety
+/// `name` and `version` are null or C strings.
+unsafe fn vdso_symbol_answer(handle: *mut c_void, name: *const c_char, version: *const c_char) -> Option<usize> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a C string (checked non-null).
+    if unsafe { CStr::from_ptr(name) }.to_bytes() != b"__vdso_sgx_enter_enclave" {
+        return None;
+    }
+    // SAFETY: as above.
+    if !version.is_null() && unsafe { CStr::from_ptr(version) }.to_bytes() != b"LINUX_2.6" {
+        return None;
+    }
+    guard(
+        "dlsym",
+        || None,
+        || {
+            if handle == libc::RTLD_DEFAULT || handle == libc::RTLD_NEXT {
+                return Some(__vdso_sgx_enter_enclave as *const () as usize);
+            }
+            if sgxemu_native::dl_symbols::is_vdso_handle(handle) {
+                return vdso::vdso(enclu::soft_eenter).map(|v| v.enter_enclave as usize);
+            }
+            None
+        },
+    )
+}
+
+/// Decides a `dlsym` call (no allocation, lock or panic for any other name: malloc
+/// implementations call dlsym while they initialise).
+unsafe extern "C" fn dlsym_lookup(handle: *mut c_void, name: *const c_char) -> Lookup {
+    // SAFETY: forwarded C contract.
+    match unsafe { vdso_symbol_answer(handle, name, std::ptr::null()) } {
+        Some(answer) => Lookup { answer, real: 0 },
+        None => Lookup { answer: 0, real: sgxemu_native::dl_symbols::real_dlsym() },
+    }
+}
+
+/// Decides a `dlvsym` call, as [`dlsym_lookup`].
+unsafe extern "C" fn dlvsym_lookup(handle: *mut c_void, name: *const c_char, version: *const c_char) -> Lookup {
+    if version.is_null() {
+        return Lookup { answer: 0, real: sgxemu_native::dl_symbols::real_dlvsym() };
+    }
+    // SAFETY: forwarded C contract.
+    match unsafe { vdso_symbol_answer(handle, name, version) } {
+        Some(answer) => Lookup { answer, real: 0 },
+        None => Lookup { answer: 0, real: sgxemu_native::dl_symbols::real_dlvsym() },
+    }
+}
+
+/// dlsym(3): `__vdso_sgx_enter_enclave` is found in the vDSO's handle
+/// (`dlopen("linux-vdso.so.1", RTLD_NOLOAD)`), RTLD_DEFAULT and RTLD_NEXT, whatever the
+/// host's vDSO has; any other lookup is the C library's, reached by a tail jump so that
+/// RTLD_NEXT is resolved from the caller's object (`sgxemu_native::dl_symbols`).
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // SAFETY (naked function): the arguments are saved around the decision and restored
+    // for the jump; RSP is balanced on every path (8 mod 16 at entry, 0 at the call).
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "call {lookup}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "test rdx, rdx",
+        "jz 2f",
+        "jmp rdx",
+        "2:",
+        "ret",
+        lookup = sym dlsym_lookup,
+    )
+}
+
+/// dlvsym(3), as [`dlsym`] (`__vdso_sgx_enter_enclave` at version LINUX_2.6).
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlvsym(handle: *mut c_void, name: *const c_char, version: *const c_char) -> *mut c_void {
+    // SAFETY (naked function): as `dlsym`; three pushes make RSP 0 mod 16 at the call, and
+    // the jump target moves to R11 (scratch, no argument) before RDX is restored.
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {lookup}",
+        "mov r11, rdx",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test r11, r11",
+        "jz 2f",
+        "jmp r11",
+        "2:",
+        "ret",
+        lookup = sym dlvsym_lookup,
     )
 }
 

@@ -92,7 +92,13 @@ impl Processor {
         // 11.
         let frame_la = p.baseaddr.wrapping_add(tcs.ossa).wrapping_add(u64::from(frame_index) * p.frame_bytes());
         let frame_pages = self.validate_ssa_frame(&enclave, pt, frame_la)?;
-        let ctx_probe = FrameAccess { processor: self, enclave: &enclave, frame_la, frame_bytes: p.frame_bytes(), pages: &frame_pages };
+        let ctx_probe = FrameAccess {
+            processor: self,
+            enclave: &enclave,
+            frame_la,
+            frame_bytes: p.frame_bytes(),
+            pages: &frame_pages,
+        };
         // 12.
         let (target, fsbase, gsbase, gpr) = if resume {
             let gpr: Gprsgx = ctx_probe.read_obj(p.frame_bytes() - GPRSGX_SIZE as u64);

@@ -77,6 +77,9 @@ struct MmState {
     vmas: BTreeMap<u64, Mapping>,
     fds: FxHashMap<i32, File>,
     next_fd: i32,
+    /// ioctls in flight per enclave (by address): each holds a reference to the open
+    /// file, as `fdget` does, so a concurrent close cannot release the enclave under it.
+    calls: FxHashMap<usize, usize>,
 }
 
 /// How the memory manager resolved a user fault.
@@ -176,24 +179,44 @@ impl Process {
         Ok(())
     }
 
+    /// Releases `encl` once no descriptor, VMA or call in flight refers to it (the last
+    /// reference to its file).
     fn release_if_unused(&self, cpu: &mut Cpu, encl: &Arc<Encl>) {
         let mm = self.mm.read();
         let mapped = mm.vmas.values().any(|v| matches!(&v.kind, VmaKind::Enclave(Some(e)) if Arc::ptr_eq(e, encl)));
         let open = mm.fds.values().any(|f| matches!(f, File::Enclave(e) if Arc::ptr_eq(e, encl)));
+        let in_call = mm.calls.contains_key(&(Arc::as_ptr(encl) as usize));
         drop(mm);
-        if !mapped && !open {
+        if !mapped && !open && !in_call {
             encl.release(cpu);
         }
     }
 
-    /// ioctl(2).
+    /// ioctl(2). The call holds a reference to the file until it returns.
     pub fn ioctl(&self, cpu: &mut Cpu, fd: i32, cmd: u32, arg: u64) -> KResult<()> {
-        let encl = match self.mm.read().fds.get(&fd) {
-            Some(File::Enclave(encl)) => encl.clone(),
-            Some(_) => return Err(Errno::ENOTTY),
-            None => return Err(Errno(9)),
+        let encl = {
+            let mut mm = self.mm.write();
+            let encl = match mm.fds.get(&fd) {
+                Some(File::Enclave(encl)) => encl.clone(),
+                Some(_) => return Err(Errno::ENOTTY),
+                None => return Err(Errno(9)),
+            };
+            *mm.calls.entry(Arc::as_ptr(&encl) as usize).or_default() += 1;
+            encl
         };
-        encl.ioctl(cpu, &ProcessTask(self), cmd, arg)
+        let result = encl.ioctl(cpu, &ProcessTask(self), cmd, arg);
+        {
+            let mut mm = self.mm.write();
+            let key = Arc::as_ptr(&encl) as usize;
+            if let Some(calls) = mm.calls.get_mut(&key) {
+                *calls -= 1;
+                if *calls == 0 {
+                    mm.calls.remove(&key);
+                }
+            }
+        }
+        self.release_if_unused(cpu, &encl);
+        result
     }
 
     // ---- memory map --------------------------------------------------------------------

@@ -1,0 +1,124 @@
+//! Instructions of enclave code the emulator carries out itself.
+//!
+//! At an enclave's first entry its executable pages are swept with a decoder (runs of
+//! contiguous executable pages, each from its first byte), and the instructions that must
+//! trap are replaced by `ud2` in the EPC: the XSAVE family where the host's XCR0 enables
+//! more than the enclave's XFRM ([`crate::xfeatures`]), and PAUSE, for pause-loop exiting
+//! ([`crate::pause_loop`]). That happens after EINIT, so MRENCLAVE is unaffected; code that
+//! reads its own text sees the `ud2` (a documented fidelity limit), and pages that were not
+//! in the EPC at the first entry, or are added later, run unpatched.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
+use parking_lot::{Mutex, RwLock};
+use sgxemu_arch::{PageType, SecinfoFlags};
+use sgxemu_cpu::{EpcIndex, Lp};
+
+use crate::engine::Engine;
+
+/// Whether PAUSE is patched ([`crate::config::pause_exiting`], read once).
+fn pause_exiting() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(crate::config::pause_exiting)
+}
+use crate::xfeatures;
+
+const PAGE: u64 = 4096;
+const UD2: [u8; 2] = [0x0f, 0x0b];
+
+/// A patched instruction: the enclave (EID) it belongs to and the instruction as decoded.
+#[derive(Clone, Copy)]
+struct Site {
+    eid: u64,
+    insn: Instruction,
+}
+
+static SITES: LazyLock<RwLock<HashMap<u64, Site>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+static PREPARED: LazyLock<Mutex<HashSet<u64>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// Patches the enclave that owns the TCS at `tcs`, once per enclave (`lp` just entered it,
+/// so its XCR0 is the enclave's XFRM).
+pub fn prepare(engine: &Engine, lp: &Lp, tcs: u64) {
+    let Some(eid) = engine.space.epc_at(tcs).and_then(|page| engine.processor.epcm_view(page).eid) else {
+        return;
+    };
+    if !PREPARED.lock().insert(eid) {
+        return;
+    }
+    let xfeatures = xfeatures::needed(lp.xcr0);
+    let pause = pause_exiting();
+    if !xfeatures && !pause {
+        return;
+    }
+    let patched = sweep(engine, eid, |insn| {
+        (pause && insn.mnemonic() == Mnemonic::Pause) || (xfeatures && xfeatures::is_xfeature_instruction(insn))
+    });
+    if crate::signals::tracing() {
+        crate::sys::stderr_line(&format!(
+            "sgxemu: enclave {eid}: {patched} instructions patched (PAUSE{})\n",
+            if xfeatures { ", and the XSAVE family to run under XFRM" } else { "" }
+        ));
+    }
+}
+
+/// The enclave's executable pages by address.
+fn executable_pages(engine: &Engine, eid: u64) -> Vec<(u64, EpcIndex)> {
+    let mut pages: Vec<(u64, EpcIndex)> = (0..engine.processor.epc_pages() as u32)
+        .map(EpcIndex)
+        .filter_map(|index| {
+            let view = engine.processor.epcm_view(index);
+            let code = view.valid
+                && view.eid == Some(eid)
+                && view.page_type == PageType::Reg
+                && view.flags.contains(SecinfoFlags::X);
+            code.then_some((view.enclave_address, index))
+        })
+        .collect();
+    pages.sort_unstable_by_key(|&(address, _)| address);
+    pages
+}
+
+/// Decodes each run of contiguous executable pages from its first byte and replaces each
+/// instruction `wanted` picks with `ud2`; returns how many it patched.
+fn sweep(engine: &Engine, eid: u64, wanted: impl Fn(&Instruction) -> bool) -> usize {
+    let pages = executable_pages(engine, eid);
+    let mut patched = 0;
+    for run in pages.chunk_by(|a, b| b.0 == a.0 + PAGE) {
+        let mut bytes = vec![0u8; run.len() * PAGE as usize];
+        for (chunk, &(_, index)) in bytes.chunks_mut(PAGE as usize).zip(run) {
+            engine.processor.read_epc(index, 0, chunk);
+        }
+        let start = run[0].0;
+        let mut sites = SITES.write();
+        for insn in Decoder::with_ip(64, &bytes, start, DecoderOptions::NONE) {
+            if !wanted(&insn) {
+                continue;
+            }
+            let at = (insn.ip() - start) as usize;
+            for (i, byte) in UD2.iter().enumerate() {
+                let (page, offset) = (run[(at + i) / PAGE as usize].1, (at + i) % PAGE as usize);
+                engine.processor.write_epc(page, offset, std::slice::from_ref(byte));
+            }
+            sites.insert(insn.ip(), Site { eid, insn });
+            patched += 1;
+        }
+    }
+    patched
+}
+
+/// The instruction the `ud2` at `rip` (in the EPC page `page`) stands for, if it is one of ours.
+pub fn patched_instruction(engine: &Engine, page: EpcIndex, rip: u64) -> Option<Instruction> {
+    let eid = engine.processor.epcm_view(page).eid?;
+    SITES.read().get(&rip).filter(|site| site.eid == eid).map(|site| site.insn)
+}
+
+/// Whether `addr` holds a patched PAUSE.
+pub fn is_pause(engine: &Engine, addr: u64) -> bool {
+    engine
+        .space
+        .epc_at(addr)
+        .and_then(|page| patched_instruction(engine, page, addr))
+        .is_some_and(|insn| insn.mnemonic() == Mnemonic::Pause)
+}
