@@ -122,12 +122,12 @@ impl World {
             // Only our own anonymous memory: not the driver's business.
             return Ok(Step::Skipped);
         }
-        // A write-protected VMA of an O_RDONLY descriptor exists only because its mmap was let
-        // through (a known difference): what mprotect then answers belongs to that class.
+        // A shared mapping of an O_RDONLY descriptor lacks VM_MAYWRITE: mprotect cannot add
+        // PROT_WRITE to it.
         let read_only_vma =
             prot_bits & W != 0 && maps.iter().any(|m| matches!(m, Mapping::Enclave { may_write: false, .. }));
         let mut known = if read_only_vma {
-            Some(Known::MmapWriteOfReadOnlyFd)
+            Some(Known::MprotectWriteOfReadOnlyFd)
         } else {
             (any_enclave && any_reserved).then_some(Known::MprotectSpanning)
         };
