@@ -605,6 +605,7 @@ fn device_errnos_decided_outside_the_driver_s_ioctls_are_the_kernel_s() {
          mmap-unaligned-hint 0\n\
          mmap-write-of-rdonly 13\n\
          mmap-read-of-rdonly 0\n\
+         mprotect-write-of-rdonly 13\n\
          mmap-enclave 0\n\
          mprotect-unaligned 22\n\
          mprotect-unknown-bits 22\n\

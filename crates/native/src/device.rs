@@ -433,9 +433,10 @@ impl Engine {
         let read_implies_exec = read_implies_exec();
         if fixed {
             let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
-            let mapped = check_access_mode(fd, prot_bits)
-                .and_then(|()| encl.may_map(addr, end, prot, read_implies_exec))
-                .and_then(|()| self.space.map(addr, len, prot, encl.clone(), true).map_err(io_errno));
+            let mapped = check_access_mode(fd, prot_bits).and_then(|may_write| {
+                encl.may_map(addr, end, prot, read_implies_exec)?;
+                self.space.map(addr, len, prot, encl.clone(), true, may_write).map_err(io_errno)
+            });
             return match mapped {
                 Ok(start) => {
                     encl.mm_add(self.space.clone());
@@ -450,11 +451,11 @@ impl Engine {
                 }
             };
         }
-        check_access_mode(fd, prot_bits)?;
+        let may_write = check_access_mode(fd, prot_bits)?;
         // The host picks the address (rounding a hint); the driver's rules then apply to
         // where it landed.
         let hint = addr & !4095;
-        let start = self.space.map(hint, len, prot, encl.clone(), false).map_err(io_errno)?;
+        let start = self.space.map(hint, len, prot, encl.clone(), false, may_write).map_err(io_errno)?;
         if let Err(e) = encl.may_map(start, start + len, prot, read_implies_exec) {
             let _ = self.space.unmap(start, len);
             return Err(e);
@@ -497,9 +498,13 @@ impl Engine {
         let prot = prot_of(prot);
         let read_implies_exec = read_implies_exec();
         let mut at = addr;
-        for (range, encl) in self.space.enclave_vmas_in(addr, end) {
+        for (range, encl, may_write) in self.space.enclave_vmas_in(addr, end) {
             if at < range.start {
                 crate::sys::mprotect(at, range.start - at, host_prot).map_err(io_errno)?;
+            }
+            // mprotect_fixup's VM_MAY* check comes before the driver's own.
+            if prot.contains(Prot::WRITE) && !may_write {
+                return Err(Errno::EACCES);
             }
             encl.may_map(range.start, range.end, prot, read_implies_exec)?;
             self.space.protect(range.start, range.end - range.start, prot).map_err(io_errno)?;
@@ -531,8 +536,9 @@ fn vfs_ioctl(fd: c_int, cmd: u32, arg: u64) -> KResult<()> {
 }
 
 /// The file-mode checks of the kernel's `do_mmap` for a shared mapping of `fd`: writable
-/// needs FMODE_WRITE, and any mapping FMODE_READ (EACCES).
-fn check_access_mode(fd: c_int, prot: c_int) -> KResult<()> {
+/// needs FMODE_WRITE, and any mapping FMODE_READ (EACCES). Returns VM_MAYWRITE: whether the
+/// descriptor is open for writing.
+fn check_access_mode(fd: c_int, prot: c_int) -> KResult<bool> {
     // SAFETY: F_GETFL only reads the descriptor's status flags.
     let flags = unsafe { libc::syscall(libc::SYS_fcntl, fd as libc::c_long, libc::F_GETFL as libc::c_long) } as c_int;
     if flags < 0 {
@@ -544,7 +550,7 @@ fn check_access_mode(fd: c_int, prot: c_int) -> KResult<()> {
     if (prot & libc::PROT_WRITE != 0 && !writable) || !readable {
         return Err(Errno::EACCES);
     }
-    Ok(())
+    Ok(writable)
 }
 
 /// PROT_SEM (mman-common.h; not in the libc crate for x86-64): accepted by mprotect.

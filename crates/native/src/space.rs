@@ -34,6 +34,8 @@ struct EnclaveVma {
     end: u64,
     prot: Prot,
     encl: Arc<Encl>,
+    /// VM_MAYWRITE: the descriptor it was mapped through was open for writing.
+    may_write: bool,
 }
 
 /// A PTE: the EPC page a linear page maps, and what the host mapping currently allows.
@@ -145,8 +147,17 @@ impl Space {
     /// Records a mapping of `encl` over `[addr, addr + len)` (page aligned, already
     /// validated by the driver) and reserves the host range inaccessible: pages become
     /// accessible only as the fault handler maps them. With `fixed` false the host picks
-    /// the address. Returns the address.
-    pub fn map(&self, addr: u64, len: u64, prot: Prot, encl: Arc<Encl>, fixed: bool) -> std::io::Result<u64> {
+    /// the address; `may_write` is false for a descriptor opened read-only (no later
+    /// mprotect may make it writable). Returns the address.
+    pub fn map(
+        &self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        encl: Arc<Encl>,
+        fixed: bool,
+        may_write: bool,
+    ) -> std::io::Result<u64> {
         let len = len.div_ceil(PAGE) * PAGE;
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         if fixed {
@@ -158,7 +169,7 @@ impl Space {
         // enclave: see `exclude_from_fork`.)
         let _ = sys::madvise(start, len, libc::MADV_DONTDUMP);
         Self::remove_range(&mut inner, start, start + len);
-        inner.vmas.insert(start, EnclaveVma { end: start + len, prot, encl });
+        inner.vmas.insert(start, EnclaveVma { end: start + len, prot, encl, may_write });
         self.vma_count.store(inner.vmas.len(), Ordering::Release);
         Ok(start)
     }
@@ -206,14 +217,15 @@ impl Space {
         inner.vmas.range(..end).filter(|&(&s, v)| v.end > addr && s < end).map(|(_, v)| v.encl.clone()).collect()
     }
 
-    /// The enclave mappings overlapping `[addr, end)`, each clipped to it, in address order.
-    pub fn enclave_vmas_in(&self, addr: u64, end: u64) -> Vec<(std::ops::Range<u64>, Arc<Encl>)> {
+    /// The enclave mappings overlapping `[addr, end)`, each clipped to it, in address order,
+    /// with its VM_MAYWRITE.
+    pub fn enclave_vmas_in(&self, addr: u64, end: u64) -> Vec<(std::ops::Range<u64>, Arc<Encl>, bool)> {
         let inner = self.inner.lock();
         inner
             .vmas
             .range(..end)
             .filter(|&(&s, v)| v.end > addr && s < end)
-            .map(|(&s, v)| (s.max(addr)..v.end.min(end), v.encl.clone()))
+            .map(|(&s, v)| (s.max(addr)..v.end.min(end), v.encl.clone(), v.may_write))
             .collect()
     }
 

@@ -115,8 +115,11 @@ int main(void) {
     printf("mmap-write-of-rdonly %d\n", m == MAP_FAILED ? errno : 0);
     m = mmap((void *)(BASE + 4 * PAGE), PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, ro, 0);
     printf("mmap-read-of-rdonly %d\n", m == MAP_FAILED ? errno : 0);
-    if (m != MAP_FAILED)
+    /* No VM_MAYWRITE on that mapping: mprotect cannot make it writable. */
+    if (m != MAP_FAILED) {
+        printf("mprotect-write-of-rdonly %d\n", err(mprotect(m, PAGE, PROT_READ | PROT_WRITE)));
         munmap(m, PAGE);
+    }
     close(ro);
 
     /* mprotect: the enclave's pages 0-1 (page 0 added read-only) between two ordinary pages. */
