@@ -218,6 +218,97 @@ impl Drop for HeldSignals {
     }
 }
 
+std::thread_local! {
+    /// Which of the emulator's signals ([`never_blocked`]) the program asked to block on
+    /// this thread: the real mask never holds them, the program is told it does.
+    static PROGRAM_BLOCKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The signals no real mask may block (bits as in [`WRAPPED`]): the emulator's traps (a
+/// blocked synchronous signal makes the kernel kill the process) and the IPI; SIGKILL and
+/// SIGSTOP, which the kernel never blocks, too.
+fn never_blocked() -> u64 {
+    FAULT_SIGNALS
+        .into_iter()
+        .chain([platform::kick_signal(), libc::SIGKILL, libc::SIGSTOP])
+        .fold(0, |bits, sig| bits | signal_bit(sig))
+}
+
+/// The program's change of its thread's signal mask (`how` and `set` as `sigprocmask(2)`
+/// takes them) applied to the real mask `current`: the real mask to set, and the mask to
+/// report to the program as the old one. The emulator's signals stay out of the real mask
+/// (a thread that blocks everything still runs enclaves, as on hardware); the program's
+/// wish for them is kept for this thread and reported back. `how` invalid with a `set`:
+/// EINVAL. Without the emulator's handlers installed the mask is the program's as asked.
+pub fn program_mask_change(
+    current: &libc::sigset_t,
+    how: c_int,
+    set: Option<&libc::sigset_t>,
+) -> Result<(libc::sigset_t, libc::sigset_t), c_int> {
+    let ours = if INSTALLED.get().is_some() { never_blocked() } else { 0 };
+    let wished = PROGRAM_BLOCKED.with(|w| w.get()) & ours;
+    let mut reported = sigset_words(*current);
+    reported[0] = (reported[0] & !ours) | wished;
+    let Some(set) = set else { return Ok((*current, sigset_of(reported))) };
+    let (now, asked) = (sigset_words(*current), sigset_words(*set));
+    let mut new: SigsetWords = match how {
+        libc::SIG_BLOCK => std::array::from_fn(|i| now[i] | asked[i]),
+        libc::SIG_UNBLOCK => std::array::from_fn(|i| now[i] & !asked[i]),
+        libc::SIG_SETMASK => asked,
+        _ => return Err(libc::EINVAL),
+    };
+    let wish = match how {
+        libc::SIG_BLOCK => wished | (asked[0] & ours),
+        libc::SIG_UNBLOCK => wished & !asked[0],
+        _ => asked[0] & ours,
+    };
+    PROGRAM_BLOCKED.with(|w| w.set(wish));
+    new[0] &= !(ours | signal_bit(libc::SIGKILL) | signal_bit(libc::SIGSTOP));
+    Ok((sigset_of(new), sigset_of(reported)))
+}
+
+/// The program's `pthread_sigmask`/`sigprocmask` through the C library (see
+/// [`program_mask_change`]): the errno on failure.
+///
+/// # Safety
+/// `set` and `old` are null or valid `sigset_t` pointers.
+pub unsafe fn program_sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> Result<(), c_int> {
+    let current = sys::sigprocmask(libc::SIG_BLOCK, None).ok_or(libc::EINVAL)?;
+    // SAFETY: the caller passes null or a valid set.
+    let set = unsafe { set.as_ref() };
+    let (new, reported) = program_mask_change(&current, how, set)?;
+    if set.is_some() {
+        // SAFETY: a valid set; the C library's own function (it keeps its internal signals
+        // out of the mask), not our interposer.
+        let err = unsafe { crate::real::pthread_sigmask(libc::SIG_SETMASK, &new, std::ptr::null_mut()) };
+        if err != 0 {
+            return Err(err);
+        }
+    }
+    // SAFETY: the caller passes null or a valid, writable set.
+    if let Some(old) = unsafe { old.as_mut() } {
+        *old = reported;
+    }
+    Ok(())
+}
+
+/// The calling thread's wish for the emulator's signals (see [`program_mask_change`]), for a
+/// thread it creates: a new thread inherits its creator's mask.
+pub fn inherited_wish() -> u64 {
+    PROGRAM_BLOCKED.with(|w| w.get())
+}
+
+/// Takes over `wish` (from [`inherited_wish`] of the creating thread) at the start of a new
+/// thread.
+pub fn inherit_wish(wish: u64) {
+    PROGRAM_BLOCKED.with(|w| w.set(wish));
+}
+
+/// Whether the program asked to block `sig`, one of the emulator's signals, on this thread.
+fn program_blocks(sig: c_int) -> bool {
+    PROGRAM_BLOCKED.with(|w| w.get()) & signal_bit(sig) != 0
+}
+
 /// Whether `set` holds no signal.
 pub fn is_empty(set: &libc::sigset_t) -> bool {
     sigset_words(*set).iter().all(|&w| w == 0)
@@ -333,7 +424,7 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     let flags = APP_FLAGS[sig as usize].load(Ordering::Acquire) as c_int;
     // SAFETY: `uc` is this signal's context.
     let mut words = sigset_words(unsafe { Frame::new(uc) }.sigmask());
-    words[0] |= APP_MASK[sig as usize].load(Ordering::Acquire);
+    words[0] |= APP_MASK[sig as usize].load(Ordering::Acquire) & !never_blocked();
     if flags & libc::SA_NODEFER == 0 {
         words[0] |= signal_bit(sig);
     }
@@ -736,7 +827,11 @@ fn emulate_cpuid(frame: &mut Frame) -> Outcome {
 fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     let handler = APP_HANDLER.get(sig as usize).map_or(libc::SIG_DFL, |h| h.load(Ordering::Acquire));
     let flags = APP_FLAGS.get(sig as usize).map_or(0, |f| f.load(Ordering::Acquire)) as c_int;
-    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+    // A fault the program's mask blocks (it asked; the real mask never does): the kernel
+    // forces the default action.
+    // SAFETY: the kernel filled `info` for this signal.
+    let forced = FAULT_SIGNALS.contains(&sig) && unsafe { (*info).si_code } > 0 && program_blocks(sig);
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN || forced {
         // The default action: reinstall it and let the fault recur (or re-send a sent
         // signal), so the process ends exactly as it would have.
         // SAFETY: a zeroed sigaction with SIG_DFL is a valid disposition.

@@ -158,3 +158,51 @@ fn two_signals_with_handlers_at_1khz_never_livelock_the_enclave() {
     let status = run_child("two_signals_with_handlers_at_1khz_never_livelock_the_enclave", "usr12");
     assert_eq!(status.code(), Some(0), "the enclave loop finished and handlers saw their masks ({status:?})");
 }
+
+/// EACCEPT flags for a freshly EAUGed page: R | W | REG | PENDING.
+const PENDING_RW: u64 = 0x20B;
+
+/// Child: the thread blocks every signal (as the preload's `pthread_sigmask` carries it
+/// out), reads the mask back as it set it, then enters the enclave 1000 times, 256 of them
+/// taking a page fault that the driver resolves with EAUG.
+fn enclave_with_every_signal_blocked() -> ! {
+    use support::enclave::{DYNAMIC, PAGE};
+    let e = TestEnclave::load(4 << 20);
+    // SAFETY: sigset operations on locals; the mask change is the calling thread's own.
+    let view = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        sgxemu_native::signals::program_sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut())
+            .expect("SIG_SETMASK");
+        let mut view: libc::sigset_t = std::mem::zeroed();
+        sgxemu_native::signals::program_sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut view).expect("a query");
+        view
+    };
+    // SAFETY: sigismember on an initialised set.
+    let reads_blocked = [libc::SIGSEGV, libc::SIGILL, libc::SIGUSR1]
+        .iter()
+        .all(|&sig| unsafe { libc::sigismember(&view, sig) } == 1);
+    let mut entries = 0;
+    for page in 0..256 {
+        assert_eq!(e.eaccept(0, e.base + DYNAMIC + page * PAGE, PENDING_RW), 0, "EACCEPT on a fresh page EAUGs it");
+        entries += 1;
+    }
+    while entries < 1000 {
+        e.read(0, e.base + DYNAMIC + (entries % 256) * PAGE);
+        entries += 1;
+    }
+    let really_blocked = sgxemu_native::sys::sigprocmask(libc::SIG_BLOCK, None).expect("the real mask");
+    // SAFETY: sigismember on an initialised set.
+    let usr1_waits = unsafe { libc::sigismember(&really_blocked, libc::SIGUSR1) } == 1;
+    eprintln!("entries {entries}, mask read back {reads_blocked}, SIGUSR1 really blocked {usr1_waits}");
+    std::process::exit(if reads_blocked && usr1_waits { 0 } else { 1 });
+}
+
+#[test]
+fn a_thread_with_every_signal_blocked_runs_enclaves_and_takes_faults() {
+    if child_part().is_some() {
+        enclave_with_every_signal_blocked();
+    }
+    let status = run_child("a_thread_with_every_signal_blocked_runs_enclaves_and_takes_faults", "blocked");
+    assert_eq!(status.code(), Some(0), "1000 entries with every signal blocked ({status:?})");
+}
