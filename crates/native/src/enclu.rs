@@ -438,10 +438,6 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         fail(words, Exception::Gp);
         return;
     };
-    // Nothing of the program's and no IPI runs until the logical processor's state and the
-    // thread's agree (enclave mode, `in_enclave`): a program handler that ran in between
-    // could enter an enclave on this same logical processor in the middle of this EENTER.
-    let host_mask = signals::block_for_emulator();
     let st = thread::current(&engine.processor);
     thread::alt_stack(st);
     let host_fs = sys::fs_base();
@@ -469,7 +465,6 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         gsbase: host_gs,
     };
     if let Err(e) = enclu_from_outside(engine, st, &mut regs) {
-        signals::set_mask(&host_mask);
         fail(words, e);
         return;
     }
@@ -480,13 +475,10 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
     words[frame::STATUS] = vdso::STATUS_ENTER;
     st.host_fs.store(host_fs, Ordering::Relaxed);
     st.host_gs.store(host_gs, Ordering::Relaxed);
-    st.host_mask.set(host_mask);
+    st.host_mask.set(signals::block_async());
     st.enclave_fs.store(regs.fsbase, Ordering::Relaxed);
     st.enclave_gs.store(regs.gsbase, Ordering::Relaxed);
     st.in_enclave.store(true, Ordering::Release);
-    // The enclave's mask: an IPI or a wrapped signal from here on is an AEX (the emulator's
-    // text that finishes this EENTER counts as enclave mode, see `isolation`).
-    signals::set_mask(&signals::enclave_mask(&host_mask));
     // Last: from here on no thread-local storage is reachable until the enclave exits, and
     // a system call is the enclave's #UD.
     sys::set_gs_base(regs.gsbase);

@@ -163,19 +163,10 @@ pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     sigset_of(std::array::from_fn(|i| mask[i] | extra[i]))
 }
 
-/// Blocks every asynchronous signal and the IPI for the calling thread, as the emulator's
-/// handlers run: for emulator code outside a handler that changes the thread's logical
-/// processor (the software EENTER), which neither a program handler (it may enter an
-/// enclave itself) nor an AEX may interrupt halfway. Returns the previous mask.
-pub fn block_for_emulator() -> libc::sigset_t {
+/// Blocks `waiting_in_enclave` for the calling thread; returns the previous mask.
+pub fn block_async() -> libc::sigset_t {
     // SIG_BLOCK with a valid set cannot fail.
-    sys::sigprocmask(libc::SIG_BLOCK, Some(&handler_mask())).unwrap_or_else(empty_set)
-}
-
-/// Sets the calling thread's mask to `mask`.
-pub fn set_mask(mask: &libc::sigset_t) {
-    // SIG_SETMASK with a valid set cannot fail.
-    sys::sigprocmask(libc::SIG_SETMASK, Some(mask));
+    sys::sigprocmask(libc::SIG_BLOCK, Some(&waiting_in_enclave())).unwrap_or_else(empty_set)
 }
 
 fn empty_set() -> libc::sigset_t {
