@@ -272,7 +272,11 @@ pub fn program_mask_change(
 ///
 /// # Safety
 /// `set` and `old` are null or valid `sigset_t` pointers.
-pub unsafe fn program_sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> Result<(), c_int> {
+pub unsafe fn program_sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> Result<(), c_int> {
     let current = sys::sigprocmask(libc::SIG_BLOCK, None).ok_or(libc::EINVAL)?;
     // SAFETY: the caller passes null or a valid set.
     let set = unsafe { set.as_ref() };

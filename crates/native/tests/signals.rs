@@ -179,9 +179,8 @@ fn enclave_with_every_signal_blocked() -> ! {
         view
     };
     // SAFETY: sigismember on an initialised set.
-    let reads_blocked = [libc::SIGSEGV, libc::SIGILL, libc::SIGUSR1]
-        .iter()
-        .all(|&sig| unsafe { libc::sigismember(&view, sig) } == 1);
+    let reads_blocked =
+        [libc::SIGSEGV, libc::SIGILL, libc::SIGUSR1].iter().all(|&sig| unsafe { libc::sigismember(&view, sig) } == 1);
     let mut entries = 0;
     for page in 0..256 {
         assert_eq!(e.eaccept(0, e.base + DYNAMIC + page * PAGE, PENDING_RW), 0, "EACCEPT on a fresh page EAUGs it");
