@@ -68,6 +68,14 @@ fn a_program_with_its_own_fault_handlers_still_gets_its_faults() {
 }
 
 #[test]
+fn a_program_that_blocks_every_signal_still_gets_the_emulator_s_services() {
+    let exe = build_as("blocked_mask", "blocked_mask", &["-pthread"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{:?} {}{}", out.status, text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "libc 1 thread 1 raw 1 pending 1");
+}
+
+#[test]
 fn a_fork_child_has_no_enclave_and_the_parent_keeps_its_own() {
     let exe = build("fork_child");
     let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);

@@ -89,6 +89,17 @@ macro_rules! real_fn {
 
 real_fn!(/// sigaction(2).
     sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int);
+real_fn!(/// pthread_sigmask(3).
+    pthread_sigmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int);
+real_fn!(/// pthread_create(3).
+    pthread_create(
+        thread: *mut libc::pthread_t,
+        attr: *const libc::pthread_attr_t,
+        start: extern "C" fn(*mut c_void) -> *mut c_void,
+        arg: *mut c_void
+    ) -> c_int);
+real_fn!(/// sigprocmask(2).
+    sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int);
 real_fn!(/// open(2) (mode passed as the third argument).
     open(path: *const c_char, flags: c_int, mode: libc::c_uint) -> c_int);
 real_fn!(/// open64.

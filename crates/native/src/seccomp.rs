@@ -75,8 +75,9 @@ const SECCOMP_SET_MODE_FILTER: c_long = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: c_long = 1;
 
 /// The system calls the filter traps from the covered code (x86-64 numbers).
-pub const TRAPPED: [c_long; 26] = [
+pub const TRAPPED: [c_long; 27] = [
     libc::SYS_open,
+    libc::SYS_rt_sigprocmask,
     libc::SYS_close,
     libc::SYS_stat,
     libc::SYS_fstat,
@@ -497,7 +498,11 @@ pub fn on_trap(frame: &mut Frame) -> Outcome {
     let saved = unsafe { *errno };
     let nr = regs.rax as c_long;
     let rsp = regs.rsp;
-    let result = std::panic::catch_unwind(|| emulate(nr, args, rsp)).unwrap_or(-c_long::from(libc::EIO));
+    let result = if nr == libc::SYS_rt_sigprocmask {
+        rt_sigprocmask(frame, args)
+    } else {
+        std::panic::catch_unwind(|| emulate(nr, args, rsp)).unwrap_or(-c_long::from(libc::EIO))
+    };
     // SAFETY: as above.
     unsafe { *errno = saved };
     regs.rax = result as u64;
@@ -786,6 +791,38 @@ fn rt_sigaction(a: [u64; 6]) -> c_long {
     let restorer = previous.sa_restorer.map_or(0, |f| f as usize as u64);
     let flags = previous.sa_flags as u32 as u64 | if restorer != 0 { SA_RESTORER } else { 0 };
     put(old, &KernelSigaction { handler: previous.sa_sigaction as u64, flags, restorer, mask })
+}
+
+/// rt_sigprocmask(2) as the `pthread_sigmask` interposer carries it out
+/// ([`crate::signals::program_mask_change`]), on the mask the interrupted code gets back
+/// when the handler returns (the frame's).
+fn rt_sigprocmask(frame: &mut Frame, a: [u64; 6]) -> c_long {
+    let (how, set, old, setsize) = (a[0] as c_int, a[1], a[2], a[3]);
+    if setsize != 8 {
+        return neg(libc::EINVAL);
+    }
+    let asked = if set == 0 {
+        None
+    } else {
+        let Some(word) = get::<u64>(set) else { return neg(libc::EFAULT) };
+        // SAFETY: an all-zero sigset_t is the empty set; its first word holds signals 1-64.
+        let mut asked: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { *(&mut asked as *mut libc::sigset_t).cast::<u64>() = word };
+        Some(asked)
+    };
+    let current = frame.sigmask();
+    let (new, reported) = match crate::signals::program_mask_change(&current, how, asked.as_ref()) {
+        Ok(masks) => masks,
+        Err(errno) => return neg(errno),
+    };
+    // SAFETY: the first word of a sigset_t holds signals 1-64, as the kernel's mask.
+    let reported = unsafe { *(&reported as *const libc::sigset_t).cast::<u64>() };
+    if old != 0 && put(old, &reported) != 0 {
+        return neg(libc::EFAULT);
+    }
+    frame.set_sigmask(new);
+    0
 }
 
 /// sigaltstack(2) as the interposer carries it out, judged at the program's stack pointer.

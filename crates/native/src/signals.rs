@@ -33,6 +33,17 @@ static INSTALLED: OnceLock<()> = OnceLock::new();
 /// `sig - 1`, as in the first word of a `sigset_t`, so every enclave entry derives its mask
 /// with word operations.
 static WRAPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Asynchronous signals whose disposition is SIG_DFL or SIG_IGN, as the emulator installed
+/// it or found it at [`install`] (bits as in [`WRAPPED`]). They need not wait while enclave
+/// code runs: no handler runs, the kernel ends, stops or continues the process or drops the
+/// signal, as it does on hardware after the AEX. The C library's internal signals (32 up to
+/// SIGRTMIN) are never counted: it installs their handlers without the `sigaction` we see.
+static PLAIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The program's `sa_mask` (signals 1-64) for each wrapped handler: applied by the wrapper
+/// before the program's handler runs (the wrapper itself starts with every asynchronous
+/// signal blocked).
+static APP_MASK: [std::sync::atomic::AtomicU64; MAX_SIGNAL] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; MAX_SIGNAL];
 /// `SGXEMU_TRACE`: one stderr line per signal the emulator handles (debugging).
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static ASYNC: OnceLock<libc::sigset_t> = OnceLock::new();
@@ -89,8 +100,43 @@ fn async_set() -> &'static libc::sigset_t {
 /// run on an enclave stack).
 fn waiting_in_enclave() -> libc::sigset_t {
     let mut words = sigset_words(*async_set());
-    words[0] &= !WRAPPED.load(Ordering::Acquire);
+    words[0] &= !(WRAPPED.load(Ordering::Acquire) | PLAIN.load(Ordering::Acquire));
     sigset_of(words)
+}
+
+/// A `sigset_t` holding the signals 1-64 of `word`.
+fn program_mask(word: u64) -> libc::sigset_t {
+    let mut words = sigset_words(empty_set());
+    words[0] = word;
+    sigset_of(words)
+}
+
+/// Whether `sig` is one of the C library's internal signals (32 up to SIGRTMIN), whose
+/// handlers it installs without going through the `sigaction` the emulator interposes.
+fn libc_internal(sig: c_int) -> bool {
+    (32..libc::SIGRTMIN()).contains(&sig)
+}
+
+/// Records that `sig`'s disposition is now `handler` (installed wrapped if it is one).
+fn record_disposition(sig: c_int, handler: libc::sighandler_t) {
+    if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+        WRAPPED.fetch_or(signal_bit(sig), Ordering::AcqRel);
+        PLAIN.fetch_and(!signal_bit(sig), Ordering::AcqRel);
+    } else {
+        WRAPPED.fetch_and(!signal_bit(sig), Ordering::AcqRel);
+        if !libc_internal(sig) {
+            PLAIN.fetch_or(signal_bit(sig), Ordering::AcqRel);
+        }
+    }
+}
+
+/// Every asynchronous signal and the IPI: the mask of the emulator's own handlers, so that
+/// none of the program's handlers and no second AEX nests into them.
+fn handler_mask() -> libc::sigset_t {
+    let mut mask = *async_set();
+    // SAFETY: edits an initialised set.
+    unsafe { libc::sigaddset(&mut mask, platform::kick_signal()) };
+    mask
 }
 
 /// The words of a `sigset_t` (signal `s` is bit `s - 1`).
@@ -172,6 +218,101 @@ impl Drop for HeldSignals {
     }
 }
 
+std::thread_local! {
+    /// Which of the emulator's signals ([`never_blocked`]) the program asked to block on
+    /// this thread: the real mask never holds them, the program is told it does.
+    static PROGRAM_BLOCKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The signals no real mask may block (bits as in [`WRAPPED`]): the emulator's traps (a
+/// blocked synchronous signal makes the kernel kill the process) and the IPI; SIGKILL and
+/// SIGSTOP, which the kernel never blocks, too.
+fn never_blocked() -> u64 {
+    FAULT_SIGNALS
+        .into_iter()
+        .chain([platform::kick_signal(), libc::SIGKILL, libc::SIGSTOP])
+        .fold(0, |bits, sig| bits | signal_bit(sig))
+}
+
+/// The program's change of its thread's signal mask (`how` and `set` as `sigprocmask(2)`
+/// takes them) applied to the real mask `current`: the real mask to set, and the mask to
+/// report to the program as the old one. The emulator's signals stay out of the real mask
+/// (a thread that blocks everything still runs enclaves, as on hardware); the program's
+/// wish for them is kept for this thread and reported back. `how` invalid with a `set`:
+/// EINVAL. Without the emulator's handlers installed the mask is the program's as asked.
+pub fn program_mask_change(
+    current: &libc::sigset_t,
+    how: c_int,
+    set: Option<&libc::sigset_t>,
+) -> Result<(libc::sigset_t, libc::sigset_t), c_int> {
+    let ours = if INSTALLED.get().is_some() { never_blocked() } else { 0 };
+    let wished = PROGRAM_BLOCKED.with(|w| w.get()) & ours;
+    let mut reported = sigset_words(*current);
+    reported[0] = (reported[0] & !ours) | wished;
+    let Some(set) = set else { return Ok((*current, sigset_of(reported))) };
+    let (now, asked) = (sigset_words(*current), sigset_words(*set));
+    let mut new: SigsetWords = match how {
+        libc::SIG_BLOCK => std::array::from_fn(|i| now[i] | asked[i]),
+        libc::SIG_UNBLOCK => std::array::from_fn(|i| now[i] & !asked[i]),
+        libc::SIG_SETMASK => asked,
+        _ => return Err(libc::EINVAL),
+    };
+    let wish = match how {
+        libc::SIG_BLOCK => wished | (asked[0] & ours),
+        libc::SIG_UNBLOCK => wished & !asked[0],
+        _ => asked[0] & ours,
+    };
+    PROGRAM_BLOCKED.with(|w| w.set(wish));
+    new[0] &= !(ours | signal_bit(libc::SIGKILL) | signal_bit(libc::SIGSTOP));
+    Ok((sigset_of(new), sigset_of(reported)))
+}
+
+/// The program's `pthread_sigmask`/`sigprocmask` through the C library (see
+/// [`program_mask_change`]): the errno on failure.
+///
+/// # Safety
+/// `set` and `old` are null or valid `sigset_t` pointers.
+pub unsafe fn program_sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> Result<(), c_int> {
+    let current = sys::sigprocmask(libc::SIG_BLOCK, None).ok_or(libc::EINVAL)?;
+    // SAFETY: the caller passes null or a valid set.
+    let set = unsafe { set.as_ref() };
+    let (new, reported) = program_mask_change(&current, how, set)?;
+    if set.is_some() {
+        // SAFETY: a valid set; the C library's own function (it keeps its internal signals
+        // out of the mask), not our interposer.
+        let err = unsafe { crate::real::pthread_sigmask(libc::SIG_SETMASK, &new, std::ptr::null_mut()) };
+        if err != 0 {
+            return Err(err);
+        }
+    }
+    // SAFETY: the caller passes null or a valid, writable set.
+    if let Some(old) = unsafe { old.as_mut() } {
+        *old = reported;
+    }
+    Ok(())
+}
+
+/// The calling thread's wish for the emulator's signals (see [`program_mask_change`]), for a
+/// thread it creates: a new thread inherits its creator's mask.
+pub fn inherited_wish() -> u64 {
+    PROGRAM_BLOCKED.with(|w| w.get())
+}
+
+/// Takes over `wish` (from [`inherited_wish`] of the creating thread) at the start of a new
+/// thread.
+pub fn inherit_wish(wish: u64) {
+    PROGRAM_BLOCKED.with(|w| w.set(wish));
+}
+
+/// Whether the program asked to block `sig`, one of the emulator's signals, on this thread.
+fn program_blocks(sig: c_int) -> bool {
+    PROGRAM_BLOCKED.with(|w| w.get()) & signal_bit(sig) != 0
+}
+
 /// Whether `set` holds no signal.
 pub fn is_empty(set: &libc::sigset_t) -> bool {
     sigset_words(*set).iter().all(|&w| w == 0)
@@ -218,17 +359,24 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
         if was_wrapped && let Some(old) = unsafe { old.as_mut() } {
             old.sa_sigaction = APP_HANDLER[index].load(Ordering::Acquire);
             old.sa_flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
+            old.sa_mask = program_mask(APP_MASK[index].load(Ordering::Acquire));
         }
         return ret;
     };
-    let previous = (APP_HANDLER[index].load(Ordering::Acquire), APP_FLAGS[index].load(Ordering::Acquire));
+    let previous = (
+        APP_HANDLER[index].load(Ordering::Acquire),
+        APP_FLAGS[index].load(Ordering::Acquire),
+        APP_MASK[index].load(Ordering::Acquire),
+    );
     let handler = act.sa_sigaction;
     let mut installed = *act;
     if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
         installed.sa_sigaction = async_entry as *const () as usize;
         installed.sa_flags = (act.sa_flags | libc::SA_SIGINFO | libc::SA_ONSTACK) & !libc::SA_RESETHAND;
-        // SAFETY: edits an initialised mask.
-        unsafe { libc::sigaddset(&mut installed.sa_mask, platform::kick_signal()) };
+        // The wrapper runs with every asynchronous signal blocked (a second one must not
+        // nest into its AEX); the program's own mask is applied before its handler runs.
+        installed.sa_mask = handler_mask();
+        APP_MASK[index].store(sigset_words(act.sa_mask)[0], Ordering::Release);
     }
     // SAFETY: a valid, fully initialised action; `old` as the caller passed it.
     let ret = unsafe { crate::real::sigaction(sig, &installed, old) };
@@ -239,14 +387,11 @@ pub unsafe fn wrap_async(sig: c_int, act: *const libc::sigaction, old: *mut libc
     if was_wrapped && let Some(old) = unsafe { old.as_mut() } {
         old.sa_sigaction = previous.0;
         old.sa_flags = previous.1 as c_int;
+        old.sa_mask = program_mask(previous.2);
     }
     APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
     APP_HANDLER[index].store(handler, Ordering::Release);
-    if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
-        WRAPPED.fetch_or(signal_bit(sig), Ordering::AcqRel);
-    } else {
-        WRAPPED.fetch_and(!signal_bit(sig), Ordering::AcqRel);
-    }
+    record_disposition(sig, handler);
     0
 }
 
@@ -277,6 +422,17 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         crate::stats::count(&crate::stats::REQUEUED_SIGNALS);
         return;
     }
+    // The mask the kernel would have set for the program's handler: the interrupted mask,
+    // its `sa_mask` and, unless SA_NODEFER, the signal itself (sigreturn restores the
+    // interrupted one).
+    let flags = APP_FLAGS[sig as usize].load(Ordering::Acquire) as c_int;
+    // SAFETY: `uc` is this signal's context.
+    let mut words = sigset_words(unsafe { Frame::new(uc) }.sigmask());
+    words[0] |= APP_MASK[sig as usize].load(Ordering::Acquire) & !never_blocked();
+    if flags & libc::SA_NODEFER == 0 {
+        words[0] |= signal_bit(sig);
+    }
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&sigset_of(words)));
     chain(sig, info, uc);
     if let Some(stack) = our_stack(state) {
         // SAFETY: `uc` is this signal's context.
@@ -323,13 +479,29 @@ pub fn install() {
                 action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
                 // The IPI waits too: it must find the thread in enclave code or outside, never
                 // halfway through the emulator's own handling of an exit.
-                action.sa_mask = *async_set();
-                libc::sigaddset(&mut action.sa_mask, platform::kick_signal());
+                action.sa_mask = handler_mask();
                 let mut previous: libc::sigaction = std::mem::zeroed();
                 if crate::real::sigaction(sig, &action, &mut previous) == 0 {
                     APP_HANDLER[sig as usize].store(previous.sa_sigaction, Ordering::Release);
                     APP_FLAGS[sig as usize].store(previous.sa_flags as usize, Ordering::Release);
                 }
+            }
+        }
+        // The dispositions found: SIG_DFL and SIG_IGN need not wait in enclave code.
+        for sig in 1..MAX_SIGNAL as c_int {
+            if FAULT_SIGNALS.contains(&sig)
+                || [libc::SIGKILL, libc::SIGSTOP, platform::kick_signal()].contains(&sig)
+                || libc_internal(sig)
+                || WRAPPED.load(Ordering::Acquire) & signal_bit(sig) != 0
+            {
+                continue;
+            }
+            // SAFETY: a query: no new action, and `current` is valid output storage.
+            let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let queried = unsafe { crate::real::sigaction(sig, std::ptr::null(), &mut current) } == 0;
+            if queried && (current.sa_sigaction == libc::SIG_DFL || current.sa_sigaction == libc::SIG_IGN) {
+                PLAIN.fetch_or(signal_bit(sig), Ordering::AcqRel);
             }
         }
     });
@@ -660,7 +832,11 @@ fn emulate_cpuid(frame: &mut Frame) -> Outcome {
 fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     let handler = APP_HANDLER.get(sig as usize).map_or(libc::SIG_DFL, |h| h.load(Ordering::Acquire));
     let flags = APP_FLAGS.get(sig as usize).map_or(0, |f| f.load(Ordering::Acquire)) as c_int;
-    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+    // A fault the program's mask blocks (it asked; the real mask never does): the kernel
+    // forces the default action.
+    // SAFETY: the kernel filled `info` for this signal.
+    let forced = FAULT_SIGNALS.contains(&sig) && unsafe { (*info).si_code } > 0 && program_blocks(sig);
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN || forced {
         // The default action: reinstall it and let the fault recur (or re-send a sent
         // signal), so the process ends exactly as it would have.
         // SAFETY: a zeroed sigaction with SIG_DFL is a valid disposition.

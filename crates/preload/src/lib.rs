@@ -1518,6 +1518,68 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
     })
 }
 
+/// pthread_sigmask(3): the emulator's own signals (its traps and its IPI) stay unblocked
+/// in the real mask, so a thread that blocks everything still runs enclaves; the program is
+/// told the mask it asked for (`sgxemu_native::signals::program_mask_change`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
+    guard(
+        "pthread_sigmask",
+        || libc::EINVAL,
+        // SAFETY: forwarded C contract.
+        || unsafe { signals::program_sigprocmask(how, set, old) }.err().unwrap_or(0),
+    )
+}
+
+/// What a thread started through [`pthread_create`] runs first.
+struct ThreadStart {
+    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+    /// The creator's blocked emulator signals, as the program sees its mask.
+    wish: u64,
+}
+
+extern "C" fn thread_start(raw: *mut c_void) -> *mut c_void {
+    // SAFETY: `pthread_create` below passes a leaked Box<ThreadStart> to this thread alone.
+    let start = unsafe { Box::from_raw(raw.cast::<ThreadStart>()) };
+    signals::inherit_wish(start.wish);
+    (start.start)(start.arg)
+}
+
+/// pthread_create(3): the new thread inherits its creator's signal mask as the program
+/// sees it, the emulator's signals included (see [`pthread_sigmask`]).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+) -> c_int {
+    let wish = signals::inherited_wish();
+    if wish == 0 {
+        // SAFETY: forwarded C contract.
+        return unsafe { real::pthread_create(thread, attr, start, arg) };
+    }
+    let raw = Box::into_raw(Box::new(ThreadStart { start, arg, wish }));
+    // SAFETY: forwarded C contract, with our start routine and its argument.
+    let ret = unsafe { real::pthread_create(thread, attr, thread_start, raw.cast()) };
+    if ret != 0 {
+        // SAFETY: no thread was created: the box is still ours alone.
+        drop(unsafe { Box::from_raw(raw) });
+    }
+    ret
+}
+
+/// sigprocmask(2), as [`pthread_sigmask`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
+    // SAFETY: forwarded C contract.
+    guard_int("sigprocmask", || match unsafe { signals::program_sigprocmask(how, set, old) } {
+        Ok(()) => 0,
+        Err(errno) => fail(errno),
+    })
+}
+
 /// sigaltstack(2): once the emulator's alternate stack is the thread's, the program's own is
 /// recorded and reported instead (`sgxemu_native::alt_stack::app_sigaltstack`).
 #[unsafe(no_mangle)]

@@ -1,0 +1,207 @@
+//! Signals while enclave code runs, as on hardware (issue 13, "signals as on hardware"):
+//! default-action signals end the process (AEX first), program handlers never nest into
+//! each other's AEX path, threads with every signal blocked still run enclaves.
+//!
+//! Tests whose failure would hang or kill the process run in a child process (this test
+//! binary again, one test, with [`CHILD`] set); the parent waits with a generous watchdog.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use support::enclave::{TestEnclave, op};
+
+/// Set in a child process: the name of the part it runs.
+const CHILD: &str = "SGXEMU_SIGNALS_CHILD";
+/// How long a child may take before it is killed and its test fails (a hang, not a timing).
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs test `test` of this binary in a child with `CHILD=part` and returns how it ended
+/// (killed by SIGKILL if it outlived the watchdog).
+fn run_child(test: &str, part: &str) -> ExitStatus {
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, part)
+        .spawn()
+        .expect("the child starts");
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            return status;
+        }
+        if start.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let status = child.wait().expect("waiting for the child");
+            eprintln!("watchdog: part {part} still ran after {WATCHDOG:?}");
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn child_part() -> Option<String> {
+    std::env::var(CHILD).ok()
+}
+
+/// Child: the main thread spins in enclave code forever; a helper thread waits until the
+/// enclave code runs (its round counter moves) and sends `sig` to the main thread.
+fn spin_forever_and_get(sig: libc::c_int) -> ! {
+    let e = TestEnclave::load(1 << 20);
+    let release = AtomicU64::new(0);
+    let rounds = AtomicU64::new(0);
+    let tid = sgxemu_native::sys::gettid();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while rounds.load(Ordering::Acquire) == 0 {
+                std::thread::yield_now();
+            }
+            let _ = sgxemu_native::sys::tgkill(tid, sig);
+        });
+        e.call(0, op::SPIN_UNTIL, &release as *const AtomicU64 as u64, &rounds as *const AtomicU64 as u64, 0, 0);
+    });
+    unreachable!("nothing releases the enclave");
+}
+
+#[test]
+fn a_default_action_signal_ends_a_program_whose_enclave_loops() {
+    const PARTS: [(&str, libc::c_int); 4] =
+        [("int", libc::SIGINT), ("term", libc::SIGTERM), ("hup", libc::SIGHUP), ("usr1", libc::SIGUSR1)];
+    if let Some(part) = child_part() {
+        let sig = PARTS.iter().find(|(name, _)| *name == part).expect("a known part").1;
+        spin_forever_and_get(sig);
+    }
+    for (part, sig) in PARTS {
+        let status = run_child("a_default_action_signal_ends_a_program_whose_enclave_loops", part);
+        assert_eq!(status.signal(), Some(sig), "{part}: ended by the signal's default action ({status:?})");
+    }
+}
+
+static USR1: AtomicU64 = AtomicU64::new(0);
+static USR2: AtomicU64 = AtomicU64::new(0);
+/// Handlers that found their mask other than the kernel would set it.
+static WRONG_MASK: AtomicU64 = AtomicU64::new(0);
+
+fn blocked_now(sig: libc::c_int) -> bool {
+    // SAFETY: a query of the calling thread's mask into a local set.
+    unsafe {
+        let mut current: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current);
+        libc::sigismember(&current, sig) == 1
+    }
+}
+
+extern "C" fn on_usr(sig: libc::c_int) {
+    // The kernel's mask for a handler: the interrupted one (another handler's, where one
+    // signal's handler runs nested in the other's), the signal itself and its sa_mask
+    // (SIGUSR1's holds SIGALRM); SIGWINCH, which nobody blocks, stays deliverable.
+    let alrm_expected = sig == libc::SIGUSR1;
+    if !blocked_now(sig) || (alrm_expected && !blocked_now(libc::SIGALRM)) || blocked_now(libc::SIGWINCH) {
+        WRONG_MASK.fetch_add(1, Ordering::Relaxed);
+    }
+    let counter = if sig == libc::SIGUSR1 { &USR1 } else { &USR2 };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs `on_usr` for `sig` as the preload's `sigaction` would, with SIGALRM in the
+/// mask of SIGUSR1's handler.
+fn install_usr(sig: libc::c_int) {
+    // SAFETY: a zeroed sigaction with a plain handler and an initialised mask is valid.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_usr as *const () as usize;
+        libc::sigemptyset(&mut act.sa_mask);
+        if sig == libc::SIGUSR1 {
+            libc::sigaddset(&mut act.sa_mask, libc::SIGALRM);
+        }
+        assert_eq!(sgxemu_native::signals::wrap_async(sig, &act, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Child: SIGUSR1 and SIGUSR2 at about 1 kHz each, both with handlers, while the main
+/// thread runs a bounded enclave loop; exit status 0 if the loop finished with the right
+/// sum and every handler saw the kernel's mask.
+fn two_signals_at_1khz() -> ! {
+    let e = TestEnclave::load(1 << 20);
+    install_usr(libc::SIGUSR1);
+    install_usr(libc::SIGUSR2);
+    let tid = sgxemu_native::sys::gettid();
+    let stop = AtomicBool::new(false);
+    let n: u64 = 30_000_000;
+    let mut sum = 0u64;
+    std::thread::scope(|s| {
+        for sig in [libc::SIGUSR1, libc::SIGUSR2] {
+            let stop = &stop;
+            s.spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let _ = sgxemu_native::sys::tgkill(tid, sig);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+        }
+        e.call(0, op::SPIN, n, &mut sum as *mut u64 as u64, 0, 0);
+        stop.store(true, Ordering::Release);
+    });
+    let (usr1, usr2, wrong) =
+        (USR1.load(Ordering::Relaxed), USR2.load(Ordering::Relaxed), WRONG_MASK.load(Ordering::Relaxed));
+    eprintln!("SIGUSR1 {usr1}, SIGUSR2 {usr2}, wrong masks {wrong}, sum ok {}", sum == n * (n + 1) / 2);
+    let ok = sum == n * (n + 1) / 2 && usr1 > 0 && usr2 > 0 && wrong == 0;
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[test]
+fn two_signals_with_handlers_at_1khz_never_livelock_the_enclave() {
+    if child_part().is_some() {
+        two_signals_at_1khz();
+    }
+    let status = run_child("two_signals_with_handlers_at_1khz_never_livelock_the_enclave", "usr12");
+    assert_eq!(status.code(), Some(0), "the enclave loop finished and handlers saw their masks ({status:?})");
+}
+
+/// EACCEPT flags for a freshly EAUGed page: R | W | REG | PENDING.
+const PENDING_RW: u64 = 0x20B;
+
+/// Child: the thread blocks every signal (as the preload's `pthread_sigmask` carries it
+/// out), reads the mask back as it set it, then enters the enclave 1000 times, 256 of them
+/// taking a page fault that the driver resolves with EAUG.
+fn enclave_with_every_signal_blocked() -> ! {
+    use support::enclave::{DYNAMIC, PAGE};
+    let e = TestEnclave::load(4 << 20);
+    // SAFETY: sigset operations on locals; the mask change is the calling thread's own.
+    let view = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        sgxemu_native::signals::program_sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut())
+            .expect("SIG_SETMASK");
+        let mut view: libc::sigset_t = std::mem::zeroed();
+        sgxemu_native::signals::program_sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut view).expect("a query");
+        view
+    };
+    // SAFETY: sigismember on an initialised set.
+    let reads_blocked =
+        [libc::SIGSEGV, libc::SIGILL, libc::SIGUSR1].iter().all(|&sig| unsafe { libc::sigismember(&view, sig) } == 1);
+    let mut entries = 0;
+    for page in 0..256 {
+        assert_eq!(e.eaccept(0, e.base + DYNAMIC + page * PAGE, PENDING_RW), 0, "EACCEPT on a fresh page EAUGs it");
+        entries += 1;
+    }
+    while entries < 1000 {
+        e.read(0, e.base + DYNAMIC + (entries % 256) * PAGE);
+        entries += 1;
+    }
+    let really_blocked = sgxemu_native::sys::sigprocmask(libc::SIG_BLOCK, None).expect("the real mask");
+    // SAFETY: sigismember on an initialised set.
+    let usr1_waits = unsafe { libc::sigismember(&really_blocked, libc::SIGUSR1) } == 1;
+    eprintln!("entries {entries}, mask read back {reads_blocked}, SIGUSR1 really blocked {usr1_waits}");
+    std::process::exit(if reads_blocked && usr1_waits { 0 } else { 1 });
+}
+
+#[test]
+fn a_thread_with_every_signal_blocked_runs_enclaves_and_takes_faults() {
+    if child_part().is_some() {
+        enclave_with_every_signal_blocked();
+    }
+    let status = run_child("a_thread_with_every_signal_blocked_runs_enclaves_and_takes_faults", "blocked");
+    assert_eq!(status.code(), Some(0), "1000 entries with every signal blocked ({status:?})");
+}
