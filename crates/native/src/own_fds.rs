@@ -38,7 +38,7 @@ fn floor() -> c_int {
     (top - top / 16).max(3) as c_int
 }
 
-/// Moves `fd` (close-on-exec) to the lowest free number from [`floor`] up and closes the
+/// Moves `fd` (close-on-exec) to the lowest free number from `floor()` up and closes the
 /// old one. Returns the new number; on failure `fd` stays as it was.
 pub fn move_high(fd: c_int) -> io::Result<c_int> {
     // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor the caller owns; the system call
