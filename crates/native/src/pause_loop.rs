@@ -7,7 +7,9 @@
 //! Hardware has the same problem, and hypervisors answer it with pause-loop exiting: a vCPU
 //! that keeps executing PAUSE gives its CPU up. So do we, two ways:
 //!
-//! - PAUSE in enclave code is patched to trap ([`crate::patch`]); a PAUSE that follows the
+//! - With `SGXEMU_PAUSE_EXITING=1` (off by default: each PAUSE then costs a trap, which
+//!   makes loops that count PAUSEs far longer), PAUSE in enclave code is patched to trap
+//!   ([`crate::patch`]); a PAUSE that follows the
 //!   thread's previous one within [`GAP`] is a pause loop, and the thread yields its CPU
 //!   (the lock holder, if runnable, goes first; cheap where nothing else waits for the CPU);
 //!   after [`LONG_LOOP`] of it, each PAUSE sleeps [`LOOP_SLEEP`] instead.
@@ -19,8 +21,9 @@
 //! (Emulated timer interrupts, a CPU-time timer per thread sending the IPI signal, were
 //! tried and dropped: a signal that lands while the thread is in a blocking system call of
 //! the host makes some of them fail with EINTR, which hardware's timer never does. Sleeping
-//! after a trapped PAUSE was tried and dropped too: a lock holder waiting in a PAUSE loop
-//! for an inner lock then slept while the others spun on the outer one.)
+//! from the first PAUSE of a loop, up to 20 ms after an AEX, was tried too: a lock holder
+//! waiting a moment in a PAUSE loop for an inner lock then slept while the others spun on
+//! the outer one; hence only short sleeps, and only once a loop has lasted a while.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
