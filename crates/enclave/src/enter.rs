@@ -8,6 +8,7 @@ use sgxemu_uapi::{EENTER, EEXIT, ERESUME, SgxEnclaveRun};
 
 use crate::device::Errno;
 use crate::loader::Enclave;
+use crate::vdso;
 
 /// The registers the vDSO passes through to the enclave (and back to a user handler).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,50 +121,6 @@ pub enum Next {
     Resume,
 }
 
-std::arch::global_asm!(
-    // vdso_call(rdi, rsi, rdx, function, r8, r9, run, entry): calls the vDSO entry point with
-    // its C ABI, keeping the callee-saved registers the vDSO's contract leaves to the
-    // enclave (rbx, r12–r15).
-    ".pushsection .text.sgxemu_enclave_vdso_call,\"ax\",@progbits",
-    ".globl sgxemu_enclave_vdso_call",
-    ".type sgxemu_enclave_vdso_call,@function",
-    "sgxemu_enclave_vdso_call:",
-    "push rbp",
-    "mov rbp, rsp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov rax, [rbp + 16]",
-    "mov r11, [rbp + 24]",
-    "push rax",
-    "call r11",
-    "add rsp, 8",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".size sgxemu_enclave_vdso_call, . - sgxemu_enclave_vdso_call",
-    ".popsection",
-);
-
-unsafe extern "C" {
-    fn sgxemu_enclave_vdso_call(
-        rdi: u64,
-        rsi: u64,
-        rdx: u64,
-        function: u32,
-        r8: u64,
-        r9: u64,
-        run: *mut SgxEnclaveRun,
-        entry: u64,
-    ) -> i32;
-}
-
 type Handler<'a> = &'a mut dyn FnMut(&Exit) -> Next;
 
 /// The vDSO user handler: forwards to the Rust closure in `run.user_data`.
@@ -237,8 +194,7 @@ impl Enclave {
         // SAFETY: the entry point is the device's `__vdso_sgx_enter_enclave`; the wrapper
         // keeps the callee-saved registers; `run` (and the handler it points to) outlive
         // the call; the enclave only reaches memory its own code addresses.
-        let ret =
-            unsafe { sgxemu_enclave_vdso_call(rdi, rsi, rdx, leaf, r8, r9, &mut run, self.device().enter_enclave()) };
+        let ret = unsafe { vdso::call(self.device().enter_enclave(), rdi, rsi, rdx, leaf, r8, r9, &mut run) };
         match (ret, exception_of(&run)) {
             (0, None) => Ok(()),
             // Without a handler the vDSO reports an exception as -EFAULT; a handler that

@@ -33,7 +33,7 @@ pub mod loader;
 pub mod relocations;
 pub mod sgxs;
 pub mod sign;
-mod vdso;
+pub mod vdso;
 
 pub use device::{Device, DeviceError, DeviceKind, EnclaveFile, Errno};
 pub use ecreate_checks::SecsError;

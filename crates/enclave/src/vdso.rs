@@ -1,7 +1,10 @@
-//! Finding `__vdso_sgx_enter_enclave` in this process's vDSO, as the kernel's selftests do:
-//! `getauxval(AT_SYSINFO_EHDR)` gives the image, whose dynamic symbol table names it.
+//! `__vdso_sgx_enter_enclave`: found in this process's vDSO as the kernel's selftests find
+//! it (`getauxval(AT_SYSINFO_EHDR)` gives the image, whose dynamic symbol table names it),
+//! and called with its C ABI through a trampoline that keeps the callee-saved registers.
 
 use std::ffi::CStr;
+
+use sgxemu_uapi::SgxEnclaveRun;
 
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Endianness, Object, ObjectSymbol, elf};
@@ -10,7 +13,7 @@ use object::{Endianness, Object, ObjectSymbol, elf};
 const HEADER_WINDOW: usize = 4096;
 
 /// The address of the vDSO symbol `name`, if the vDSO defines it.
-pub(crate) fn find_symbol(name: &CStr) -> Option<u64> {
+pub fn find_symbol(name: &CStr) -> Option<u64> {
     // SAFETY: getauxval has no preconditions.
     let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     if base == 0 {
@@ -23,6 +26,75 @@ pub(crate) fn find_symbol(name: &CStr) -> Option<u64> {
     // headers after them — readable, and never unmaps it.
     let image = unsafe { std::slice::from_raw_parts(base as *const u8, len) };
     symbol_in_image(image, name).map(|offset| base + offset)
+}
+
+std::arch::global_asm!(
+    // vdso_call(rdi, rsi, rdx, function, r8, r9, run, entry): calls the vDSO entry point with
+    // its C ABI, keeping the callee-saved registers the vDSO's contract leaves to the
+    // enclave (rbx, r12–r15).
+    ".pushsection .text.sgxemu_enclave_vdso_call,\"ax\",@progbits",
+    ".globl sgxemu_enclave_vdso_call",
+    ".type sgxemu_enclave_vdso_call,@function",
+    "sgxemu_enclave_vdso_call:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rax, [rbp + 16]",
+    "mov r11, [rbp + 24]",
+    "push rax",
+    "call r11",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    ".size sgxemu_enclave_vdso_call, . - sgxemu_enclave_vdso_call",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn sgxemu_enclave_vdso_call(
+        rdi: u64,
+        rsi: u64,
+        rdx: u64,
+        function: u32,
+        r8: u64,
+        r9: u64,
+        run: *mut SgxEnclaveRun,
+        entry: u64,
+    ) -> i32;
+}
+
+/// Calls the vDSO entry point at `entry` (`__vdso_sgx_enter_enclave`, spec §1.5: RDI, RSI,
+/// RDX, the leaf in ECX, R8, R9, the run structure on the stack) and returns its value. The
+/// callee-saved registers, which the vDSO's contract leaves to the enclave (after an AEX
+/// they hold the synthetic state), are restored whatever the enclave did.
+///
+/// # Safety
+///
+/// `entry` is the address of `__vdso_sgx_enter_enclave`; `run` is valid for the call (with
+/// any user handler and data it names); the enclave writes only memory the caller lets it.
+#[allow(clippy::too_many_arguments, reason = "the vDSO entry point's own seven arguments, plus its address")]
+pub unsafe fn call(
+    entry: u64,
+    rdi: u64,
+    rsi: u64,
+    rdx: u64,
+    function: u32,
+    r8: u64,
+    r9: u64,
+    run: *mut SgxEnclaveRun,
+) -> i32 {
+    // SAFETY: the caller's contract above; the trampoline itself only saves and restores
+    // registers around the call.
+    unsafe { sgxemu_enclave_vdso_call(rdi, rsi, rdx, function, r8, r9, run, entry) }
 }
 
 /// How many bytes from the image's start its headers say are mapped: the furthest end of

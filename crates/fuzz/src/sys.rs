@@ -9,8 +9,6 @@
 
 use std::ffi::CStr;
 
-use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
-use object::{Endianness, Object, ObjectSymbol, elf};
 use sgxemu_uapi::SgxEnclaveRun;
 
 /// An errno value.
@@ -102,52 +100,6 @@ pub unsafe fn read_bytes(addr: u64, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
 }
 
-std::arch::global_asm!(
-    // sgxemu_fuzz_vdso_call(rdi, rsi, rdx, function, r8, r9, run, entry): calls the vDSO
-    // entry point with its C ABI, keeping the callee-saved registers that the vDSO's contract
-    // leaves to the enclave (rbx, r12–r15): after an AEX they hold the synthetic state (zeros).
-    ".pushsection .text.sgxemu_fuzz_vdso_call,\"ax\",@progbits",
-    ".globl sgxemu_fuzz_vdso_call",
-    ".type sgxemu_fuzz_vdso_call,@function",
-    "sgxemu_fuzz_vdso_call:",
-    "push rbp",
-    "mov rbp, rsp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov rax, [rbp + 16]",
-    "mov r11, [rbp + 24]",
-    "push rax",
-    "call r11",
-    "add rsp, 8",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".size sgxemu_fuzz_vdso_call, . - sgxemu_fuzz_vdso_call",
-    ".popsection",
-);
-
-unsafe extern "C" {
-    /// Calls `entry` (`__vdso_sgx_enter_enclave`, spec §1.5: RDI, RSI, RDX, the leaf in ECX,
-    /// R8, R9, the run structure on the stack) and restores every callee-saved register.
-    fn sgxemu_fuzz_vdso_call(
-        rdi: u64,
-        rsi: u64,
-        rdx: u64,
-        function: u32,
-        r8: u64,
-        r9: u64,
-        run: *mut SgxEnclaveRun,
-        entry: u64,
-    ) -> i32;
-}
-
 /// `__vdso_sgx_enter_enclave`, found as the kernel's selftests find it: the vDSO image from
 /// `getauxval(AT_SYSINFO_EHDR)` and its dynamic symbol table.
 #[derive(Clone, Copy, Debug)]
@@ -158,19 +110,7 @@ pub struct Vdso {
 impl Vdso {
     /// Looks the entry point up; `None` when the vDSO has none (no SGX, or not under `sgxemu run`).
     pub fn find() -> Option<Vdso> {
-        // SAFETY: getauxval has no preconditions.
-        let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
-        if base == 0 {
-            return None;
-        }
-        // SAFETY: the vDSO's first page is mapped readable for the life of the process.
-        let header = unsafe { std::slice::from_raw_parts(base as *const u8, 4096) };
-        let len = vdso_mapped_len(header)?;
-        // SAFETY: the vDSO image — every PT_LOAD and the section headers — is mapped readable
-        // and never unmapped.
-        let image = unsafe { std::slice::from_raw_parts(base as *const u8, len) };
-        let offset = vdso_symbol(image, c"__vdso_sgx_enter_enclave")?;
-        Some(Vdso { enter: base + offset })
+        sgxemu_enclave::vdso::find_symbol(c"__vdso_sgx_enter_enclave").map(|enter| Vdso { enter })
     }
 
     /// Calls the entry point with leaf `function`; its return value (0, or -EINVAL).
@@ -180,37 +120,8 @@ impl Vdso {
         // enclave's memory writes go only to its own pages and to the address in RDX (a
         // scratch cell of the caller), and `run` is a valid, exclusively borrowed run
         // structure.
-        unsafe { sgxemu_fuzz_vdso_call(rdi, rsi, rdx, function, 0, 0, run, self.enter) }
+        unsafe { sgxemu_enclave::vdso::call(self.enter, rdi, rsi, rdx, function, 0, 0, run) }
     }
-}
-
-/// How many bytes of the vDSO image its headers say are mapped.
-fn vdso_mapped_len(header: &[u8]) -> Option<usize> {
-    let ehdr = elf::FileHeader64::<Endianness>::parse(header).ok()?;
-    let endian = ehdr.endian().ok()?;
-    let mut end =
-        ehdr.e_shoff.get(endian) + u64::from(ehdr.e_shnum.get(endian)) * u64::from(ehdr.e_shentsize.get(endian));
-    for phdr in ehdr.program_headers(endian, header).ok()? {
-        if phdr.p_type(endian) == elf::PT_LOAD {
-            end = end.max(phdr.p_offset(endian) + phdr.p_filesz(endian));
-        }
-    }
-    usize::try_from(end).ok()
-}
-
-/// The offset from the vDSO image's start of its dynamic symbol `name`.
-fn vdso_symbol(image: &[u8], name: &CStr) -> Option<u64> {
-    let file = ElfFile64::<Endianness>::parse(image).ok()?;
-    let endian = file.endian();
-    let link_base = file
-        .elf_program_headers()
-        .iter()
-        .filter(|p| p.p_type(endian) == elf::PT_LOAD)
-        .map(|p| p.p_vaddr(endian) - p.p_offset(endian))
-        .min()?;
-    file.dynamic_symbols()
-        .find(|s| s.is_definition() && s.name_bytes().ok() == Some(name.to_bytes()))
-        .map(|s| s.address() - link_base)
 }
 
 /// Ends the process at once with `code`, running no exit handlers (a watchdog's exit while
