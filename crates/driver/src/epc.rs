@@ -1,7 +1,7 @@
 //! The EPC page allocator and the reclaimer's active list (the kernel's `main.c`):
 //! free pages, pages reclaimable in LRU order, and who owns each.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
@@ -133,7 +133,23 @@ impl ActiveList {
 /// Outcome of taking a page off the active list for the reclaimer.
 pub(crate) struct Isolated {
     pub(crate) page: EpcIndex,
-    pub(crate) owner: Owner,
+    /// The owning enclave, referenced from the moment the page left the list: a release
+    /// that finds the page isolated leaves it (and the SECS) to the reclaimer, which must
+    /// then still reach the enclave. `None` only for an enclave gone before it was
+    /// released.
+    pub(crate) encl: Option<Arc<Encl>>,
+    pub(crate) addr: Option<u64>,
+}
+
+/// What [`EpcPool::reclaim_state`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReclaimState {
+    /// Pages wait on the active list.
+    Reclaimable,
+    /// None on the list, but the reclaimer holds some: they come free or go back soon.
+    InFlight,
+    /// Nothing to reclaim now or soon.
+    Exhausted,
 }
 
 /// One bit per EPC page: set while the reclaimer tracks it (the kernel's
@@ -218,10 +234,18 @@ impl EpcPool {
         self.active.lock().linked > 0
     }
 
-    /// True while the reclaimer holds isolated pages (they come free or go back soon).
-    pub(crate) fn reclaim_in_flight(&self) -> bool {
+    /// What the reclaimer could still give, read in one look under the list's lock: with
+    /// two looks, pages put back between them were seen as neither reclaimable nor in
+    /// flight.
+    pub(crate) fn reclaim_state(&self) -> ReclaimState {
         let active = self.active.lock();
-        active.tracked > active.linked
+        if active.linked > 0 {
+            ReclaimState::Reclaimable
+        } else if active.tracked > active.linked {
+            ReclaimState::InFlight
+        } else {
+            ReclaimState::Exhausted
+        }
     }
 
     /// Below the low watermark with something reclaimable (`sgx_should_reclaim(LOW)`).
@@ -264,8 +288,8 @@ impl EpcPool {
         while out.len() < n && active.head != NIL {
             let page = EpcIndex(active.head);
             active.unlink(page);
-            match active.slots[page.as_usize()].owner.clone() {
-                Some(owner) => out.push(Isolated { page, owner }),
+            match &active.slots[page.as_usize()].owner {
+                Some(owner) => out.push(Isolated { page, encl: owner.encl.upgrade(), addr: owner.addr }),
                 // Every marked page has an owner; never strand one that had none.
                 None => self.forget(&mut active, page),
             }
@@ -343,10 +367,10 @@ mod tests {
             pool.mark_reclaimable(EpcIndex(i), owner());
         }
         pool.mark_reclaimable(EpcIndex(5), owner());
-        assert!(pool.has_reclaimable() && !pool.reclaim_in_flight());
+        assert_eq!(pool.reclaim_state(), ReclaimState::Reclaimable);
         let all = pool.isolate(8);
         assert_eq!(all.iter().map(|i| i.page.0).collect::<Vec<_>>(), vec![1, 7, 5]);
-        assert!(pool.reclaim_in_flight() && !pool.has_reclaimable());
+        assert_eq!(pool.reclaim_state(), ReclaimState::InFlight);
         pool.untrack(EpcIndex(1));
         pool.putback(EpcIndex(7));
         pool.putback(EpcIndex(1)); // no longer tracked: stays off the list
@@ -354,7 +378,7 @@ mod tests {
         assert_eq!(pool.isolate(8).iter().map(|i| i.page.0).collect::<Vec<_>>(), vec![7, 5]);
         pool.untrack(EpcIndex(7));
         pool.untrack(EpcIndex(5));
-        assert!(!pool.reclaim_in_flight() && !pool.has_reclaimable());
+        assert_eq!(pool.reclaim_state(), ReclaimState::Exhausted);
         assert!(!(0..8).any(|i| pool.is_tracked(EpcIndex(i))));
     }
 

@@ -17,8 +17,8 @@ pub(crate) fn reclaim_pages(sgx: &Sgx, cpu: &mut Cpu, n: usize) -> usize {
     let mut freed = 0;
     // 1.–3.
     for isolated in sgx.pool.isolate(n) {
-        let (page, owner) = (isolated.page, isolated.owner);
-        let (Some(encl), Some(addr)) = (owner.encl.upgrade(), owner.addr) else {
+        let page = isolated.page;
+        let (Some(encl), Some(addr)) = (isolated.encl, isolated.addr) else {
             sgx.pool.untrack(page);
             continue;
         };
@@ -71,8 +71,7 @@ pub(crate) fn reclaim_pages(sgx: &Sgx, cpu: &mut Cpu, n: usize) -> usize {
             freed += 1;
         }
         drop(st);
-        sgx.pool.untrack(*page);
-        sgx.pool.put_free(*page);
+        sgx.free_isolated(cpu, *page, true);
         freed += 1;
     }
     freed
@@ -135,8 +134,7 @@ fn write_out(sgx: &Sgx, cpu: &mut Cpu, encl: &Encl, st: &mut EnclState, page: Ep
 /// Frees a page the reclaimer held while its enclave was released, and the SECS after the
 /// last such child.
 fn free_orphan(sgx: &Sgx, cpu: &mut Cpu, encl: &Encl, page: EpcIndex) -> usize {
-    sgx.pool.untrack(page);
-    sgx.free_epc(cpu, page);
+    sgx.free_isolated(cpu, page, false);
     let mut st = encl.lock();
     st.secs_child_cnt = st.secs_child_cnt.saturating_sub(1);
     let mut freed = 1;

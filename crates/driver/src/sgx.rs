@@ -9,7 +9,7 @@ use sgxemu_cpu::{EpcIndex, Processor};
 
 use crate::encl::Encl;
 use crate::encls::Cpu;
-use crate::epc::{EpcPool, NR_LOW_PAGES, NR_TO_SCAN};
+use crate::epc::{EpcPool, NR_LOW_PAGES, NR_TO_SCAN, ReclaimState};
 use crate::errno::{Errno, KResult};
 use crate::os::{Platform, Task};
 
@@ -128,22 +128,11 @@ impl Sgx {
             if let Some(page) = self.pool.take_free() {
                 break Ok(page);
             }
-            if !self.pool.has_reclaimable() {
-                if !self.pool.reclaim_in_flight() {
-                    break Err(Errno::ENOMEM);
-                }
-                if !reclaim {
-                    break Err(Errno::EBUSY);
-                }
-                if task.is_some_and(|t| t.signal_pending()) {
-                    break Err(Errno::ERESTARTSYS);
-                }
-                let since = waiting_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= IN_FLIGHT_PATIENCE {
-                    break Err(Errno::ENOMEM);
-                }
-                std::thread::yield_now();
-                continue;
+            let state = self.pool.reclaim_state();
+            if state == ReclaimState::Exhausted {
+                // The reclaimer frees a page before it stops tracking it, so a page freed
+                // since the first look is on the free list now.
+                break self.pool.take_free().ok_or(Errno::ENOMEM);
             }
             if !reclaim {
                 break Err(Errno::EBUSY);
@@ -151,7 +140,15 @@ impl Sgx {
             if task.is_some_and(|t| t.signal_pending()) {
                 break Err(Errno::ERESTARTSYS);
             }
-            crate::reclaim::reclaim_pages(self, cpu, NR_TO_SCAN);
+            if state == ReclaimState::Reclaimable {
+                crate::reclaim::reclaim_pages(self, cpu, NR_TO_SCAN);
+                continue;
+            }
+            let since = waiting_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= IN_FLIGHT_PATIENCE {
+                break Err(Errno::ENOMEM);
+            }
+            std::thread::yield_now();
         };
         if self.pool.should_reclaim(NR_LOW_PAGES) {
             self.platform.wake_reclaimer();
@@ -166,16 +163,35 @@ impl Sgx {
         }
     }
 
+    /// Returns a page the reclaimer isolated and emptied to the free list: `written_out`
+    /// (EWB invalidated it already), or else EREMOVEd here. The page is free before it
+    /// stops counting as in flight, so an allocator that finds neither a free nor an
+    /// in-flight page can trust that nothing is coming back.
+    pub(crate) fn free_isolated(&self, cpu: &mut Cpu, page: EpcIndex, written_out: bool) {
+        if written_out || self.eremove(cpu, page) {
+            self.pool.put_free(page);
+        }
+        self.pool.untrack(page);
+    }
+
     /// `sgx_encl_free_epc_page`: EREMOVE and return the page; a failing EREMOVE leaks it
     /// with the kernel's warning.
     pub(crate) fn free_epc(&self, cpu: &mut Cpu, page: EpcIndex) {
         if self.pool.is_tracked(page) {
             self.warn(format!("freeing EPC page {page:?} still tracked by the reclaimer"));
         }
-        match cpu.eremove(&self.processor, self.epc_addr(page)) {
-            Ok(()) => self.pool.put_free(page),
-            Err(e) => self.warn(format!("EREMOVE returned {e:?} and an EPC page was leaked")),
+        if self.eremove(cpu, page) {
+            self.pool.put_free(page);
         }
+    }
+
+    /// EREMOVE of a page being freed; false (with the kernel's warning) leaks it.
+    fn eremove(&self, cpu: &mut Cpu, page: EpcIndex) -> bool {
+        let result = cpu.eremove(&self.processor, self.epc_addr(page));
+        if let Err(e) = result {
+            self.warn(format!("EREMOVE returned {e:?} and an EPC page was leaked"));
+        }
+        result.is_ok()
     }
 
     /// ksgxd's loop body: reclaim while below the high watermark. Returns pages reclaimed.
