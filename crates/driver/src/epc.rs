@@ -1,8 +1,8 @@
 //! The EPC page allocator and the reclaimer's active list (the kernel's `main.c`):
 //! free pages, pages reclaimable in LRU order, and who owns each.
 
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use sgxemu_cpu::EpcIndex;
