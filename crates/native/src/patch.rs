@@ -47,14 +47,13 @@ pub fn prepare(engine: &Engine, lp: &Lp, tcs: u64) {
     if !PREPARED.lock().insert(eid) {
         return;
     }
-    let xfeatures = xfeatures::needed(lp.xcr0);
+    let (xfrm, xfeatures) = (lp.xcr0, xfeatures::needed(lp.xcr0));
     let pause = pause_exiting();
     if !xfeatures && !pause {
         return;
     }
-    let patched = sweep(engine, eid, |insn| {
-        (pause && insn.mnemonic() == Mnemonic::Pause) || (xfeatures && xfeatures::is_xfeature_instruction(insn))
-    });
+    let patched =
+        sweep(engine, eid, |insn| (pause && insn.mnemonic() == Mnemonic::Pause) || xfeatures::must_emulate(insn, xfrm));
     if crate::signals::tracing() {
         crate::sys::stderr_line(&format!(
             "sgxemu: enclave {eid}: {patched} instructions patched (PAUSE{})\n",

@@ -718,7 +718,10 @@ fn dispatch(
             libc::SIGSEGV if frame.trapno() == 14 => {
                 // SAFETY: the kernel filled `info` for this fault.
                 let addr = unsafe { (*info).si_addr() } as u64;
-                enclu::on_enclave_page_fault(engine, st, frame, enclave_fs, enclave_gs, addr)
+                match xrstor_past_image(engine, st, frame, (enclave_fs, enclave_gs), addr) {
+                    Some(insn) => enclu::on_xfeature(engine, st, frame, enclave_fs, enclave_gs, &insn),
+                    None => enclu::on_enclave_page_fault(engine, st, frame, enclave_fs, enclave_gs, addr),
+                }
             }
             // CPUID inside an enclave is #UD on SGX; with CPUID faulting we can tell.
             libc::SIGSEGV if frame.trapno() == 13 && code.starts_with(&CPUID) => {
@@ -796,10 +799,13 @@ fn trace_mapping(rip: u64) {
 const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
 const UD2: [u8; 2] = [0x0f, 0x0b];
 
-/// The XSAVE-family instruction a `ud2` of enclave code at `rip` stands for, if we put it there.
+/// The instruction a `ud2` of enclave code at `rip` stands for, if we put it there (counted
+/// as emulated: the caller carries it out).
 fn patched_instruction(engine: &Engine, rip: u64) -> Option<iced_x86::Instruction> {
     let page = engine.space.epc_at(rip)?;
-    crate::patch::patched_instruction(engine, page, rip)
+    let insn = crate::patch::patched_instruction(engine, page, rip)?;
+    crate::stats::count(&crate::stats::EMULATED_INSTRUCTIONS);
+    Some(insn)
 }
 const CPUID: [u8; 2] = [0x0f, 0xa2];
 
@@ -808,6 +814,33 @@ const CPUID: [u8; 2] = [0x0f, 0xa2];
 fn enclave_code(engine: &Engine, rip: u64) -> Option<[u8; 3]> {
     let mut bytes = [0u8; 3];
     engine.read_mapped(rip, &mut bytes).then_some(bytes)
+}
+
+/// The natively run XRSTOR whose fault at `addr` the emulator takes over, if that is what
+/// faulted ([`crate::xfeatures::xrstor_fault_past_image`]).
+fn xrstor_past_image(
+    engine: &Engine,
+    st: &thread::ThreadState,
+    frame: &Frame,
+    bases: (u64, u64),
+    addr: u64,
+) -> Option<iced_x86::Instruction> {
+    let xfrm = st.cpus().lp.xcr0;
+    if !crate::xfeatures::needed(xfrm) {
+        return None;
+    }
+    let regs = sgxemu_cpu::Regs { fsbase: bases.0, gsbase: bases.1, ..frame.regs() };
+    let mut code = [0u8; 15];
+    // An instruction may end before a page its 15 bytes would cross: read what is there.
+    let readable = (1..=code.len()).rev().find(|&n| engine.read_mapped(regs.rip, &mut code[..n]))?;
+    let insn = crate::xfeatures::xrstor_fault_past_image(&code[..readable], &regs, xfrm, addr)?;
+    // A page of the enclave's that is merely not mapped yet: map it, and the next run of
+    // the XRSTOR stays native.
+    if engine.space.maps_existing_page(addr, sgxemu_cpu::AccessKind::Read) {
+        return None;
+    }
+    crate::stats::count(&crate::stats::EMULATED_INSTRUCTIONS);
+    Some(insn)
 }
 
 /// The first bytes at `rip` in host code (read without faulting).

@@ -436,6 +436,23 @@ impl Space {
         (Resolution::Retry, Some((vma.encl.clone(), vma.prot)))
     }
 
+    /// Whether a fault at `addr` for `kind` only waits for the driver to map (or reload) a
+    /// page the enclave has, with that permission: not a hole the driver would EAUG, not a
+    /// page mapped already that the access checks refuse.
+    pub fn maps_existing_page(&self, addr: u64, kind: AccessKind) -> bool {
+        let (resolution, found) = self.classify(addr, kind);
+        let needed = match kind {
+            AccessKind::Read => Prot::READ,
+            AccessKind::Write => Prot::WRITE,
+            AccessKind::Execute => Prot::EXEC,
+        };
+        resolution == Resolution::Retry
+            && found.is_some_and(|(encl, _)| {
+                encl.page_record(page_of(addr))
+                    .is_some_and(|(kind, prot, _)| kind == PageType::Reg && prot.contains(needed))
+            })
+    }
+
     /// Whether `addr`, inside the ELRANGE of the enclave `lp` runs, is covered by a mapping
     /// of another enclave `encl` (the enclave running is the one its TCS is mapped from).
     pub fn foreign_in_elrange(&self, lp: &sgxemu_cpu::Lp, addr: u64, encl: &Arc<Encl>) -> bool {

@@ -16,6 +16,9 @@ pub static REPORTED_EXCEPTIONS: AtomicU64 = AtomicU64::new(0);
 pub static REQUEUED_SIGNALS: AtomicU64 = AtomicU64::new(0);
 /// Enclave-mode code found outside ELRANGE (#GP for the fetch).
 pub static FETCHES_OUTSIDE: AtomicU64 = AtomicU64::new(0);
+/// Patched enclave instructions the emulator carried out (the XSAVE family under XFRM,
+/// PAUSE with pause-loop exiting): each one cost a trap.
+pub static EMULATED_INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
 /// IPIs sent to threads running enclave code.
 pub static IPIS: AtomicU64 = AtomicU64::new(0);
 
@@ -43,6 +46,7 @@ pub fn render(leaves: &LeafStats) -> String {
     line("exceptions", REPORTED_EXCEPTIONS.load(Ordering::Relaxed));
     line("IPIs", IPIS.load(Ordering::Relaxed));
     line("outside", FETCHES_OUTSIDE.load(Ordering::Relaxed));
+    line("emulated", EMULATED_INSTRUCTIONS.load(Ordering::Relaxed));
     line("signals+AEX", REQUEUED_SIGNALS.load(Ordering::Relaxed));
     line("reclaimed", leaves.encls[Encls::Ewb.raw() as usize]);
     line("reloaded", leaves.encls[Encls::Eldu.raw() as usize] + leaves.encls[Encls::Eldb.raw() as usize]);

@@ -8,10 +8,12 @@
 //! touches memory past its end: Intel's SDK runtime sizes its save areas from XFRM and
 //! crashes so.
 //!
-//! So on such hosts every one of these instructions is replaced by `ud2` in the EPC at the
-//! enclave's first entry ([`crate::patch`]), and the trap carries out the instruction on the signal frame's extended state with
-//! RFBM = EDX:EAX ∧ XFRM, through the processor model's access checks for the memory
-//! operand. Where host XCR0 equals XFRM nothing is patched and nothing traps.
+//! So on such hosts these instructions are replaced by `ud2` in the EPC at the enclave's
+//! first entry ([`crate::patch`]), and the trap carries out the instruction on the signal
+//! frame's extended state with RFBM = EDX:EAX ∧ XFRM, through the processor model's access
+//! checks for the memory operand. Where host XCR0 equals XFRM nothing is patched and nothing
+//! traps, and XRSTOR runs natively where the extra components are caller-saved registers
+//! ([`must_emulate`]).
 
 use std::sync::OnceLock;
 
@@ -88,26 +90,72 @@ fn compacted_offsets(xcomp_bv: u64) -> Vec<(usize, usize, Component)> {
     out
 }
 
-/// Whether enclave code with XFRM `xfrm` needs its XSAVE-family instructions carried out
-/// by the emulator: this host's XCR0 enables components outside it.
+/// State components whose contents the host's code never expects to survive a call: x87,
+/// SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM) and AMX (TILECFG, TILEDATA) registers
+/// are all caller-saved in the x86-64 System V ABI. PKRU (bit 9), by contrast, is the
+/// thread's memory-protection setting, and the MPX bound registers (3, 4) are left out as
+/// well.
+const CALLER_SAVED: u64 = 0x3 | 1 << 2 | 0x7 << 5 | 0x3 << 17;
+
+/// Whether enclave code with XFRM `xfrm` may have anything to emulate at all: this host's
+/// XCR0 enables components outside it.
 pub fn needed(xfrm: u64) -> bool {
     host_xcr0() & !xfrm != 0
 }
 
-/// The instructions [`emulate`] carries out.
-pub fn is_xfeature_instruction(insn: &Instruction) -> bool {
-    matches!(
-        insn.mnemonic(),
+/// Whether `insn` in enclave code with XFRM `xfrm` must be carried out by [`emulate`]
+/// rather than run natively under the host's larger XCR0.
+///
+/// Saves (XSAVE, XSAVEC, XSAVEOPT) always: natively they write every host component, past a
+/// save area sized for XFRM. XGETBV always: it must read XFRM. XRSTOR only where the host
+/// enables a component outside XFRM that is not [`CALLER_SAVED`]: natively it reads just
+/// the components of the image's header (within an image sized for XFRM, as every image an
+/// enclave can produce here is: its saves are emulated, and on hardware a header naming more
+/// is a #GP), and it initialises the host's components outside XFRM, which no conforming
+/// caller of an ECALL can tell apart from an enclave that left them alone. That keeps
+/// runtimes that clear the extended state at each entry and exit (Intel's SDK runs two such
+/// XRSTORs per ECALL) from paying a trap for each. (Fidelity limit: a header naming a
+/// component the host has but XFRM lacks loads it instead of raising #GP.)
+pub fn must_emulate(insn: &Instruction, xfrm: u64) -> bool {
+    must_emulate_on(host_xcr0(), insn, xfrm)
+}
+
+fn must_emulate_on(host_xcr0: u64, insn: &Instruction, xfrm: u64) -> bool {
+    let outside = host_xcr0 & !xfrm;
+    match insn.mnemonic() {
+        Mnemonic::Xrstor | Mnemonic::Xrstor64 => outside & !CALLER_SAVED != 0,
         Mnemonic::Xsave
-            | Mnemonic::Xsave64
-            | Mnemonic::Xsaveopt
-            | Mnemonic::Xsaveopt64
-            | Mnemonic::Xsavec
-            | Mnemonic::Xsavec64
-            | Mnemonic::Xrstor
-            | Mnemonic::Xrstor64
-            | Mnemonic::Xgetbv
-    )
+        | Mnemonic::Xsave64
+        | Mnemonic::Xsaveopt
+        | Mnemonic::Xsaveopt64
+        | Mnemonic::Xsavec
+        | Mnemonic::Xsavec64
+        | Mnemonic::Xgetbv => outside != 0,
+        _ => false,
+    }
+}
+
+/// The XRSTOR that faulted at `fault_addr`, if the emulator takes the fault over: `code`
+/// (the bytes at `regs.rip`) is an XRSTOR that an enclave with XFRM `xfrm` runs natively
+/// ([`must_emulate`] leaves it unpatched), and the address lies past its XFRM-sized image.
+///
+/// A native XRSTOR may check or read the memory of every component the host's XCR0 and
+/// its mask select, whatever its header says (SDM Vol. 1 §13.8: it may read components
+/// whose XSTATE_BV bit is clear) — up to 8 KiB past an image sized for XFRM on an AMX host.
+/// Where that memory is not accessible the fault is not the enclave's: [`emulate`] carries
+/// the instruction out instead, touching only the image, as hardware under XCR0 = XFRM
+/// does. A fault inside the image is the enclave's own (or a page to map) as usual.
+pub fn xrstor_fault_past_image(code: &[u8], regs: &Regs, xfrm: u64, fault_addr: u64) -> Option<Instruction> {
+    if !needed(xfrm) {
+        return None;
+    }
+    let insn = iced_x86::Decoder::with_ip(64, code, regs.rip, iced_x86::DecoderOptions::NONE).decode();
+    if !matches!(insn.mnemonic(), Mnemonic::Xrstor | Mnemonic::Xrstor64) || must_emulate(&insn, xfrm) {
+        return None;
+    }
+    let image = operand_address(&insn, regs)?;
+    let past = fault_addr.wrapping_sub(image) >= standard_len(xfrm) as u64;
+    past.then_some(insn)
 }
 
 /// An exception the emulated instruction raised, and whether the driver's fault handler
@@ -408,26 +456,27 @@ mod tests {
     }
 
     #[test]
-    fn exactly_the_xsave_family_is_emulated() {
+    fn saves_and_xgetbv_are_emulated_and_xrstor_only_past_caller_saved_components() {
         // mov eax,-1; xsavec64 [rcx]; xrstor64 [rcx]; fxsave64 [rcx]; xgetbv; xsave [rsp+8]; ret
         let code = [
             0xb8, 0xff, 0xff, 0xff, 0xff, 0x48, 0x0f, 0xc7, 0x21, 0x48, 0x0f, 0xae, 0x29, 0x48, 0x0f, 0xae, 0x01, 0x0f,
             0x01, 0xd0, 0x0f, 0xae, 0x64, 0x24, 0x08, 0xc3,
         ];
-        let found: Vec<(u64, Mnemonic)> = Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE)
-            .into_iter()
-            .filter(is_xfeature_instruction)
-            .map(|i| (i.ip(), i.mnemonic()))
-            .collect();
-        assert_eq!(
-            found,
-            vec![
-                (0x1005, Mnemonic::Xsavec64),
-                (0x1009, Mnemonic::Xrstor64),
-                (0x1011, Mnemonic::Xgetbv),
-                (0x1014, Mnemonic::Xsave)
-            ]
-        );
+        let emulated = |host: u64, xfrm: u64| -> Vec<(u64, Mnemonic)> {
+            Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE)
+                .into_iter()
+                .filter(|insn| must_emulate_on(host, insn, xfrm))
+                .map(|i| (i.ip(), i.mnemonic()))
+                .collect()
+        };
+        let saves = vec![(0x1005, Mnemonic::Xsavec64), (0x1011, Mnemonic::Xgetbv), (0x1014, Mnemonic::Xsave)];
+        // AMX and AVX-512 outside XFRM: caller-saved registers, XRSTOR runs natively.
+        assert_eq!(emulated(0x600e7, 0x3), saves);
+        // PKRU outside XFRM: an XRSTOR would reset the thread's protection keys.
+        let mut all = saves.clone();
+        all.insert(1, (0x1009, Mnemonic::Xrstor64));
+        assert_eq!(emulated(0x2e7, 0xe7), all);
+        assert_eq!(emulated(0xe7, 0xe7), vec![]);
     }
 
     #[test]

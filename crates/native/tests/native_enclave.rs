@@ -6,7 +6,7 @@
 mod support;
 
 use sgxemu_arch::Vector;
-use support::enclave::{DATA, DYNAMIC, PAGE, TEXT, TestEnclave, at, handler, op};
+use support::enclave::{DATA, DYNAMIC, PAGE, TEXT, THREAD_BLOCK, TestEnclave, at, handler, op};
 
 const EENTER: u32 = 2;
 const ERESUME: u32 = 3;
@@ -403,6 +403,44 @@ fn an_enclave_s_xsave_family_works_under_its_own_xfrm() {
     e.call(0, op::XSAVEC_XRSTOR, area, 0, 0, 0);
     assert_eq!(e.read(0, area + 520), 1 << 63 | 0x3, "XSAVEC's XCOMP_BV is XFRM, compacted");
     assert_canaries(&e, area, &canaries, "XSAVEC");
+    an_enclave_s_xrstor_runs_natively_where_the_host_s_extra_components_are_caller_saved(&e, host_xcr0);
+}
+
+/// Runtimes clear the extended state with an XRSTOR at each entry and exit (Intel's SDK:
+/// two per ECALL). Where the host's components outside XFRM are all caller-saved
+/// registers (x87, SSE, AVX, AVX-512, AMX), XRSTOR runs natively: initialising the host's
+/// extra registers is invisible to the ECALL's caller, and the saves stay emulated. A
+/// native XRSTOR may read memory for every host component (8 KiB past an XFRM-sized image
+/// on AMX hosts): where that faults, the emulator carries the instruction out instead.
+/// (Part of the test above: the counter of emulated instructions is the process's.)
+fn an_enclave_s_xrstor_runs_natively_where_the_host_s_extra_components_are_caller_saved(
+    e: &TestEnclave,
+    host_xcr0: u64,
+) {
+    const ABI_CALLER_SAVED: u64 = 0x3 | 1 << 2 | 0x7 << 5 | 0x3 << 17;
+    let native = host_xcr0 & !0x3 & !ABI_CALLER_SAVED == 0;
+    // Thread 3's SSA frames and stack (12 KiB of readable pages, that thread never runs
+    // here), and the data page, whose next pages are not all there.
+    let roomy = e.base + 3 * THREAD_BLOCK + PAGE;
+    let cramped = e.base + DATA + 0x400;
+    for (image, traps) in [(roomy, if native { 1 } else { 2 }), (cramped, 2)] {
+        let saved = e.base + DATA;
+        for offset in (0..0x240).step_by(8) {
+            e.call(0, op::WRITE, image + offset, 0, 0, 0);
+        }
+        e.call(0, op::WRITE, image + 24, 0x1f80, 0, 0); // MXCSR, its reset value
+        e.call(0, op::WRITE, image + 160, 0x0123_4567_89ab_cdef, 0, 0); // XMM0
+        e.call(0, op::WRITE, image + 168, 0xfedc_ba98_7654_3210, 0, 0);
+        e.call(0, op::WRITE, image + 512, 0x2, 0, 0); // XSTATE_BV: SSE only
+        let emulated = || sgxemu_native::stats::EMULATED_INSTRUCTIONS.load(std::sync::atomic::Ordering::Relaxed);
+        let before = emulated();
+        e.call(0, op::XRSTOR_XSAVE, image, saved, 0, 0);
+        let taken = emulated() - before;
+        let xmm0 = (e.read(0, saved + 160), e.read(0, saved + 168));
+        assert_eq!(xmm0, (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210), "image at {:#x}", image - e.base);
+        assert_eq!(e.read(0, saved + 512) & 0x2, 0x2, "XMM0 is in use after the XRSTOR");
+        assert_eq!(taken, traps, "emulated instructions, image at {:#x} (host XCR0 {host_xcr0:#x})", image - e.base);
+    }
 }
 
 /// The kernel's vDSO runs ENCLU wherever RSP points (after an OCALL, the enclave's EEXIT

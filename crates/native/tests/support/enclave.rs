@@ -77,6 +77,8 @@ pub mod op {
     pub const PAUSE_UNTIL: u64 = 20;
     /// Jump to RSI (wherever it is) with the enclave's stack and bases.
     pub const JUMP: u64 = 21;
+    /// XRSTOR64 from [RSI], then XSAVE64 to [RDX], every component requested both times.
+    pub const XRSTOR_XSAVE: u64 = 22;
 }
 
 /// Handler operations (RDI at EENTER with CSSA > 0).
@@ -153,6 +155,8 @@ std::arch::global_asm!(
     "je 32f",
     "cmp rdi, 21",
     "je 33f",
+    "cmp rdi, 22",
+    "je 34f",
     "jmp 90f",
     // JUMP: control leaves for RSI (outside ELRANGE, a fetch the processor refuses).
     "33:",
@@ -174,6 +178,14 @@ std::arch::global_asm!(
     "mov edx, -1",
     "xsavec64 [rsi]",
     "xrstor64 [rsi]",
+    "jmp 90f",
+    // XRSTOR_XSAVE: every component requested both times, as the SDK's runtimes do.
+    "34:",
+    "mov r10, rdx",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xrstor64 [rsi]",
+    "xsave64 [r10]",
     "jmp 90f",
     "32:",
     "pause",
