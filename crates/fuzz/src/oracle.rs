@@ -350,6 +350,46 @@ pub struct Sgx2Request {
     pub out: OutFields,
 }
 
+/// What becomes of a page an SGX2 ioctl's loop handled.
+enum Handled {
+    /// The page stays, changed as the step left it.
+    Kept,
+    /// The page is gone (REMOVE_PAGES).
+    Removed,
+}
+
+/// The per-page loop the three SGX2 ioctls share (§3.6–3.8): at each page in turn a
+/// transient answer where the kernel loads an existing page, EFAULT where no page is, then
+/// `step`, whose error (errno, the ioctl's `result` field) ends the loop. Returns the
+/// ioctl's answer, the pages done and the `result` field.
+fn each_page(
+    encl: &mut Encl,
+    offset: u64,
+    npages: u8,
+    transient: Option<Transient>,
+    mut step: impl FnMut(&mut Page) -> Result<Handled, (Errno, u64)>,
+) -> (Result<(), Errno>, u64, u64) {
+    let mut done = 0;
+    for i in 0..u64::from(npages) {
+        let target = offset / PAGE + i;
+        if let Some(e) = transient_here(encl, target, transient, done) {
+            return (Err(e), done, 0);
+        }
+        let Some(page) = encl.pages.get_mut(&target) else {
+            return (Err(EFAULT), done, 0);
+        };
+        match step(page) {
+            Ok(Handled::Kept) => {}
+            Ok(Handled::Removed) => {
+                encl.pages.remove(&target);
+            }
+            Err((errno, result)) => return (Err(errno), done, result),
+        }
+        done += 1;
+    }
+    (Ok(()), done, 0)
+}
+
 /// SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS (§3.6).
 pub fn restrict(encl: &mut Encl, sgx2: bool, req: &Sgx2Request, perms: u64, transient: Option<Transient>) -> Expect {
     let (offset, length) = range(req.shape, req.page, req.npages);
@@ -359,32 +399,17 @@ pub fn restrict(encl: &mut Encl, sgx2: bool, req: &Sgx2Request, perms: u64, tran
     if perms & !7 != 0 || (perms & 2 != 0 && perms & 1 == 0) || req.out != OutFields::Zero {
         return Expect::err(EINVAL);
     }
-    let mut done = 0;
-    let mut ret = Ok(());
-    let mut result = 0;
-    for i in 0..u64::from(req.npages) {
-        let target = offset / PAGE + i;
-        if let Some(e) = transient_here(encl, target, transient, done) {
-            ret = Err(e);
-            break;
-        }
-        let Some(page) = encl.pages.get_mut(&target) else {
-            ret = Err(EFAULT);
-            break;
-        };
+    let (ret, done, result) = each_page(encl, offset, req.npages, transient, |page| {
         if page.ty != PageType::Reg {
-            ret = Err(EINVAL);
-            break;
+            return Err((EINVAL, 0));
         }
         if page.pending || page.modified {
-            result = SGX_PAGE_NOT_MODIFIABLE;
-            ret = Err(EFAULT);
-            break;
+            return Err((EFAULT, SGX_PAGE_NOT_MODIFIABLE));
         }
         page.epcm_perms &= perms as u8;
         page.pr = true;
-        done += 1;
-    }
+        Ok(Handled::Kept)
+    });
     written_back(req.arg, ret, done * PAGE, Some(result))
 }
 
@@ -402,35 +427,19 @@ pub fn modify(encl: &mut Encl, sgx2: bool, req: &Sgx2Request, page_type: u64, tr
         4 => PageType::Trim,
         _ => return written_back(req.arg, Err(EINVAL), 0, Some(0)),
     };
-    let mut done = 0;
-    let mut ret = Ok(());
-    let mut result = 0;
-    for i in 0..u64::from(req.npages) {
-        let target = offset / PAGE + i;
-        if let Some(e) = transient_here(encl, target, transient, done) {
-            ret = Err(e);
-            break;
-        }
-        let Some(page) = encl.pages.get_mut(&target) else {
-            ret = Err(EFAULT);
-            break;
-        };
+    let (ret, done, result) = each_page(encl, offset, req.npages, transient, |page| {
         let allowed = matches!(
             (page.ty, new_type),
             (PageType::Reg, PageType::Tcs | PageType::Trim) | (PageType::Tcs, PageType::Trim)
         );
         if !allowed {
-            ret = Err(EINVAL);
-            break;
+            return Err((EINVAL, 0));
         }
         if new_type == PageType::Tcs && page.max_prot & (R | W) != (R | W) {
-            ret = Err(EPERM);
-            break;
+            return Err((EPERM, 0));
         }
         if page.pending || page.modified {
-            result = SGX_PAGE_NOT_MODIFIABLE;
-            ret = Err(EFAULT);
-            break;
+            return Err((EFAULT, SGX_PAGE_NOT_MODIFIABLE));
         }
         if new_type == PageType::Tcs {
             page.max_prot = R | W;
@@ -440,8 +449,8 @@ pub fn modify(encl: &mut Encl, sgx2: bool, req: &Sgx2Request, page_type: u64, tr
         page.pr = false;
         page.epcm_perms = 0;
         page.enterable = false;
-        done += 1;
-    }
+        Ok(Handled::Kept)
+    });
     written_back(req.arg, ret, done * PAGE, Some(result))
 }
 
@@ -454,27 +463,14 @@ pub fn remove(encl: &mut Encl, sgx2: bool, req: &Sgx2Request, transient: Option<
     if req.out == OutFields::Count {
         return Expect::err(EINVAL);
     }
-    let mut done = 0;
-    let mut ret = Ok(());
-    for i in 0..u64::from(req.npages) {
-        let target = offset / PAGE + i;
-        if let Some(e) = transient_here(encl, target, transient, done) {
-            ret = Err(e);
-            break;
-        }
-        let Some(page) = encl.pages.get(&target) else {
-            ret = Err(EFAULT);
-            break;
-        };
+    let (ret, done, _) = each_page(encl, offset, req.npages, transient, |page| {
         // The acceptance probe: EMODPR on an un-accepted TRIM page answers NOT_MODIFIABLE,
         // on an accepted one it takes the #PF REMOVE wants.
         if page.ty != PageType::Trim || page.modified {
-            ret = Err(EPERM);
-            break;
+            return Err((EPERM, 0));
         }
-        encl.pages.remove(&target);
-        done += 1;
-    }
+        Ok(Handled::Removed)
+    });
     written_back(req.arg, ret, done * PAGE, None)
 }
 
