@@ -292,7 +292,7 @@ pub fn on_enclave_page_fault(
     }
 }
 
-/// A `ud2` that stands for a patched XSAVE-family instruction (see [`crate::xfeatures`]):
+/// A trap that stands for a patched XSAVE-family instruction (see [`crate::xfeatures`]):
 /// carried out on the frame's state, or its exception raised as the instruction's own.
 pub fn on_xfeature(
     engine: &Engine,
@@ -320,7 +320,7 @@ pub fn on_xfeature(
     }
 }
 
-/// A `ud2` that stands for a patched PAUSE ([`crate::pause_loop`]).
+/// A trap that stands for a patched PAUSE ([`crate::pause_loop`]).
 pub fn on_pause(st: &ThreadState, frame: &mut Frame, insn: &iced_x86::Instruction) -> Outcome {
     frame.set_rip(frame.rip().wrapping_add(insn.len() as u64));
     pause_loop::on_pause(st);

@@ -79,7 +79,6 @@ pub fn after_interrupt(engine: &Engine, st: &ThreadState, rip: u64) {
 
 const PAUSE: [u8; 2] = [0xf3, 0x90];
 
-const UD2: [u8; 2] = [0x0f, 0x0b];
 
 /// Whether enclave code interrupted at `rip` is spinning: a PAUSE (or a patched one) at
 /// `rip` or in the few bytes before it (an interrupt lands after the long PAUSE, an
@@ -93,5 +92,5 @@ fn spinning_at(engine: &Engine, rip: u64) -> bool {
         && bytes
             .windows(2)
             .enumerate()
-            .any(|(i, w)| w == PAUSE || (w == UD2 && crate::patch::is_pause(engine, start + i as u64)))
+            .any(|(i, w)| w == PAUSE || (w[0] == crate::patch::TRAP && crate::patch::is_pause(engine, start + i as u64)))
 }

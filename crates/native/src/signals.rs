@@ -727,7 +727,7 @@ fn dispatch(
             libc::SIGSEGV if frame.trapno() == 13 && code.starts_with(&CPUID) => {
                 enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
             }
-            libc::SIGILL if code.starts_with(&UD2) => match patched_instruction(engine, rip) {
+            libc::SIGSEGV if frame.trapno() == 13 && code[0] == crate::patch::TRAP => match patched_instruction(engine, rip) {
                 Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Pause => enclu::on_pause(st, frame, &insn),
                 Some(insn) => enclu::on_xfeature(engine, st, frame, enclave_fs, enclave_gs, &insn),
                 None => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
@@ -797,9 +797,7 @@ fn trace_mapping(rip: u64) {
 }
 
 const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
-const UD2: [u8; 2] = [0x0f, 0x0b];
-
-/// The instruction a `ud2` of enclave code at `rip` stands for, if we put it there (counted
+/// The instruction a patched trap of enclave code at `rip` stands for, if we put it there (counted
 /// as emulated: the caller carries it out).
 fn patched_instruction(engine: &Engine, rip: u64) -> Option<iced_x86::Instruction> {
     let page = engine.space.epc_at(rip)?;

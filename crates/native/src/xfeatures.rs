@@ -8,7 +8,7 @@
 //! touches memory past its end: Intel's SDK runtime sizes its save areas from XFRM and
 //! crashes so.
 //!
-//! So on such hosts these instructions are replaced by `ud2` in the EPC at the enclave's
+//! So on such hosts these instructions are patched to trap in the EPC at the enclave's
 //! first entry ([`crate::patch`]), and the trap carries out the instruction on the signal
 //! frame's extended state with RFBM = EDX:EAX ∧ XFRM, through the processor model's access
 //! checks for the memory operand. Where host XCR0 equals XFRM nothing is patched and nothing

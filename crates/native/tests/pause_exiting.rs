@@ -6,8 +6,8 @@ mod support;
 use support::enclave::{PAGE, TEXT, TestEnclave, op};
 
 /// With `SGXEMU_PAUSE_EXITING=1` every PAUSE of enclave code traps after the first entry: the
-/// EPC holds `ud2` where the image had PAUSE, the emulator knows each site, and the code
-/// still works.
+/// EPC holds `hlt` (a #GP in user mode) where the image had PAUSE's first byte, the
+/// emulator knows each site, and the code still works.
 #[test]
 fn pause_in_enclave_code_is_patched_to_trap_and_still_pauses() {
     use std::sync::atomic::AtomicU64;
@@ -28,7 +28,7 @@ fn pause_in_enclave_code_is_patched_to_trap_and_still_pauses() {
     assert!(!sites.is_empty(), "the test enclave's PAUSEs");
     for at in &sites {
         let i = (at - e.base - TEXT) as usize;
-        assert_eq!(text[i..i + 2], [0x0f, 0x0b], "ud2 at {at:#x}");
+        assert_eq!(text[i..i + 2], [sgxemu_native::patch::TRAP, 0x90], "hlt at {at:#x}");
     }
     assert!(!text.windows(2).any(|w| w == [0xf3, 0x90]), "no PAUSE left in the text");
     // The patched PAUSE loop still runs and ends (with a pause loop now yielding).
