@@ -1,10 +1,13 @@
 /*
- * The trap floor of scripts/intel-sdk-bench, measured outside sgxemu: one host SIGILL round
- * trip, as the native benchmark defines it (crates/native/benches/native.rs,
- * `sigill_round_trip`): a `ud2` whose SA_SIGINFO handler steps over it by advancing RIP by 2,
- * CALLS times in a row, the average per trap. Prints the best of ROUNDS such batches:
+ * The trap floors of scripts/intel-sdk-bench, measured outside sgxemu, as the native
+ * benchmark defines them (crates/native/benches/native.rs, `sigill_round_trip` and
+ * `gp_round_trip`): a #UD (`ud2`, SIGILL) and a #GP (`hlt` in user mode, SIGSEGV) whose
+ * SA_SIGINFO handler steps over the instruction, CALLS times in a row, the average per
+ * trap. (In a KVM guest a #UD costs several times a #GP.) Prints the best of ROUNDS such
+ * batches of each kind:
  *
- *   floor_us <microseconds per trap round trip>
+ *   ud2_us <microseconds per #UD round trip>
+ *   gp_us <microseconds per #GP round trip>
  *
  * usage: ./floor [CALLS [ROUNDS]]   (default 20000 and 1)
  */
@@ -17,11 +20,11 @@
 #include <time.h>
 #include <ucontext.h>
 
-static void skip_ud2(int sig, siginfo_t *info, void *context)
+static void skip_trap(int sig, siginfo_t *info, void *context)
 {
-    (void)sig;
     (void)info;
-    ((ucontext_t *)context)->uc_mcontext.gregs[REG_RIP] += 2;
+    /* ud2 is two bytes, hlt one. */
+    ((ucontext_t *)context)->uc_mcontext.gregs[REG_RIP] += sig == SIGILL ? 2 : 1;
 }
 
 static double now(void)
@@ -29,6 +32,33 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void ud2(void)
+{
+    __asm__ volatile("ud2");
+}
+
+static void hlt(void)
+{
+    __asm__ volatile("hlt");
+}
+
+/* The best of ROUNDS batches of CALLS traps by `trap`, per trap, after a warm-up. */
+static double best_per_trap(void (*trap)(void), uint64_t calls, uint64_t rounds)
+{
+    for (uint64_t i = 0; i < 1000; i++)
+        trap();
+    double best = 0;
+    for (uint64_t r = 0; r < rounds; r++) {
+        double start = now();
+        for (uint64_t i = 0; i < calls; i++)
+            trap();
+        double took = (now() - start) / (double)calls;
+        if (r == 0 || took < best)
+            best = took;
+    }
+    return best;
 }
 
 int main(int argc, char **argv)
@@ -41,24 +71,15 @@ int main(int argc, char **argv)
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = skip_ud2;
+    sa.sa_sigaction = skip_trap;
     sa.sa_flags = SA_SIGINFO;
-    if (sigaction(SIGILL, &sa, NULL) != 0) {
+    if (sigaction(SIGILL, &sa, NULL) != 0 || sigaction(SIGSEGV, &sa, NULL) != 0) {
         perror("sigaction");
         return 1;
     }
-    /* Warm-up, as the app warms up its calls. */
-    for (uint64_t i = 0; i < 1000; i++)
-        __asm__ volatile("ud2");
-    double best = 0;
-    for (uint64_t r = 0; r < rounds; r++) {
-        double start = now();
-        for (uint64_t i = 0; i < calls; i++)
-            __asm__ volatile("ud2");
-        double took = (now() - start) / (double)calls;
-        if (r == 0 || took < best)
-            best = took;
-    }
-    printf("floor_us %.3f\n", best * 1e6);
+    double ud = best_per_trap(ud2, calls, rounds);
+    double gp = best_per_trap(hlt, calls, rounds);
+    printf("ud2_us %.3f\n", ud * 1e6);
+    printf("gp_us %.3f\n", gp * 1e6);
     return 0;
 }
