@@ -2,9 +2,10 @@
 //!
 //! At an enclave's first entry its executable pages are swept with a decoder (runs of
 //! contiguous executable pages, each from its first byte), and the instructions that must
-//! trap begin with `hlt` in the EPC: the XSAVE family where the host's XCR0 enables more
-//! than the enclave's XFRM ([`crate::xfeatures`]), and PAUSE, for pause-loop exiting
-//! ([`crate::pause_loop`]). That happens after EINIT, so MRENCLAVE is unaffected; code that
+//! trap begin with `hlt` in the EPC: ENCLU (which traps anyway, but as a #UD, or in a KVM
+//! guest a #GP the hypervisor takes first: 2.7 µs against 1.3–1.6 µs for `hlt` here), the
+//! XSAVE family where the host's XCR0 enables more than the enclave's XFRM
+//! ([`crate::xfeatures`]), and PAUSE, for pause-loop exiting ([`crate::pause_loop`]). That happens after EINIT, so MRENCLAVE is unaffected; code that
 //! reads its own text sees the `hlt` (a documented fidelity limit), and pages that were not
 //! in the EPC at the first entry, or are added later, run unpatched.
 //!
@@ -56,15 +57,16 @@ pub fn prepare(engine: &Engine, lp: &Lp, tcs: u64) {
     }
     let (xfrm, xfeatures) = (lp.xcr0, xfeatures::needed(lp.xcr0));
     let pause = pause_exiting();
-    if !xfeatures && !pause {
-        return;
-    }
-    let patched =
-        sweep(engine, eid, |insn| (pause && insn.mnemonic() == Mnemonic::Pause) || xfeatures::must_emulate(insn, xfrm));
+    let patched = sweep(engine, eid, |insn| match insn.mnemonic() {
+        Mnemonic::Enclu => true,
+        Mnemonic::Pause => pause,
+        _ => xfeatures::must_emulate(insn, xfrm),
+    });
     if crate::signals::tracing() {
         crate::sys::stderr_line(&format!(
-            "sgxemu: enclave {eid}: {patched} instructions patched (PAUSE{})\n",
-            if xfeatures { ", and the XSAVE family to run under XFRM" } else { "" }
+            "sgxemu: enclave {eid}: {patched} instructions patched (ENCLU{}{})\n",
+            if pause { ", PAUSE" } else { "" },
+            if xfeatures { ", the XSAVE family to run under XFRM" } else { "" }
         ));
     }
 }

@@ -79,7 +79,6 @@ pub fn after_interrupt(engine: &Engine, st: &ThreadState, rip: u64) {
 
 const PAUSE: [u8; 2] = [0xf3, 0x90];
 
-
 /// Whether enclave code interrupted at `rip` is spinning: a PAUSE (or a patched one) at
 /// `rip` or in the few bytes before it (an interrupt lands after the long PAUSE, an
 /// instruction or two on in its loop). Read through the EPC: the enclave's own mapping may
@@ -89,8 +88,7 @@ fn spinning_at(engine: &Engine, rip: u64) -> bool {
     let start = rip.wrapping_sub(BEFORE);
     let mut bytes = [0u8; BEFORE as usize + 2];
     engine.read_mapped(start, &mut bytes)
-        && bytes
-            .windows(2)
-            .enumerate()
-            .any(|(i, w)| w == PAUSE || (w[0] == crate::patch::TRAP && crate::patch::is_pause(engine, start + i as u64)))
+        && bytes.windows(2).enumerate().any(|(i, w)| {
+            w == PAUSE || (w[0] == crate::patch::TRAP && crate::patch::is_pause(engine, start + i as u64))
+        })
 }

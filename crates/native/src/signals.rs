@@ -727,11 +727,16 @@ fn dispatch(
             libc::SIGSEGV if frame.trapno() == 13 && code.starts_with(&CPUID) => {
                 enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
             }
-            libc::SIGSEGV if frame.trapno() == 13 && code[0] == crate::patch::TRAP => match patched_instruction(engine, rip) {
-                Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Pause => enclu::on_pause(st, frame, &insn),
-                Some(insn) => enclu::on_xfeature(engine, st, frame, enclave_fs, enclave_gs, &insn),
-                None => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
-            },
+            libc::SIGSEGV if frame.trapno() == 13 && code[0] == crate::patch::TRAP => {
+                match patched_instruction(engine, rip) {
+                    Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Pause => enclu::on_pause(st, frame, &insn),
+                    Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Enclu => {
+                        enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs)
+                    }
+                    Some(insn) => enclu::on_xfeature(engine, st, frame, enclave_fs, enclave_gs, &insn),
+                    None => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
+                }
+            }
             _ => enclu::on_enclave_trap(engine, st, frame, enclave_fs, enclave_gs),
         };
     }
@@ -797,12 +802,16 @@ fn trace_mapping(rip: u64) {
 }
 
 const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
-/// The instruction a patched trap of enclave code at `rip` stands for, if we put it there (counted
-/// as emulated: the caller carries it out).
+
+/// The instruction a patched trap of enclave code at `rip` stands for, if we put it there
+/// (counted as emulated, the caller carries it out; ENCLU's leaves have counters of their
+/// own).
 fn patched_instruction(engine: &Engine, rip: u64) -> Option<iced_x86::Instruction> {
     let page = engine.space.epc_at(rip)?;
     let insn = crate::patch::patched_instruction(engine, page, rip)?;
-    crate::stats::count(&crate::stats::EMULATED_INSTRUCTIONS);
+    if insn.mnemonic() != iced_x86::Mnemonic::Enclu {
+        crate::stats::count(&crate::stats::EMULATED_INSTRUCTIONS);
+    }
     Some(insn)
 }
 const CPUID: [u8; 2] = [0x0f, 0xa2];
