@@ -1314,15 +1314,15 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
         }
         // SAFETY: a non-null path is a C string.
         let plan = devices_fs::chdir(unsafe { CStr::from_ptr(path) }.to_bytes());
-        // SAFETY (each real call): C strings.
-        match plan {
-            devices_fs::Chdir::IntoSgxDir => changed_directory(unsafe { real::chdir(c"/dev".as_ptr()) }, true),
-            devices_fs::Chdir::Fail(errno) => fail(errno),
-            devices_fs::Chdir::Host(Some(absolute)) => {
-                changed_directory(unsafe { real::chdir(absolute.as_ptr()) }, false)
-            }
-            devices_fs::Chdir::Host(None) => changed_directory(unsafe { real::chdir(path) }, false),
-        }
+        let target = match &plan {
+            devices_fs::Chdir::Fail(errno) => return fail(*errno),
+            devices_fs::Chdir::IntoSgxDir => c"/dev".as_ptr(),
+            devices_fs::Chdir::Host(Some(absolute)) => absolute.as_ptr(),
+            devices_fs::Chdir::Host(None) => path,
+        };
+        // SAFETY: `target` is a C string (the program's, or one `plan` owns for the call).
+        let result = unsafe { real::chdir(target) };
+        changed_directory(result, plan == devices_fs::Chdir::IntoSgxDir)
     })
 }
 
