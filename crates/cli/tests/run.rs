@@ -266,6 +266,7 @@ fn raw_listings_working_directories_and_msr_streams_see_the_emulated_platform() 
          after fchdir: getcwd /dev/sgx syscall /dev/sgx /proc/self/cwd /dev/sgx\n\
          openat dirfd provision: 1\n\
          syscall chdir /: getcwd / syscall / /proc/self/cwd /\n\
+         own instruction openat dirfd enclave: 1 ../sgx_provision\n\
          own instruction chdir /dev/sgx: getcwd /dev/sgx syscall /dev/sgx /proc/self/cwd /dev/sgx\n\
          raw chdirs: 0, chdir enclave: -1 errno 20\n\
          stdio 0x3a: 0 1 0x60001, 0x8c: 0 1 a6053e051270b7ac, ftell 148, fileno pread 0x8d: 8 6cfbe8ba8b3b413d\n\

@@ -624,12 +624,26 @@ fn read_path(addr: u64) -> Option<Vec<u8>> {
     None
 }
 
-/// The emulated node a path argument names (`None`: unreadable or not ours).
-fn node_at(addr: u64) -> Option<devices_fs::Node> {
+/// The path argument at `addr` of a call relative to `dirfd` (AT_FDCWD for the calls
+/// without one), spelled as `devices_fs` answers for it: a name relative to a descriptor of
+/// `/dev` or of `/dev/sgx` as its absolute path (`None`: unreadable).
+fn path_at(dirfd: c_int, addr: u64) -> Option<Vec<u8>> {
     if addr == 0 {
         return None;
     }
-    devices_fs::resolve(&read_path(addr)?)
+    let path = read_path(addr)?;
+    if path.first() != Some(&b'/')
+        && dirfd != libc::AT_FDCWD
+        && let Some(absolute) = devices_fs::in_dev_directory(dirfd, &path)
+    {
+        return Some(absolute.to_bytes().to_vec());
+    }
+    Some(path)
+}
+
+/// The emulated node a path argument names (`None`: unreadable or not ours).
+fn node_at(dirfd: c_int, addr: u64) -> Option<devices_fs::Node> {
+    devices_fs::resolve(&path_at(dirfd, addr)?)
 }
 
 /// Whether an `*at` call's path is empty with AT_EMPTY_PATH (the call is about `dirfd`).
@@ -666,12 +680,12 @@ fn result_of(r: Result<(), c_int>) -> c_long {
 fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
     let fd = a[0] as c_int;
     match nr {
-        libc::SYS_open => open(a[0], a[1] as c_int).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_openat => open(a[1], a[2] as c_int).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_open => open(libc::AT_FDCWD, a[0], a[1] as c_int).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_openat => open(fd, a[1], a[2] as c_int).unwrap_or_else(|| real(nr, a)),
         libc::SYS_openat2 => {
             // struct open_how starts with its u64 flags.
             let flags = get::<u64>(a[2]).unwrap_or(0);
-            open(a[1], flags as c_int).unwrap_or_else(|| real(nr, a))
+            open(fd, a[1], flags as c_int).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_close => {
             if own_fds::is_own(fd) {
@@ -740,26 +754,26 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
         libc::SYS_rt_sigaction => rt_sigaction(a),
         libc::SYS_sigaltstack => sigaltstack(a[0], a[1], rsp),
         libc::SYS_stat | libc::SYS_lstat => {
-            stat_node(node_at(a[0]), nr == libc::SYS_stat, a[1]).unwrap_or_else(|| real(nr, a))
+            stat_node(node_at(libc::AT_FDCWD, a[0]), nr == libc::SYS_stat, a[1]).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_fstat => stat_node(devices_fs::descriptor_node(fd), true, a[1]).unwrap_or_else(|| real(nr, a)),
         libc::SYS_newfstatat => {
             let follow = a[3] & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
-            let node = if empty_path(a[1], a[3]) { devices_fs::descriptor_node(fd) } else { node_at(a[1]) };
+            let node = if empty_path(a[1], a[3]) { devices_fs::descriptor_node(fd) } else { node_at(fd, a[1]) };
             stat_node(node, follow, a[2]).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_statx => {
             let follow = a[2] & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
-            let node = if empty_path(a[1], a[2]) { devices_fs::descriptor_node(fd) } else { node_at(a[1]) };
+            let node = if empty_path(a[1], a[2]) { devices_fs::descriptor_node(fd) } else { node_at(fd, a[1]) };
             match node.and_then(|n| devices_fs::stat_of(n, follow)) {
                 Some(st) => put(a[4], &devices_fs::statx_of(&st)),
                 None => real(nr, a),
             }
         }
-        libc::SYS_access => access(a[0], a[1]).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_faccessat | libc::SYS_faccessat2 => access(a[1], a[2]).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_readlink => readlink(a[0], a[1], a[2]).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_readlinkat => readlink(a[1], a[2], a[3]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_access => access(libc::AT_FDCWD, a[0], a[1]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_faccessat | libc::SYS_faccessat2 => access(fd, a[1], a[2]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_readlink => readlink(libc::AT_FDCWD, a[0], a[1], a[2]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_readlinkat => readlink(fd, a[1], a[2], a[3]).unwrap_or_else(|| real(nr, a)),
         libc::SYS_getdents64 | libc::SYS_getdents => {
             let layout = if nr == libc::SYS_getdents64 { DirentLayout::Dirent64 } else { DirentLayout::Dirent };
             match dev_listing::getdents(fd, a[2] as usize, layout, || real(nr, a)) {
@@ -876,8 +890,8 @@ fn mapped_over(engine: &Engine, addr: u64, len: u64, host: impl FnOnce() -> c_lo
 }
 
 /// The open family on an emulated path; `None`: the host's call.
-fn open(path: u64, flags: c_int) -> Option<c_long> {
-    match devices_fs::open(node_at(path)?, flags) {
+fn open(dirfd: c_int, path: u64, flags: c_int) -> Option<c_long> {
+    match devices_fs::open(node_at(dirfd, path)?, flags) {
         Ok(Some(fd)) => Some(c_long::from(fd)),
         Ok(None) => None,
         Err(errno) => Some(neg(errno)),
@@ -889,15 +903,12 @@ fn stat_node(node: Option<devices_fs::Node>, follow: bool, buf: u64) -> Option<c
     Some(put(buf, &st))
 }
 
-fn access(path: u64, mode: u64) -> Option<c_long> {
-    Some(result_of(devices_fs::access(node_at(path)?, mode as c_int)?))
+fn access(dirfd: c_int, path: u64, mode: u64) -> Option<c_long> {
+    Some(result_of(devices_fs::access(node_at(dirfd, path)?, mode as c_int)?))
 }
 
-fn readlink(path: u64, buf: u64, size: u64) -> Option<c_long> {
-    if path == 0 {
-        return None;
-    }
-    Some(match devices_fs::readlink(&read_path(path)?)? {
+fn readlink(dirfd: c_int, path: u64, buf: u64, size: u64) -> Option<c_long> {
+    Some(match devices_fs::readlink(&path_at(dirfd, path)?)? {
         Ok(_) if size as i64 <= 0 => neg(libc::EINVAL),
         Ok(target) => {
             let n = target.len().min(size as usize);

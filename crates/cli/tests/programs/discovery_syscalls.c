@@ -36,10 +36,15 @@ struct linux_dirent {
     char d_name[];
 };
 
-static long own_syscall(long n, long a, long b, long c) {
+static long own_syscall4(long n, long a, long b, long c, long d) {
     long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
     return ret;
+}
+
+static long own_syscall(long n, long a, long b, long c) {
+    return own_syscall4(n, a, b, c, 0);
 }
 
 static char kind(unsigned char type) {
@@ -209,9 +214,15 @@ static void directories(void) {
     int at = openat(sgx, "provision", O_RDONLY);
     printf("openat dirfd provision: %d\n", at >= 0 && fstat(at, &st) == 0 && minor(st.st_rdev) == 126);
     close(at);
-    close(sgx);
     long raw = syscall(SYS_chdir, "/");
     print_cwd("syscall chdir /");
+    /* Names relative to the descriptor, not the working directory (now /). */
+    long own = own_syscall(SYS_openat, sgx, (long)"enclave", O_RDWR);
+    printf("own instruction openat dirfd enclave: %d", own >= 0 && fstat((int)own, &st) == 0 && minor(st.st_rdev) == 125);
+    close((int)own);
+    own = own_syscall4(SYS_readlinkat, sgx, (long)"provision", (long)target, sizeof target);
+    printf(" %.*s\n", own > 0 ? (int)own : 0, target);
+    close(sgx);
     raw |= own_syscall(SYS_chdir, (long)"/dev/sgx", 0, 0);
     print_cwd("own instruction chdir /dev/sgx");
     int into_link = chdir("enclave");
