@@ -230,6 +230,55 @@ fn directory_listings_of_dev_show_the_nodes_and_udev_s_links() {
     );
 }
 
+#[test]
+fn raw_listings_working_directories_and_msr_streams_see_the_emulated_platform() {
+    if Path::new("/dev/sgx").exists() {
+        return; // a host with the driver lists and enters its own
+    }
+    let exe = build("discovery_syscalls");
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    // getdents64/getdents through syscall(), glibc's wrapper and the program's own
+    // instruction: the emulated entries once, after the host's; one per call in a buffer
+    // that holds one; EINVAL (22) in one too small; resumable at d_off and rewound by lseek.
+    // readdir (the C library's internal getdents64) still gives each once.
+    assert_eq!(
+        text(&out.stdout),
+        "syscall getdents64 /dev: sgx/d sgx_enclave/c sgx_provision/c (3 entries in 1 calls)\n\
+         48-byte getdents64 /dev: sgx/d sgx_enclave/c sgx_provision/c (3 entries in 3 calls)\n\
+         resume at the last host entry's d_off: 1, 16 bytes: -1 errno 22\n\
+         then: sgx/d sgx_enclave/c sgx_provision/c (3 entries in 1 calls)\n\
+         rewound, getdents64(): sgx/d sgx_enclave/c sgx_provision/c (3 entries in 1 calls)\n\
+         own syscall instruction /dev: sgx/d sgx_enclave/c sgx_provision/c (3 entries in 1 calls)\n\
+         old getdents /dev: sgx/d sgx_enclave/c sgx_provision/c (3 entries in 1 calls)\n\
+         syscall getdents64 /dev/sgx: ./d ../d enclave/l provision/l (4 entries in 1 calls)\n\
+         old getdents /dev/sgx: ./d ../d enclave/l provision/l (4 entries in 1 calls)\n\
+         own syscall instruction /dev/sgx: ./d ../d enclave/l provision/l (4 entries in 4 calls)\n\
+         readdir /dev: 3 sgx entries\n\
+         chdir /dev/sgx: 0\n\
+         in /dev/sgx: getcwd /dev/sgx syscall /dev/sgx /proc/self/cwd /dev/sgx\n\
+         open enclave: 1 stat provision: 1 lstat enclave: 1 readlink: ../sgx_enclave target: 1 stat .: 1 other name: 1\n\
+         opendir .: ./d ../d enclave/l provision/l\n\
+         chdir ..: 0\n\
+         back: getcwd /dev syscall /dev /proc/self/cwd /dev\n\
+         fchdir: 0\n\
+         after fchdir: getcwd /dev/sgx syscall /dev/sgx /proc/self/cwd /dev/sgx\n\
+         openat dirfd provision: 1\n\
+         syscall chdir /: getcwd / syscall / /proc/self/cwd /\n\
+         own instruction openat dirfd enclave: 1 ../sgx_provision\n\
+         own instruction chdir /dev/sgx: getcwd /dev/sgx syscall /dev/sgx /proc/self/cwd /dev/sgx\n\
+         raw chdirs: 0, chdir enclave: -1 errno 20\n\
+         stdio 0x3a: 0 1 0x60001, 0x8c: 0 1 a6053e051270b7ac, ftell 148, fileno pread 0x8d: 8 6cfbe8ba8b3b413d\n\
+         fdopen 0x8f: 1 d4f8c05909f9bb3b\n\
+         readv 0x3a: 16 0x60001 0x60001\n\
+         preadv 0x8d: 8 6cfbe8ba8b3b413d\n\
+         syscall pread64 0x8e: 8 c4916d99f2b3735d\n\
+         syscall preadv 0x8c: 16 a6053e051270b7ac a6053e051270b7ac\n\
+         syscall pread64 4 bytes: -1 errno 22\n"
+    );
+}
+
 /// The environment variable that makes [`rust_helper`] do its work (it is a no-op in an
 /// ordinary test run).
 const HELPER: &str = "SGXEMU_RUN_TEST_HELPER";

@@ -8,8 +8,15 @@
 //! did not list (a host with the driver lists its own). `/dev/sgx`, which the host lacks, is
 //! a stream on `/dev` of which only the emulated entries are read (its `dirfd` is `/dev`'s).
 //! `fdopendir` of a descriptor of `/dev` (how `find`'s fts lists), `glob` and `scandir`
-//! reach the same streams (see the preload library). Listings through the raw `getdents64`
-//! system call show the host's entries only.
+//! reach the same streams (see the preload library).
+//!
+//! Listings through the `getdents64` and `getdents` system calls ([`getdents`]: a program's
+//! own `syscall` instruction or the C library's `syscall()` function, trapped by the seccomp
+//! filter, and glibc's `getdents64()` wrapper, interposed) add the same entries to a
+//! descriptor of `/dev`, and give a descriptor standing for `/dev/sgx` only its own. The
+//! C library's `readdir` lists through its internal `getdents64`, which neither the filter
+//! (the C library's code is exempt) nor an interposer sees: a `DIR` stream gets the emulated
+//! entries from this module's stream layer alone, a raw listing from [`getdents`] alone.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -35,6 +42,13 @@ pub struct Entry {
     /// `d_ino`: the inode number `stat` reports (`devices_fs::stat_of`).
     pub ino: u64,
 }
+
+/// Directory positions from here on stand for the emulated entries: at position
+/// `EMULATED_POSITIONS + k` the `k`th emulated entry (from 0) is next, so an entry's `d_off`
+/// (the position after it) is `EMULATED_POSITIONS + k + 1`. Far beyond any position of the
+/// host's `/dev` (tmpfs and devtmpfs count entries), and within the `LONG_MAX` the kernel
+/// lets a directory descriptor seek to.
+pub const EMULATED_POSITIONS: i64 = i64::MAX - 16;
 
 const DEV: [Entry; 3] = [
     Entry { name: "sgx", kind: libc::DT_DIR, ino: 0x5600 },
@@ -145,7 +159,7 @@ impl Listing {
 fn fill(entry: &mut libc::dirent64, emulated: &Entry, index: usize) {
     entry.d_ino = emulated.ino;
     // Positions past any the host's directories give (telldir values are opaque).
-    entry.d_off = i64::MAX - 16 + index as i64;
+    entry.d_off = EMULATED_POSITIONS + index as i64;
     entry.d_type = emulated.kind;
     entry.d_name = [0; 256];
     for (to, &from) in entry.d_name.iter_mut().zip(emulated.name.as_bytes()) {
@@ -191,6 +205,144 @@ pub fn is_dev_descriptor(fd: libc::c_int) -> bool {
     };
     ok && of_fd.st_mode & libc::S_IFMT == libc::S_IFDIR
         && (of_fd.st_dev, of_fd.st_ino) == (of_dev.st_dev, of_dev.st_ino)
+}
+
+/// The record layout a listing system call fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirentLayout {
+    /// `getdents64`: `struct linux_dirent64` (`d_type` before the name).
+    Dirent64,
+    /// `getdents`: the old `struct linux_dirent` (`d_type` in the record's last byte).
+    Dirent,
+}
+
+/// What a `getdents64`/`getdents` call on a listed directory's descriptor answers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Getdents {
+    /// The host's answer (byte count or `-errno`), already in the caller's buffer.
+    Host(libc::c_long),
+    /// Records to copy into the caller's buffer (empty: the end of the listing).
+    Emulated(Vec<u8>),
+    /// The call fails with this errno.
+    Failed(libc::c_int),
+}
+
+/// `getdents64(fd, buf, count)` (or `getdents`, per `layout`) if `fd` is a descriptor of
+/// `/dev` or one standing for `/dev/sgx`; `None` otherwise (the host's call, unchanged).
+/// `host` makes the host's call into the caller's buffer.
+///
+/// The descriptor's file position is the whole state, as the kernel keeps it: below
+/// [`EMULATED_POSITIONS`] the host's entries are read; once the host has none left the
+/// position moves to `EMULATED_POSITIONS` and counts the emulated entries given. So copies
+/// of the descriptor share the progress (one open file), `lseek(fd, 0, SEEK_SET)` rewinds,
+/// seeking to an entry's `d_off` resumes after it, and a reused descriptor number starts
+/// afresh. A buffer too small for the next entry is EINVAL, as the kernel answers.
+pub fn getdents(
+    fd: libc::c_int,
+    count: usize,
+    layout: DirentLayout,
+    host: impl FnOnce() -> libc::c_long,
+) -> Option<Getdents> {
+    let (listed, host_listing) = if crate::devices_fs::descriptor_node(fd) == Some(crate::devices_fs::Node::SgxDir) {
+        (Listed::SgxDir, false)
+    } else if is_dev_descriptor(fd) {
+        (Listed::Dev, true)
+    } else {
+        return None;
+    };
+    let Ok(mut position) = seek(fd, 0, libc::SEEK_CUR) else { return Some(Getdents::Host(host())) };
+    if position < EMULATED_POSITIONS {
+        if host_listing {
+            let read = host();
+            if read != 0 {
+                return Some(Getdents::Host(read));
+            }
+        }
+        match seek(fd, EMULATED_POSITIONS, libc::SEEK_SET) {
+            Ok(at) => position = at,
+            // A directory that does not seek this far keeps the host's listing only.
+            Err(_) => return Some(Getdents::Host(0)),
+        }
+    }
+    let pending = pending_entries(listed);
+    let given = usize::try_from(position - EMULATED_POSITIONS).unwrap_or(usize::MAX);
+    let mut records = Vec::new();
+    let mut next = given;
+    for entry in pending.iter().skip(given) {
+        let record = encode(entry, EMULATED_POSITIONS + next as i64 + 1, layout);
+        if records.len() + record.len() > count {
+            break;
+        }
+        records.extend_from_slice(&record);
+        next += 1;
+    }
+    if records.is_empty() && next < pending.len() {
+        return Some(Getdents::Failed(libc::EINVAL));
+    }
+    if next != given
+        && let Err(errno) = seek(fd, EMULATED_POSITIONS + next as i64, libc::SEEK_SET)
+    {
+        return Some(Getdents::Failed(errno));
+    }
+    Some(Getdents::Emulated(records))
+}
+
+/// The emulated entries a listing of `listed` gives: for `/dev`, those the host lacks (a
+/// host with the driver lists its own nodes).
+fn pending_entries(listed: Listed) -> Vec<Entry> {
+    let entries = listed.entries().iter().copied();
+    match listed {
+        Listed::SgxDir => entries.collect(),
+        Listed::Dev => entries.filter(|entry| !host_dev_has(entry.name)).collect(),
+    }
+}
+
+/// Whether the host's `/dev` has `name` (as anything, links not followed).
+fn host_dev_has(name: &str) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("/dev/{name}")) else { return false };
+    // SAFETY: all-zero is a valid `struct stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: newfstatat reads the C string and fills `st`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD as libc::c_long,
+            path.as_ptr(),
+            &raw mut st,
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_long,
+        ) == 0
+    }
+}
+
+/// lseek(2) on a directory descriptor: the new position, or the errno.
+fn seek(fd: libc::c_int, offset: i64, whence: libc::c_int) -> Result<i64, libc::c_int> {
+    // SAFETY: lseek takes integers.
+    let at = unsafe { libc::syscall(libc::SYS_lseek, fd as libc::c_long, offset, whence as libc::c_long) };
+    if at < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)) } else { Ok(at) }
+}
+
+/// One record of `entry` in `layout`, `next` its `d_off`; 8-byte aligned as the kernel's.
+fn encode(entry: &Entry, next: i64, layout: DirentLayout) -> Vec<u8> {
+    let name = entry.name.as_bytes();
+    // d_ino, d_off, d_reclen; then d_type and the name (getdents64), or the name, its NUL
+    // and d_type in the last byte (getdents).
+    let used = 8 + 8 + 2 + 1 + name.len() + 1;
+    let length = used.next_multiple_of(8);
+    let mut record = vec![0u8; length];
+    record[0..8].copy_from_slice(&entry.ino.to_le_bytes());
+    record[8..16].copy_from_slice(&next.to_le_bytes());
+    record[16..18].copy_from_slice(&(length as u16).to_le_bytes());
+    match layout {
+        DirentLayout::Dirent64 => {
+            record[18] = entry.kind;
+            record[19..19 + name.len()].copy_from_slice(name);
+        }
+        DirentLayout::Dirent => {
+            record[18..18 + name.len()].copy_from_slice(name);
+            record[length - 1] = entry.kind;
+        }
+    }
+    record
 }
 
 /// glibc's `glob_t` (x86-64; `glob64_t` has the same layout): the fields `GLOB_ALTDIRFUNC`
@@ -290,6 +442,75 @@ mod tests {
         assert_eq!(name(again), "sgx");
         closing(dir);
         assert!(next(dir, std::ptr::null_mut).is_none());
+    }
+
+    /// The names and types in `getdents` records of `layout`.
+    fn records(bytes: &[u8], layout: DirentLayout) -> Vec<(String, u8, i64)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let reclen = usize::from(u16::from_le_bytes([bytes[at + 16], bytes[at + 17]]));
+            let d_off = i64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
+            let (kind, name_at) = match layout {
+                DirentLayout::Dirent64 => (bytes[at + 18], at + 19),
+                DirentLayout::Dirent => (bytes[at + reclen - 1], at + 18),
+            };
+            let name = &bytes[name_at..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).expect("NUL")];
+            out.push((String::from_utf8_lossy(name).into_owned(), kind, d_off));
+            at += reclen;
+        }
+        out
+    }
+
+    #[test]
+    fn raw_listings_of_dev_end_with_the_emulated_entries_resumably() {
+        use std::os::fd::AsRawFd;
+        let dev = std::fs::File::open("/dev").expect("/dev");
+        let fd = dev.as_raw_fd();
+        let mut buf = vec![0u8; 4096];
+        let host = |buf: &mut Vec<u8>, n: usize| {
+            // SAFETY: getdents64 into `buf`, writable for `n` <= its length bytes.
+            unsafe { libc::syscall(libc::SYS_getdents64, fd as libc::c_long, buf.as_mut_ptr(), n) }
+        };
+        // The host's entries first, then one emulated record per call: a buffer of 40 bytes
+        // holds one ("sgx_provision" needs 40).
+        while host(&mut buf, 4096) > 0 {}
+        let mut names = Vec::new();
+        loop {
+            match getdents(fd, 40, DirentLayout::Dirent64, || host(&mut buf, 40)).expect("/dev is listed") {
+                Getdents::Emulated(bytes) if bytes.is_empty() => break,
+                Getdents::Emulated(bytes) => {
+                    let got = records(&bytes, DirentLayout::Dirent64);
+                    assert_eq!(got.len(), 1);
+                    names.extend(got);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected: Vec<_> = pending_entries(Listed::Dev).iter().map(|e| e.name.to_owned()).collect();
+        assert_eq!(names.iter().map(|n| n.0.clone()).collect::<Vec<_>>(), expected);
+        for (k, (_, _, d_off)) in names.iter().enumerate() {
+            assert_eq!(*d_off, EMULATED_POSITIONS + k as i64 + 1);
+        }
+        assert_eq!(getdents(fd, 8, DirentLayout::Dirent64, || panic!("host done")), Some(Getdents::Emulated(vec![])));
+        if let Some((first, kind, d_off)) = names.first() {
+            // Resuming at the first one's d_off gives the rest; a tiny buffer is EINVAL.
+            seek(fd, *d_off, libc::SEEK_SET).expect("seeks");
+            let rest = getdents(fd, 4096, DirentLayout::Dirent, || panic!("host done"));
+            let Some(Getdents::Emulated(bytes)) = rest else { panic!("{rest:?}") };
+            assert_eq!(records(&bytes, DirentLayout::Dirent), names[1..]);
+            seek(fd, EMULATED_POSITIONS, libc::SEEK_SET).expect("seeks");
+            assert_eq!(getdents(fd, 16, DirentLayout::Dirent64, || 0), Some(Getdents::Failed(libc::EINVAL)));
+            assert!(!first.is_empty() && *kind != 0);
+        }
+        // Rewinding gives the host's entries again.
+        seek(fd, 0, libc::SEEK_SET).expect("rewinds");
+        assert!(
+            matches!(getdents(fd, 4096, DirentLayout::Dirent64, || host(&mut buf, 4096)), Some(Getdents::Host(n)) if n > 0)
+        );
+        let tmp = std::fs::File::open("/tmp").expect("/tmp");
+        assert_eq!(getdents(tmp.as_raw_fd(), 4096, DirentLayout::Dirent64, || 0), None);
     }
 
     #[test]

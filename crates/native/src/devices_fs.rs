@@ -13,7 +13,8 @@
 //!   (0x3A: locked, SGX and launch control enabled) and IA32_SGXLEPUBKEYHASH0..3
 //!   (0x8C..0x8F: the part's reset values, Intel's launch key hash); any other MSR is EIO,
 //!   as the msr driver answers one that faults. The node is 0444 (the kernel's is 0600,
-//!   root only: the emulated values are no secret).
+//!   root only: the emulated values are no secret). Reads through `read`, `pread`, `readv`
+//!   and `preadv` ([`msr_readv`]) give the same bytes.
 //! - `/proc/self/auxv`, `/proc/thread-self/auxv`, `/proc/<own pid>/auxv`: the host's, with
 //!   AT_SYSINFO_EHDR naming the synthetic vDSO (`crate::auxv`).
 //! - `/proc/self/maps` (and the other spellings): the host's, with each enclave mapping one
@@ -21,13 +22,15 @@
 //!
 //! Only absolute paths spelled as above are recognised (no `..` or `//`), and the names of
 //! `/dev`'s emulated entries relative to a descriptor of `/dev` ([`in_dev_directory`]: how
-//! `find` and other fts users look at what a listing gave them). This module decides and generates; the preload library only
-//! interposes the C library's entry points and calls it.
+//! `find` and other fts users look at what a listing gave them), and relative names while
+//! the program's working directory is the emulated `/dev/sgx` ([`in_working_directory`],
+//! [`chdir`]). This module decides and generates; the preload library only interposes the
+//! C library's entry points and calls it.
 
 use std::ffi::CStr;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 
 use libc::{c_int, c_long};
 use parking_lot::Mutex;
@@ -153,8 +156,12 @@ fn cpu_number(digits: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// [`classify`], with MSR nodes only for CPUs `/sys/devices/system/cpu` lists.
+/// [`classify`], with MSR nodes only for CPUs `/sys/devices/system/cpu` lists, and a
+/// relative path taken in the emulated working directory `/dev/sgx` if that is where the
+/// program is ([`in_working_directory`]).
 pub fn resolve(path: &[u8]) -> Option<Node> {
+    let absolute = in_working_directory(path);
+    let path = absolute.as_deref().unwrap_or(path);
     match classify(path)? {
         Node::Msr(cpu) if !cpu_exists(cpu) => None,
         node => Some(node),
@@ -165,6 +172,99 @@ fn cpu_exists(cpu: u32) -> bool {
     let Ok(path) = std::ffi::CString::new(format!("/sys/devices/system/cpu/cpu{cpu}")) else { return false };
     // SAFETY: faccessat only reads the C string.
     unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, path.as_ptr(), libc::F_OK as c_long) == 0 }
+}
+
+/// Whether the program's working directory is the emulated `/dev/sgx`: `chdir` and
+/// `fchdir` to it (where the host has no `/dev/sgx`) make the host's working directory
+/// `/dev` and set this; any other successful `chdir`/`fchdir` clears it. Process-wide, as
+/// the working directory is; a fork child inherits it with the directory.
+static CWD_IS_SGX_DIR: AtomicBool = AtomicBool::new(false);
+
+/// The absolute spelling of a relative `path` taken in the emulated working directory
+/// `/dev/sgx`: `.` is `/dev/sgx`, `enclave` and `provision` its links, `..` is `/dev` and
+/// `../NAME` is `/dev/NAME` (so the links' targets `../sgx_enclave`, `../sgx_provision`
+/// resolve); `./` prefixes are dropped. `None` for an absolute path, when the working
+/// directory is another, or for another name in it (the host's `/dev` then answers).
+pub fn in_working_directory(path: &[u8]) -> Option<Vec<u8>> {
+    if path.first() == Some(&b'/') || path.is_empty() || !CWD_IS_SGX_DIR.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut rest = path;
+    while let Some(after) = rest.strip_prefix(b"./") {
+        rest = after;
+    }
+    let absolute: Vec<u8> = match rest {
+        b"" | b"." => b"/dev/sgx".to_vec(),
+        b"enclave" | b"provision" => [&b"/dev/sgx/"[..], rest].concat(),
+        b".." | b"../" => b"/dev".to_vec(),
+        _ => [&b"/dev/"[..], rest.strip_prefix(b"../")?].concat(),
+    };
+    Some(absolute)
+}
+
+/// What `chdir(path)` does about the emulated `/dev/sgx`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chdir {
+    /// The host's chdir, to this path (the spelling [`in_working_directory`] gives a
+    /// relative one, else the program's); then [`changed_directory`]`(false)` if it worked.
+    Host(Option<std::ffi::CString>),
+    /// The host's chdir to `/dev`; then [`changed_directory`]`(true)` if it worked.
+    IntoSgxDir,
+    /// The call fails with this errno.
+    Fail(c_int),
+}
+
+/// `chdir(path)`'s plan.
+pub fn chdir(path: &[u8]) -> Chdir {
+    let absolute = in_working_directory(path);
+    let spelled = absolute.as_deref().unwrap_or(path);
+    match resolve(spelled) {
+        Some(Node::SgxDir) if !host_has_sgx_dir() => Chdir::IntoSgxDir,
+        Some(Node::Device { .. } | Node::Msr(_) | Node::SgxTotalBytes | Node::CpuInfo | Node::Auxv | Node::Maps) => {
+            Chdir::Fail(libc::ENOTDIR)
+        }
+        _ => Chdir::Host(absolute.and_then(|a| std::ffi::CString::new(a).ok())),
+    }
+}
+
+/// Whether `fchdir(fd)` enters the emulated `/dev/sgx` (the descriptor stands for it: the
+/// host's chdir of it enters `/dev`).
+pub fn fchdir_into_sgx_dir(fd: c_int) -> bool {
+    descriptor_node(fd) == Some(Node::SgxDir)
+}
+
+/// After a successful `chdir`/`fchdir`: whether the working directory is now the emulated
+/// `/dev/sgx`.
+pub fn changed_directory(into_sgx_dir: bool) {
+    CWD_IS_SGX_DIR.store(into_sgx_dir, Ordering::Relaxed);
+}
+
+/// What `getcwd` reports if the working directory is the emulated `/dev/sgx` (and the
+/// host's is still `/dev`: a change the emulator did not see leaves the host's answer).
+pub fn emulated_cwd() -> Option<&'static CStr> {
+    if !CWD_IS_SGX_DIR.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: all-zero is a valid `struct stat`.
+    let (mut here, mut dev): (libc::stat, libc::stat) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: newfstatat reads the C strings and fills the structs.
+    let both = unsafe {
+        libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD as c_long, c".".as_ptr(), &raw mut here, 0) == 0
+            && libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD as c_long, c"/dev".as_ptr(), &raw mut dev, 0) == 0
+    };
+    (both && (here.st_dev, here.st_ino) == (dev.st_dev, dev.st_ino)).then_some(c"/dev/sgx")
+}
+
+/// `getcwd(buf, size)` as the system call answers it (the length with the NUL, or ERANGE)
+/// if the working directory is the emulated `/dev/sgx`: the bytes to copy.
+pub fn getcwd(size: usize) -> Option<Result<&'static [u8], c_int>> {
+    let cwd = emulated_cwd()?.to_bytes_with_nul();
+    Some(if size < cwd.len() { Err(libc::ERANGE) } else { Ok(cwd) })
+}
+
+fn host_has_sgx_dir() -> bool {
+    // SAFETY: faccessat reads the C string.
+    unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, c"/dev/sgx".as_ptr(), libc::F_OK) == 0 }
 }
 
 /// The absolute path `path` names relative to directory descriptor `dirfd`, if it is one of
@@ -347,10 +447,7 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
 /// `open("/dev/sgx")`: the host's if it has one; otherwise a descriptor of `/dev` standing
 /// for it (EISDIR for writing, as for any directory).
 fn open_sgx_dir(writes: bool, cloexec: bool) -> Result<Option<c_int>, c_int> {
-    // SAFETY: faccessat reads the C string.
-    let host_has_it =
-        unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD as c_long, c"/dev/sgx".as_ptr(), libc::F_OK) == 0 };
-    if host_has_it {
+    if host_has_sgx_dir() {
         return Ok(None);
     }
     if writes {
@@ -552,6 +649,9 @@ pub fn cpuinfo_with_sgx(host: &[u8]) -> Vec<u8> {
 /// `/dev/fd/N`) of an emulated descriptor, its node. `Some(Err(EINVAL))`: a node that is no
 /// link; `None`: the host's answer stands.
 pub fn readlink(path: &[u8]) -> Option<Result<String, c_int>> {
+    if own_proc_file(path, b"cwd") {
+        return emulated_cwd().map(|cwd| Ok(cwd.to_string_lossy().into_owned()));
+    }
     if let Some(fd) = proc_fd(path) {
         return descriptor_node(fd).map(|node| match node {
             Node::Device { device, .. } => Ok(device.path().to_owned()),
@@ -794,6 +894,34 @@ pub fn msr_read_at_position(fd: c_int, count: usize) -> Option<Result<Vec<u8>, c
     Some(msr_read(&platform_config(), position.load(Ordering::Relaxed), count))
 }
 
+/// `readv`/`preadv(fd, …)` on an emulated MSR descriptor, segments of `lengths` bytes, at
+/// `offset` (`None`: the file position), as the kernel runs them for a driver with only a
+/// `read` method: one read per segment, each of the MSR at the same index (the msr driver
+/// does not move the position), ending at the first that fails. The bytes of each segment
+/// read; the error only if nothing was read. `None` if `fd` is none.
+pub fn msr_readv(fd: c_int, lengths: &[usize], offset: Option<i64>) -> Option<Result<Vec<Vec<u8>>, c_int>> {
+    let Some(OpenFile::Msr { position, .. }) = MSRS.get(fd) else { return None };
+    let at = match offset {
+        Some(offset) if offset < 0 => return Some(Err(libc::EINVAL)),
+        Some(offset) => offset,
+        None => position.load(Ordering::Relaxed),
+    };
+    let config = platform_config();
+    let mut segments = Vec::with_capacity(lengths.len());
+    let mut total = 0;
+    for &length in lengths {
+        match msr_read(&config, at, length) {
+            Ok(bytes) => {
+                total += bytes.len();
+                segments.push(bytes);
+            }
+            Err(errno) if total == 0 => return Some(Err(errno)),
+            Err(_) => break,
+        }
+    }
+    Some(Ok(segments))
+}
+
 /// `lseek(fd, offset, whence)` on an emulated MSR descriptor: SEEK_SET and SEEK_CUR, as
 /// the msr driver allows.
 pub fn msr_seek(fd: c_int, offset: i64, whence: c_int) -> Option<Result<i64, c_int>> {
@@ -900,6 +1028,31 @@ mod tests {
     }
 
     #[test]
+    fn relative_names_in_the_emulated_sgx_directory_are_its_entries() {
+        assert_eq!(in_working_directory(b"enclave"), None, "only while the program is there");
+        changed_directory(true);
+        let spelled = |path: &[u8]| in_working_directory(path).map(|p| String::from_utf8(p).expect("utf-8"));
+        assert_eq!(spelled(b"enclave").as_deref(), Some("/dev/sgx/enclave"));
+        assert_eq!(spelled(b"././provision").as_deref(), Some("/dev/sgx/provision"));
+        assert_eq!(spelled(b".").as_deref(), Some("/dev/sgx"));
+        assert_eq!(spelled(b"..").as_deref(), Some("/dev"));
+        assert_eq!(spelled(b"../sgx_enclave").as_deref(), Some("/dev/sgx_enclave"));
+        assert_eq!(spelled(b"null"), None, "the host's /dev answers");
+        assert_eq!(spelled(b"/dev/null"), None);
+        assert_eq!(resolve(b"provision"), Some(Node::Device { device: Device::Provision, link: true }));
+        assert_eq!(chdir(b"enclave"), Chdir::Fail(libc::ENOTDIR));
+        assert_eq!(chdir(b".."), Chdir::Host(Some(c"/dev".to_owned())));
+        assert_eq!(chdir(b"/tmp"), Chdir::Host(None));
+        if !std::path::Path::new("/dev/sgx").exists() {
+            assert_eq!(chdir(b"/dev/sgx"), Chdir::IntoSgxDir);
+        }
+        // This process's working directory is not /dev: getcwd is the host's.
+        assert_eq!(getcwd(64), None);
+        changed_directory(false);
+        assert_eq!(resolve(b"provision"), None);
+    }
+
+    #[test]
     fn names_in_a_dev_descriptor_are_the_nodes_in_dev() {
         use std::os::fd::AsRawFd;
         let dev = std::fs::File::open("/dev").expect("/dev");
@@ -955,6 +1108,21 @@ mod tests {
         assert_eq!(msr_read(&config, 0x10, 8), Err(libc::EIO));
         let legacy = sgxemu_cpu::PlatformConfig { flexible_launch_control: false, ..config };
         assert_eq!(msr_read(&legacy, 0x8c, 8), Err(libc::EIO));
+    }
+
+    #[test]
+    fn vectored_msr_reads_read_each_segment_at_the_same_index() {
+        let fd = open(Node::Msr(0), libc::O_RDONLY | libc::O_CLOEXEC).expect("opens").expect("ours");
+        let control = msr_read(&platform_config(), 0x3a, 8).expect("readable");
+        assert_eq!(msr_readv(fd, &[8, 0, 16], Some(0x3a)), Some(Ok(vec![control.clone(), vec![], control.repeat(2)])));
+        assert_eq!(msr_readv(fd, &[4, 8], Some(0x3a)), Some(Err(libc::EINVAL)), "the first fails: its error");
+        assert_eq!(msr_readv(fd, &[8, 4, 8], Some(0x3a)), Some(Ok(vec![control.clone()])), "a later one ends it");
+        assert_eq!(msr_readv(fd, &[8], Some(-1)), Some(Err(libc::EINVAL)));
+        assert_eq!(msr_seek(fd, 0x3a, libc::SEEK_SET), Some(Ok(0x3a)));
+        assert_eq!(msr_readv(fd, &[8], None), Some(Ok(vec![control])), "at the file position");
+        closing(fd);
+        let _ = sys::close(fd);
+        assert_eq!(msr_readv(fd, &[8], None), None);
     }
 
     #[test]

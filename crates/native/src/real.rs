@@ -170,6 +170,26 @@ real_fn!(/// lseek(2).
     lseek(fd: c_int, offset: libc::off_t, whence: c_int) -> libc::off_t);
 real_fn!(/// lseek64.
     lseek64(fd: c_int, offset: libc::off_t, whence: c_int) -> libc::off_t);
+real_fn!(/// fdopen(3).
+    fdopen(fd: c_int, mode: *const c_char) -> *mut libc::FILE);
+real_fn!(/// readv(2).
+    readv(fd: c_int, iov: *const libc::iovec, count: c_int) -> isize);
+real_fn!(/// preadv(2).
+    preadv(fd: c_int, iov: *const libc::iovec, count: c_int, offset: libc::off_t) -> isize);
+real_fn!(/// preadv64.
+    preadv64(fd: c_int, iov: *const libc::iovec, count: c_int, offset: libc::off_t) -> isize);
+real_fn!(/// preadv2(2).
+    preadv2(fd: c_int, iov: *const libc::iovec, count: c_int, offset: libc::off_t, flags: c_int) -> isize);
+real_fn!(/// preadv64v2.
+    preadv64v2(fd: c_int, iov: *const libc::iovec, count: c_int, offset: libc::off_t, flags: c_int) -> isize);
+real_fn!(/// getdents64(2) (glibc 2.30's wrapper).
+    getdents64(fd: c_int, buf: *mut c_void, count: usize) -> isize);
+real_fn!(/// chdir(2).
+    chdir(path: *const c_char) -> c_int);
+real_fn!(/// fchdir(2).
+    fchdir(fd: c_int) -> c_int);
+real_fn!(/// getcwd(3).
+    getcwd(buf: *mut c_char, size: usize) -> *mut c_char);
 real_fn!(/// opendir(3).
     opendir(path: *const c_char) -> *mut libc::DIR);
 real_fn!(/// readdir(3).

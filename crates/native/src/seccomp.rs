@@ -40,10 +40,22 @@
 //! `rt_sigaction`, `sigaltstack`, and the path-taking stat family (`stat`, `lstat`,
 //! `newfstatat`, `statx`, `fstat`, `access`, `faccessat`, `faccessat2`, `readlink`,
 //! `readlinkat`: paths are pointers, beyond a filter's reach, so they are trapped and
-//! checked in the handler). A trapped call costs a signal round trip (about 2 µs) whether
-//! or not it concerns the emulator. Not trapped: `read`/`pread`/`lseek` (so the emulated
-//! MSR files read as `/dev/null` through raw calls), `clone` (a new thread
-//! gets its emulator state lazily, as with `pthread_create`).
+//! checked in the handler), the listing calls `getdents`/`getdents64` (`dev_listing`) and
+//! the working-directory calls `chdir`, `fchdir`, `getcwd` (the emulated `/dev/sgx`). A
+//! trapped call costs a signal round trip (about 2 µs) whether or not it concerns the
+//! emulator. Not trapped from the program's code: `read`/`pread`/`readv`/`lseek` (so the
+//! emulated MSR files read as `/dev/null` through its own instructions), `clone` (a new
+//! thread gets its emulator state lazily, as with `pthread_create`).
+//!
+//! # The C library's `syscall()` function
+//!
+//! A program's `syscall(SYS_getdents64, …)` or `syscall(SYS_pread64, …)` makes its system
+//! call in the C library, exempt code, and no interposer sees it. The filter therefore also
+//! traps the one `syscall` instruction of that function ([`c_library_syscall_function`]),
+//! for [`TRAPPED_FROM_SYSCALL_FUNCTION`] only: numbers the emulator itself never passes to
+//! `libc::syscall` (were it to, its own call would be trapped, inside the handler too: the
+//! handler's real calls are this object's own instructions, `sys::raw_syscall`). Other
+//! numbers through `syscall()` stay the host's.
 //!
 //! Installing a filter needs `PR_SET_NO_NEW_PRIVS` unless the process has CAP_SYS_ADMIN;
 //! it is tried without first. `SECCOMP_FILTER_FLAG_TSYNC` applies it to threads that other
@@ -54,10 +66,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use libc::{c_int, c_long, c_uint, c_void};
 
 use crate::context::Frame;
+use crate::dev_listing::{self, DirentLayout, Getdents};
+use crate::devices_fs::{self, Chdir};
 use crate::enclu::Outcome;
 use crate::engine::Engine;
 use crate::sys::{self, KernelSigaction, SA_RESTORER};
-use crate::{devices_fs, own_fds, program_maps};
+use crate::{own_fds, program_maps};
 
 /// `si_code` of a SIGSYS raised by a seccomp filter's SECCOMP_RET_TRAP.
 pub const SYS_SECCOMP: c_int = 1;
@@ -75,7 +89,7 @@ const SECCOMP_SET_MODE_FILTER: c_long = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: c_long = 1;
 
 /// The system calls the filter traps from the covered code (x86-64 numbers).
-pub const TRAPPED: [c_long; 27] = [
+pub const TRAPPED: [c_long; 32] = [
     libc::SYS_open,
     libc::SYS_rt_sigprocmask,
     libc::SYS_close,
@@ -103,6 +117,29 @@ pub const TRAPPED: [c_long; 27] = [
     libc::SYS_openat2,
     libc::SYS_faccessat2,
     libc::SYS_close_range,
+    libc::SYS_getdents,
+    libc::SYS_getdents64,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+    libc::SYS_getcwd,
+];
+
+/// The system calls the filter traps from the C library's `syscall()` function, whoever
+/// calls it: a program's `syscall(SYS_getdents64, …)` or `syscall(SYS_pread64, …)` runs
+/// its `syscall` instruction there, in exempt code, and no interposer sees it. Only numbers
+/// the emulator itself never passes to `libc::syscall` (its own calls would be trapped
+/// again; `sys::raw_syscall` makes them), and none whose C-library wrappers matter here go
+/// through `syscall()` (glibc's wrappers have their own instructions).
+pub const TRAPPED_FROM_SYSCALL_FUNCTION: [c_long; 9] = [
+    libc::SYS_getdents,
+    libc::SYS_getdents64,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+    libc::SYS_getcwd,
+    libc::SYS_pread64,
+    libc::SYS_readv,
+    libc::SYS_preadv,
+    libc::SYS_preadv2,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -239,18 +276,28 @@ fn search(asm: &mut Asm, numbers: &[u32], check: usize, allow: usize, special: &
 }
 
 /// The filter: SECCOMP_RET_TRAP (tagged [`SECCOMP_RET_DATA`]) for the [`TRAPPED`] system
-/// calls made from code in `ranges`; SECCOMP_RET_ALLOW for everything else.
-pub fn filter(ranges: &[Range]) -> Option<Vec<libc::sock_filter>> {
+/// calls made from code in `ranges` and the [`TRAPPED_FROM_SYSCALL_FUNCTION`] ones made
+/// from `syscall_function` (the C library's `syscall()`, if found); SECCOMP_RET_ALLOW for
+/// everything else.
+pub fn filter(ranges: &[Range], syscall_function: Option<Range>) -> Option<Vec<libc::sock_filter>> {
     let mut asm = Asm::default();
     let (allow, check, mmap, fcntl) = (asm.label(), asm.label(), asm.label(), asm.label());
+    // Numbers trapped from both places check the ranges, then the function; numbers
+    // trapped from the function only, the function. (Reached through `ja` trampolines:
+    // the range checks between may be longer than a conditional jump reaches.)
+    let (to_both, to_function, check_both, check_function) = (asm.label(), asm.label(), asm.label(), asm.label());
     asm.load(ARCH);
     asm.jump(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, Target::Next, Target::Label(allow));
     asm.load(NR);
-    let mut numbers: Vec<u32> = TRAPPED.iter().map(|&n| n as u32).collect();
+    let from_function: &[c_long] = if syscall_function.is_some() { &TRAPPED_FROM_SYSCALL_FUNCTION } else { &[] };
+    let mut numbers: Vec<u32> =
+        TRAPPED.iter().chain(from_function.iter().filter(|n| !TRAPPED.contains(n))).map(|&n| n as u32).collect();
     numbers.sort_unstable();
     let special = |n: u32| match c_long::from(n) {
         libc::SYS_mmap => Some(mmap),
         libc::SYS_fcntl => Some(fcntl),
+        n if from_function.contains(&n) && TRAPPED.contains(&n) => Some(to_both),
+        n if from_function.contains(&n) => Some(to_function),
         _ => None,
     };
     search(&mut asm, &numbers, check, allow, &special);
@@ -267,8 +314,25 @@ pub fn filter(ranges: &[Range]) -> Option<Vec<libc::sock_filter>> {
     asm.jump(BPF_JMP_JEQ_K, libc::F_DUPFD_CLOEXEC as u32, Target::Label(check), Target::Label(allow));
     asm.place(allow);
     asm.ret(SECCOMP_RET_ALLOW);
-    // The code address, against each range (split where the high word changes).
+    asm.place(to_both);
+    asm.always(check_both);
+    asm.place(to_function);
+    asm.always(check_function);
+    // The code address, against each range.
     asm.place(check);
+    trap_in(&mut asm, ranges);
+    asm.ret(SECCOMP_RET_ALLOW);
+    asm.place(check_both);
+    trap_in(&mut asm, ranges);
+    asm.place(check_function);
+    trap_in(&mut asm, syscall_function.as_slice());
+    asm.ret(SECCOMP_RET_ALLOW);
+    asm.finish()
+}
+
+/// Emits: SECCOMP_RET_TRAP if the code address is in one of `ranges` (each split where
+/// the high word changes); on to the next instruction otherwise.
+fn trap_in(asm: &mut Asm, ranges: &[Range]) {
     for &(start, end) in ranges {
         let mut lo = start;
         while lo < end {
@@ -284,8 +348,18 @@ pub fn filter(ranges: &[Range]) -> Option<Vec<libc::sock_filter>> {
             lo = last + 1;
         }
     }
-    asm.ret(SECCOMP_RET_ALLOW);
-    asm.finish()
+}
+
+/// The `syscall` instruction of the C library's `syscall()` function, as a range holding
+/// both its address and the one after it (what the kernel reports as the call's
+/// instruction pointer). glibc's function moves its arguments and makes the call within
+/// its first few dozen bytes; `None` if no such instruction is there.
+pub fn c_library_syscall_function() -> Option<Range> {
+    let start = libc::syscall as *const () as usize as u64;
+    let mut code = [0u8; 64];
+    sys::read_own_memory(start, &mut code).ok()?;
+    let at = start + code.windows(2).position(|pair| pair == [0x0f, 0x05])? as u64;
+    Some((at, at + 3))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,6 +460,8 @@ pub fn trapped_ranges() -> Vec<Range> {
 /// The ranges the installed filter traps, for the handlers' stack choice (no locks).
 static RANGES: [(AtomicU64, AtomicU64); MAX_RANGES] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_RANGES];
 static RANGE_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The trapped `syscall` instruction of the C library's `syscall()` ((0, 0): none).
+static SYSCALL_FUNCTION: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether this image installed its filter.
@@ -415,7 +491,12 @@ pub fn install_ranges(ranges: &[Range]) -> std::io::Result<()> {
         return Ok(());
     }
     let ranges = &ranges[..ranges.len().min(MAX_RANGES)];
-    let program = filter(ranges).ok_or_else(|| std::io::Error::other("the filter is too large"))?;
+    let syscall_function = c_library_syscall_function();
+    let program = filter(ranges, syscall_function).ok_or_else(|| std::io::Error::other("the filter is too large"))?;
+    if let Some((start, end)) = syscall_function {
+        SYSCALL_FUNCTION.0.store(start, Ordering::Relaxed);
+        SYSCALL_FUNCTION.1.store(end, Ordering::Relaxed);
+    }
     let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
     for (slot, &(start, end)) in RANGES.iter().zip(ranges) {
         slot.0.store(start, Ordering::Relaxed);
@@ -470,7 +551,10 @@ pub(crate) fn is_trap_context(sig: c_int, uc: *mut c_void) -> bool {
     // SAFETY: the kernel's ucontext for this signal.
     let gregs = unsafe { &(*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
     let (nr, rip) = (gregs[libc::REG_RAX as usize], gregs[libc::REG_RIP as usize] as u64);
-    TRAPPED.contains(&nr) && in_ranges(rip.wrapping_sub(2))
+    let at = rip.wrapping_sub(2);
+    let in_syscall_function =
+        (SYSCALL_FUNCTION.0.load(Ordering::Relaxed)..SYSCALL_FUNCTION.1.load(Ordering::Relaxed)).contains(&at);
+    (TRAPPED.contains(&nr) && in_ranges(at)) || (TRAPPED_FROM_SYSCALL_FUNCTION.contains(&nr) && in_syscall_function)
 }
 
 /// Whether a SIGSYS is our filter's trap (of this image's filter or an inherited one).
@@ -510,12 +594,12 @@ pub fn on_trap(frame: &mut Frame) -> Outcome {
     Outcome::Resume
 }
 
-/// The real system call, through the C library's `syscall` (exempt from the filter):
-/// its result, or `-errno`.
+/// The real system call, made by this object's own instruction (exempt from the filter;
+/// the C library's `syscall()` is not, for [`TRAPPED_FROM_SYSCALL_FUNCTION`]): its result,
+/// or `-errno`.
 fn real(nr: c_long, a: [u64; 6]) -> c_long {
     // SAFETY: the program's own system call with its own arguments, as it made it.
-    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
-    if r == -1 { -c_long::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)) } else { r }
+    unsafe { sys::raw_syscall(nr, a) }
 }
 
 fn neg(errno: c_int) -> c_long {
@@ -540,12 +624,26 @@ fn read_path(addr: u64) -> Option<Vec<u8>> {
     None
 }
 
-/// The emulated node a path argument names (`None`: unreadable or not ours).
-fn node_at(addr: u64) -> Option<devices_fs::Node> {
+/// The path argument at `addr` of a call relative to `dirfd` (AT_FDCWD for the calls
+/// without one), spelled as `devices_fs` answers for it: a name relative to a descriptor of
+/// `/dev` or of `/dev/sgx` as its absolute path (`None`: unreadable).
+fn path_at(dirfd: c_int, addr: u64) -> Option<Vec<u8>> {
     if addr == 0 {
         return None;
     }
-    devices_fs::resolve(&read_path(addr)?)
+    let path = read_path(addr)?;
+    if path.first() != Some(&b'/')
+        && dirfd != libc::AT_FDCWD
+        && let Some(absolute) = devices_fs::in_dev_directory(dirfd, &path)
+    {
+        return Some(absolute.to_bytes().to_vec());
+    }
+    Some(path)
+}
+
+/// The emulated node a path argument names (`None`: unreadable or not ours).
+fn node_at(dirfd: c_int, addr: u64) -> Option<devices_fs::Node> {
+    devices_fs::resolve(&path_at(dirfd, addr)?)
 }
 
 /// Whether an `*at` call's path is empty with AT_EMPTY_PATH (the call is about `dirfd`).
@@ -582,12 +680,12 @@ fn result_of(r: Result<(), c_int>) -> c_long {
 fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
     let fd = a[0] as c_int;
     match nr {
-        libc::SYS_open => open(a[0], a[1] as c_int).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_openat => open(a[1], a[2] as c_int).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_open => open(libc::AT_FDCWD, a[0], a[1] as c_int).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_openat => open(fd, a[1], a[2] as c_int).unwrap_or_else(|| real(nr, a)),
         libc::SYS_openat2 => {
             // struct open_how starts with its u64 flags.
             let flags = get::<u64>(a[2]).unwrap_or(0);
-            open(a[1], flags as c_int).unwrap_or_else(|| real(nr, a))
+            open(fd, a[1], flags as c_int).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_close => {
             if own_fds::is_own(fd) {
@@ -656,28 +754,129 @@ fn emulate(nr: c_long, a: [u64; 6], rsp: u64) -> c_long {
         libc::SYS_rt_sigaction => rt_sigaction(a),
         libc::SYS_sigaltstack => sigaltstack(a[0], a[1], rsp),
         libc::SYS_stat | libc::SYS_lstat => {
-            stat_node(node_at(a[0]), nr == libc::SYS_stat, a[1]).unwrap_or_else(|| real(nr, a))
+            stat_node(node_at(libc::AT_FDCWD, a[0]), nr == libc::SYS_stat, a[1]).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_fstat => stat_node(devices_fs::descriptor_node(fd), true, a[1]).unwrap_or_else(|| real(nr, a)),
         libc::SYS_newfstatat => {
             let follow = a[3] & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
-            let node = if empty_path(a[1], a[3]) { devices_fs::descriptor_node(fd) } else { node_at(a[1]) };
+            let node = if empty_path(a[1], a[3]) { devices_fs::descriptor_node(fd) } else { node_at(fd, a[1]) };
             stat_node(node, follow, a[2]).unwrap_or_else(|| real(nr, a))
         }
         libc::SYS_statx => {
             let follow = a[2] & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
-            let node = if empty_path(a[1], a[2]) { devices_fs::descriptor_node(fd) } else { node_at(a[1]) };
+            let node = if empty_path(a[1], a[2]) { devices_fs::descriptor_node(fd) } else { node_at(fd, a[1]) };
             match node.and_then(|n| devices_fs::stat_of(n, follow)) {
                 Some(st) => put(a[4], &devices_fs::statx_of(&st)),
                 None => real(nr, a),
             }
         }
-        libc::SYS_access => access(a[0], a[1]).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_faccessat | libc::SYS_faccessat2 => access(a[1], a[2]).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_readlink => readlink(a[0], a[1], a[2]).unwrap_or_else(|| real(nr, a)),
-        libc::SYS_readlinkat => readlink(a[1], a[2], a[3]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_access => access(libc::AT_FDCWD, a[0], a[1]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_faccessat | libc::SYS_faccessat2 => access(fd, a[1], a[2]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_readlink => readlink(libc::AT_FDCWD, a[0], a[1], a[2]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_readlinkat => readlink(fd, a[1], a[2], a[3]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_getdents64 | libc::SYS_getdents => {
+            let layout = if nr == libc::SYS_getdents64 { DirentLayout::Dirent64 } else { DirentLayout::Dirent };
+            match dev_listing::getdents(fd, a[2] as usize, layout, || real(nr, a)) {
+                None => real(nr, a),
+                Some(Getdents::Host(result)) => result,
+                Some(Getdents::Emulated(records)) => copy_out(a[1], &records),
+                Some(Getdents::Failed(errno)) => neg(errno),
+            }
+        }
+        libc::SYS_chdir => chdir(a[0]).unwrap_or_else(|| real(nr, a)),
+        libc::SYS_fchdir => {
+            let result = real(nr, a);
+            if result == 0 {
+                devices_fs::changed_directory(devices_fs::fchdir_into_sgx_dir(fd));
+            }
+            result
+        }
+        libc::SYS_getcwd => match devices_fs::getcwd(a[1] as usize) {
+            Some(Ok(cwd)) => copy_out(a[0], cwd),
+            Some(Err(errno)) => neg(errno),
+            None => real(nr, a),
+        },
+        libc::SYS_pread64 => match devices_fs::msr_pread(fd, a[2] as usize, a[3] as i64) {
+            Some(Ok(bytes)) => copy_out(a[1], &bytes),
+            Some(Err(errno)) => neg(errno),
+            None => real(nr, a),
+        },
+        libc::SYS_readv | libc::SYS_preadv | libc::SYS_preadv2 => {
+            // preadv2's offset -1 is the file position, as readv's.
+            let offset = match nr {
+                libc::SYS_readv => None,
+                libc::SYS_preadv2 if a[3] as i64 == -1 => None,
+                _ => Some(a[3] as i64),
+            };
+            msr_readv(fd, a[1], a[2], offset).unwrap_or_else(|| real(nr, a))
+        }
         _ => real(nr, a),
     }
+}
+
+/// Copies `bytes` to the program's `addr`: their length, or -EFAULT.
+fn copy_out(addr: u64, bytes: &[u8]) -> c_long {
+    if bytes.is_empty() || sys::write_memory_of(sys::getpid(), addr, bytes).is_ok() {
+        bytes.len() as c_long
+    } else {
+        neg(libc::EFAULT)
+    }
+}
+
+/// chdir(2) of a path the emulator answers for (`None`: the host's call as made).
+fn chdir(path: u64) -> Option<c_long> {
+    let plan = devices_fs::chdir(&read_path(path)?);
+    let change = |to: &std::ffi::CStr, into_sgx_dir: bool| {
+        let result = real(libc::SYS_chdir, [to.as_ptr() as u64, 0, 0, 0, 0, 0]);
+        if result == 0 {
+            devices_fs::changed_directory(into_sgx_dir);
+        }
+        result
+    };
+    Some(match plan {
+        Chdir::IntoSgxDir => change(c"/dev", true),
+        Chdir::Fail(errno) => neg(errno),
+        Chdir::Host(Some(absolute)) => change(&absolute, false),
+        Chdir::Host(None) => {
+            let result = real(libc::SYS_chdir, [path, 0, 0, 0, 0, 0]);
+            if result == 0 {
+                devices_fs::changed_directory(false);
+            }
+            result
+        }
+    })
+}
+
+/// readv/preadv on an emulated MSR descriptor (`iov`: `count` iovecs of the program's);
+/// `None`: not one.
+fn msr_readv(fd: c_int, iov: u64, count: u64, offset: Option<i64>) -> Option<c_long> {
+    if !devices_fs::any_msr_open() {
+        return None;
+    }
+    if count > libc::UIO_MAXIOV as u64 {
+        return Some(neg(libc::EINVAL));
+    }
+    let mut segments = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let Some(segment) = get::<libc::iovec>(iov + i * size_of::<libc::iovec>() as u64) else {
+            return Some(neg(libc::EFAULT));
+        };
+        segments.push(segment);
+    }
+    let lengths: Vec<usize> = segments.iter().map(|s| s.iov_len).collect();
+    Some(match devices_fs::msr_readv(fd, &lengths, offset)? {
+        Ok(read) => {
+            let mut total = 0;
+            for (segment, bytes) in segments.iter().zip(&read) {
+                if copy_out(segment.iov_base as u64, bytes) < 0 {
+                    return Some(if total == 0 { neg(libc::EFAULT) } else { total });
+                }
+                total += bytes.len() as c_long;
+            }
+            total
+        }
+        Err(errno) => neg(errno),
+    })
 }
 
 /// A raw `mmap`/`mremap` (`host`, its result or -errno) that puts a mapping of the
@@ -691,8 +890,8 @@ fn mapped_over(engine: &Engine, addr: u64, len: u64, host: impl FnOnce() -> c_lo
 }
 
 /// The open family on an emulated path; `None`: the host's call.
-fn open(path: u64, flags: c_int) -> Option<c_long> {
-    match devices_fs::open(node_at(path)?, flags) {
+fn open(dirfd: c_int, path: u64, flags: c_int) -> Option<c_long> {
+    match devices_fs::open(node_at(dirfd, path)?, flags) {
         Ok(Some(fd)) => Some(c_long::from(fd)),
         Ok(None) => None,
         Err(errno) => Some(neg(errno)),
@@ -704,15 +903,12 @@ fn stat_node(node: Option<devices_fs::Node>, follow: bool, buf: u64) -> Option<c
     Some(put(buf, &st))
 }
 
-fn access(path: u64, mode: u64) -> Option<c_long> {
-    Some(result_of(devices_fs::access(node_at(path)?, mode as c_int)?))
+fn access(dirfd: c_int, path: u64, mode: u64) -> Option<c_long> {
+    Some(result_of(devices_fs::access(node_at(dirfd, path)?, mode as c_int)?))
 }
 
-fn readlink(path: u64, buf: u64, size: u64) -> Option<c_long> {
-    if path == 0 {
-        return None;
-    }
-    Some(match devices_fs::readlink(&read_path(path)?)? {
+fn readlink(dirfd: c_int, path: u64, buf: u64, size: u64) -> Option<c_long> {
+    Some(match devices_fs::readlink(&path_at(dirfd, path)?)? {
         Ok(_) if size as i64 <= 0 => neg(libc::EINVAL),
         Ok(target) => {
             let n = target.len().min(size as usize);
@@ -881,8 +1077,8 @@ mod tests {
     #[test]
     fn the_filter_traps_device_calls_from_covered_code_only() {
         let ranges = [(0x5555_0000_0000, 0x5555_0001_0000), (0xffff_f000, 0x1_0000_1000)];
-        let program = filter(&ranges).expect("assembles");
-        assert!(program.len() < 100, "{} instructions", program.len());
+        let program = filter(&ranges, None).expect("assembles");
+        assert!(program.len() < 120, "{} instructions", program.len());
         let inside = 0x5555_0000_8000;
         for &nr in &TRAPPED {
             let args = if nr == libc::SYS_fcntl { [3, libc::F_DUPFD as u64, 0, 0, 0, 0] } else { [0; 6] };
@@ -918,6 +1114,29 @@ mod tests {
         assert_eq!(run(&program, libc::SYS_close_range, inside, [3, u64::from(u32::MAX), 0, 0, 0, 0]), TRAP);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0]), TRAP);
+    }
+
+    #[test]
+    fn the_c_library_s_syscall_function_traps_its_own_numbers_only() {
+        let ranges = [(0x5555_0000_0000, 0x5555_0001_0000)];
+        let function = (0x7f00_0000_1030, 0x7f00_0000_1033);
+        let program = filter(&ranges, Some(function)).expect("assembles");
+        let (after_instruction, program_code) = (0x7f00_0000_1032, 0x5555_0000_8000);
+        for &nr in &TRAPPED_FROM_SYSCALL_FUNCTION {
+            assert_eq!(run(&program, nr, after_instruction, [0; 6]), TRAP, "syscall {nr}");
+            assert_eq!(run(&program, nr, 0x7f00_0000_2000, [0; 6]), SECCOMP_RET_ALLOW, "syscall {nr} elsewhere");
+        }
+        // The emulator's own libc::syscall calls of other numbers pass.
+        for nr in [libc::SYS_openat, libc::SYS_close, libc::SYS_read, libc::SYS_lseek, libc::SYS_newfstatat] {
+            assert_eq!(run(&program, nr, after_instruction, [0; 6]), SECCOMP_RET_ALLOW, "syscall {nr}");
+        }
+        // Listing and directory calls are trapped from program code too; reads are not.
+        assert_eq!(run(&program, libc::SYS_getdents64, program_code, [0; 6]), TRAP);
+        assert_eq!(run(&program, libc::SYS_chdir, program_code, [0; 6]), TRAP);
+        assert_eq!(run(&program, libc::SYS_pread64, program_code, [0; 6]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&program, libc::SYS_openat, program_code, [0; 6]), TRAP);
+        let (start, end) = c_library_syscall_function().expect("glibc's syscall() makes the call itself");
+        assert_eq!(end - start, 3);
     }
 
     #[test]

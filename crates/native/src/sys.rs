@@ -27,6 +27,37 @@ pub struct KernelSigaction {
 /// `SA_RESTORER` (asm/signal.h; not exported by the libc crate).
 pub const SA_RESTORER: u64 = 0x0400_0000;
 
+/// A system call made by this object's own `syscall` instruction: its result, or `-errno`.
+///
+/// For the calls the seccomp filter traps when they come from the C library's `syscall()`
+/// function (`seccomp::TRAPPED_FROM_SYSCALL_FUNCTION`): the emulator itself must never
+/// make those through `libc::syscall`, or its own call would be trapped again. This
+/// object's code is exempt from the filter.
+///
+/// # Safety
+/// As the system call `nr` with arguments `args`: pointers among them are valid for it.
+pub unsafe fn raw_syscall(nr: c_long, args: [u64; 6]) -> c_long {
+    let ret: c_long;
+    // SAFETY: a system call; the kernel clobbers only RCX and R11 (and writes RAX); the
+    // caller vouches for the memory the call touches.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        )
+    };
+    ret
+}
+
 /// Waits until `word` no longer holds `expected`, a wake, or `timeout` (FUTEX_WAIT_PRIVATE).
 pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
     let limit = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };

@@ -201,8 +201,13 @@ unsafe fn fopen_path(
         let flags = fopen_flags(unsafe { CStr::from_ptr(mode) }.to_bytes());
         match devices_fs::open(node, flags) {
             Ok(Some(fd)) => {
-                // SAFETY: `fd` is ours to hand over; `mode` is a C string.
-                let file = unsafe { libc::fdopen(fd, mode) };
+                let file = if matches!(node, Node::Msr(_)) {
+                    // SAFETY: `fd` is an MSR descriptor ours to hand over; `mode` a C string.
+                    unsafe { msr_stream(fd, mode) }
+                } else {
+                    // SAFETY: `fd` is ours to hand over; `mode` is a C string.
+                    unsafe { libc::fdopen(fd, mode) }
+                };
                 if file.is_null() {
                     // SAFETY: closes the descriptor just made (errno of fdopen kept).
                     let errno = unsafe { *libc::__errno_location() };
@@ -218,6 +223,130 @@ unsafe fn fopen_path(
                 std::ptr::null_mut()
             }
         }
+    })
+}
+
+/// glibc's `cookie_io_functions_t` (not in the `libc` crate).
+#[repr(C)]
+struct CookieIoFunctions {
+    read: Option<unsafe extern "C" fn(*mut c_void, *mut c_char, usize) -> isize>,
+    write: Option<unsafe extern "C" fn(*mut c_void, *const c_char, usize) -> isize>,
+    seek: Option<unsafe extern "C" fn(*mut c_void, *mut i64, c_int) -> c_int>,
+    close: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
+}
+
+unsafe extern "C" {
+    fn fopencookie(cookie: *mut c_void, mode: *const c_char, functions: CookieIoFunctions) -> *mut libc::FILE;
+}
+
+/// Where glibc's public `struct _IO_FILE` (<bits/types/struct_FILE.h>, x86-64) keeps the
+/// stream's descriptor, `_fileno`.
+const FILE_FILENO_OFFSET: usize = 112;
+/// What fopencookie leaves there: "no descriptor, but open".
+const COOKIE_FILENO: c_int = -2;
+
+/// A stdio stream on MSR descriptor `fd`. glibc's stdio reads and seeks through internal
+/// calls no interposer sees, so a stream made by `fdopen` would read `/dev/null`: this one
+/// is a cookie stream whose reads and seeks are the msr driver's (`devices_fs`), and whose
+/// `fileno` is `fd` (glibc's cookie streams never use the descriptor themselves).
+///
+/// # Safety
+/// `fd` is an emulated MSR descriptor the stream takes over; `mode` is a C string.
+unsafe fn msr_stream(fd: c_int, mode: *const c_char) -> *mut libc::FILE {
+    let functions = CookieIoFunctions {
+        read: Some(msr_cookie_read),
+        write: None,
+        seek: Some(msr_cookie_seek),
+        close: Some(msr_cookie_close),
+    };
+    let cookie = Box::into_raw(Box::new(MsrCookie { fd, offset: 0 }));
+    // SAFETY: the cookie is an `MsrCookie` the functions below use and the close frees.
+    let file = unsafe { fopencookie(cookie.cast(), mode, functions) };
+    if file.is_null() {
+        // SAFETY: not handed over: still ours.
+        drop(unsafe { Box::from_raw(cookie) });
+        return file;
+    }
+    // SAFETY: `file` is a glibc FILE, whose public layout has `_fileno` at this offset; it
+    // is overwritten only where it holds fopencookie's mark (the layout is as expected).
+    unsafe {
+        let fileno = file.cast::<u8>().add(FILE_FILENO_OFFSET).cast::<c_int>();
+        if *fileno == COOKIE_FILENO {
+            *fileno = fd;
+        }
+    }
+    file
+}
+
+/// An [`msr_stream`]'s state.
+#[derive(Debug)]
+struct MsrCookie {
+    fd: c_int,
+    /// The stream's offset as glibc keeps it for a device file: the last seek's target
+    /// plus the bytes read since (the msr driver itself never moves its position, so a
+    /// read is the MSR of the last seek). `ftell` and relative seeks count from it, as on
+    /// a host with the driver.
+    offset: i64,
+}
+
+/// The read function of [`msr_stream`]s: the msr driver's read at the file position.
+unsafe extern "C" fn msr_cookie_read(cookie: *mut c_void, buf: *mut c_char, size: usize) -> isize {
+    guard_long("fread", || {
+        // SAFETY: the stream's cookie (`msr_stream`), used by one stdio call at a time.
+        let cookie = unsafe { &mut *cookie.cast::<MsrCookie>() };
+        match devices_fs::msr_read_at_position(cookie.fd, size) {
+            Some(answer) => {
+                // SAFETY: stdio's buffer holds `size` bytes, which the answer never exceeds.
+                let read = unsafe { deliver(answer, buf.cast()) };
+                cookie.offset = cookie.offset.saturating_add(read.max(0) as i64);
+                read
+            }
+            None => fail(libc::EBADF) as isize,
+        }
+    })
+}
+
+/// The seek function of [`msr_stream`]s: a relative seek counts from the stream's offset
+/// (glibc turns it into an absolute one for a device file).
+unsafe extern "C" fn msr_cookie_seek(cookie: *mut c_void, offset: *mut i64, whence: c_int) -> c_int {
+    guard_int("fseek", || {
+        // SAFETY: the stream's cookie (`msr_stream`), used by one stdio call at a time;
+        // stdio passes a valid position to read and update.
+        let (cookie, asked) = unsafe { (&mut *cookie.cast::<MsrCookie>(), *offset) };
+        let target = match whence {
+            libc::SEEK_SET => Some(asked),
+            libc::SEEK_CUR => cookie.offset.checked_add(asked),
+            _ => None,
+        };
+        let Some(target) = target.filter(|&t| t >= 0) else { return fail(libc::EINVAL) };
+        match devices_fs::msr_seek(cookie.fd, target, libc::SEEK_SET) {
+            Some(Ok(position)) => {
+                cookie.offset = position;
+                // SAFETY: as above.
+                unsafe { *offset = position };
+                0
+            }
+            Some(Err(errno)) => fail(errno),
+            None => fail(libc::EBADF),
+        }
+    })
+}
+
+/// The close function of [`msr_stream`]s: closes the descriptor, frees the cookie.
+unsafe extern "C" fn msr_cookie_close(cookie: *mut c_void) -> c_int {
+    // SAFETY: the stream's cookie, which stdio passes for the last time.
+    let cookie = unsafe { Box::from_raw(cookie.cast::<MsrCookie>()) };
+    // SAFETY: the stream owned the descriptor.
+    unsafe { close(cookie.fd) }
+}
+
+/// fdopen(3): a stream on an emulated MSR descriptor reads the MSRs ([`msr_stream`]).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut libc::FILE {
+    guard("fdopen", std::ptr::null_mut, || {
+        let is_msr = !mode.is_null() && matches!(devices_fs::descriptor_node(fd), Some(Node::Msr(_)));
+        // SAFETY: forwarded C contract.
+        unsafe { if is_msr { msr_stream(fd, mode) } else { real::fdopen(fd, mode) } }
     })
 }
 
@@ -635,6 +764,14 @@ pub unsafe extern "C" fn llistxattr(path: *const c_char, list: *mut c_char, size
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
     guard("opendir", std::ptr::null_mut, || {
+        // A relative path in the emulated working directory `/dev/sgx` is opened by its
+        // absolute spelling (the host's working directory is `/dev`).
+        let absolute = (!path.is_null())
+            // SAFETY: a non-null path is a C string (the C contract).
+            .then(|| devices_fs::in_working_directory(unsafe { CStr::from_ptr(path) }.to_bytes()))
+            .flatten()
+            .and_then(|absolute| std::ffi::CString::new(absolute).ok());
+        let path = absolute.as_ref().map_or(path, |absolute| absolute.as_ptr());
         // SAFETY: a non-null path is a C string (the C contract).
         let listed = (!path.is_null()).then(|| Listed::of(unsafe { CStr::from_ptr(path) }.to_bytes())).flatten();
         // SAFETY: forwarded C contract.
@@ -844,6 +981,15 @@ pub unsafe extern "C" fn glob64(pattern: *const c_char, flags: c_int, errfunc: G
     unsafe { glob_listing("glob64", pattern, flags, pglob, |flags| real::glob64(pattern, flags, errfunc, pglob)) }
 }
 
+/// The listed directory `path` names, relative paths taken in the emulated working
+/// directory `/dev/sgx` if the program is there.
+fn listed_at(path: &[u8]) -> Option<Listed> {
+    match devices_fs::in_working_directory(path) {
+        Some(absolute) => Listed::of(&absolute),
+        None => Listed::of(path),
+    }
+}
+
 type ScanFilter = Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>;
 type ScanCompare = Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>;
 
@@ -930,7 +1076,7 @@ pub unsafe extern "C" fn scandir(
 ) -> c_int {
     guard_int("scandir", || {
         // SAFETY: a non-null path is a C string.
-        if !path.is_null() && Listed::of(unsafe { CStr::from_ptr(path) }.to_bytes()).is_some() {
+        if !path.is_null() && listed_at(unsafe { CStr::from_ptr(path) }.to_bytes()).is_some() {
             // SAFETY: forwarded C contract.
             return unsafe { scandir_listed(path, list, filter, compare) };
         }
@@ -949,7 +1095,7 @@ pub unsafe extern "C" fn scandir64(
 ) -> c_int {
     guard_int("scandir64", || {
         // SAFETY: a non-null path is a C string.
-        if !path.is_null() && Listed::of(unsafe { CStr::from_ptr(path) }.to_bytes()).is_some() {
+        if !path.is_null() && listed_at(unsafe { CStr::from_ptr(path) }.to_bytes()).is_some() {
             // SAFETY: forwarded C contract.
             return unsafe { scandir_listed(path, list, filter, compare) };
         }
@@ -1037,6 +1183,189 @@ pub unsafe extern "C" fn lseek64(fd: c_int, offset: off_t, whence: c_int) -> off
     guard_long("lseek64", || {
         // SAFETY: forwarded C contract.
         msr_seek(fd, offset, whence).unwrap_or_else(|| unsafe { real::lseek64(fd, offset, whence) })
+    })
+}
+
+/// readv/preadv on an emulated MSR descriptor (`offset` `None`: the file position), or
+/// the C library's `real` call.
+///
+/// # Safety
+/// As readv(2): `iov` holds `count` iovecs, each writable for its length.
+unsafe fn readv_msr(
+    call: &'static str,
+    fd: c_int,
+    iov: *const libc::iovec,
+    count: c_int,
+    offset: Option<off_t>,
+    real: impl FnOnce() -> isize,
+) -> isize {
+    if !devices_fs::any_msr_open() || iov.is_null() || !(0..=libc::UIO_MAXIOV).contains(&count) {
+        return real();
+    }
+    guard_long(call, || {
+        // SAFETY: the caller's `count` iovecs.
+        let segments = unsafe { std::slice::from_raw_parts(iov, count as usize) };
+        let lengths: Vec<usize> = segments.iter().map(|segment| segment.iov_len).collect();
+        match devices_fs::msr_readv(fd, &lengths, offset) {
+            None => real(),
+            Some(Err(errno)) => fail(errno) as isize,
+            Some(Ok(read)) => {
+                let mut total = 0;
+                for (segment, bytes) in segments.iter().zip(&read) {
+                    // SAFETY: each segment is writable for its length, which its bytes never
+                    // exceed.
+                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), segment.iov_base.cast(), bytes.len()) };
+                    total += bytes.len() as isize;
+                }
+                total
+            }
+        }
+    })
+}
+
+/// readv(2): on an emulated MSR descriptor, the MSR at the file position in each segment.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, count: c_int) -> isize {
+    // SAFETY: forwarded C contract.
+    unsafe { readv_msr("readv", fd, iov, count, None, || real::readv(fd, iov, count)) }
+}
+
+/// preadv(2): on an emulated MSR descriptor, the MSR whose index is `offset`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv(fd: c_int, iov: *const libc::iovec, count: c_int, offset: off_t) -> isize {
+    // SAFETY: forwarded C contract.
+    unsafe { readv_msr("preadv", fd, iov, count, Some(offset), || real::preadv(fd, iov, count, offset)) }
+}
+
+/// preadv64.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv64(fd: c_int, iov: *const libc::iovec, count: c_int, offset: off_t) -> isize {
+    // SAFETY: forwarded C contract.
+    unsafe { readv_msr("preadv64", fd, iov, count, Some(offset), || real::preadv64(fd, iov, count, offset)) }
+}
+
+/// preadv2(2) (offset -1: the file position).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv2(
+    fd: c_int,
+    iov: *const libc::iovec,
+    count: c_int,
+    offset: off_t,
+    flags: c_int,
+) -> isize {
+    let at = (offset != -1).then_some(offset);
+    // SAFETY: forwarded C contract.
+    unsafe { readv_msr("preadv2", fd, iov, count, at, || real::preadv2(fd, iov, count, offset, flags)) }
+}
+
+/// preadv64v2.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv64v2(
+    fd: c_int,
+    iov: *const libc::iovec,
+    count: c_int,
+    offset: off_t,
+    flags: c_int,
+) -> isize {
+    let at = (offset != -1).then_some(offset);
+    // SAFETY: forwarded C contract.
+    unsafe { readv_msr("preadv64v2", fd, iov, count, at, || real::preadv64v2(fd, iov, count, offset, flags)) }
+}
+
+/// getdents64(2) (glibc's wrapper; its `readdir` lists through an internal call instead,
+/// so a `DIR` stream's entries are added by `readdir` alone): a descriptor of `/dev` lists
+/// the emulated nodes after the host's, one standing for `/dev/sgx` the udev links
+/// (`dev_listing::getdents`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: usize) -> isize {
+    guard_long("getdents64", || {
+        // SAFETY: forwarded C contract.
+        let host = || unsafe { real::getdents64(fd, buf, count) } as libc::c_long;
+        match dev_listing::getdents(fd, count, dev_listing::DirentLayout::Dirent64, host) {
+            None => host() as isize,
+            Some(dev_listing::Getdents::Host(result)) => result as isize,
+            Some(dev_listing::Getdents::Failed(errno)) => fail(errno) as isize,
+            Some(dev_listing::Getdents::Emulated(records)) => {
+                // SAFETY: `buf` holds `count` bytes, which the records never exceed.
+                unsafe { std::ptr::copy_nonoverlapping(records.as_ptr(), buf.cast::<u8>(), records.len()) };
+                records.len() as isize
+            }
+        }
+    })
+}
+
+/// A chdir's `result`, noting where the working directory now is if it worked.
+fn changed_directory(result: c_int, into_sgx_dir: bool) -> c_int {
+    if result == 0 {
+        devices_fs::changed_directory(into_sgx_dir);
+    }
+    result
+}
+
+/// chdir(2): `/dev/sgx`, where the host has none, is entered as the host's `/dev` with the
+/// emulator noting that the program is in `/dev/sgx` (see `devices_fs::in_working_directory`
+/// for the relative names it then answers for).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
+    guard_int("chdir", || {
+        if path.is_null() {
+            // SAFETY: forwarded C contract (the C library reports EFAULT).
+            return unsafe { real::chdir(path) };
+        }
+        // SAFETY: a non-null path is a C string.
+        let plan = devices_fs::chdir(unsafe { CStr::from_ptr(path) }.to_bytes());
+        let target = match &plan {
+            devices_fs::Chdir::Fail(errno) => return fail(*errno),
+            devices_fs::Chdir::IntoSgxDir => c"/dev".as_ptr(),
+            devices_fs::Chdir::Host(Some(absolute)) => absolute.as_ptr(),
+            devices_fs::Chdir::Host(None) => path,
+        };
+        // SAFETY: `target` is a C string (the program's, or one `plan` owns for the call).
+        let result = unsafe { real::chdir(target) };
+        changed_directory(result, plan == devices_fs::Chdir::IntoSgxDir)
+    })
+}
+
+/// fchdir(2): a descriptor standing for `/dev/sgx` (one of `/dev`) enters it as `chdir` does.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    guard_int("fchdir", || {
+        // SAFETY: forwarded C contract.
+        let result = unsafe { real::fchdir(fd) };
+        changed_directory(result, devices_fs::fchdir_into_sgx_dir(fd))
+    })
+}
+
+/// getcwd(3): `/dev/sgx` while the program is in it (glibc's extension of a null `buf`
+/// allocating the result kept).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: usize) -> *mut c_char {
+    guard("getcwd", std::ptr::null_mut, || {
+        let room = if buf.is_null() && size == 0 { usize::MAX } else { size };
+        match devices_fs::getcwd(room) {
+            // SAFETY: forwarded C contract.
+            None => unsafe { real::getcwd(buf, size) },
+            Some(Err(errno)) => {
+                set_errno(errno);
+                std::ptr::null_mut()
+            }
+            Some(Ok(cwd)) => {
+                let out = if buf.is_null() {
+                    // SAFETY: malloc of the answer's length; the caller frees it.
+                    unsafe { libc::malloc(size.max(cwd.len())) }.cast::<c_char>()
+                } else {
+                    buf
+                };
+                if out.is_null() {
+                    set_errno(libc::ENOMEM);
+                    return out;
+                }
+                // SAFETY: `out` holds at least `cwd.len()` bytes (checked against `size`, or
+                // allocated so).
+                unsafe { std::ptr::copy_nonoverlapping(cwd.as_ptr().cast::<c_char>(), out, cwd.len()) };
+                out
+            }
+        }
     })
 }
 
