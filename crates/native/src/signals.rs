@@ -18,7 +18,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::context::Frame;
 use crate::enclu::{self, Outcome};
 use crate::engine::Engine;
-use crate::{alt_stack, cpuid, platform, sys, syscall_dispatch, thread, user_copy};
+use crate::{alt_stack, cpuid, platform, program_frame, sys, syscall_dispatch, thread, user_copy};
 
 /// Signals the emulator handles itself (besides the IPI signal).
 const FAULT_SIGNALS: [c_int; 6] =
@@ -51,6 +51,11 @@ static ASYNC: OnceLock<libc::sigset_t> = OnceLock::new();
 /// Whether `SGXEMU_TRACE` asked for a line per handled signal.
 pub fn tracing() -> bool {
     TRACE.load(Ordering::Relaxed)
+}
+
+/// Whether the emulator installed the program's handler of `sig` wrapped.
+pub fn wraps(sig: c_int) -> bool {
+    (1..MAX_SIGNAL as c_int).contains(&sig) && WRAPPED.load(Ordering::Acquire) & signal_bit(sig) != 0
 }
 
 /// Whether the emulator owns `sig` (so `sigaction` on it is recorded, not applied).
@@ -163,10 +168,18 @@ pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     sigset_of(std::array::from_fn(|i| mask[i] | extra[i]))
 }
 
-/// Blocks `waiting_in_enclave` for the calling thread; returns the previous mask.
-pub fn block_async() -> libc::sigset_t {
+/// Blocks every asynchronous signal for the calling thread (the IPI and the emulator's
+/// traps stay deliverable); returns the previous mask. The software EENTER holds them while
+/// it enters, as no handler runs inside one instruction on hardware.
+pub fn block_all_async() -> libc::sigset_t {
     // SIG_BLOCK with a valid set cannot fail.
-    sys::sigprocmask(libc::SIG_BLOCK, Some(&waiting_in_enclave())).unwrap_or_else(empty_set)
+    sys::sigprocmask(libc::SIG_BLOCK, Some(async_set())).unwrap_or_else(empty_set)
+}
+
+/// Sets the calling thread's signal mask to `mask` (one the thread had, from
+/// [`block_all_async`]); what waited and `mask` allows is delivered on return.
+pub fn set_mask(mask: &libc::sigset_t) {
+    sys::sigprocmask(libc::SIG_SETMASK, Some(mask));
 }
 
 fn empty_set() -> libc::sigset_t {
@@ -432,12 +445,63 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if flags & libc::SA_NODEFER == 0 {
         words[0] |= signal_bit(sig);
     }
-    sys::sigprocmask(libc::SIG_SETMASK, Some(&sigset_of(words)));
+    let handler_mask = sigset_of(words);
+    let handler = APP_HANDLER[sig as usize].load(Ordering::Acquire);
+    if handler != libc::SIG_DFL
+        && handler != libc::SIG_IGN
+        && let Some(base) = alt_stack::current_base()
+        && let Some(top) = program_frame_top(base, flags, uc)
+    {
+        let stack = alt_stack::stack_t(base);
+        // On the emulator's stack: the program's handler runs where the kernel would have
+        // run it (its stack, or its alternate stack), and this stack is free again before
+        // the handler starts. A handler that enters an enclave then finds it free for the
+        // emulator's traps there, as nested signals would on hardware.
+        // SAFETY: this signal's siginfo and frame; this handler returns right after; `top`
+        // is where the kernel would have put the program's frame.
+        unsafe { program_frame::redirect(sig, info, uc, handler, top, handler_mask, stack) };
+        // SAFETY: `uc` is this signal's context.
+        unsafe { Frame::new(uc) }.set_altstack(stack);
+        return;
+    }
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&handler_mask));
     chain(sig, info, uc);
     if let Some(stack) = our_stack(state) {
         // SAFETY: `uc` is this signal's context.
         unsafe { Frame::new(uc) }.set_altstack(stack);
     }
+}
+
+/// Where the kernel would have put the frame of the program's handler for a signal that
+/// interrupted `uc` (outside enclave mode; the handler runs on our stack at `base`), had
+/// the emulator not been there: the top of the
+/// program's alternate stack for an SA_ONSTACK handler when it has one enabled and the
+/// thread is not running on it already, else below the interrupted stack pointer and its
+/// red zone. `None` when the interrupted code ran on the emulator's own stack (not the
+/// program's: its handler then runs here, as before).
+fn program_frame_top(base: u64, flags: c_int, uc: *mut c_void) -> Option<u64> {
+    // SAFETY: `uc` is this signal's context.
+    let sp = unsafe { Frame::new(uc) }.regs().rsp;
+    if alt_stack::is_ours(sp) {
+        return None;
+    }
+    let program = alt_stack::header(base).map(|h| h.program_stack());
+    let top = match program {
+        Some(p)
+            if flags & libc::SA_ONSTACK != 0
+                && p.ss_flags & libc::SS_DISABLE == 0
+                && !(p.ss_sp as u64..p.ss_sp as u64 + p.ss_size as u64).contains(&sp) =>
+        {
+            p.ss_sp as u64 + p.ss_size as u64
+        }
+        _ => sp - program_frame::RED_ZONE,
+    };
+    // The kernel delivered this signal on the program's stack (the thread's emulator stack
+    // was not installed: the entry trampoline switched to it), so its frame lies where the
+    // program's goes: below it instead (it is dead once this handler returns, but it is
+    // what the copy is made from).
+    let kernel_frame = uc as u64 - 8;
+    Some(if alt_stack::is_ours(kernel_frame) { top } else { top.min(kernel_frame) })
 }
 
 /// For the last step of a handler outside enclave code: if the thread has its emulator stack (made

@@ -34,6 +34,13 @@ pub struct ThreadState {
     pub enclave_gs: AtomicU64,
     /// The signal mask to restore when the thread leaves the enclave.
     pub host_mask: Cell<libc::sigset_t>,
+    /// The software EENTER's register frame (a `vdso::SoftFrame` on the thread's stack)
+    /// while the thread, already in enclave mode, runs the emulator's code that finishes
+    /// the entry; 0 otherwise. An interrupt there takes its AEX as if at the enclave's
+    /// first instruction, with the registers this frame holds (see
+    /// `enclu::on_interrupt`), so that nothing below the untrusted stack pointer stays live
+    /// across the AEX: the program's signal handler at the AEP may use that stack.
+    pub soft_frame: AtomicU64,
     /// Base of the emulator's alternate signal stack for this thread (0 = none yet).
     pub alt_stack: Cell<u64>,
     /// The alternate stack was seen installed (checked until the kernel holds it: the
@@ -197,6 +204,7 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         enclave_gs: AtomicU64::new(0),
         // SAFETY: an all-zero sigset_t is a valid (empty) set.
         host_mask: Cell::new(unsafe { std::mem::zeroed() }),
+        soft_frame: AtomicU64::new(0),
         alt_stack: Cell::new(0),
         alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),

@@ -205,3 +205,148 @@ fn a_thread_with_every_signal_blocked_runs_enclaves_and_takes_faults() {
     let status = run_child("a_thread_with_every_signal_blocked_runs_enclaves_and_takes_faults", "blocked");
     assert_eq!(status.code(), Some(0), "1000 entries with every signal blocked ({status:?})");
 }
+
+static STRESS_ENCLAVE: std::sync::OnceLock<TestEnclave> = std::sync::OnceLock::new();
+static NESTED_ENTRIES: AtomicU64 = AtomicU64::new(0);
+/// Program handlers that ran anywhere but where the kernel would have run them: on the
+/// emulator's stack, or on the wrong one of the program's (never, as on a kernel).
+static MISPLACED: AtomicU64 = AtomicU64::new(0);
+
+std::thread_local! {
+    /// The TCS this thread's handlers enter (its main flow uses the one before).
+    static HANDLER_TCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The alternate stack this thread set for itself: [start, end).
+    static PROGRAM_ALT_STACK: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { std::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
+/// The program's handler (SIGUSR1 without SA_ONSTACK, SIGUSR2 with it): checks it runs
+/// where the kernel would run it (SIGUSR1 on the interrupted stack, which is never the
+/// alternate one here; SIGUSR2 on the thread's alternate stack), then enters the enclave
+/// itself, on its own TCS, wherever the signal found the thread (in enclave code: after the
+/// AEX, at the AEP; in host code: anywhere, the emulator's software EENTER included).
+extern "C" fn enter_from_handler(sig: libc::c_int) {
+    let rsp = stack_pointer();
+    let (start, end) = PROGRAM_ALT_STACK.with(|s| s.get());
+    let on_alt = (start..end).contains(&rsp);
+    if sgxemu_native::alt_stack::is_ours(rsp) || on_alt != (sig == libc::SIGUSR2) {
+        MISPLACED.fetch_add(1, Ordering::Relaxed);
+    }
+    let e = STRESS_ENCLAVE.get().expect("the enclave");
+    let tcs = HANDLER_TCS.with(|t| t.get());
+    e.read(tcs, e.base + support::enclave::DATA);
+    NESTED_ENTRIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The calling thread's alternate stack as the program sees it (the preload's `sigaltstack`).
+fn program_sigaltstack() -> libc::stack_t {
+    let mut old = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: 0, ss_size: 0 };
+    // SAFETY: a query into valid storage.
+    assert_eq!(unsafe { sgxemu_native::alt_stack::app_sigaltstack(std::ptr::null(), &mut old) }, 0);
+    old
+}
+
+/// Child: two threads each enter the enclave 20000 times (through the vDSO's software
+/// EENTER) while a sender thread each sends them SIGUSR1 and SIGUSR2 in turn every 100 µs
+/// or so, and the program's handlers enter the enclave too; exit status 0 if every entry
+/// came back, every handler ran where the kernel would have run it, and the program's
+/// handlers and alternate stacks read back as it set them.
+fn enclu_stress() -> ! {
+    let e = STRESS_ENCLAVE.get_or_init(|| TestEnclave::load(1 << 20));
+    for (sig, flags) in [(libc::SIGUSR1, libc::SA_RESTART), (libc::SIGUSR2, libc::SA_RESTART | libc::SA_ONSTACK)] {
+        // SAFETY: a zeroed sigaction with a plain handler is valid.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = enter_from_handler as *const () as usize;
+            act.sa_flags = flags;
+            // Neither runs nested in the other (SIGUSR1's would run on the alternate stack
+            // when it interrupts SIGUSR2's).
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaddset(&mut act.sa_mask, libc::SIGUSR1);
+            libc::sigaddset(&mut act.sa_mask, libc::SIGUSR2);
+            assert_eq!(sgxemu_native::signals::wrap_async(sig, &act, std::ptr::null_mut()), 0);
+        }
+    }
+    let done = AtomicU64::new(0);
+    let kept = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for worker in 0..2u64 {
+            let (e, done, kept) = (e, &done, &kept);
+            let tid = AtomicU64::new(0);
+            let stop = AtomicBool::new(false);
+            s.spawn(move || {
+                std::thread::scope(|inner| {
+                    let (tid, stop) = (&tid, &stop);
+                    inner.spawn(move || {
+                        let data = e.base + support::enclave::DATA + 8 * (worker + 1);
+                        // The program's own alternate stack (the C library's interposer).
+                        let alt = vec![0u8; 64 << 10].leak();
+                        let mine = libc::stack_t { ss_sp: alt.as_mut_ptr().cast(), ss_flags: 0, ss_size: alt.len() };
+                        // SAFETY: a valid stack_t of leaked memory.
+                        let set = unsafe { sgxemu_native::alt_stack::app_sigaltstack(&mine, std::ptr::null_mut()) };
+                        assert_eq!(set, 0);
+                        let range = (alt.as_ptr() as u64, alt.as_ptr() as u64 + alt.len() as u64);
+                        PROGRAM_ALT_STACK.with(|s| s.set(range));
+                        HANDLER_TCS.with(|t| t.set(2 * worker + 1));
+                        // A first entry before any signal: the thread's emulator state and
+                        // the vDSO are made outside handlers (as a program resolves the vDSO
+                        // before its handlers use it).
+                        e.call(2 * worker, op::WRITE, data, 0, 0, 0);
+                        tid.store(sgxemu_native::sys::gettid() as u64, Ordering::Release);
+                        for i in 0..20_000u64 {
+                            e.call(2 * worker, op::WRITE, data, i, 0, 0);
+                        }
+                        stop.store(true, Ordering::Release);
+                        let now = program_sigaltstack();
+                        if now.ss_sp as u64 == range.0 && now.ss_size == alt.len() && now.ss_flags == 0 {
+                            kept.fetch_add(1, Ordering::AcqRel);
+                        }
+                        done.fetch_add(1, Ordering::AcqRel);
+                    });
+                    while tid.load(Ordering::Acquire) == 0 {
+                        std::thread::yield_now();
+                    }
+                    let mut sig = libc::SIGUSR1;
+                    while !stop.load(Ordering::Acquire) {
+                        let _ = sgxemu_native::sys::tgkill(tid.load(Ordering::Acquire) as i32, sig);
+                        sig = if sig == libc::SIGUSR1 { libc::SIGUSR2 } else { libc::SIGUSR1 };
+                        // Often, but leaving the thread time to make progress between them.
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                    }
+                });
+            });
+        }
+    });
+    // The handlers read back as installed.
+    let mut handlers_kept = true;
+    for (sig, flags) in [(libc::SIGUSR1, libc::SA_RESTART), (libc::SIGUSR2, libc::SA_RESTART | libc::SA_ONSTACK)] {
+        // SAFETY: a query into valid storage.
+        let old = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            assert_eq!(sgxemu_native::signals::wrap_async(sig, std::ptr::null(), &mut old), 0);
+            old
+        };
+        handlers_kept &= old.sa_sigaction == enter_from_handler as *const () as usize && old.sa_flags == flags;
+    }
+    let (nested, misplaced) = (NESTED_ENTRIES.load(Ordering::Relaxed), MISPLACED.load(Ordering::Relaxed));
+    let (done, kept) = (done.load(Ordering::Acquire), kept.load(Ordering::Acquire));
+    eprintln!(
+        "workers done {done}, entries from handlers {nested}, misplaced {misplaced}, alternate stacks kept {kept}, handlers kept {handlers_kept}"
+    );
+    std::process::exit(if done == 2 && nested > 0 && misplaced == 0 && kept == 2 && handlers_kept { 0 } else { 1 });
+}
+
+#[test]
+fn program_handlers_that_enter_the_enclave_never_break_the_emulator_s_own_entry() {
+    if child_part().is_some() {
+        enclu_stress();
+    }
+    let status = run_child("program_handlers_that_enter_the_enclave_never_break_the_emulator_s_own_entry", "stress");
+    assert_eq!(status.code(), Some(0), "every entry returned ({status:?})");
+}
