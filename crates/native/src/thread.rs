@@ -234,7 +234,12 @@ fn cached() -> Result<Option<&'static ThreadState>, ()> {
 /// call): prefer [`with_current`], which frees it.
 pub fn current(processor: &Processor) -> &'static ThreadState {
     match cached() {
-        Ok(Some(state)) => state,
+        Ok(Some(state)) if state.tid == sys::gettid() => state,
+        // A thread made by a raw `clone` without CLONE_SETTLS shares its creator's
+        // thread-local storage, and so its creator's cached state: never take that one (its
+        // logical processor and alternate stack are another thread's). Its own is found by
+        // TID, or made and registered without touching the shared cache.
+        Ok(Some(_)) => lookup(sys::gettid()).unwrap_or_else(|| create_uncached(processor)),
         Ok(None) => create(processor),
         Err(()) => match lookup(sys::gettid()) {
             Some(state) => state,
@@ -248,7 +253,8 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
 /// with those of exited threads).
 pub fn with_current<R>(processor: &Processor, f: impl FnOnce(&ThreadState) -> R) -> R {
     match cached() {
-        Ok(Some(state)) => f(state),
+        Ok(Some(state)) if state.tid == sys::gettid() => f(state),
+        Ok(Some(_)) => f(current(processor)),
         Ok(None) => f(create(processor)),
         Err(()) => {
             if let Some(state) = lookup(sys::gettid()) {
@@ -277,6 +283,18 @@ fn create(processor: &Processor) -> &'static ThreadState {
     // A thread whose storage is gone between `cached` and here keeps its state registered.
     let _ = OWNER.try_with(|owner| owner.0.set(state));
     // SAFETY: just registered; lives until the thread exits.
+    unsafe { &*state }
+}
+
+/// The state of a thread whose thread-local storage is another thread's (see [`current`]):
+/// registered by TID, never freed (such a thread runs no thread-local destructors).
+fn create_uncached(processor: &Processor) -> &'static ThreadState {
+    let tid = sys::gettid();
+    let state = Box::into_raw(new_state(processor, tid));
+    if !register(state, tid) {
+        sys::stderr_line("sgxemu: more than 4096 threads use enclaves at once; this one is not in the TID table\n");
+    }
+    // SAFETY: just made; lives until the process ends.
     unsafe { &*state }
 }
 

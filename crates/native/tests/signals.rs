@@ -350,3 +350,69 @@ fn program_handlers_that_enter_the_enclave_never_break_the_emulator_s_own_entry(
     let status = run_child("program_handlers_that_enter_the_enclave_never_break_the_emulator_s_own_entry", "stress");
     assert_eq!(status.code(), Some(0), "every entry returned ({status:?})");
 }
+
+static CLONED_READ: AtomicU64 = AtomicU64::new(0);
+static CLONED_ENCLAVE: std::sync::OnceLock<TestEnclave> = std::sync::OnceLock::new();
+
+/// The thread made by a raw `clone` (no CLONE_SETTLS: it shares its creator's thread-local
+/// storage): enters the enclave 100 times on its own TCS and keeps what it read back.
+extern "C" fn cloned_thread(_: *mut libc::c_void) -> libc::c_int {
+    let e = CLONED_ENCLAVE.get().expect("the enclave");
+    let at = e.base + support::enclave::DATA + 24;
+    for i in 1..=100u64 {
+        e.call(1, op::WRITE, at, i, 0, 0);
+    }
+    CLONED_READ.store(e.read(1, at), Ordering::Release);
+    0
+}
+
+/// Child: the main thread enters once (its state is cached in its thread-local storage and
+/// its emulator stack installed), then makes a thread with a raw `clone`, which enters on
+/// another TCS; exit status 0 if that thread's entries all came back.
+fn raw_clone_thread_enters() -> ! {
+    let e = CLONED_ENCLAVE.get_or_init(|| TestEnclave::load(1 << 20));
+    e.call(0, op::WRITE, e.base + support::enclave::DATA + 16, 1, 0, 0);
+    let stack = vec![0u8; 1 << 20].leak();
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let child_tid = std::sync::atomic::AtomicI32::new(-1);
+    let flags = libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_PARENT_SETTID
+        | libc::CLONE_CHILD_CLEARTID;
+    // SAFETY: the new thread runs `cloned_thread` on its own leaked stack; the kernel writes
+    // its TID into `child_tid` and clears it (and wakes) when it exits, which is waited for
+    // below before `child_tid` goes away.
+    let tid = unsafe {
+        libc::clone(
+            cloned_thread,
+            top as *mut libc::c_void,
+            flags,
+            std::ptr::null_mut(),
+            child_tid.as_ptr(),
+            std::ptr::null_mut::<libc::c_void>(),
+            child_tid.as_ptr(),
+        )
+    };
+    assert!(tid > 0, "clone");
+    while child_tid.load(Ordering::Acquire) != 0 {
+        // The creator's thread-local storage is the clone's too: nothing here uses it.
+        // SAFETY: a plain sleep of 1 ms.
+        unsafe { libc::usleep(1000) };
+    }
+    let read = CLONED_READ.load(Ordering::Acquire);
+    eprintln!("the cloned thread read {read}");
+    std::process::exit(if read == 100 { 0 } else { 1 });
+}
+
+#[test]
+fn a_thread_made_by_a_raw_clone_gets_its_own_emulator_state_and_enters() {
+    if child_part().is_some() {
+        raw_clone_thread_enters();
+    }
+    let status = run_child("a_thread_made_by_a_raw_clone_gets_its_own_emulator_state_and_enters", "clone");
+    assert_eq!(status.code(), Some(0), "the cloned thread's entries came back ({status:?})");
+}
