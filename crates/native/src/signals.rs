@@ -309,6 +309,65 @@ pub unsafe fn program_sigprocmask(
     Ok(())
 }
 
+/// `set`, a mask the program hands a call that installs it while it waits (`sigsuspend`,
+/// `ppoll`, `pselect6`, `epoll_pwait`, `epoll_pwait2`) or the set a `sigwait` family call
+/// waits for, without the emulator's signals: its traps and its IPI stay deliverable to
+/// the emulator during the call (a blocked fault would make the kernel kill the process;
+/// a blocked IPI would hold up the driver, and a waited-for one would be taken from it).
+/// As on hardware, where those are no signals at all. Without the emulator's handlers
+/// installed the set is the program's as given.
+pub fn without_emulator_signals(set: &libc::sigset_t) -> libc::sigset_t {
+    if INSTALLED.get().is_none() {
+        return *set;
+    }
+    let mut words = sigset_words(*set);
+    words[0] &= !(never_blocked() & !(signal_bit(libc::SIGKILL) | signal_bit(libc::SIGSTOP)));
+    sigset_of(words)
+}
+
+std::thread_local! {
+    /// Signals this thread took that only the emulator handled (its IPI, a trap it
+    /// resolved), and those it handed to a handler of the program: see [`Interruptions`].
+    static EMULATOR_ONLY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static PROGRAM_HANDLED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// What interrupted the calling thread since a point in time: a waiting call the program
+/// made (`sigsuspend`, `ppoll`, `sigwaitinfo`, …) that fails with EINTR only because the
+/// emulator's own signal (its IPI, a trap it resolved) ran a handler did not fail on a
+/// kernel, where those are no signals: the call is made again. One of the program's own
+/// handlers ending the call is the kernel's EINTR, reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Interruptions {
+    emulator: u64,
+    program: u64,
+}
+
+impl Interruptions {
+    /// The counts now (before the call).
+    pub fn now() -> Self {
+        Interruptions { emulator: EMULATOR_ONLY.with(|c| c.get()), program: PROGRAM_HANDLED.with(|c| c.get()) }
+    }
+
+    /// Whether only the emulator's signals ran handlers since [`Interruptions::now`]: an
+    /// EINTR then is the emulator's, not the program's.
+    pub fn only_emulator(&self) -> bool {
+        let now = Interruptions::now();
+        now.program == self.program && now.emulator != self.emulator
+    }
+}
+
+/// Counts a signal of this thread handed to a handler of the program. Host FS base (the
+/// handler restored it).
+fn note_program_handler() {
+    PROGRAM_HANDLED.with(|c| c.set(c.get().wrapping_add(1)));
+}
+
+/// Counts a signal of this thread that only the emulator handled (host FS base).
+fn note_emulator_only() {
+    EMULATOR_ONLY.with(|c| c.set(c.get().wrapping_add(1)));
+}
+
 /// The calling thread's wish for the emulator's signals (see [`program_mask_change`]), for a
 /// thread it creates: a new thread inherits its creator's mask.
 pub fn inherited_wish() -> u64 {
@@ -447,6 +506,9 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     }
     let handler_mask = sigset_of(words);
     let handler = APP_HANDLER[sig as usize].load(Ordering::Acquire);
+    if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+        note_program_handler();
+    }
     if handler != libc::SIG_DFL
         && handler != libc::SIG_IGN
         && let Some(base) = alt_stack::current_base()
@@ -694,6 +756,8 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
             trace_mapping(frame.rip());
         }
         chain(target, info, uc);
+    } else {
+        note_emulator_only();
     }
     // Returning into enclave code: its bases, which ERESUME/EENTER may just have set, and
     // system calls blocked (the last step: no system call may follow).
@@ -914,6 +978,7 @@ fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         }
         return;
     }
+    note_program_handler();
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed this as an SA_SIGINFO handler.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { std::mem::transmute(handler) };

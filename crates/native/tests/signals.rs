@@ -416,3 +416,61 @@ fn a_thread_made_by_a_raw_clone_gets_its_own_emulator_state_and_enters() {
     let status = run_child("a_thread_made_by_a_raw_clone_gets_its_own_emulator_state_and_enters", "clone");
     assert_eq!(status.code(), Some(0), "the cloned thread's entries came back ({status:?})");
 }
+
+static SIGNALFD_HANDLED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_signalfd_handler(_: libc::c_int) {
+    SIGNALFD_HANDLED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Child: the program blocks SIGUSR1 (it has a handler too) and reads it from a signalfd,
+/// while its thread enters the enclave 2000 times and another thread sends SIGUSR1 now and
+/// then: every entry and exit leaves the program's mask as it was (SIGUSR1 stays pending
+/// for the signalfd, the handler never runs). Exit status 0 if the signalfd had it.
+fn signalfd_across_entries() -> ! {
+    let e = TestEnclave::load(1 << 20);
+    // SAFETY: zeroed sigaction/sigset values are valid; the calls get valid pointers.
+    let fd = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = count_signalfd_handler as *const () as usize;
+        assert_eq!(sgxemu_native::signals::wrap_async(libc::SIGUSR1, &act, std::ptr::null_mut()), 0);
+        let mut usr1: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut usr1);
+        libc::sigaddset(&mut usr1, libc::SIGUSR1);
+        sgxemu_native::signals::program_sigprocmask(libc::SIG_BLOCK, &usr1, std::ptr::null_mut()).expect("blocked");
+        libc::signalfd(-1, &usr1, libc::SFD_NONBLOCK)
+    };
+    assert!(fd >= 0, "signalfd");
+    let tid = sgxemu_native::sys::gettid();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                let _ = sgxemu_native::sys::tgkill(tid, libc::SIGUSR1);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        for i in 0..2000u64 {
+            e.call(0, op::WRITE, e.base + support::enclave::DATA, i, 0, 0);
+        }
+        stop.store(true, Ordering::Release);
+    });
+    // SAFETY: an all-zero signalfd_siginfo is valid storage of the size read.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = size_of::<libc::signalfd_siginfo>();
+    // SAFETY: reads at most `size` bytes into `info`.
+    let got = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    let handled = SIGNALFD_HANDLED.load(Ordering::Relaxed);
+    eprintln!("signalfd read {got} bytes, signal {}, handler ran {handled} times", info.ssi_signo);
+    let ok = got == size as isize && info.ssi_signo == libc::SIGUSR1 as u32 && handled == 0;
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[test]
+fn a_signalfd_for_a_blocked_signal_keeps_it_across_enclave_entries() {
+    if child_part().is_some() {
+        signalfd_across_entries();
+    }
+    let status = run_child("a_signalfd_for_a_blocked_signal_keeps_it_across_enclave_entries", "signalfd");
+    assert_eq!(status.code(), Some(0), "SIGUSR1 waited for the signalfd ({status:?})");
+}
