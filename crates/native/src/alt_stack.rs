@@ -459,11 +459,15 @@ pub fn forget_all_in_child() {
 /// Frees the calling (exiting) thread's stack at `base`; the kernel gets the program's own
 /// stack back.
 pub fn free(base: u64) {
+    // No handler may run on the stack, or record it as the program's, while it goes away:
+    // the kernel gets the program's stack back first, then the stack is forgotten.
+    let held = crate::signals::block_all_async();
     let program = header(base).map(Header::program_stack);
-    unregister(base);
     let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
     if !program.is_some_and(|p| p.ss_flags & libc::SS_DISABLE == 0 && set_kernel_stack(&p)) {
         set_kernel_stack(&off);
     }
+    unregister(base);
     let _ = sys::munmap(base - GUARD, SIZE + GUARD);
+    crate::signals::set_mask(&held);
 }

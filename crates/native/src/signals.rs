@@ -74,11 +74,11 @@ pub unsafe fn app_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut l
     if let Some(old) = unsafe { old.as_mut() } {
         old.sa_sigaction = APP_HANDLER[index].load(Ordering::Acquire);
         old.sa_flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
-        // SAFETY: sigemptyset initialises the mask field.
-        unsafe { libc::sigemptyset(&mut old.sa_mask) };
+        old.sa_mask = program_mask(APP_MASK[index].load(Ordering::Acquire));
     }
     // SAFETY: the caller passes null or a valid sigaction.
     if let Some(act) = unsafe { act.as_ref() } {
+        APP_MASK[index].store(sigset_words(act.sa_mask)[0], Ordering::Release);
         APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
         APP_HANDLER[index].store(act.sa_sigaction, Ordering::Release);
     }
@@ -534,6 +534,39 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     }
 }
 
+/// Hands `sig` (one the emulator owns, for the program's own handler: a fault of its code,
+/// or an enclave's exception reported at the AEP) to the program's handler where the kernel
+/// would have run it, as [`on_async`] does for the asynchronous ones: its frame is copied
+/// to the program's stack and this handler's return runs the program's (so a handler
+/// that enters an enclave finds the emulator's stack free). Whether it did; otherwise the
+/// caller chains as before (default actions, a fault the program blocks, a signal that
+/// interrupted code on the emulator's stack).
+fn run_where_the_program_asked(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -> bool {
+    let Some(index) = usize::try_from(sig).ok().filter(|&i| i < MAX_SIGNAL) else { return false };
+    let handler = APP_HANDLER[index].load(Ordering::Acquire);
+    let flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
+    // SAFETY: the kernel filled `info` for this signal.
+    let forced = unsafe { (*info).si_code } > 0 && program_blocks(sig);
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN || forced || flags & libc::SA_RESETHAND != 0 {
+        return false;
+    }
+    let Some(base) = alt_stack::current_base() else { return false };
+    let Some(top) = program_frame_top(base, flags, uc) else { return false };
+    // The kernel's mask for the handler: the interrupted one and `sa_mask` (the emulator's
+    // own signals, this one among them, never blocked for real).
+    // SAFETY: `uc` is this signal's context.
+    let mut words = sigset_words(unsafe { Frame::new(uc) }.sigmask());
+    words[0] |= APP_MASK[index].load(Ordering::Acquire) & !never_blocked();
+    let stack = alt_stack::stack_t(base);
+    note_program_handler();
+    // SAFETY: this signal's siginfo and frame; the caller returns right after; `top` is
+    // where the kernel would have put the program's frame.
+    unsafe { program_frame::redirect(sig, info, uc, handler, top, sigset_of(words), stack) };
+    // SAFETY: `uc` is this signal's context.
+    unsafe { Frame::new(uc) }.set_altstack(stack);
+    true
+}
+
 /// Where the kernel would have put the frame of the program's handler for a signal that
 /// interrupted `uc` (outside enclave mode; the handler runs on our stack at `base`), had
 /// the emulator not been there: the top of the
@@ -754,6 +787,12 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if let Outcome::Signal(target) = outcome {
         if TRACE.load(Ordering::Relaxed) {
             trace_mapping(frame.rip());
+        }
+        if !(inside && state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire)))
+            && run_where_the_program_asked(target, info, uc)
+        {
+            // Its handler runs once this one has returned; the frame is the program's now.
+            return;
         }
         chain(target, info, uc);
     } else {

@@ -237,6 +237,10 @@ extern "C" fn enter_from_handler(sig: libc::c_int) {
     let on_alt = (start..end).contains(&rsp);
     if sgxemu_native::alt_stack::is_ours(rsp) || on_alt != (sig == libc::SIGUSR2) {
         MISPLACED.fetch_add(1, Ordering::Relaxed);
+        if std::env::var_os("STRESS_WHY").is_some() {
+            let ours = sgxemu_native::alt_stack::is_ours(rsp);
+            eprintln!("misplaced: sig {sig} rsp {rsp:#x} ours {ours} alt {start:#x}..{end:#x}");
+        }
     }
     let e = STRESS_ENCLAVE.get().expect("the enclave");
     let tcs = HANDLER_TCS.with(|t| t.get());
@@ -280,9 +284,10 @@ fn enclu_stress() -> ! {
             let (e, done, kept) = (e, &done, &kept);
             let tid = AtomicU64::new(0);
             let stop = AtomicBool::new(false);
+            let sender_done = AtomicBool::new(false);
             s.spawn(move || {
                 std::thread::scope(|inner| {
-                    let (tid, stop) = (&tid, &stop);
+                    let (tid, stop, sender_done) = (&tid, &stop, &sender_done);
                     inner.spawn(move || {
                         let data = e.base + support::enclave::DATA + 8 * (worker + 1);
                         // The program's own alternate stack (the C library's interposer).
@@ -303,6 +308,14 @@ fn enclu_stress() -> ! {
                             e.call(2 * worker, op::WRITE, data, i, 0, 0);
                         }
                         stop.store(true, Ordering::Release);
+                        // No signal may come while the thread exits: Rust's own exit code
+                        // disables the thread's alternate stack (a handler after that runs
+                        // on the thread's stack, rightly). Those sent before are delivered
+                        // at the next return from the kernel.
+                        while !sender_done.load(Ordering::Acquire) {
+                            std::thread::yield_now();
+                        }
+                        let _ = sgxemu_native::sys::getpid();
                         let now = program_sigaltstack();
                         if now.ss_sp as u64 == range.0 && now.ss_size == alt.len() && now.ss_flags == 0 {
                             kept.fetch_add(1, Ordering::AcqRel);
@@ -319,6 +332,7 @@ fn enclu_stress() -> ! {
                         // Often, but leaving the thread time to make progress between them.
                         std::thread::sleep(std::time::Duration::from_micros(100));
                     }
+                    sender_done.store(true, Ordering::Release);
                 });
             });
         }
@@ -473,4 +487,51 @@ fn a_signalfd_for_a_blocked_signal_keeps_it_across_enclave_entries() {
     }
     let status = run_child("a_signalfd_for_a_blocked_signal_keeps_it_across_enclave_entries", "signalfd");
     assert_eq!(status.code(), Some(0), "SIGUSR1 waited for the signalfd ({status:?})");
+}
+
+static FAULT_ENCLAVE: std::sync::OnceLock<TestEnclave> = std::sync::OnceLock::new();
+static UD_HANDLED: AtomicU64 = AtomicU64::new(0);
+static UD_MISPLACED: AtomicU64 = AtomicU64::new(0);
+
+/// The program's SIGILL handler (a signal the emulator owns): checks it runs on the
+/// program's stack, enters the enclave itself, and steps over the `ud2`.
+extern "C" fn on_program_ud(_: libc::c_int, _: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    if sgxemu_native::alt_stack::is_ours(stack_pointer()) {
+        UD_MISPLACED.fetch_add(1, Ordering::Relaxed);
+    }
+    let e = FAULT_ENCLAVE.get().expect("the enclave");
+    e.read(1, e.base + support::enclave::DATA);
+    UD_HANDLED.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the kernel's (copied) context of this signal.
+    unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] += 2 };
+}
+
+/// Child: the program's own `ud2`s, 200 of them, each handled by its SIGILL handler, which
+/// enters the enclave; exit status 0 if every one ran on the program's stack.
+fn fault_handlers_enter() -> ! {
+    let e = FAULT_ENCLAVE.get_or_init(|| TestEnclave::load(1 << 20));
+    e.call(0, op::WRITE, e.base + support::enclave::DATA, 7, 0, 0);
+    // SAFETY: a zeroed sigaction with an SA_SIGINFO handler is valid.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_program_ud as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        sgxemu_native::signals::app_sigaction(libc::SIGILL, &act, std::ptr::null_mut());
+    }
+    for _ in 0..200 {
+        // SAFETY: the handler above steps over it.
+        unsafe { std::arch::asm!("ud2") };
+    }
+    let (handled, misplaced) = (UD_HANDLED.load(Ordering::Relaxed), UD_MISPLACED.load(Ordering::Relaxed));
+    eprintln!("ud2 handled {handled}, on the emulator's stack {misplaced}");
+    std::process::exit(if handled == 200 && misplaced == 0 { 0 } else { 1 });
+}
+
+#[test]
+fn the_program_s_fault_handlers_run_on_its_stack_and_may_enter_the_enclave() {
+    if child_part().is_some() {
+        fault_handlers_enter();
+    }
+    let status = run_child("the_program_s_fault_handlers_run_on_its_stack_and_may_enter_the_enclave", "ud2");
+    assert_eq!(status.code(), Some(0), "every ud2 handled on the program's stack ({status:?})");
 }
