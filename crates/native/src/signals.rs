@@ -9,6 +9,13 @@
 //! `alt_stack::handler_stack`), switches to the thread's emulator stack before any Rust
 //! code of the handler runs. The handler then restores the host's FS and GS bases, if the
 //! thread was running enclave code, before any code that uses thread-local storage.
+//!
+//! The program's own handlers never run there: when a signal is the program's (outside
+//! enclave code, or after the AEX that an asynchronous one causes there), its frame is
+//! copied to where the kernel would have built it, on the program's stack or its own
+//! alternate stack (`program_frame`), and the emulator's handler returns into the
+//! program's. A program handler that enters an enclave thus leaves the emulator's stack
+//! free for the traps of that entry, as hardware needs no stack for them.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
