@@ -671,3 +671,15 @@ fn device_errnos_decided_outside_the_driver_s_ioctls_are_the_kernel_s() {
          mprotect-enclave-first 13 above --\n"
     );
 }
+
+#[test]
+fn calls_that_wait_with_a_mask_keep_the_emulator_s_signals_deliverable_and_only_the_program_s_end_them() {
+    let exe = build_as("wait_masks", "wait_masks", &["-pthread"]);
+    let out = sgxemu(&["run", "--", exe.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{:?} {}{}", out.status, text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let expected = ["sigsuspend", "ppoll", "pselect", "epoll_pwait", "epoll_pwait2", "sigwaitinfo", "sigtimedwait"]
+        .map(|call| format!("{call} ok"))
+        .join("\n");
+    assert_eq!(stdout.trim(), expected);
+}

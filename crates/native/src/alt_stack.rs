@@ -37,6 +37,11 @@ pub struct Header {
     app_sp: AtomicU64,
     app_size: AtomicU64,
     app_flags: AtomicI32,
+    /// The thread a handler made this stack for before the thread had a state (0 once a
+    /// state owns it, which frees it at the thread's exit): such a stack outlives its
+    /// thread until [`create`] finds the registry full and takes back those of threads
+    /// that are gone.
+    orphan_tid: AtomicI32,
 }
 
 const _: () = assert!(size_of::<Header>() as u64 <= HEADER_SIZE);
@@ -129,6 +134,43 @@ impl Header {
 /// that has no state yet). Returns its base (`None` if memory or the registry ran out).
 /// Only system calls: usable from a handler that interrupted any code.
 pub fn create(state: Option<&ThreadState>) -> Option<u64> {
+    let base = map_stack(state)?;
+    if register(base) || (reclaim_orphans() && register(base)) {
+        Some(base)
+    } else {
+        let _ = sys::munmap(base - GUARD, SIZE + GUARD);
+        None
+    }
+}
+
+/// Unregisters and unmaps the stacks made for threads without a state that have exited;
+/// whether it freed any. Only stacks of threads that are gone: a live thread's stack stays.
+fn reclaim_orphans() -> bool {
+    let pid = sys::getpid();
+    let mut freed = false;
+    for slot in &STACKS {
+        let base = slot.load(Ordering::Acquire);
+        if base <= TOMBSTONE {
+            continue;
+        }
+        // SAFETY: a registered stack's header stays mapped until it is unregistered.
+        let h = unsafe { &*(base as *const Header) };
+        let tid = h.orphan_tid.load(Ordering::Acquire);
+        // SAFETY: signal 0 only checks that the thread exists.
+        let gone = tid != 0
+            && h.state().is_none()
+            && unsafe { libc::syscall(libc::SYS_tgkill, pid as libc::c_long, tid as libc::c_long, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && slot.compare_exchange(base, TOMBSTONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let _ = sys::munmap(base - GUARD, SIZE + GUARD);
+            freed = true;
+        }
+    }
+    freed
+}
+
+/// Maps a new stack (see [`create`]), not yet registered.
+fn map_stack(state: Option<&ThreadState>) -> Option<u64> {
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
     let raw = sys::mmap(0, 2 * SIZE, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0).ok()?;
     let base = (raw + GUARD).next_multiple_of(SIZE);
@@ -144,12 +186,8 @@ pub fn create(state: Option<&ThreadState>) -> Option<u64> {
     let state = state.map_or(std::ptr::null_mut(), |s| s as *const ThreadState as *mut ThreadState);
     header.state.store(state, Ordering::Release);
     header.app_flags.store(libc::SS_DISABLE, Ordering::Release);
-    if register(base) {
-        Some(base)
-    } else {
-        let _ = sys::munmap(base - GUARD, SIZE + GUARD);
-        None
-    }
+    header.orphan_tid.store(if state.is_null() { sys::gettid() } else { 0 }, Ordering::Release);
+    Some(base)
 }
 
 /// The `stack_t` for the stack at `base`: everything above the header.
@@ -201,6 +239,7 @@ pub fn ensure(state: &ThreadState) -> Option<(libc::stack_t, bool)> {
     }
     let header = header(base)?;
     header.state.store(state as *const ThreadState as *mut ThreadState, Ordering::Release);
+    header.orphan_tid.store(0, Ordering::Release);
     if !header.dispatch_on.swap(true, Ordering::AcqRel) {
         crate::syscall_dispatch::enable(base);
     }
@@ -220,6 +259,20 @@ pub fn ensure(state: &ThreadState) -> Option<(libc::stack_t, bool)> {
 fn on_ours(rsp: u64) -> Option<u64> {
     let base = rsp & !(SIZE - 1);
     (rsp >= base + HEADER_SIZE && registered(base)).then_some(base)
+}
+
+/// Whether `rsp` lies on one of the emulator's stacks.
+pub fn is_ours(rsp: u64) -> bool {
+    on_ours(rsp).is_some()
+}
+
+/// The base of the emulator's stack the caller runs on, if it runs on one.
+#[inline(always)]
+pub fn current_base() -> Option<u64> {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { std::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    on_ours(rsp)
 }
 
 /// First call of every emulator handler (from the entry trampoline in `signals`, on the
@@ -264,7 +317,14 @@ pub(crate) extern "C" fn handler_stack(entry_rsp: u64, sig: libc::c_int, uc: *mu
     }
     // SAFETY: the kernel's ucontext for this signal.
     // (So does our seccomp filter's trap: carrying out a device call needs room.)
-    if unsafe { crate::signals::is_host_enclu(sig, uc) } || crate::seccomp::is_trap_context(sig, uc) {
+    // And so does a program handler the emulator wraps: it must run where the kernel would
+    // have run it (see `signals::on_async`), not on the program's alternate stack that the
+    // wrapper's SA_ONSTACK chose, and whatever it does (enter an enclave) must find the
+    // emulator's stack installed for the traps that follow.
+    if unsafe { crate::signals::is_host_enclu(sig, uc) }
+        || crate::seccomp::is_trap_context(sig, uc)
+        || crate::signals::wraps(sig)
+    {
         return create(None).map_or(0, |base| base + SIZE);
     }
     0
@@ -399,11 +459,15 @@ pub fn forget_all_in_child() {
 /// Frees the calling (exiting) thread's stack at `base`; the kernel gets the program's own
 /// stack back.
 pub fn free(base: u64) {
+    // No handler may run on the stack, or record it as the program's, while it goes away:
+    // the kernel gets the program's stack back first, then the stack is forgotten.
+    let held = crate::signals::block_all_async();
     let program = header(base).map(Header::program_stack);
-    unregister(base);
     let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
     if !program.is_some_and(|p| p.ss_flags & libc::SS_DISABLE == 0 && set_kernel_stack(&p)) {
         set_kernel_stack(&off);
     }
+    unregister(base);
     let _ = sys::munmap(base - GUARD, SIZE + GUARD);
+    crate::signals::set_mask(&held);
 }

@@ -210,6 +210,7 @@ fn enclu_again(
             frame.set_regs(&regs);
             if !st.cpus().lp.in_enclave() {
                 // EEXIT: back to the host's signal mask (FS is the host's already).
+                st.soft_frame.store(0, Ordering::Release);
                 st.in_enclave.store(false, Ordering::Release);
                 frame.set_sigmask(st.host_mask.get());
             }
@@ -382,16 +383,61 @@ pub fn on_interrupt(engine: &Engine, st: &ThreadState, frame: &mut Frame, enclav
         }
         return true;
     }
-    let mut regs = regs_with_bases(frame, enclave_fs, enclave_gs);
+    // In the emulator's code that finishes a software EENTER: on hardware EENTER is one
+    // instruction, so the interrupt comes at the enclave's first one. That code's frames
+    // (below the untrusted stack pointer, where the program's handler at the AEP will put
+    // its own frame) are dead from here on.
+    let mut regs = match unfinished_entry(st, frame.rip()) {
+        Some(entry) => entry,
+        None => regs_with_bases(frame, enclave_fs, enclave_gs),
+    };
     frame.save_xstate(&mut st.cpus().lp.xsave);
     let exited = engine.processor.aex(&mut st.cpus().lp, &mut regs, AexEvent::interrupt()).is_some();
     if exited {
+        st.soft_frame.store(0, Ordering::Release);
         st.in_enclave.store(false, Ordering::Release);
         frame.set_regs(&regs);
         frame.load_xstate(&st.cpus().lp.xsave);
         frame.set_sigmask(st.host_mask.get());
     }
     exited
+}
+
+/// The state EENTER left, if `rip` (an interrupt's, in enclave mode) lies in the
+/// emulator's code that finishes a software EENTER: the registers of its frame, as the
+/// enclave's first instruction gets them, with the enclave's FS and GS bases (the tail may
+/// not have loaded them yet).
+fn unfinished_entry(st: &ThreadState, rip: u64) -> Option<Regs> {
+    let raw = st.soft_frame.load(Ordering::Acquire);
+    if raw == 0 || !crate::isolation::finishing_entry(&st.cpus().lp, rip) {
+        return None;
+    }
+    // SAFETY: `soft_eenter` published its frame, which lives on the thread's stack until
+    // the vDSO has jumped into the enclave (this handler interrupted it before that, and
+    // runs on the emulator's stack, so it is intact), and it is cleared at the next exit.
+    let words = unsafe { &(*(raw as *const SoftFrame)).words };
+    Some(Regs {
+        rax: words[frame::RAX],
+        rbx: words[frame::RBX],
+        rcx: words[frame::RCX],
+        rdx: words[frame::RDX],
+        rsi: words[frame::RSI],
+        rdi: words[frame::RDI],
+        r8: words[frame::R8],
+        r9: words[frame::R8 + 1],
+        r10: words[frame::R8 + 2],
+        r11: words[frame::R8 + 3],
+        r12: words[frame::R8 + 4],
+        r13: words[frame::R8 + 5],
+        r14: words[frame::R8 + 6],
+        r15: words[frame::R8 + 7],
+        rbp: words[frame::RBP],
+        rsp: words[frame::RSP],
+        rflags: words[frame::RFLAGS],
+        rip: words[frame::RIP],
+        fsbase: st.enclave_fs.load(Ordering::Relaxed),
+        gsbase: st.enclave_gs.load(Ordering::Relaxed),
+    })
 }
 
 /// Hardware's AEX for an exception in enclave mode, then the kernel: the fault handler
@@ -416,6 +462,7 @@ fn enclave_exception(
     let Some(report) = engine.processor.aex(&mut st.cpus().lp, &mut regs, event) else {
         return Outcome::Signal(signal_for(fault.vector));
     };
+    st.soft_frame.store(0, Ordering::Release);
     st.in_enclave.store(false, Ordering::Release);
     frame.set_sigmask(st.host_mask.get());
     let resolution = driver_fault.map(|kind| engine.space.fault(&mut st.cpus().kcpu, fault.addr, kind));
@@ -486,6 +533,15 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         fail(words, Exception::Gp);
         return;
     };
+    // EENTER is one instruction: no handler of the program may run in the middle of it.
+    // One that did would find the thread's state half made, the processor model's locks
+    // held (a nested entry could wait on them forever) or the logical processor already in
+    // enclave mode while the thread is not yet (its own EENTER would be #GP). So the
+    // asynchronous signals wait while this enters, and are let through only between two
+    // tries, where the model is as before the instruction (a leaf the driver must retry
+    // under EPC pressure), as the kernel delivers them between two faults of one
+    // instruction.
+    let host_mask = signals::block_all_async();
     let st = thread::current(&engine.processor);
     thread::alt_stack(st);
     let host_fs = sys::fs_base();
@@ -512,10 +568,19 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
         fsbase: host_fs,
         gsbase: host_gs,
     };
-    // Not in a handler: signals reach this thread while it retries.
-    if let Err(e) = enclu_from_outside(engine, st, &mut regs, None) {
-        fail(words, e);
-        return;
+    loop {
+        match enclu_from_outside(engine, st, &mut regs, Some(&host_mask)) {
+            Ok(Ran::Done) => break,
+            Ok(Ran::Interrupted) => {
+                signals::set_mask(&host_mask);
+                signals::block_all_async();
+            }
+            Err(e) => {
+                signals::set_mask(&host_mask);
+                fail(words, e);
+                return;
+            }
+        }
     }
     patch::prepare(engine, &st.cpus().lp, words[frame::RBX]);
     words[frame::RAX] = regs.rax;
@@ -524,10 +589,17 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
     words[frame::STATUS] = vdso::STATUS_ENTER;
     st.host_fs.store(host_fs, Ordering::Relaxed);
     st.host_gs.store(host_gs, Ordering::Relaxed);
-    st.host_mask.set(signals::block_async());
+    st.host_mask.set(host_mask);
     st.enclave_fs.store(regs.fsbase, Ordering::Relaxed);
     st.enclave_gs.store(regs.gsbase, Ordering::Relaxed);
+    st.soft_frame.store(raw as u64, Ordering::Release);
     st.in_enclave.store(true, Ordering::Release);
+    // The thread is in enclave mode from here on, everything the exit needs is recorded,
+    // and what is left (this function's end and the vDSO's jump) may be abandoned: a
+    // signal that waited is delivered at once, as an interrupt of the enclave at its first
+    // instruction (see `unfinished_entry`). Those whose handlers the emulator does not
+    // wrap keep waiting until the enclave exits.
+    sys::set_sigmask_in_own_text(&signals::enclave_mask(&host_mask));
     // Last: from here on no thread-local storage is reachable until the enclave exits, and
     // a system call is the enclave's #UD.
     sys::set_gs_base(regs.gsbase);

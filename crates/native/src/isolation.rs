@@ -52,6 +52,13 @@ pub fn interrupted_outside(lp: &Lp, rip: u64) -> bool {
         && !EMULATOR_TEXT.get().is_some_and(|&(start, end)| (start..end).contains(&rip))
 }
 
+/// Whether `rip`, in enclave mode on `lp`, lies in the emulator's code that finishes the
+/// software EENTER (the exemption of [`interrupted_outside`]).
+pub fn finishing_entry(lp: &Lp, rip: u64) -> bool {
+    fetched_outside(lp, rip)
+        && (in_vdso(rip) || EMULATOR_TEXT.get().is_some_and(|&(start, end)| (start..end).contains(&rip)))
+}
+
 fn in_vdso(rip: u64) -> bool {
     crate::vdso::get().is_some_and(|v| (v.code_start..v.code_end).contains(&rip))
 }

@@ -29,6 +29,7 @@ pub mod patch;
 pub mod pause_loop;
 pub mod platform;
 pub mod prefetch;
+pub mod program_frame;
 pub mod program_maps;
 pub mod real;
 pub mod seccomp;

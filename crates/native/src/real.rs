@@ -222,3 +222,32 @@ real_fn!(/// fdopendir(3).
     fdopendir(fd: c_int) -> *mut libc::DIR);
 real_fn!(/// readdir_r(3) (readdir64_r is the same on x86-64).
     readdir_r(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int);
+real_fn!(/// sigsuspend(2).
+    sigsuspend(mask: *const libc::sigset_t) -> c_int);
+real_fn!(/// sigwait(3).
+    sigwait(set: *const libc::sigset_t, sig: *mut c_int) -> c_int);
+real_fn!(/// sigwaitinfo(2).
+    sigwaitinfo(set: *const libc::sigset_t, info: *mut libc::siginfo_t) -> c_int);
+real_fn!(/// sigtimedwait(2).
+    sigtimedwait(set: *const libc::sigset_t, info: *mut libc::siginfo_t, timeout: *const libc::timespec) -> c_int);
+real_fn!(/// ppoll(2).
+    ppoll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int);
+real_fn!(/// pselect(2).
+    pselect(
+        n: c_int,
+        read: *mut libc::fd_set,
+        write: *mut libc::fd_set,
+        except: *mut libc::fd_set,
+        timeout: *const libc::timespec,
+        mask: *const libc::sigset_t
+    ) -> c_int);
+real_fn!(/// epoll_pwait(2).
+    epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int);
+real_fn!(/// epoll_pwait2(2).
+    epoll_pwait2(
+        epfd: c_int,
+        events: *mut libc::epoll_event,
+        max: c_int,
+        timeout: *const libc::timespec,
+        mask: *const libc::sigset_t
+    ) -> c_int);

@@ -9,6 +9,13 @@
 //! `alt_stack::handler_stack`), switches to the thread's emulator stack before any Rust
 //! code of the handler runs. The handler then restores the host's FS and GS bases, if the
 //! thread was running enclave code, before any code that uses thread-local storage.
+//!
+//! The program's own handlers never run there: when a signal is the program's (outside
+//! enclave code, or after the AEX that an asynchronous one causes there), its frame is
+//! copied to where the kernel would have built it, on the program's stack or its own
+//! alternate stack (`program_frame`), and the emulator's handler returns into the
+//! program's. A program handler that enters an enclave thus leaves the emulator's stack
+//! free for the traps of that entry, as hardware needs no stack for them.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +25,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::context::Frame;
 use crate::enclu::{self, Outcome};
 use crate::engine::Engine;
-use crate::{alt_stack, cpuid, platform, sys, syscall_dispatch, thread, user_copy};
+use crate::{alt_stack, cpuid, platform, program_frame, sys, syscall_dispatch, thread, user_copy};
 
 /// Signals the emulator handles itself (besides the IPI signal).
 const FAULT_SIGNALS: [c_int; 6] =
@@ -53,6 +60,11 @@ pub fn tracing() -> bool {
     TRACE.load(Ordering::Relaxed)
 }
 
+/// Whether the emulator installed the program's handler of `sig` wrapped.
+pub fn wraps(sig: c_int) -> bool {
+    (1..MAX_SIGNAL as c_int).contains(&sig) && WRAPPED.load(Ordering::Acquire) & signal_bit(sig) != 0
+}
+
 /// Whether the emulator owns `sig` (so `sigaction` on it is recorded, not applied).
 pub fn owns(sig: c_int) -> bool {
     INSTALLED.get().is_some() && (FAULT_SIGNALS.contains(&sig) || sig == platform::kick_signal())
@@ -69,11 +81,11 @@ pub unsafe fn app_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut l
     if let Some(old) = unsafe { old.as_mut() } {
         old.sa_sigaction = APP_HANDLER[index].load(Ordering::Acquire);
         old.sa_flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
-        // SAFETY: sigemptyset initialises the mask field.
-        unsafe { libc::sigemptyset(&mut old.sa_mask) };
+        old.sa_mask = program_mask(APP_MASK[index].load(Ordering::Acquire));
     }
     // SAFETY: the caller passes null or a valid sigaction.
     if let Some(act) = unsafe { act.as_ref() } {
+        APP_MASK[index].store(sigset_words(act.sa_mask)[0], Ordering::Release);
         APP_FLAGS[index].store(act.sa_flags as usize, Ordering::Release);
         APP_HANDLER[index].store(act.sa_sigaction, Ordering::Release);
     }
@@ -163,10 +175,18 @@ pub fn enclave_mask(mask: &libc::sigset_t) -> libc::sigset_t {
     sigset_of(std::array::from_fn(|i| mask[i] | extra[i]))
 }
 
-/// Blocks `waiting_in_enclave` for the calling thread; returns the previous mask.
-pub fn block_async() -> libc::sigset_t {
+/// Blocks every asynchronous signal for the calling thread (the IPI and the emulator's
+/// traps stay deliverable); returns the previous mask. The software EENTER holds them while
+/// it enters, as no handler runs inside one instruction on hardware.
+pub fn block_all_async() -> libc::sigset_t {
     // SIG_BLOCK with a valid set cannot fail.
-    sys::sigprocmask(libc::SIG_BLOCK, Some(&waiting_in_enclave())).unwrap_or_else(empty_set)
+    sys::sigprocmask(libc::SIG_BLOCK, Some(async_set())).unwrap_or_else(empty_set)
+}
+
+/// Sets the calling thread's signal mask to `mask` (one the thread had, from
+/// [`block_all_async`]); what waited and `mask` allows is delivered on return.
+pub fn set_mask(mask: &libc::sigset_t) {
+    sys::sigprocmask(libc::SIG_SETMASK, Some(mask));
 }
 
 fn empty_set() -> libc::sigset_t {
@@ -294,6 +314,65 @@ pub unsafe fn program_sigprocmask(
         *old = reported;
     }
     Ok(())
+}
+
+/// `set`, a mask the program hands a call that installs it while it waits (`sigsuspend`,
+/// `ppoll`, `pselect6`, `epoll_pwait`, `epoll_pwait2`) or the set a `sigwait` family call
+/// waits for, without the emulator's signals: its traps and its IPI stay deliverable to
+/// the emulator during the call (a blocked fault would make the kernel kill the process;
+/// a blocked IPI would hold up the driver, and a waited-for one would be taken from it).
+/// As on hardware, where those are no signals at all. Without the emulator's handlers
+/// installed the set is the program's as given.
+pub fn without_emulator_signals(set: &libc::sigset_t) -> libc::sigset_t {
+    if INSTALLED.get().is_none() {
+        return *set;
+    }
+    let mut words = sigset_words(*set);
+    words[0] &= !(never_blocked() & !(signal_bit(libc::SIGKILL) | signal_bit(libc::SIGSTOP)));
+    sigset_of(words)
+}
+
+std::thread_local! {
+    /// Signals this thread took that only the emulator handled (its IPI, a trap it
+    /// resolved), and those it handed to a handler of the program: see [`Interruptions`].
+    static EMULATOR_ONLY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static PROGRAM_HANDLED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// What interrupted the calling thread since a point in time: a waiting call the program
+/// made (`sigsuspend`, `ppoll`, `sigwaitinfo`, …) that fails with EINTR only because the
+/// emulator's own signal (its IPI, a trap it resolved) ran a handler did not fail on a
+/// kernel, where those are no signals: the call is made again. One of the program's own
+/// handlers ending the call is the kernel's EINTR, reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Interruptions {
+    emulator: u64,
+    program: u64,
+}
+
+impl Interruptions {
+    /// The counts now (before the call).
+    pub fn now() -> Self {
+        Interruptions { emulator: EMULATOR_ONLY.with(|c| c.get()), program: PROGRAM_HANDLED.with(|c| c.get()) }
+    }
+
+    /// Whether only the emulator's signals ran handlers since [`Interruptions::now`]: an
+    /// EINTR then is the emulator's, not the program's.
+    pub fn only_emulator(&self) -> bool {
+        let now = Interruptions::now();
+        now.program == self.program && now.emulator != self.emulator
+    }
+}
+
+/// Counts a signal of this thread handed to a handler of the program. Host FS base (the
+/// handler restored it).
+fn note_program_handler() {
+    PROGRAM_HANDLED.with(|c| c.set(c.get().wrapping_add(1)));
+}
+
+/// Counts a signal of this thread that only the emulator handled (host FS base).
+fn note_emulator_only() {
+    EMULATOR_ONLY.with(|c| c.set(c.get().wrapping_add(1)));
 }
 
 /// The calling thread's wish for the emulator's signals (see [`program_mask_change`]), for a
@@ -432,12 +511,99 @@ extern "C" fn on_async(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if flags & libc::SA_NODEFER == 0 {
         words[0] |= signal_bit(sig);
     }
-    sys::sigprocmask(libc::SIG_SETMASK, Some(&sigset_of(words)));
+    let handler_mask = sigset_of(words);
+    let handler = APP_HANDLER[sig as usize].load(Ordering::Acquire);
+    if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+        note_program_handler();
+    }
+    if handler != libc::SIG_DFL
+        && handler != libc::SIG_IGN
+        && let Some(base) = alt_stack::current_base()
+        && let Some(top) = program_frame_top(base, flags, uc)
+    {
+        let stack = alt_stack::stack_t(base);
+        // On the emulator's stack: the program's handler runs where the kernel would have
+        // run it (its stack, or its alternate stack), and this stack is free again before
+        // the handler starts. A handler that enters an enclave then finds it free for the
+        // emulator's traps there, as nested signals would on hardware.
+        // SAFETY: this signal's siginfo and frame; this handler returns right after; `top`
+        // is where the kernel would have put the program's frame.
+        unsafe { program_frame::redirect(sig, info, uc, handler, top, handler_mask, stack) };
+        // SAFETY: `uc` is this signal's context.
+        unsafe { Frame::new(uc) }.set_altstack(stack);
+        return;
+    }
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&handler_mask));
     chain(sig, info, uc);
     if let Some(stack) = our_stack(state) {
         // SAFETY: `uc` is this signal's context.
         unsafe { Frame::new(uc) }.set_altstack(stack);
     }
+}
+
+/// Hands `sig` (one the emulator owns, for the program's own handler: a fault of its code,
+/// or an enclave's exception reported at the AEP) to the program's handler where the kernel
+/// would have run it, as [`on_async`] does for the asynchronous ones: its frame is copied
+/// to the program's stack and this handler's return runs the program's (so a handler
+/// that enters an enclave finds the emulator's stack free). Whether it did; otherwise the
+/// caller chains as before (default actions, a fault the program blocks, a signal that
+/// interrupted code on the emulator's stack).
+fn run_where_the_program_asked(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -> bool {
+    let Some(index) = usize::try_from(sig).ok().filter(|&i| i < MAX_SIGNAL) else { return false };
+    let handler = APP_HANDLER[index].load(Ordering::Acquire);
+    let flags = APP_FLAGS[index].load(Ordering::Acquire) as c_int;
+    // SAFETY: the kernel filled `info` for this signal.
+    let forced = unsafe { (*info).si_code } > 0 && program_blocks(sig);
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN || forced || flags & libc::SA_RESETHAND != 0 {
+        return false;
+    }
+    let Some(base) = alt_stack::current_base() else { return false };
+    let Some(top) = program_frame_top(base, flags, uc) else { return false };
+    // The kernel's mask for the handler: the interrupted one and `sa_mask` (the emulator's
+    // own signals, this one among them, never blocked for real).
+    // SAFETY: `uc` is this signal's context.
+    let mut words = sigset_words(unsafe { Frame::new(uc) }.sigmask());
+    words[0] |= APP_MASK[index].load(Ordering::Acquire) & !never_blocked();
+    let stack = alt_stack::stack_t(base);
+    note_program_handler();
+    // SAFETY: this signal's siginfo and frame; the caller returns right after; `top` is
+    // where the kernel would have put the program's frame.
+    unsafe { program_frame::redirect(sig, info, uc, handler, top, sigset_of(words), stack) };
+    // SAFETY: `uc` is this signal's context.
+    unsafe { Frame::new(uc) }.set_altstack(stack);
+    true
+}
+
+/// Where the kernel would have put the frame of the program's handler for a signal that
+/// interrupted `uc` (outside enclave mode; the handler runs on our stack at `base`), had
+/// the emulator not been there: the top of the
+/// program's alternate stack for an SA_ONSTACK handler when it has one enabled and the
+/// thread is not running on it already, else below the interrupted stack pointer and its
+/// red zone. `None` when the interrupted code ran on the emulator's own stack (not the
+/// program's: its handler then runs here, as before).
+fn program_frame_top(base: u64, flags: c_int, uc: *mut c_void) -> Option<u64> {
+    // SAFETY: `uc` is this signal's context.
+    let sp = unsafe { Frame::new(uc) }.regs().rsp;
+    if alt_stack::is_ours(sp) {
+        return None;
+    }
+    let program = alt_stack::header(base).map(|h| h.program_stack());
+    let top = match program {
+        Some(p)
+            if flags & libc::SA_ONSTACK != 0
+                && p.ss_flags & libc::SS_DISABLE == 0
+                && !(p.ss_sp as u64..p.ss_sp as u64 + p.ss_size as u64).contains(&sp) =>
+        {
+            p.ss_sp as u64 + p.ss_size as u64
+        }
+        _ => sp - program_frame::RED_ZONE,
+    };
+    // The kernel delivered this signal on the program's stack (the thread's emulator stack
+    // was not installed: the entry trampoline switched to it), so its frame lies where the
+    // program's goes: below it instead (it is dead once this handler returns, but it is
+    // what the copy is made from).
+    let kernel_frame = uc as u64 - 8;
+    Some(if alt_stack::is_ours(kernel_frame) { top } else { top.min(kernel_frame) })
 }
 
 /// For the last step of a handler outside enclave code: if the thread has its emulator stack (made
@@ -629,7 +795,15 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         if TRACE.load(Ordering::Relaxed) {
             trace_mapping(frame.rip());
         }
+        if !(inside && state.is_some_and(|s| s.in_enclave.load(Ordering::Acquire)))
+            && run_where_the_program_asked(target, info, uc)
+        {
+            // Its handler runs once this one has returned; the frame is the program's now.
+            return;
+        }
         chain(target, info, uc);
+    } else {
+        note_emulator_only();
     }
     // Returning into enclave code: its bases, which ERESUME/EENTER may just have set, and
     // system calls blocked (the last step: no system call may follow).
@@ -890,6 +1064,7 @@ fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         }
         return;
     }
+    note_program_handler();
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed this as an SA_SIGINFO handler.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { std::mem::transmute(handler) };

@@ -333,6 +333,29 @@ pub fn fs_base() -> u64 {
     get_base(ARCH_GET_FS)
 }
 
+/// `rt_sigprocmask(SIG_SETMASK, mask)` made by a `syscall` instruction in the emulator's
+/// own text, not the C library's: the software EENTER's last mask change runs in enclave
+/// mode, where an interrupt is taken for the enclave's first instruction only if it finds
+/// the thread in the emulator's code (see `isolation::finishing_entry`); code elsewhere
+/// would be enclave code that left ELRANGE.
+pub fn set_sigmask_in_own_text(mask: &libc::sigset_t) {
+    // SAFETY: the kernel reads 8 bytes of the valid set `mask` and writes nothing (no old
+    // set); the `syscall` instruction clobbers RCX and R11 and returns in RAX.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_rt_sigprocmask => _,
+            in("rdi") libc::SIG_SETMASK,
+            in("rsi") mask as *const libc::sigset_t,
+            in("rdx") 0usize,
+            in("r10") 8usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, readonly),
+        )
+    };
+}
+
 /// Sets the calling thread's FS base. Nothing that uses thread-local storage may run
 /// between this and the point the new value is meant for.
 pub fn set_fs_base(value: u64) {

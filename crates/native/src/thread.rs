@@ -34,6 +34,13 @@ pub struct ThreadState {
     pub enclave_gs: AtomicU64,
     /// The signal mask to restore when the thread leaves the enclave.
     pub host_mask: Cell<libc::sigset_t>,
+    /// The software EENTER's register frame (a `vdso::SoftFrame` on the thread's stack)
+    /// while the thread, already in enclave mode, runs the emulator's code that finishes
+    /// the entry; 0 otherwise. An interrupt there takes its AEX as if at the enclave's
+    /// first instruction, with the registers this frame holds (see
+    /// `enclu::on_interrupt`), so that nothing below the untrusted stack pointer stays live
+    /// across the AEX: the program's signal handler at the AEP may use that stack.
+    pub soft_frame: AtomicU64,
     /// Base of the emulator's alternate signal stack for this thread (0 = none yet).
     pub alt_stack: Cell<u64>,
     /// The alternate stack was seen installed (checked until the kernel holds it: the
@@ -197,6 +204,7 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         enclave_gs: AtomicU64::new(0),
         // SAFETY: an all-zero sigset_t is a valid (empty) set.
         host_mask: Cell::new(unsafe { std::mem::zeroed() }),
+        soft_frame: AtomicU64::new(0),
         alt_stack: Cell::new(0),
         alt_stack_checked: Cell::new(false),
         kicks_seen: AtomicU64::new(0),
@@ -226,7 +234,12 @@ fn cached() -> Result<Option<&'static ThreadState>, ()> {
 /// call): prefer [`with_current`], which frees it.
 pub fn current(processor: &Processor) -> &'static ThreadState {
     match cached() {
-        Ok(Some(state)) => state,
+        Ok(Some(state)) if state.tid == sys::gettid() => state,
+        // A thread made by a raw `clone` without CLONE_SETTLS shares its creator's
+        // thread-local storage, and so its creator's cached state: never take that one (its
+        // logical processor and alternate stack are another thread's). Its own is found by
+        // TID, or made and registered without touching the shared cache.
+        Ok(Some(_)) => lookup(sys::gettid()).unwrap_or_else(|| create_uncached(processor)),
         Ok(None) => create(processor),
         Err(()) => match lookup(sys::gettid()) {
             Some(state) => state,
@@ -240,7 +253,8 @@ pub fn current(processor: &Processor) -> &'static ThreadState {
 /// with those of exited threads).
 pub fn with_current<R>(processor: &Processor, f: impl FnOnce(&ThreadState) -> R) -> R {
     match cached() {
-        Ok(Some(state)) => f(state),
+        Ok(Some(state)) if state.tid == sys::gettid() => f(state),
+        Ok(Some(_)) => f(current(processor)),
         Ok(None) => f(create(processor)),
         Err(()) => {
             if let Some(state) = lookup(sys::gettid()) {
@@ -269,6 +283,18 @@ fn create(processor: &Processor) -> &'static ThreadState {
     // A thread whose storage is gone between `cached` and here keeps its state registered.
     let _ = OWNER.try_with(|owner| owner.0.set(state));
     // SAFETY: just registered; lives until the thread exits.
+    unsafe { &*state }
+}
+
+/// The state of a thread whose thread-local storage is another thread's (see [`current`]):
+/// registered by TID, never freed (such a thread runs no thread-local destructors).
+fn create_uncached(processor: &Processor) -> &'static ThreadState {
+    let tid = sys::gettid();
+    let state = Box::into_raw(new_state(processor, tid));
+    if !register(state, tid) {
+        sys::stderr_line("sgxemu: more than 4096 threads use enclaves at once; this one is not in the TID table\n");
+    }
+    // SAFETY: just made; lives until the process ends.
     unsafe { &*state }
 }
 

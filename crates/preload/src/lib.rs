@@ -2002,6 +2002,208 @@ extern "C" fn init(_argc: c_int, _argv: *mut *mut c_char, envp: *mut *mut c_char
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = init;
 
+/// `errno` of the calling thread.
+fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// A C `timespec` timeout as a duration: `Ok(None)` for none (wait forever), `Err(())` for
+/// one the kernel refuses (passed on as it came, for the kernel's EINVAL).
+///
+/// # Safety
+/// `timeout` is null or a valid `timespec`.
+unsafe fn timeout_of(timeout: *const libc::timespec) -> Result<Option<std::time::Duration>, ()> {
+    // SAFETY: the caller passes null or a valid timespec.
+    let Some(t) = (unsafe { timeout.as_ref() }) else { return Ok(None) };
+    if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+        return Err(());
+    }
+    Ok(Some(std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)))
+}
+
+fn timespec_of(d: std::time::Duration) -> libc::timespec {
+    libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(d.subsec_nanos() as i32) }
+}
+
+/// Makes a waiting call (`call`, given what is left of `timeout`; `None`: no limit) again
+/// while it fails with an EINTR that only the emulator's own signals caused: on a kernel
+/// its IPI and the traps it resolves are no signals and end no wait
+/// (`sgxemu_native::signals::Interruptions`).
+fn waiting(timeout: Option<std::time::Duration>, mut call: impl FnMut(Option<std::time::Duration>) -> c_int) -> c_int {
+    let start = std::time::Instant::now();
+    loop {
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        let seen = signals::Interruptions::now();
+        let ret = call(left);
+        if ret == -1 && errno() == libc::EINTR && seen.only_emulator() {
+            continue;
+        }
+        return ret;
+    }
+}
+
+/// sigsuspend(2): the emulator's signals stay deliverable while it waits, whatever the mask
+/// (`sgxemu_native::signals::without_emulator_signals`); only a handler of the program ends it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
+    guard_int("sigsuspend", || {
+        // SAFETY: the caller passes a valid set (a null one is the kernel's EFAULT).
+        let Some(mask) = (unsafe { mask.as_ref() }) else { return unsafe { real::sigsuspend(mask) } };
+        let mask = signals::without_emulator_signals(mask);
+        // SAFETY: a valid set.
+        waiting(None, |_| unsafe { real::sigsuspend(&mask) })
+    })
+}
+
+/// sigwait(3): the emulator's signals are never taken from it (see [`sigsuspend`]).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigwait(set: *const libc::sigset_t, sig: *mut c_int) -> c_int {
+    guard(
+        "sigwait",
+        || libc::EINVAL,
+        || {
+            // SAFETY: the caller passes a valid set (a null one is the C library's EFAULT).
+            let Some(set) = (unsafe { set.as_ref() }) else { return unsafe { real::sigwait(set, sig) } };
+            let set = signals::without_emulator_signals(set);
+            // SAFETY: a valid set; `sig` as the caller passed it.
+            unsafe { real::sigwait(&set, sig) }
+        },
+    )
+}
+
+/// sigwaitinfo(2), as [`sigwait`]; an EINTR only the emulator's signals caused is none.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigwaitinfo(set: *const libc::sigset_t, info: *mut libc::siginfo_t) -> c_int {
+    // SAFETY: forwarded C contract.
+    unsafe { sigtimedwait(set, info, std::ptr::null()) }
+}
+
+/// sigtimedwait(2), as [`sigwaitinfo`] (a wait made again gets what is left of `timeout`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigtimedwait(
+    set: *const libc::sigset_t,
+    info: *mut libc::siginfo_t,
+    timeout: *const libc::timespec,
+) -> c_int {
+    guard_int("sigtimedwait", || {
+        // SAFETY: the caller passes null or valid pointers.
+        let (Some(set), Ok(limit)) = (unsafe { set.as_ref() }, unsafe { timeout_of(timeout) }) else {
+            // SAFETY: forwarded as it came, for the kernel's error.
+            return unsafe { real::sigtimedwait(set, info, timeout) };
+        };
+        let set = signals::without_emulator_signals(set);
+        waiting(limit, |left| {
+            let left = left.map(timespec_of);
+            let at = left.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: a valid set and timeout; `info` as the caller passed it.
+            unsafe { real::sigtimedwait(&set, info, at) }
+        })
+    })
+}
+
+/// ppoll(2): the emulator's signals stay deliverable during the call (see [`sigsuspend`]).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    guard_int("ppoll", || {
+        // SAFETY: the caller passes null or valid pointers.
+        let (Some(set), Ok(limit)) = (unsafe { mask.as_ref() }, unsafe { timeout_of(timeout) }) else {
+            // SAFETY: forwarded as it came (no mask: nothing to change).
+            return unsafe { real::ppoll(fds, n, timeout, mask) };
+        };
+        let set = signals::without_emulator_signals(set);
+        waiting(limit, |left| {
+            let left = left.map(timespec_of);
+            let at = left.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: the caller's descriptors, a valid timeout and set.
+            unsafe { real::ppoll(fds, n, at, &set) }
+        })
+    })
+}
+
+/// pselect(2), as [`ppoll`] (the descriptor sets are left alone by a call that failed, so a
+/// wait made again sees the caller's).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    read: *mut libc::fd_set,
+    write: *mut libc::fd_set,
+    except: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    guard_int("pselect", || {
+        // SAFETY: the caller passes null or valid pointers.
+        let (Some(set), Ok(limit)) = (unsafe { mask.as_ref() }, unsafe { timeout_of(timeout) }) else {
+            // SAFETY: forwarded as it came.
+            return unsafe { real::pselect(n, read, write, except, timeout, mask) };
+        };
+        let set = signals::without_emulator_signals(set);
+        waiting(limit, |left| {
+            let left = left.map(timespec_of);
+            let at = left.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: the caller's descriptor sets, a valid timeout and set.
+            unsafe { real::pselect(n, read, write, except, at, &set) }
+        })
+    })
+}
+
+/// epoll_pwait(2), as [`ppoll`] (`timeout` in milliseconds, negative: none).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    guard_int("epoll_pwait", || {
+        // SAFETY: the caller passes null or a valid set.
+        let Some(set) = (unsafe { mask.as_ref() }) else {
+            // SAFETY: forwarded as it came.
+            return unsafe { real::epoll_pwait(epfd, events, max, timeout, mask) };
+        };
+        let set = signals::without_emulator_signals(set);
+        let limit = u64::try_from(timeout).ok().map(std::time::Duration::from_millis);
+        waiting(limit, |left| {
+            // Rounded up, as the kernel rounds its sleep: never shorter than asked.
+            let ms = left.map_or(-1, |d| d.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int);
+            // SAFETY: the caller's event buffer, a valid set.
+            unsafe { real::epoll_pwait(epfd, events, max, ms, &set) }
+        })
+    })
+}
+
+/// epoll_pwait2(2), as [`ppoll`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    guard_int("epoll_pwait2", || {
+        // SAFETY: the caller passes null or valid pointers.
+        let (Some(set), Ok(limit)) = (unsafe { mask.as_ref() }, unsafe { timeout_of(timeout) }) else {
+            // SAFETY: forwarded as it came.
+            return unsafe { real::epoll_pwait2(epfd, events, max, timeout, mask) };
+        };
+        let set = signals::without_emulator_signals(set);
+        waiting(limit, |left| {
+            let left = left.map(timespec_of);
+            let at = left.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: the caller's event buffer, a valid timeout and set.
+            unsafe { real::epoll_pwait2(epfd, events, max, at, &set) }
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
