@@ -226,3 +226,62 @@ const _: () = {
         | AttributesFlags::AEXNOTIFY.bits();
     assert!(unpriv == UNPRIV_ATTRIBUTES);
 };
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use super::*;
+    use crate::epc::Owner;
+
+    /// An allocation concludes ENOMEM only from a consistent view of the reclaimer: the
+    /// reclaimer frees a written-out page before it stops counting it as in flight, and the
+    /// allocator reads "on the list" and "in flight" in one look. Here every EPC page is in
+    /// use and one of them, reclaimable, is held by a "reclaimer" thread that frees it or
+    /// puts it back while the test allocates without reclaim: the answer may be EBUSY
+    /// (retry), never ENOMEM. Before, a look between the untrack and the free of the page,
+    /// or one look before and one after it was put back, gave ENOMEM — a fault's SIGBUS
+    /// that killed a thrashing enclave entry (the native `killable` test, 1 run in 10–40).
+    #[test]
+    fn an_allocation_never_concludes_enomem_while_the_reclaimer_holds_a_page() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let machine = crate::sim::Machine::with_epc(16 * 4096);
+        let sgx = &machine.sgx;
+        for round in 0..20_000 {
+            let in_use: Vec<EpcIndex> = std::iter::from_fn(|| sgx.pool.take_free()).collect();
+            sgx.pool.mark_reclaimable(in_use[0], Owner { encl: Weak::new(), addr: Some(0x1000) });
+            let held = sgx.pool.isolate(1);
+            assert_eq!(held.len(), 1);
+            let done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    if round % 2 == 0 {
+                        sgx.pool.putback(held[0].page);
+                    } else {
+                        sgx.free_isolated(&mut sgx.new_cpu(), held[0].page, true);
+                    }
+                    done.store(true, Ordering::Release);
+                });
+                let mut cpu = sgx.new_cpu();
+                while !done.load(Ordering::Acquire) {
+                    match sgx.alloc_epc(&mut cpu, false, None) {
+                        Ok(page) => sgx.pool.put_free(page),
+                        Err(Errno::EBUSY) => {}
+                        Err(e) => panic!("round {round}: {e:?} while the reclaimer held a page"),
+                    }
+                }
+            });
+            // Every page free and untracked for the next round.
+            for isolated in sgx.pool.isolate(1) {
+                sgx.pool.untrack(isolated.page);
+            }
+            for &page in &in_use[1..] {
+                sgx.pool.put_free(page);
+            }
+            if round % 2 == 0 {
+                sgx.pool.put_free(in_use[0]);
+            }
+            assert_eq!(sgx.pool.nr_free(), 16, "round {round}");
+        }
+    }
+}
