@@ -85,4 +85,20 @@ impl Processor {
     pub fn write_epc(&self, page: EpcIndex, offset: usize, data: &[u8]) {
         self.epc.write(page, offset, data);
     }
+
+    /// Writes bytes of an EPC page only while its EPCM entry names a valid page of the
+    /// enclave `eid` at `linaddr`, and returns whether it did (for an emulator patching
+    /// enclave code: a page the reclaimer writes out or frees meanwhile, or that another
+    /// page has replaced, is left alone). The page's leaf lock is held shared for the check
+    /// and the write, so no leaf that changes the page (EWB, ELDU, EREMOVE, EMODT…) runs in
+    /// between; `false` too if such a leaf holds it now.
+    pub fn write_epc_if_owned(&self, page: EpcIndex, eid: u64, linaddr: u64, offset: usize, data: &[u8]) -> bool {
+        let Some(_held) = self.epcm.try_shared(page) else { return false };
+        let view = self.epcm_view(page);
+        if !(view.valid && view.eid == Some(eid) && view.enclave_address == linaddr) {
+            return false;
+        }
+        self.epc.write(page, offset, data);
+        true
+    }
 }

@@ -114,6 +114,11 @@ impl Lp {
         self.enclave.as_ref().map(|c| (c.enclave.params.baseaddr, c.enclave.params.size))
     }
 
+    /// The EID of the enclave being executed (what EPCM entries of its pages name).
+    pub fn eid(&self) -> Option<u64> {
+        self.enclave.as_ref().map(|c| c.enclave.eid)
+    }
+
     /// Linear address of the TCS in use.
     pub fn tcs(&self) -> Option<u64> {
         self.enclave.as_ref().map(|c| c.tcs_la)

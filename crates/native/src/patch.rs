@@ -105,19 +105,20 @@ fn sweep(engine: &Engine, eid: u64, wanted: impl Fn(&Instruction) -> bool) -> us
                 continue;
             }
             let at = (insn.ip() - start) as usize;
-            let (page, offset) = (run[at / PAGE as usize].1, at % PAGE as usize);
-            engine.processor.write_epc(page, offset, &[TRAP]);
+            let (linaddr, page) = run[at / PAGE as usize];
+            // Recorded first: a thread may run the patched byte as soon as it is written.
             sites.insert(insn.ip(), Site { eid, insn });
-            patched += 1;
+            if engine.processor.write_epc_if_owned(page, eid, linaddr, at % PAGE as usize, &[TRAP]) {
+                patched += 1;
+            }
         }
     }
     patched
 }
 
-/// The instruction the [`TRAP`] at `rip` (in the EPC page `page`) stands for, if it is one
-/// of ours.
-pub fn patched_instruction(engine: &Engine, page: EpcIndex, rip: u64) -> Option<Instruction> {
-    let eid = engine.processor.epcm_view(page).eid?;
+/// The instruction the [`TRAP`] at `rip` in the enclave `eid` stands for, if it is one of
+/// ours.
+pub fn patched_instruction(eid: u64, rip: u64) -> Option<Instruction> {
     SITES.read().get(&rip).filter(|site| site.eid == eid).map(|site| site.insn)
 }
 
@@ -126,6 +127,7 @@ pub fn is_pause(engine: &Engine, addr: u64) -> bool {
     engine
         .space
         .epc_at(addr)
-        .and_then(|page| patched_instruction(engine, page, addr))
+        .and_then(|page| engine.processor.epcm_view(page).eid)
+        .and_then(|eid| patched_instruction(eid, addr))
         .is_some_and(|insn| insn.mnemonic() == Mnemonic::Pause)
 }

@@ -902,7 +902,7 @@ fn dispatch(
                 enclu::on_enclave_ud(engine, st, frame, enclave_fs, enclave_gs)
             }
             libc::SIGSEGV if frame.trapno() == 13 && code[0] == crate::patch::TRAP => {
-                match patched_instruction(engine, rip) {
+                match patched_instruction(st, rip) {
                     Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Pause => enclu::on_pause(st, frame, &insn),
                     Some(insn) if insn.mnemonic() == iced_x86::Mnemonic::Enclu => {
                         enclu::on_enclu(engine, st, frame, enclave_fs, enclave_gs)
@@ -979,10 +979,10 @@ const ENCLU: [u8; 3] = [0x0f, 0x01, 0xd7];
 
 /// The instruction a patched trap of enclave code at `rip` stands for, if we put it there
 /// (counted as emulated, the caller carries it out; ENCLU's leaves have counters of their
-/// own).
-fn patched_instruction(engine: &Engine, rip: u64) -> Option<iced_x86::Instruction> {
-    let page = engine.space.epc_at(rip)?;
-    let insn = crate::patch::patched_instruction(engine, page, rip)?;
+/// own). The enclave is the one the thread runs: its page at `rip` may be gone already (the
+/// reclaimer), and then the instruction is still the one the thread executed.
+fn patched_instruction(st: &thread::ThreadState, rip: u64) -> Option<iced_x86::Instruction> {
+    let insn = crate::patch::patched_instruction(st.cpus().lp.eid()?, rip)?;
     if insn.mnemonic() != iced_x86::Mnemonic::Enclu {
         crate::stats::count(&crate::stats::EMULATED_INSTRUCTIONS);
     }
