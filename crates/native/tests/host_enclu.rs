@@ -12,45 +12,7 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sgxemu_native::alt_stack::app_sigaltstack;
-use support::enclave::{DATA, PAGE, TestEnclave, op};
-
-// ENCLU[EENTER] as a program issues it itself: RAX = 2, RBX = TCS, RCX = the address after
-// the ENCLU (the test enclave EEXITs to the RCX it was entered with). Arguments: TCS, then
-// the enclave's RDI (operation), RSI, RDX, R8, R9. Returns RAX after the exit.
-std::arch::global_asm!(
-    ".pushsection .text.test_raw_eenter,\"ax\",@progbits",
-    ".globl test_raw_eenter",
-    ".hidden test_raw_eenter",
-    "test_raw_eenter:",
-    "push rbp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov r10, rdi",
-    "mov rdi, rsi",
-    "mov rsi, rdx",
-    "mov rdx, rcx",
-    "mov eax, 2",
-    "lea rcx, [rip + 4f]",
-    "xchg r10, rbx",
-    "3:",
-    ".byte 0x0f, 0x01, 0xd7",
-    "4:",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".popsection",
-);
-
-unsafe extern "C" {
-    fn test_raw_eenter(tcs: u64, op: u64, rsi: u64, rdx: u64, r8: u64, r9: u64) -> u64;
-}
+use support::enclave::{DATA, PAGE, TestEnclave, op, raw_eenter};
 
 /// Writes `value` into the enclave's data page at slot `slot` and reads it back, each with
 /// a raw EENTER on `tcs`; returns what was read.
@@ -59,8 +21,8 @@ fn write_then_read(e: &TestEnclave, tcs: u64, slot: u64, value: u64) -> u64 {
     let mut read = 0u64;
     // SAFETY: the enclave writes its own data page, then one qword of `read`.
     unsafe {
-        test_raw_eenter(tcs, op::WRITE, addr, value, 0, 0);
-        test_raw_eenter(tcs, op::READ, addr, &mut read as *mut u64 as u64, 0, 0);
+        raw_eenter(tcs, op::WRITE, addr, value, 0, 0);
+        raw_eenter(tcs, op::READ, addr, &mut read as *mut u64 as u64, 0, 0);
     }
     read
 }
@@ -178,8 +140,8 @@ extern "C" fn on_usr1(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_v
     let mut read = 0u64;
     // SAFETY: as in `write_then_read` (no allocation, no panics: a signal handler).
     unsafe {
-        test_raw_eenter(tcs, op::WRITE, addr, value, 0, 0);
-        test_raw_eenter(tcs, op::READ, addr, &mut read as *mut u64 as u64, 0, 0);
+        raw_eenter(tcs, op::WRITE, addr, value, 0, 0);
+        raw_eenter(tcs, op::READ, addr, &mut read as *mut u64 as u64, 0, 0);
     }
     HANDLER_READ.store(if read == value { read } else { u64::MAX }, Ordering::Relaxed);
 }

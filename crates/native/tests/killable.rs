@@ -15,47 +15,10 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use support::enclave::{DATA, TestEnclave, engine, op, start_engine};
-
-// ENCLU[EENTER] as a program issues it itself (the emulator takes it in its SIGILL
-// handler): RAX = 2, RBX = TCS, RCX = the address after the ENCLU (the test enclave EEXITs
-// to the RCX it was entered with). Arguments: TCS, then the enclave's RDI, RSI, RDX, R8, R9.
-std::arch::global_asm!(
-    ".pushsection .text.killable_raw_eenter,\"ax\",@progbits",
-    ".globl killable_raw_eenter",
-    ".hidden killable_raw_eenter",
-    "killable_raw_eenter:",
-    "push rbp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov r10, rdi",
-    "mov rdi, rsi",
-    "mov rsi, rdx",
-    "mov rdx, rcx",
-    "mov eax, 2",
-    "lea rcx, [rip + 4f]",
-    "xchg r10, rbx",
-    ".byte 0x0f, 0x01, 0xd7",
-    "4:",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".popsection",
-);
+use support::enclave::{DATA, TestEnclave, engine, op, raw_eenter, start_engine};
 
 const ERESUME: u64 = 3;
 const EEXIT: u64 = 4;
-
-unsafe extern "C" {
-    fn killable_raw_eenter(tcs: u64, op: u64, rsi: u64, rdx: u64, r8: u64, r9: u64) -> u64;
-}
 
 static HANDLED: AtomicBool = AtomicBool::new(false);
 
@@ -108,8 +71,7 @@ fn a_thread_thrashing_on_a_full_epc_still_runs_its_signal_handlers() {
         tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
         // SAFETY: the enclave reads its own data page into `value`, then EEXITs back — or,
         // after an AEX, the CPU continues at this program's AEP, which is the same return.
-        let rax =
-            unsafe { killable_raw_eenter(first.tcs(0), op::READ, first.base + DATA, &raw mut value as u64, 0, 0) };
+        let rax = unsafe { raw_eenter(first.tcs(0), op::READ, first.base + DATA, &raw mut value as u64, 0, 0) };
         assert!((rax == EEXIT && value == 0) || rax == ERESUME, "RAX {rax} value {value:#x}");
     });
     assert!(HANDLED.load(Ordering::SeqCst));

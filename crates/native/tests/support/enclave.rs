@@ -81,6 +81,57 @@ pub mod op {
     pub const XRSTOR_XSAVE: u64 = 22;
 }
 
+// ENCLU[EENTER] as a program issues it itself (not through the vDSO; the emulator takes it
+// in its fault handler): RAX = 2, RBX = TCS, RCX = the address after the ENCLU (the test
+// enclave EEXITs to the RCX it was entered with). Arguments: TCS, then the enclave's RDI
+// (operation), RSI, RDX, R8, R9. Returns RAX after the exit.
+std::arch::global_asm!(
+    ".pushsection .text.test_raw_eenter,\"ax\",@progbits",
+    ".globl test_raw_eenter",
+    ".hidden test_raw_eenter",
+    "test_raw_eenter:",
+    "push rbp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov r10, rdi",
+    "mov rdi, rsi",
+    "mov rsi, rdx",
+    "mov rdx, rcx",
+    "mov eax, 2",
+    "lea rcx, [rip + 4f]",
+    "xchg r10, rbx",
+    ".byte 0x0f, 0x01, 0xd7",
+    "4:",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn test_raw_eenter(tcs: u64, op: u64, rsi: u64, rdx: u64, r8: u64, r9: u64) -> u64;
+}
+
+/// The program's own ENCLU[EENTER] of the test enclave's `tcs` with operation `op` and its
+/// operands; returns RAX after the exit: EEXIT (4), or ERESUME (3) when the CPU continued
+/// at the AEP (the ENCLU's address) after an AEX.
+///
+/// # Safety
+/// `tcs` is a TCS of a loaded test enclave, free for this thread, and the operands are
+/// what `op` wants (pointers it writes valid for that).
+#[allow(dead_code, reason = "not every test binary enters by its own ENCLU")]
+pub unsafe fn raw_eenter(tcs: u64, op: u64, rsi: u64, rdx: u64, r8: u64, r9: u64) -> u64 {
+    // SAFETY: the caller's contract; the trampoline keeps the callee-saved registers.
+    unsafe { test_raw_eenter(tcs, op, rsi, rdx, r8, r9) }
+}
+
 /// Handler operations (RDI at EENTER with CSSA > 0).
 pub mod handler {
     /// Copy GPRSGX of frame CSSA − 1 (184 bytes) to [RSI].
