@@ -108,7 +108,7 @@ pub fn needed(xfrm: u64) -> bool {
 ///
 /// Saves (XSAVE, XSAVEC, XSAVEOPT) always: natively they write every host component, past a
 /// save area sized for XFRM. XGETBV always: it must read XFRM. XRSTOR only where the host
-/// enables a component outside XFRM that is not [`CALLER_SAVED`]: natively it reads just
+/// enables a component outside XFRM that is not caller-saved (`CALLER_SAVED`): natively it reads just
 /// the components of the image's header (within an image sized for XFRM, as every image an
 /// enclave can produce here is: its saves are emulated, and on hardware a header naming more
 /// is a #GP), and it initialises the host's components outside XFRM, which no conforming

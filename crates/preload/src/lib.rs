@@ -340,7 +340,7 @@ unsafe extern "C" fn msr_cookie_close(cookie: *mut c_void) -> c_int {
     unsafe { close(cookie.fd) }
 }
 
-/// fdopen(3): a stream on an emulated MSR descriptor reads the MSRs ([`msr_stream`]).
+/// fdopen(3): a stream on an emulated MSR descriptor reads the MSRs (`msr_stream`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut libc::FILE {
     guard("fdopen", std::ptr::null_mut, || {
