@@ -73,8 +73,8 @@ pub fn from_env() -> PlatformConfig {
 }
 
 /// Whether PAUSE in enclave code traps for pause-loop exiting (unset: no). Off by default:
-/// each PAUSE then costs a trap, which makes loops that count PAUSEs (Intel's switchless
-/// workers poll 20,000 times before they sleep) a hundred times longer.
+/// each PAUSE then costs a trap, which makes waits that count PAUSEs (Intel's switchless
+/// calls poll 20,000 times before they give up or sleep) some fifty times longer.
 pub fn pause_exiting() -> bool {
     flag(ENV_PAUSE_EXITING)
 }

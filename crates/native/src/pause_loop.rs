@@ -7,12 +7,12 @@
 //! Hardware has the same problem, and hypervisors answer it with pause-loop exiting: a vCPU
 //! that keeps executing PAUSE gives its CPU up. So do we, two ways:
 //!
-//! - With `SGXEMU_PAUSE_EXITING=1` (off by default: each PAUSE then costs a trap, which
-//!   makes loops that count PAUSEs far longer), PAUSE in enclave code is patched to trap
-//!   ([`crate::patch`]); a PAUSE that follows the
-//!   thread's previous one within [`GAP`] is a pause loop, and the thread yields its CPU
-//!   (the lock holder, if runnable, goes first; cheap where nothing else waits for the CPU);
-//!   after [`LONG_LOOP`] of it, each PAUSE sleeps [`LOOP_SLEEP`] instead.
+//! - With `SGXEMU_PAUSE_EXITING=1` (off by default: each PAUSE then costs a trap, about
+//!   2 µs, where a PAUSE takes some 40 ns, which makes waits that count PAUSEs, as Intel's
+//!   switchless calls do, far longer), PAUSE in enclave code is patched to trap
+//!   ([`crate::patch`]); a PAUSE that follows the thread's previous one within [`GAP`] is a
+//!   pause loop, and the thread yields its CPU (the lock holder, if runnable, goes first;
+//!   cheap where nothing else waits for the CPU).
 //! - An interrupt (the reclaimer's IPI) whose AEX finds the interrupted code spinning (a
 //!   PAUSE at the interrupted instruction or just before it) keeps the thread off its CPU
 //!   for a while before ERESUME, longer each time it is found spinning again, up to
@@ -23,7 +23,10 @@
 //! the host makes some of them fail with EINTR, which hardware's timer never does. Sleeping
 //! from the first PAUSE of a loop, up to 20 ms after an AEX, was tried too: a lock holder
 //! waiting a moment in a PAUSE loop for an inner lock then slept while the others spun on
-//! the outer one; hence only short sleeps, and only once a loop has lasted a while.)
+//! the outer one. Sleeping 50 µs at each PAUSE once a loop had lasted 1 ms, which helped
+//! while a trapped PAUSE cost 10–15 µs (a `ud2` in a KVM guest), was dropped once it cost
+//! 2 µs (`hlt`): yielding alone then ran Intel's EMM tests with 50 threads on 2 CPUs in
+//! 4–6 s against 10–14 s, and the switchless sample in 24 s against 209 s.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,26 +44,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(20);
 /// PAUSEs closer together than this belong to one loop (a trapped PAUSE costs a few µs).
 pub const GAP: Duration = Duration::from_micros(50);
 
-/// A pause loop that lasted this long sleeps ([`LOOP_SLEEP`] per PAUSE) instead of yielding:
-/// yielding threads stay runnable, and enough of them still crowd out the lock holder.
-pub const LONG_LOOP: Duration = Duration::from_millis(1);
-/// How long a PAUSE of a long pause loop sleeps.
-pub const LOOP_SLEEP: Duration = Duration::from_micros(50);
-
-/// A PAUSE of enclave code (a patched one): in a pause loop the thread yields its CPU, and
-/// once the loop has lasted [`LONG_LOOP`] it sleeps a little at each PAUSE.
+/// A PAUSE of enclave code (a patched one): in a pause loop the thread yields its CPU.
 pub fn on_pause(st: &ThreadState) {
     let now = sys::monotonic_ns();
     let last = st.last_pause_ns.swap(now, Ordering::Relaxed);
-    if now.saturating_sub(last) > GAP.as_nanos() as u64 {
-        st.pause_loop_since_ns.store(now, Ordering::Relaxed);
-        return;
-    }
-    if now.saturating_sub(st.pause_loop_since_ns.load(Ordering::Relaxed)) < LONG_LOOP.as_nanos() as u64 {
+    if now.saturating_sub(last) <= GAP.as_nanos() as u64 {
         sys::sched_yield();
-    } else {
-        sys::sleep(LOOP_SLEEP);
-        st.last_pause_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
     }
 }
 

@@ -56,8 +56,6 @@ pub struct ThreadState {
     pub spin_backoff_us: AtomicU32,
     /// When its enclave code last executed a PAUSE (CLOCK_MONOTONIC, ns).
     pub last_pause_ns: AtomicU64,
-    /// When the pause loop the last PAUSE belongs to began.
-    pub pause_loop_since_ns: AtomicU64,
 }
 
 /// The logical processors of one thread.
@@ -212,7 +210,6 @@ fn new_state(processor: &Processor, tid: i32) -> Box<ThreadState> {
         ipis_sent: AtomicU64::new(0),
         spin_backoff_us: AtomicU32::new(0),
         last_pause_ns: AtomicU64::new(0),
-        pause_loop_since_ns: AtomicU64::new(0),
     })
 }
 
