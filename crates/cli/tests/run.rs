@@ -275,7 +275,8 @@ fn raw_listings_working_directories_and_msr_streams_see_the_emulated_platform() 
          preadv 0x8d: 8 6cfbe8ba8b3b413d\n\
          syscall pread64 0x8e: 8 c4916d99f2b3735d\n\
          syscall preadv 0x8c: 16 a6053e051270b7ac a6053e051270b7ac\n\
-         syscall pread64 4 bytes: -1 errno 22\n"
+         syscall pread64 4 bytes: -1 errno 22\n\
+         own pread64 0x8f: 8 d4f8c05909f9bb3b, own lseek+read 0x3a: 8 0x60001\n"
     );
 }
 

@@ -437,7 +437,7 @@ pub fn open(node: Node, flags: c_int) -> Result<Option<c_int>, c_int> {
             content_fd(c"sgx_total_bytes", text.as_bytes(), cloexec).map(Some).map_err(errno)
         }
         Node::Msr(cpu) => {
-            let fd = open_null(cloexec).map_err(errno)?;
+            let fd = msr_file(cloexec).map_err(errno)?;
             MSRS.insert(fd, OpenFile::Msr { cpu, position: Arc::new(AtomicI64::new(0)) });
             Ok(Some(fd))
         }
@@ -561,8 +561,31 @@ fn raw_open(path: &CStr, flags: c_int) -> io::Result<c_int> {
     if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(fd as c_int) }
 }
 
-fn open_null(cloexec: bool) -> io::Result<c_int> {
-    raw_open(c"/dev/null", libc::O_RDWR | if cloexec { libc::O_CLOEXEC } else { 0 })
+/// The descriptor an emulated `/dev/cpu/N/msr` opens as: a read-only sparse memory file that
+/// holds each MSR the part has at the offset of its index. The C library's read calls are
+/// answered by the msr driver's rules ([`msr_pread`] and the rest); this is what a program's
+/// own `read`/`pread64` instructions see, which no filter traps (trapping every read would
+/// cost each one a signal round trip): the right value at an MSR's offset, with a plain
+/// file's rules otherwise (a `read` moves the position; an MSR the part lacks reads as
+/// zeros, not EIO).
+fn msr_file(cloexec: bool) -> io::Result<c_int> {
+    read_only_memfd(c"msr", cloexec, |memfd| {
+        let config = platform_config();
+        let indices =
+            [sgxemu_arch::msr::IA32_FEATURE_CONTROL].into_iter().chain(sgxemu_arch::msr::IA32_SGXLEPUBKEYHASH);
+        for index in indices {
+            let Some(value) = msr_value(&config, index) else { continue };
+            let bytes = value.to_le_bytes();
+            // SAFETY: writes 8 bytes from `bytes` to our memfd at the MSR's offset.
+            let n = unsafe {
+                libc::syscall(libc::SYS_pwrite64, memfd as c_long, bytes.as_ptr(), bytes.len(), c_long::from(index))
+            };
+            if n != bytes.len() as c_long {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The whole of a host file (procfs files report no size: read until the end).
@@ -587,8 +610,7 @@ fn read_host_file(path: &CStr) -> io::Result<Vec<u8>> {
 /// A read-only descriptor of `data` (a memfd reopened read-only through procfs, so the
 /// program cannot change what later opens read).
 fn content_fd(name: &CStr, data: &[u8], cloexec: bool) -> io::Result<c_int> {
-    let memfd = sys::memfd(name, 0)?;
-    let result = (|| {
+    read_only_memfd(name, cloexec, |memfd| {
         let mut written = 0;
         while written < data.len() {
             let rest = &data[written..];
@@ -602,9 +624,17 @@ fn content_fd(name: &CStr, data: &[u8], cloexec: bool) -> io::Result<c_int> {
             }
             written += n as usize;
         }
+        Ok(())
+    })
+}
+
+/// A read-only descriptor of a new memory file named `name` that `fill` has written.
+fn read_only_memfd(name: &CStr, cloexec: bool, fill: impl FnOnce(c_int) -> io::Result<()>) -> io::Result<c_int> {
+    let memfd = sys::memfd(name, 0)?;
+    let result = fill(memfd).and_then(|()| {
         let path = std::ffi::CString::new(format!("/proc/self/fd/{memfd}")).map_err(io::Error::other)?;
         raw_open(&path, libc::O_RDONLY | if cloexec { libc::O_CLOEXEC } else { 0 })
-    })();
+    });
     let _ = sys::close(memfd);
     result
 }

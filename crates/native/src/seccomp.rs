@@ -43,8 +43,9 @@
 //! checked in the handler), the listing calls `getdents`/`getdents64` (`dev_listing`) and
 //! the working-directory calls `chdir`, `fchdir`, `getcwd` (the emulated `/dev/sgx`). A
 //! trapped call costs a signal round trip (about 2 µs) whether or not it concerns the
-//! emulator. Not trapped from the program's code: `read`/`pread`/`readv`/`lseek` (so the
-//! emulated MSR files read as `/dev/null` through its own instructions), `clone` (a new
+//! emulator. Not trapped from the program's code: `read`/`pread`/`readv`/`lseek` (an
+//! emulated MSR file is a memory file holding the MSRs at their offsets, so its own
+//! instructions read them with a plain file's rules; see `devices_fs`), `clone` (a new
 //! thread gets its emulator state lazily, as with `pthread_create`).
 //!
 //! # The C library's `syscall()` function

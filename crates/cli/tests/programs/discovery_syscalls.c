@@ -4,7 +4,8 @@
  * (the C library's syscall(), its getdents64() wrapper and the program's own `syscall`
  * instruction), small listing buffers, d_off and lseek; chdir/fchdir into /dev/sgx and the
  * relative names, getcwd and /proc/self/cwd there; MSRs read through stdio, readv, preadv
- * and syscall(SYS_pread64). Prints one line per check.
+ * and syscall(SYS_pread64), and the program's own pread64/read instructions. Prints one line
+ * per check.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -266,6 +267,14 @@ static void msrs(void) {
     printf("syscall preadv 0x8c: %zd %016llx %016llx\n", n, (unsigned long long)v[0], (unsigned long long)v[1]);
     n = syscall(SYS_pread64, fd, v, 4, 0x3a);
     printf("syscall pread64 4 bytes: %zd errno %d\n", n, n < 0 ? errno : 0);
+    /* The program's own instructions, which nothing traps: the descriptor itself holds the
+     * MSRs at their offsets. */
+    v[0] = 0;
+    n = own_syscall4(SYS_pread64, fd, (long)v, 8, 0x8f);
+    printf("own pread64 0x8f: %zd %016llx", n, (unsigned long long)v[0]);
+    own_syscall(SYS_lseek, fd, 0x3a, SEEK_SET);
+    n = own_syscall(SYS_read, fd, (long)v, 8);
+    printf(", own lseek+read 0x3a: %zd %#llx\n", n, (unsigned long long)v[0]);
     close(fd);
 }
 
