@@ -276,7 +276,9 @@ fn raw_listings_working_directories_and_msr_streams_see_the_emulated_platform() 
          syscall pread64 0x8e: 8 c4916d99f2b3735d\n\
          syscall preadv 0x8c: 16 a6053e051270b7ac a6053e051270b7ac\n\
          syscall pread64 4 bytes: -1 errno 22\n\
-         own pread64 0x8f: 8 d4f8c05909f9bb3b, own lseek+read 0x3a: 8 0x60001\n"
+         own pread64 0x8f: 8 d4f8c05909f9bb3b, own lseek+read 0x3a: 8 0x60001\n\
+         syscall openat: 1, newfstatat: 0 char 1, ioctl: -1 errno 14, close: 0\n\
+         syscall rt_sigprocmask: 0, SIGSEGV blocked as asked: 1, getpid: 1\n"
     );
 }
 

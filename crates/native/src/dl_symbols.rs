@@ -28,6 +28,13 @@ pub fn real_dlvsym() -> usize {
     cached(&CACHE, c"dlvsym")
 }
 
+/// The C library's `syscall`, or 0 (the preload's `syscall` passes on to it by a tail
+/// jump; resolved in its constructor, before a signal handler may need it).
+pub fn real_syscall() -> usize {
+    static CACHE: AtomicUsize = AtomicUsize::new(0);
+    cached(&CACHE, c"syscall")
+}
+
 fn cached(cache: &AtomicUsize, name: &CStr) -> usize {
     let known = cache.load(Ordering::Acquire);
     if known != 0 {

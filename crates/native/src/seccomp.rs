@@ -356,7 +356,11 @@ fn trap_in(asm: &mut Asm, ranges: &[Range]) {
 /// instruction pointer). glibc's function moves its arguments and makes the call within
 /// its first few dozen bytes; `None` if no such instruction is there.
 pub fn c_library_syscall_function() -> Option<Range> {
-    let start = libc::syscall as *const () as usize as u64;
+    // The C library's own: under the preload, `syscall` names the preload's interposer.
+    let start = crate::dl_symbols::real_syscall() as u64;
+    if start == 0 {
+        return None;
+    }
     let mut code = [0u8; 64];
     sys::read_own_memory(start, &mut code).ok()?;
     let at = start + code.windows(2).position(|pair| pair == [0x0f, 0x05])? as u64;
@@ -593,6 +597,22 @@ pub fn on_trap(frame: &mut Frame) -> Outcome {
     regs.rax = result as u64;
     frame.set_regs(&regs);
     Outcome::Resume
+}
+
+/// Whether a call of the C library's `syscall()` function for `nr`, returning to `caller`,
+/// is one the emulator carries out ([`carry_out`]): a [`TRAPPED`] number called from the
+/// program's code (the ranges whose own `syscall` instructions the filter traps), never
+/// from the emulator, the C library or the dynamic linker, whose calls go to the kernel.
+pub fn carries_out_syscall_function(nr: c_long, caller: u64) -> bool {
+    TRAPPED.contains(&nr) && in_ranges(caller)
+}
+
+/// A system call a program makes through the C library's `syscall()` function (see
+/// [`carries_out_syscall_function`]), carried out as the same call trapped from its own
+/// code is (`rt_sigprocmask` aside: the caller answers it as `sigprocmask`). `rsp` stands
+/// for the caller's stack pointer. The kernel's result: a value, or `-errno`.
+pub fn carry_out(nr: c_long, args: [u64; 6], rsp: u64) -> c_long {
+    std::panic::catch_unwind(|| emulate(nr, args, rsp)).unwrap_or(-c_long::from(libc::EIO))
 }
 
 /// The real system call, made by this object's own instruction (exempt from the filter;

@@ -1909,6 +1909,96 @@ pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const libc::sigset_t, old
     })
 }
 
+/// syscall(2), the C library's generic entry point: a program's call for a number the
+/// seccomp filter traps from its own `syscall` instructions (open, ioctl, mmap, the stat
+/// family, the signal mask…) is carried out as such a trapped call is; every other call —
+/// other numbers, and every call from the emulator, the C library or the dynamic linker —
+/// reaches the C library's `syscall` by a tail jump, untouched (a `vfork` made through it
+/// returns as it would without sgxemu).
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn syscall(
+    nr: libc::c_long,
+    a0: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+) -> libc::c_long {
+    // SAFETY (naked function): the six argument registers are saved around the decision
+    // and restored for either jump, which leaves the caller's return address and stack
+    // arguments (the sixth system-call argument) where they were; RSP is 8 mod 16 at entry
+    // and 0 at the call.
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "push rcx",
+        "push r8",
+        "push r9",
+        "mov rsi, [rsp + 48]",
+        "sub rsp, 8",
+        "call {decide}",
+        "add rsp, 8",
+        "pop r9",
+        "pop r8",
+        "pop rcx",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 2f",
+        "jmp rax",
+        "2:",
+        "jmp {emulated}",
+        decide = sym syscall_decide,
+        emulated = sym syscall_emulated,
+    )
+}
+
+/// Where [`syscall`] goes for `nr` called from `caller`: 0 for [`syscall_emulated`], else
+/// the C library's `syscall`. No system call, no allocation: signal handlers call it too.
+extern "C" fn syscall_decide(nr: libc::c_long, caller: u64) -> usize {
+    let real = sgxemu_native::dl_symbols::real_syscall();
+    if real != 0 && !sgxemu_native::seccomp::carries_out_syscall_function(nr, caller) { real } else { 0 }
+}
+
+/// A program's `syscall()` call that the emulator carries out, with the C convention
+/// (-1 and errno on failure).
+extern "C" fn syscall_emulated(
+    nr: libc::c_long,
+    a0: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+) -> libc::c_long {
+    guard_long("syscall", || {
+        if sgxemu_native::dl_symbols::real_syscall() == 0 {
+            return fail(libc::ENOSYS).into();
+        }
+        let result = if nr == libc::SYS_rt_sigprocmask {
+            if a3 != 8 {
+                -libc::c_long::from(libc::EINVAL)
+            } else {
+                // SAFETY: forwarded C contract: the sets are null or valid, as for the call.
+                match unsafe {
+                    signals::program_sigprocmask(a0 as c_int, a1 as *const libc::sigset_t, a2 as *mut libc::sigset_t)
+                } {
+                    Ok(()) => 0,
+                    Err(errno) => -libc::c_long::from(errno),
+                }
+            }
+        } else {
+            let args = [a0, a1, a2, a3, a4, a5].map(|a| a as u64);
+            sgxemu_native::seccomp::carry_out(nr, args, &args as *const [u64; 6] as u64)
+        };
+        if (-4095..0).contains(&result) { fail(-result as c_int).into() } else { result }
+    })
+}
+
 /// sigaltstack(2): once the emulator's alternate stack is the thread's, the program's own is
 /// recorded and reported instead (`sgxemu_native::alt_stack::app_sigaltstack`).
 #[unsafe(no_mangle)]
@@ -1978,6 +2068,8 @@ extern "C" fn init(_argc: c_int, _argv: *mut *mut c_char, envp: *mut *mut c_char
             }
             // System calls the program makes without the C library reach the devices too.
             sgxemu_native::seccomp::install();
+            // Resolved now, not first in a signal handler: `syscall` jumps to it.
+            let _ = sgxemu_native::dl_symbols::real_syscall();
             if sgxemu_native::config::stats_requested() {
                 // SAFETY: registers a plain extern "C" function with no arguments.
                 unsafe { libc::atexit(print_stats) };

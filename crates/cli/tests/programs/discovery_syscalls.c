@@ -4,13 +4,15 @@
  * (the C library's syscall(), its getdents64() wrapper and the program's own `syscall`
  * instruction), small listing buffers, d_off and lseek; chdir/fchdir into /dev/sgx and the
  * relative names, getcwd and /proc/self/cwd there; MSRs read through stdio, readv, preadv
- * and syscall(SYS_pread64), and the program's own pread64/read instructions. Prints one line
+ * and syscall(SYS_pread64), and the program's own pread64/read instructions; device calls
+ * through the C library's syscall() function. Prints one line
  * per check.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,10 +280,33 @@ static void msrs(void) {
     close(fd);
 }
 
+/* The device calls through the C library's syscall() function: the emulated device, its
+ * stat, its driver's errno, the signal mask as the program sees it; and a number the
+ * emulator leaves alone (getpid) still the kernel's. */
+static void syscall_function(void) {
+    long fd = syscall(SYS_openat, AT_FDCWD, "/dev/sgx_enclave", O_RDWR);
+    struct stat st;
+    long stat = syscall(SYS_newfstatat, AT_FDCWD, "/dev/sgx/enclave", &st, 0);
+    printf("syscall openat: %d, newfstatat: %ld char %d", fd >= 0, stat, S_ISCHR(st.st_mode));
+    /* SGX_IOC_ENCLAVE_CREATE with a NULL argument: the driver's EFAULT, not the host's
+     * ENOTTY or EBADF. */
+    long r = syscall(SYS_ioctl, fd, 0x4008a400UL, NULL);
+    printf(", ioctl: %ld errno %d", r, r < 0 ? errno : 0);
+    printf(", close: %ld\n", syscall(SYS_close, fd));
+    sigset_t all, seen;
+    sigfillset(&all);
+    r = syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, NULL, 8);
+    sigprocmask(SIG_BLOCK, NULL, &seen);
+    printf("syscall rt_sigprocmask: %ld, SIGSEGV blocked as asked: %d", r, sigismember(&seen, SIGSEGV));
+    sigprocmask(SIG_UNBLOCK, &all, NULL);
+    printf(", getpid: %d\n", syscall(SYS_getpid) == getpid());
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     listings();
     directories();
     msrs();
+    syscall_function();
     return 0;
 }
