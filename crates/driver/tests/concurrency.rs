@@ -100,11 +100,13 @@ fn create_tcs(t: &mut SimThread, e: &TestEnclave, tcs: u64) {
 }
 
 /// Worker `w`: EAUG its region, then each round verify three words of every page of the
-/// previous round and store the whole new pattern.
-fn worker(t: &mut SimThread, e: &TestEnclave, tcs: u64, w: u64) {
+/// previous round and store the whole new pattern; at least `WORKER_ROUNDS` rounds, and on
+/// until `ioctls_done`, so that the ioctls always meet threads inside. Returns its last round.
+fn worker(t: &mut SimThread, e: &TestEnclave, tcs: u64, w: u64, ioctls_done: &AtomicBool) -> u64 {
     let region: Vec<u64> = (0..WORKER_PAGES).map(|i| e.base + WORKER_AREA + (w * WORKER_PAGES + i) * PAGE).collect();
     accept(t, e, tcs, &region, PENDING_RW);
-    for round in 0..WORKER_ROUNDS {
+    let mut round = 0;
+    loop {
         if round > 0 {
             let words = [0, PAGE / 16, PAGE / 8 - 1];
             let loads = region.iter().flat_map(|&a| words.map(|w| Step::Load { addr: a + 8 * w, len: 8 })).collect();
@@ -115,15 +117,25 @@ fn worker(t: &mut SimThread, e: &TestEnclave, tcs: u64, w: u64) {
         }
         let stores = region.iter().enumerate().map(|(i, &a)| Step::Store { addr: a, data: image(w, round, i as u64) });
         run(t, tcs, stores.collect());
+        if round + 1 >= WORKER_ROUNDS && ioctls_done.load(Ordering::Acquire) {
+            return round;
+        }
+        round += 1;
     }
 }
 
-/// The ioctl thread: its region cycles through EAUG, RESTRICT, TRIM and REMOVE.
-fn ioctl_cycles(t: &mut SimThread, e: &TestEnclave, tcs: u64) -> usize {
+/// The ioctl thread: its region cycles through EAUG, RESTRICT, TRIM and REMOVE,
+/// `IOCTL_ROUNDS` times and then on (a bounded number of rounds) until `met_threads_inside`
+/// says an ETRACK's IPI reached a thread inside: on a loaded machine the workers may
+/// happen to be outside at every ETRACK of the first rounds.
+fn ioctl_cycles(t: &mut SimThread, e: &TestEnclave, tcs: u64, met_threads_inside: impl Fn() -> bool) -> usize {
     let region: Vec<u64> = (0..IOCTL_PAGES).map(|i| e.base + IOCTL_AREA + i * PAGE).collect();
     let (offset, length) = (IOCTL_AREA, IOCTL_PAGES * PAGE);
     let mut retries = 0;
-    for round in 0..IOCTL_ROUNDS {
+    for round in 0..IOCTL_ROUNDS * 20 {
+        if round >= IOCTL_ROUNDS && met_threads_inside() {
+            break;
+        }
         accept(t, e, tcs, &region, PENDING_RW);
         let stores =
             region.iter().enumerate().map(|(i, &a)| Step::Store { addr: a, data: image(WORKERS, round, i as u64) });
@@ -173,7 +185,8 @@ fn four_threads_fault_eaug_and_accept_while_ioctls_and_ksgxd_run() {
     let stop = AtomicBool::new(false);
     let (mut workers, mut ioctler) = ((0..WORKERS).map(|_| m.thread(&p)).collect::<Vec<_>>(), m.thread(&p));
     let ipis = m.platform.ipis();
-    std::thread::scope(|s| {
+    let ioctls_done = AtomicBool::new(false);
+    let last_rounds = std::thread::scope(|s| {
         let ksgxd = s.spawn(|| {
             let mut cpu = m.kernel_cpu();
             let mut reclaimed = 0;
@@ -188,20 +201,23 @@ fn four_threads_fault_eaug_and_accept_while_ioctls_and_ksgxd_run() {
         });
         let _stop = StopOnDrop(&stop);
         let e = &e;
+        let done = &ioctls_done;
         let handles: Vec<_> = workers
             .iter_mut()
             .zip(worker_tcs)
             .enumerate()
-            .map(|(w, (thread, tcs))| s.spawn(move || worker(thread, e, tcs, w as u64)))
+            .map(|(w, (thread, tcs))| s.spawn(move || worker(thread, e, tcs, w as u64, done)))
             .collect();
-        let ioctls = s.spawn(|| ioctl_cycles(&mut ioctler, e, ioctl_tcs));
-        for handle in handles {
-            handle.join().expect("worker");
-        }
+        let ioctls = s.spawn(|| {
+            let _done = StopOnDrop(&ioctls_done);
+            ioctl_cycles(&mut ioctler, e, ioctl_tcs, || m.platform.ipis() > ipis)
+        });
         // The retries (EAGAIN/EBUSY, §3.9) vary from run to run; each call is bounded.
         ioctls.join().expect("ioctl thread");
+        let last_rounds: Vec<u64> = handles.into_iter().map(|h| h.join().expect("worker")).collect();
         stop.store(true, Ordering::Release);
         assert!(ksgxd.join().expect("ksgxd") > 0, "ksgxd reclaimed");
+        last_rounds
     });
     m.platform.set_external_ksgxd(false);
     assert!(m.platform.ipis() > ipis, "ETRACK IPIs reached threads inside");
@@ -212,9 +228,9 @@ fn four_threads_fault_eaug_and_accept_while_ioctls_and_ksgxd_run() {
     for w in 0..WORKERS {
         let loads = region(w).flat_map(|a| (0..PAGE / 8).map(move |word| Step::Load { addr: a + 8 * word, len: 8 }));
         let values = run(&mut t, e.tcs1(), loads.collect());
-        let expected: Vec<u64> = (0..WORKER_PAGES)
-            .flat_map(|i| (0..PAGE / 8).map(move |word| pattern(w, WORKER_ROUNDS - 1, i, word)))
-            .collect();
+        let last = last_rounds[w as usize];
+        let expected: Vec<u64> =
+            (0..WORKER_PAGES).flat_map(|i| (0..PAGE / 8).map(move |word| pattern(w, last, i, word))).collect();
         assert!(values == expected, "worker {w}'s pages are intact");
     }
     // The ioctl region is all holes again.
