@@ -416,28 +416,7 @@ fn unfinished_entry(st: &ThreadState, rip: u64) -> Option<Regs> {
     // the vDSO has jumped into the enclave (this handler interrupted it before that, and
     // runs on the emulator's stack, so it is intact), and it is cleared at the next exit.
     let words = unsafe { &(*(raw as *const SoftFrame)).words };
-    Some(Regs {
-        rax: words[frame::RAX],
-        rbx: words[frame::RBX],
-        rcx: words[frame::RCX],
-        rdx: words[frame::RDX],
-        rsi: words[frame::RSI],
-        rdi: words[frame::RDI],
-        r8: words[frame::R8],
-        r9: words[frame::R8 + 1],
-        r10: words[frame::R8 + 2],
-        r11: words[frame::R8 + 3],
-        r12: words[frame::R8 + 4],
-        r13: words[frame::R8 + 5],
-        r14: words[frame::R8 + 6],
-        r15: words[frame::R8 + 7],
-        rbp: words[frame::RBP],
-        rsp: words[frame::RSP],
-        rflags: words[frame::RFLAGS],
-        rip: words[frame::RIP],
-        fsbase: st.enclave_fs.load(Ordering::Relaxed),
-        gsbase: st.enclave_gs.load(Ordering::Relaxed),
-    })
+    Some(frame::regs(words, st.enclave_fs.load(Ordering::Relaxed), st.enclave_gs.load(Ordering::Relaxed)))
 }
 
 /// Hardware's AEX for an exception in enclave mode, then the kernel: the fault handler
@@ -546,28 +525,7 @@ pub unsafe extern "C" fn soft_eenter(raw: *mut SoftFrame) {
     thread::alt_stack(st);
     let host_fs = sys::fs_base();
     let host_gs = sys::gs_base();
-    let mut regs = Regs {
-        rax: words[frame::RAX],
-        rbx: words[frame::RBX],
-        rcx: words[frame::RCX],
-        rdx: words[frame::RDX],
-        rsi: words[frame::RSI],
-        rdi: words[frame::RDI],
-        r8: words[frame::R8],
-        r9: words[frame::R8 + 1],
-        r10: words[frame::R8 + 2],
-        r11: words[frame::R8 + 3],
-        r12: words[frame::R8 + 4],
-        r13: words[frame::R8 + 5],
-        r14: words[frame::R8 + 6],
-        r15: words[frame::R8 + 7],
-        rbp: words[frame::RBP],
-        rsp: words[frame::RSP],
-        rflags: words[frame::RFLAGS],
-        rip: words[frame::RIP],
-        fsbase: host_fs,
-        gsbase: host_gs,
-    };
+    let mut regs = frame::regs(words, host_fs, host_gs);
     loop {
         match enclu_from_outside(engine, st, &mut regs, Some(&host_mask)) {
             Ok(Ran::Done) => break,

@@ -33,6 +33,32 @@ pub(crate) mod frame {
     pub const ADDR: usize = 21;
     /// Words in the frame (the assembly reserves 192 bytes, 16-byte aligned, for it).
     pub const WORDS: usize = 22;
+
+    /// The general-purpose registers a frame holds, with the given FS and GS bases.
+    pub fn regs(words: &[u64; WORDS], fsbase: u64, gsbase: u64) -> sgxemu_cpu::Regs {
+        sgxemu_cpu::Regs {
+            rax: words[RAX],
+            rbx: words[RBX],
+            rcx: words[RCX],
+            rdx: words[RDX],
+            rsi: words[RSI],
+            rdi: words[RDI],
+            r8: words[R8],
+            r9: words[R8 + 1],
+            r10: words[R8 + 2],
+            r11: words[R8 + 3],
+            r12: words[R8 + 4],
+            r13: words[R8 + 5],
+            r14: words[R8 + 6],
+            r15: words[R8 + 7],
+            rbp: words[RBP],
+            rsp: words[RSP],
+            rflags: words[RFLAGS],
+            rip: words[RIP],
+            fsbase,
+            gsbase,
+        }
+    }
 }
 
 /// The registers at the vDSO's ENCLU as the software EENTER receives and returns them.

@@ -10,13 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
-
-static long raw_syscall4(long n, long a, long b, long c, long d) {
-    long ret;
-    register long r10 __asm__("r10") = d;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
-    return ret;
-}
+#include "own_syscall.h"
 
 static int sgx1(void) {
     unsigned a, b, c, d;
@@ -30,7 +24,7 @@ static int reads_all_blocked(int raw) {
     sigemptyset(&now);
     if (raw) {
         unsigned long long word = 0;
-        if (raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, 0, (long)&word, 8) != 0)
+        if (own_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, 0, (long)&word, 8) != 0)
             return 0;
         memcpy(&now, &word, sizeof word);
     } else if (pthread_sigmask(SIG_BLOCK, NULL, &now) != 0) {
@@ -58,8 +52,8 @@ int main(void) {
 
     /* The program's own system calls: unblock, then block everything again. */
     unsigned long long every = ~0ULL;
-    raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&every, 0, 8);
-    raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long)&every, 0, 8);
+    own_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&every, 0, 8);
+    own_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long)&every, 0, 8);
     int raw_ok = reads_all_blocked(1) && sgx1();
 
     /* A blocked asynchronous signal still waits. */

@@ -22,6 +22,7 @@
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include "own_syscall.h"
 
 struct linux_dirent64 {
     uint64_t d_ino;
@@ -39,17 +40,6 @@ struct linux_dirent {
     char d_name[];
 };
 
-static long own_syscall4(long n, long a, long b, long c, long d) {
-    long ret;
-    register long r10 __asm__("r10") = d;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
-    return ret;
-}
-
-static long own_syscall(long n, long a, long b, long c) {
-    return own_syscall4(n, a, b, c, 0);
-}
-
 static char kind(unsigned char type) {
     return type == DT_CHR ? 'c' : type == DT_DIR ? 'd' : type == DT_LNK ? 'l' : '?';
 }
@@ -66,7 +56,7 @@ static long list_call(enum how how, int fd, char *buf, size_t size) {
     case OLD_GETDENTS:
         return syscall(SYS_getdents, fd, buf, size);
     case OWN_INSTRUCTION:
-        n = own_syscall(SYS_getdents64, fd, (long)buf, (long)size);
+        n = own_syscall3(SYS_getdents64, fd, (long)buf, (long)size);
         if (n < 0) {
             errno = (int)-n;
             return -1;
@@ -220,13 +210,13 @@ static void directories(void) {
     long raw = syscall(SYS_chdir, "/");
     print_cwd("syscall chdir /");
     /* Names relative to the descriptor, not the working directory (now /). */
-    long own = own_syscall(SYS_openat, sgx, (long)"enclave", O_RDWR);
+    long own = own_syscall3(SYS_openat, sgx, (long)"enclave", O_RDWR);
     printf("own instruction openat dirfd enclave: %d", own >= 0 && fstat((int)own, &st) == 0 && minor(st.st_rdev) == 125);
     close((int)own);
     own = own_syscall4(SYS_readlinkat, sgx, (long)"provision", (long)target, sizeof target);
     printf(" %.*s\n", own > 0 ? (int)own : 0, target);
     close(sgx);
-    raw |= own_syscall(SYS_chdir, (long)"/dev/sgx", 0, 0);
+    raw |= own_syscall3(SYS_chdir, (long)"/dev/sgx", 0, 0);
     print_cwd("own instruction chdir /dev/sgx");
     int into_link = chdir("enclave");
     printf("raw chdirs: %ld, chdir enclave: %d errno %d\n", raw, into_link, errno);
@@ -274,8 +264,8 @@ static void msrs(void) {
     v[0] = 0;
     n = own_syscall4(SYS_pread64, fd, (long)v, 8, 0x8f);
     printf("own pread64 0x8f: %zd %016llx", n, (unsigned long long)v[0]);
-    own_syscall(SYS_lseek, fd, 0x3a, SEEK_SET);
-    n = own_syscall(SYS_read, fd, (long)v, 8);
+    own_syscall3(SYS_lseek, fd, 0x3a, SEEK_SET);
+    n = own_syscall3(SYS_read, fd, (long)v, 8);
     printf(", own lseek+read 0x3a: %zd %#llx\n", n, (unsigned long long)v[0]);
     close(fd);
 }

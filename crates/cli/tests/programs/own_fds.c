@@ -12,14 +12,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-// A system call made by this program's own code (not the C library's `syscall`, whose
-// instruction lies in the C library): -errno on failure.
-static long raw(long n, long a, long b, long c) {
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return ret;
-}
+#include "own_syscall.h"
 
 // Calls `call` and prints its result and errno (0 if it succeeded).
 #define CHECK(name, call)                                                                                              \
@@ -55,16 +48,16 @@ int main(void) {
     int epc = find_epc();
     printf("epc far %d\n", epc >= 64);
     CHECK("close", close(epc));
-    CHECK("raw close", raw(SYS_close, epc, 0, 0));
+    CHECK("raw close", own_syscall3(SYS_close, epc, 0, 0));
     CHECK("dup", dup(epc));
     CHECK("fcntl", fcntl(epc, F_DUPFD_CLOEXEC, 0));
     CHECK("mmap", mmap(NULL, 4096, PROT_READ, MAP_SHARED, epc, 0) == MAP_FAILED);
-    CHECK("raw dup2 from it", raw(SYS_dup2, epc, 100, 0));
+    CHECK("raw dup2 from it", own_syscall3(SYS_dup2, epc, 100, 0));
     int file = open("/dev/zero", O_RDONLY);
     printf("dup2 onto it %d\n", dup2(file, epc) == epc);
     int moved = find_epc();
     printf("moved %d far %d\n", moved != epc && moved >= 0, moved >= 64);
-    printf("raw dup3 onto it %d\n", raw(SYS_dup3, file, moved, O_CLOEXEC) == moved);
+    printf("raw dup3 onto it %d\n", own_syscall3(SYS_dup3, file, moved, O_CLOEXEC) == moved);
     int now = find_epc();
     printf("moved again %d\n", now != moved && now >= 64);
     printf("close_range %d\n", close_range(3, ~0U, 0));
@@ -72,7 +65,7 @@ int main(void) {
     int device_closed = fcntl(device, F_GETFD) == -1 && errno == EBADF;
     printf("after close_range epc %d device closed %d\n", find_epc() == now, device_closed);
     printf("reopened %d\n", open("/dev/sgx_enclave", O_RDWR));
-    printf("raw close_range %ld\n", raw(SYS_close_range, 3, ~0U, 0));
+    printf("raw close_range %ld\n", own_syscall3(SYS_close_range, 3, ~0U, 0));
     printf("after raw close_range epc %d\n", find_epc() == now);
     open("/dev/sgx_enclave", O_RDWR);
     closefrom(3);

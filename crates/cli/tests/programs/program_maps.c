@@ -12,25 +12,13 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "own_syscall.h"
 
 struct sgx_enclave_create {
     uint64_t src;
 };
 #define SGX_IOC_ENCLAVE_CREATE _IOW(0xA4, 0x00, struct sgx_enclave_create)
 #define SIZE (1UL << 20)
-
-// A system call made by this program's own code (not the C library's `syscall`).
-static long raw6(long n, long a, long b, long c, long d, long e, long f) {
-    long ret;
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
 
 static void print_lines(uint64_t base, uint64_t len) {
     char line[512];
@@ -66,7 +54,7 @@ int main(void) {
     }
     int rw = PROT_READ | PROT_WRITE, anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
     char *first = mmap((void *)(base + 0x1000), 0x1000, rw, anon, -1, 0);
-    char *second = (char *)raw6(SYS_mmap, base + 0x3000, 0x1000, rw, anon, -1, 0);
+    char *second = (char *)own_syscall6(SYS_mmap, base + 0x3000, 0x1000, rw, anon, -1, 0);
     if (first == MAP_FAILED || second == MAP_FAILED) {
         perror("mmap");
         return 1;
