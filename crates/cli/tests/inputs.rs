@@ -3,11 +3,11 @@
 //! streams), SGXS output too large to write, and values ECREATE would refuse — each answered
 //! with a result or one line and exit status 1, never an abort.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 mod support;
-use support::{sgxemu, text};
+use support::{sgxemu, text, write_file};
 
 /// Address-space limit for the commands that must not allocate per page: 1 GiB. Before
 /// images held runs, `--heap 64G` used 1.6 GB and `--heap 1T` aborted on an 8 GiB
@@ -33,16 +33,7 @@ fn fails(args: &[&str], needle: &str) {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgxemu-inputs-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("written");
-    path.to_string_lossy().into_owned()
+    support::fresh_dir("inputs", name)
 }
 
 fn u16_at(b: &[u8], at: usize) -> usize {
@@ -70,7 +61,7 @@ fn files_that_are_not_regular_are_refused_at_once() {
     fails(&["measure", "/dev/zero"], "is a character device, not a regular file");
     fails(&["measure", "/dev/urandom"], "is a character device, not a regular file");
     fails(&["measure", d.to_str().unwrap()], "is a directory");
-    let elf = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let elf = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     fails(&["measure", &elf, "--sigstruct", "/dev/zero"], "not a regular file");
     fails(&["sign", &elf, "--key", "/dev/urandom", "--out", d.join("x.sig").to_str().unwrap()], "not a regular file");
     fails(&["sign", &elf, "--key", fifo.to_str().unwrap(), "--out", d.join("x.sig").to_str().unwrap()], "FIFO");
@@ -79,7 +70,7 @@ fn files_that_are_not_regular_are_refused_at_once() {
 #[test]
 fn huge_layouts_are_measured_in_little_memory() {
     let d = dir("huge");
-    let elf = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let elf = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     // 2^20 heap pages: one run, measured as 2^20 EADD records.
     let out = sgxemu_in_1g(&["measure", &elf, "--heap", "4G"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -103,7 +94,7 @@ fn an_sgxs_file_too_large_to_read_back_is_not_written() {
     let mut elf = sgxemu_samples::DEMO_ELF.to_vec();
     let last = *load_headers(&elf).iter().max_by_key(|&&h| u64_at(&elf, h + 16) + u64_at(&elf, h + 40)).unwrap();
     elf[last + 40..last + 48].copy_from_slice(&(8u64 << 30).to_le_bytes());
-    let elf = write(&d, "bss.elf", &elf);
+    let elf = write_file(&d, "bss.elf", &elf);
     let sgxs = d.join("bss.sgxs");
     let out = sgxemu_in_1g(&["measure", &elf, "--sgxs", sgxs.to_str().unwrap()]);
     fails_with(&out, "the SGXS file would be");
@@ -112,7 +103,7 @@ fn an_sgxs_file_too_large_to_read_back_is_not_written() {
     let out = sgxemu_in_1g(&["measure", &elf, "--heap", "1T", "--sgxs", sgxs.to_str().unwrap()]);
     fails_with(&out, "over the 1073741824-byte limit");
     // A small enclave's SGXS is written as before.
-    let demo = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let demo = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     let out = sgxemu(&["measure", &demo, "--sgxs", sgxs.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(sgxs.exists());
@@ -139,10 +130,10 @@ fn values_ecreate_would_refuse_are_refused() {
         (1, 1 << 63, "exceeds the maximum enclave size"),
         (0xffff_ffff, 1 << 20, "SSAFRAMESIZE 4294967295 pages is larger than the enclave"),
     ] {
-        let file = write(&d, &format!("e-{ssa}-{size}.sgxs"), &sgxs_with_ecreate(ssa, size));
+        let file = write_file(&d, &format!("e-{ssa}-{size}.sgxs"), &sgxs_with_ecreate(ssa, size));
         fails(&["measure", &file], needle);
     }
-    let ok = write(&d, "ok.sgxs", &sgxs_with_ecreate(1, 1 << 56));
+    let ok = write_file(&d, "ok.sgxs", &sgxs_with_ecreate(1, 1 << 56));
     let out = sgxemu(&["measure", &ok]);
     assert!(out.status.success(), "the maximum itself is what ECREATE accepts: {}", text(&out.stderr));
 
@@ -150,9 +141,9 @@ fn values_ecreate_would_refuse_are_refused() {
     let mut elf = sgxemu_samples::DEMO_ELF.to_vec();
     let first = load_headers(&elf)[0];
     elf[first + 48..first + 56].copy_from_slice(&3u64.to_le_bytes());
-    fails(&["measure", &write(&d, "align3.elf", &elf)], "p_align 0x3 is not a power of two");
+    fails(&["measure", &write_file(&d, "align3.elf", &elf)], "p_align 0x3 is not a power of two");
 
-    let demo = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let demo = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     fails(&["measure", &demo, "--miscselect", "2"], "MISCSELECT 0x2 has bits the part does not support");
     fails(&["measure", &demo, "--size", "65536T"], "not below the maximum enclave size");
     fails(&["measure", &demo, "--size", "131072T"], "not below the maximum enclave size");

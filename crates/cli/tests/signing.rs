@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 mod support;
-use support::{sgxemu, text};
+use support::{sgxemu, text, write_file};
 
 fn ok(args: &[&str]) -> String {
     let out = sgxemu(args);
@@ -20,18 +20,8 @@ fn fails(args: &[&str], needle: &str) {
     assert!(stderr.starts_with("sgxemu: ") && stderr.contains(needle), "{args:?}: {stderr}");
 }
 
-/// A fresh directory per test.
 fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgxemu-signing-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("written");
-    path.to_string_lossy().into_owned()
+    support::fresh_dir("signing", name)
 }
 
 fn s(p: &Path) -> &str {
@@ -54,7 +44,7 @@ fn keygen(dir: &Path) -> String {
 fn sign_then_measure_round_trips_for_elf_and_sgxs() {
     let d = dir("round-trip");
     let key = keygen(&d);
-    let elf = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let elf = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     let sig = d.join("demo.sig");
     let signed = ok(&["sign", &elf, "--key", &key, "--out", s(&sig), "--isvprodid", "7", "--isvsvn", "3"]);
     assert_eq!(std::fs::metadata(&sig).expect("written").len(), 1808);
@@ -78,14 +68,14 @@ fn sign_then_measure_round_trips_for_elf_and_sgxs() {
 fn every_tampering_is_refused() {
     let d = dir("tamper");
     let key = keygen(&d);
-    let elf = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let elf = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     let sig_path = d.join("demo.sig");
     ok(&["sign", &elf, "--key", &key, "--out", s(&sig_path)]);
     let sig = std::fs::read(&sig_path).unwrap();
     let flipped = |offset: usize| {
         let mut bytes = sig.clone();
         bytes[offset] ^= 1;
-        write(&d, &format!("flip-{offset}.sig"), &bytes)
+        write_file(&d, &format!("flip-{offset}.sig"), &bytes)
     };
     // A bit in each signed region, the modulus, the signature, Q1, Q2.
     for (offset, needle) in [
@@ -99,24 +89,24 @@ fn every_tampering_is_refused() {
         fails(&["measure", &elf, "--sigstruct", &flipped(offset)], needle);
     }
     // Another enclave's content, or another layout of this one.
-    let attest = write(&d, "attest.elf", sgxemu_samples::ATTEST_ELF);
+    let attest = write_file(&d, "attest.elf", sgxemu_samples::ATTEST_ELF);
     fails(&["measure", &attest, "--sigstruct", s(&sig_path)], "SIGSTRUCT is for MRENCLAVE");
     fails(&["measure", &elf, "--heap", "2M", "--sigstruct", s(&sig_path)], "SIGSTRUCT is for MRENCLAVE");
     // Attributes the signature does not allow.
     fails(&["measure", &elf, "--debug", "--sigstruct", s(&sig_path)], "attributes");
     fails(&["measure", &elf, "--miscselect", "1", "--sigstruct", s(&sig_path)], "MISCSELECT 0x1 does not match");
-    fails(&["measure", &elf, "--sigstruct", &write(&d, "short.sig", &sig[..1000])], "a SIGSTRUCT is 1808");
+    fails(&["measure", &elf, "--sigstruct", &write_file(&d, "short.sig", &sig[..1000])], "a SIGSTRUCT is 1808");
 }
 
 #[test]
 fn keys_of_the_wrong_shape_are_refused() {
     let d = dir("keys");
-    let elf = write(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
+    let elf = write_file(&d, "demo.elf", sgxemu_samples::DEMO_ELF);
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crypto/tests/data");
     let out = d.join("x.sig");
     fails(&["sign", &elf, "--key", s(&data.join("wrong-size-2048.pem")), "--out", s(&out)], "3072");
     fails(&["sign", &elf, "--key", s(&data.join("wrong-exponent-65537.pem")), "--out", s(&out)], "e = 3");
-    fails(&["sign", &elf, "--key", &write(&d, "junk.pem", b"not a key"), "--out", s(&out)], "PEM");
+    fails(&["sign", &elf, "--key", &write_file(&d, "junk.pem", b"not a key"), "--out", s(&out)], "PEM");
     fails(&["sign", &elf, "--key", s(&d.join("missing.pem")), "--out", s(&out)], "cannot read the key");
     assert!(!out.exists(), "nothing written after a refusal");
     // keygen never overwrites by accident, and writes a private file.
@@ -131,12 +121,12 @@ fn keys_of_the_wrong_shape_are_refused() {
 fn bad_enclave_files_get_one_clear_line() {
     let d = dir("bad-input");
     let demo = sgxemu_samples::DEMO_ELF;
-    fails(&["measure", &write(&d, "truncated.elf", &demo[..100])], "truncated.elf");
-    fails(&["measure", &write(&d, "text.txt", b"hello")], "neither an ELF file nor an SGXS file");
+    fails(&["measure", &write_file(&d, "truncated.elf", &demo[..100])], "truncated.elf");
+    fails(&["measure", &write_file(&d, "text.txt", b"hello")], "neither an ELF file nor an SGXS file");
     let mut sgxs = b"ECREATE\0".to_vec();
     sgxs.resize(40, 0);
-    fails(&["measure", &write(&d, "short.sgxs", &sgxs)], "short.sgxs");
-    let elf = write(&d, "demo.elf", demo);
+    fails(&["measure", &write_file(&d, "short.sgxs", &sgxs)], "short.sgxs");
+    let elf = write_file(&d, "demo.elf", demo);
     fails(&["measure", &elf, "--size", "8K"], "enclave size");
     fails(&["measure", &elf, "--stack", "5000"], "--stack 0x1388 is not a multiple of 4 KiB");
     fails(&["measure", &elf, "--threads", "0"], "thread");
@@ -148,7 +138,7 @@ fn a_self_relocating_enclave_is_measured_only_when_declared_so() {
     let d = dir("self-relocating");
     for (name, bytes) in [("reloc.elf", sgxemu_samples::RELOC_ELF), ("reloc-relr.elf", sgxemu_samples::RELOC_RELR_ELF)]
     {
-        let elf = write(&d, name, bytes);
+        let elf = write_file(&d, name, bytes);
         fails(&["measure", &elf], "--self-relocating");
         let measured = ok(&["measure", &elf, "--self-relocating"]);
         let image = sgxemu_enclave::image_from_elf(

@@ -122,10 +122,11 @@ pub enum SignError {
 }
 
 /// Reads a signing key from a PEM file (a regular file of at most [`MAX_KEY_FILE`] bytes).
-pub fn read_key(path: &PathBuf) -> Result<SigningKey, SignError> {
-    let bytes = read_regular(path, MAX_KEY_FILE).map_err(|source| SignError::ReadKey { path: path.clone(), source })?;
-    let pem = String::from_utf8(bytes).map_err(|_| SignError::NotText { path: path.clone() })?;
-    SigningKey::from_pem(&pem).map_err(|source| SignError::Key { path: path.clone(), source })
+pub fn read_key(path: &std::path::Path) -> Result<SigningKey, SignError> {
+    let bytes =
+        read_regular(path, MAX_KEY_FILE).map_err(|source| SignError::ReadKey { path: path.to_path_buf(), source })?;
+    let pem = String::from_utf8(bytes).map_err(|_| SignError::NotText { path: path.to_path_buf() })?;
+    SigningKey::from_pem(&pem).map_err(|source| SignError::Key { path: path.to_path_buf(), source })
 }
 
 /// Signs the enclave and writes the SIGSTRUCT.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, reason = "each test file uses only some of these")]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `sgxemu ARGS` with the platform variables of the test's own environment removed.
@@ -22,4 +23,19 @@ pub fn sgxemu_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Process output as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh, empty directory for test `name` of test file `file` (per process).
+pub fn fresh_dir(file: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sgxemu-{file}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+/// Writes `bytes` to `dir/name`; returns the path as an argument.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("written");
+    path.to_string_lossy().into_owned()
 }
