@@ -9,8 +9,7 @@
 //! the test says loudly that it did not run. `.ci/run` points it at the SDK build beside the
 //! project when there is one; users point it at their own install (`/opt/intel/sgxsdk`).
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
 #[test]
 fn sdk_samples_and_emm_tests_pass_in_hardware_mode() {
@@ -18,16 +17,8 @@ fn sdk_samples_and_emm_tests_pass_in_hardware_mode() {
         eprintln!("SKIPPED: SGXEMU_INTEL_SDK is not set; the Intel SGX SDK applications did not run");
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(root.join("scripts/intel-sdk-samples"))
-        .arg("--sdk")
-        .arg(&sdk)
-        .arg("--sgxemu")
-        .arg(env!("CARGO_BIN_EXE_sgxemu"))
-        .env_remove("SGXEMU_EPC")
-        .env_remove("SGXEMU_SGX1")
-        .output()
-        .expect("scripts/intel-sdk-samples runs");
+    let out =
+        support::script("intel-sdk-samples").arg("--sdk").arg(&sdk).output().expect("scripts/intel-sdk-samples runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");

@@ -6,8 +6,7 @@
 //! Its own test binary, so that it does not run beside the SDK samples' test. Without
 //! `SGXEMU_INTEL_SDK` the test says loudly that it did not run.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
 #[test]
 fn sdk_call_benchmark_runs_and_prints_both_rows() {
@@ -15,16 +14,10 @@ fn sdk_call_benchmark_runs_and_prints_both_rows() {
         eprintln!("SKIPPED: SGXEMU_INTEL_SDK is not set; the Intel SGX SDK call benchmark did not run");
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(root.join("scripts/intel-sdk-bench"))
+    let out = support::script("intel-sdk-bench")
         .arg("--sdk")
         .arg(&sdk)
-        .arg("--sgxemu")
-        .arg(env!("CARGO_BIN_EXE_sgxemu"))
         .args(["--calls", "500", "--runs", "1"])
-        .env_remove("SGXEMU_EPC")
-        .env_remove("SGXEMU_SGX1")
-        .env_remove("SGXEMU_STATS")
         .output()
         .expect("scripts/intel-sdk-bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -7,8 +7,7 @@
 //! and libssl-dev; `.ci/run` installs them. Set SGXEMU_SKIP_KERNEL_SELFTESTS=1 to skip on
 //! a machine without network access to Debian — the test then says so loudly.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
 fn skip_requested() -> bool {
     if std::env::var_os("SGXEMU_SKIP_KERNEL_SELFTESTS").is_some() {
@@ -20,15 +19,7 @@ fn skip_requested() -> bool {
 
 /// Runs the script with `args`; returns its last line (the harness's totals).
 fn run_selftests(args: &[&str]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(root.join("scripts/kernel-selftests"))
-        .arg("--sgxemu")
-        .arg(env!("CARGO_BIN_EXE_sgxemu"))
-        .args(args)
-        .env_remove("SGXEMU_EPC")
-        .env_remove("SGXEMU_SGX1")
-        .output()
-        .expect("scripts/kernel-selftests runs");
+    let out = support::script("kernel-selftests").args(args).output().expect("scripts/kernel-selftests runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stdout.lines().last().unwrap_or_default().to_string();

@@ -10,8 +10,8 @@
 //! (default `~/.cache/sgxemu/sgx-detect`).
 
 use std::io::Write;
-use std::path::Path;
-use std::process::Command;
+
+mod support;
 
 #[test]
 fn sgx_detect_reports_a_complete_sgx2_platform() {
@@ -25,15 +25,7 @@ fn sgx_detect_reports_a_complete_sgx2_platform() {
         );
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(root.join("scripts/sgx-detect"))
-        .arg("--sgxemu")
-        .arg(env!("CARGO_BIN_EXE_sgxemu"))
-        .env_remove("SGXEMU_EPC")
-        .env_remove("SGXEMU_SGX1")
-        .env_remove("SGXEMU_STATS")
-        .output()
-        .expect("scripts/sgx-detect runs");
+    let out = support::script("sgx-detect").output().expect("scripts/sgx-detect runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "scripts/sgx-detect failed:\n{stdout}\n{stderr}");

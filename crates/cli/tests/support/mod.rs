@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The platform variables a test's own environment may hold, which would change what the
+/// emulated part is.
+const PLATFORM_VARIABLES: [&str; 3] = ["SGXEMU_EPC", "SGXEMU_SGX1", "SGXEMU_STATS"];
+
 /// `sgxemu ARGS` with the platform variables of the test's own environment removed.
 pub fn sgxemu(args: &[&str]) -> Output {
     sgxemu_with_env(args, &[])
@@ -13,7 +17,10 @@ pub fn sgxemu(args: &[&str]) -> Output {
 /// [`sgxemu`] with `env` set.
 pub fn sgxemu_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sgxemu"));
-    command.args(args).env_remove("SGXEMU_EPC").env_remove("SGXEMU_SGX1").env_remove("SGXEMU_STATS");
+    command.args(args);
+    for name in PLATFORM_VARIABLES {
+        command.env_remove(name);
+    }
     for (key, value) in env {
         command.env(key, value);
     }
@@ -38,4 +45,15 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("written");
     path.to_string_lossy().into_owned()
+}
+
+/// The project's `scripts/NAME`, told to use this build's sgxemu (`--sgxemu`), with the
+/// platform variables of the test's own environment removed.
+pub fn script(name: &str) -> Command {
+    let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts").join(name));
+    command.arg("--sgxemu").arg(env!("CARGO_BIN_EXE_sgxemu"));
+    for variable in PLATFORM_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
 }
