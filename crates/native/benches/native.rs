@@ -41,11 +41,11 @@ extern "C" fn open_page(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
     unsafe { libc::mprotect(page as *mut libc::c_void, PAGE as usize, libc::PROT_READ | libc::PROT_WRITE) };
 }
 
+/// An SA_SIGINFO handler.
+type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
 /// Installs `handler` for `sig`; returns the disposition it replaced.
-fn install(
-    sig: libc::c_int,
-    handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
-) -> libc::sigaction {
+fn install(sig: libc::c_int, handler: Handler) -> libc::sigaction {
     // SAFETY: a fully initialised sigaction with an SA_SIGINFO handler; `old` is output.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -67,31 +67,29 @@ fn per_op(start: Instant, n: u64) -> Duration {
     start.elapsed() / n as u32
 }
 
-/// One host SIGILL round trip (with a plain handler in place of the emulator's).
-fn sigill_round_trip(n: u64) -> Duration {
-    let emulator = install(libc::SIGILL, skip_ud2);
+/// One host round trip of the trap `trap` raises, `sig` with `handler` (which steps over
+/// it) in place of the emulator's handler.
+fn round_trip(n: u64, sig: libc::c_int, handler: Handler, trap: impl Fn()) -> Duration {
+    let emulator = install(sig, handler);
     let start = Instant::now();
     for _ in 0..n {
-        // SAFETY: the handler above steps over the ud2.
-        unsafe { std::arch::asm!("ud2") };
+        trap();
     }
     let took = per_op(start, n);
-    restore(libc::SIGILL, &emulator);
+    restore(sig, &emulator);
     took
 }
 
-/// One host #GP round trip (`hlt` in user mode, SIGSEGV; with a plain handler in place of
-/// the emulator's).
+/// One host SIGILL round trip (`ud2`).
+fn sigill_round_trip(n: u64) -> Duration {
+    // SAFETY: the handler steps over the ud2.
+    round_trip(n, libc::SIGILL, skip_ud2, || unsafe { std::arch::asm!("ud2") })
+}
+
+/// One host #GP round trip (`hlt` in user mode, SIGSEGV).
 fn gp_round_trip(n: u64) -> Duration {
-    let emulator = install(libc::SIGSEGV, skip_hlt);
-    let start = Instant::now();
-    for _ in 0..n {
-        // SAFETY: `hlt` in user mode is a #GP, and the handler above steps over it.
-        unsafe { std::arch::asm!("hlt") };
-    }
-    let took = per_op(start, n);
-    restore(libc::SIGSEGV, &emulator);
-    took
+    // SAFETY: `hlt` in user mode is a #GP, and the handler steps over it.
+    round_trip(n, libc::SIGSEGV, skip_hlt, || unsafe { std::arch::asm!("hlt") })
 }
 
 /// One SIGSEGV round trip whose handler mprotects the page (a write to a PROT_NONE page).
