@@ -57,7 +57,7 @@ pub fn prepare(engine: &Engine, lp: &Lp, tcs: u64) {
     }
     let (xfrm, xfeatures) = (lp.xcr0, xfeatures::needed(lp.xcr0));
     let pause = pause_exiting();
-    let patched = sweep(engine, eid, |insn| match insn.mnemonic() {
+    let patched = sweep(engine, eid, tcs, |insn| match insn.mnemonic() {
         Mnemonic::Enclu => true,
         Mnemonic::Pause => pause,
         _ => xfeatures::must_emulate(insn, xfrm),
@@ -71,10 +71,14 @@ pub fn prepare(engine: &Engine, lp: &Lp, tcs: u64) {
     }
 }
 
-/// The enclave's executable pages by address.
-fn executable_pages(engine: &Engine, eid: u64) -> Vec<(u64, EpcIndex)> {
-    let mut pages: Vec<(u64, EpcIndex)> = (0..engine.processor.epc_pages() as u32)
-        .map(EpcIndex)
+/// The executable pages of the enclave `eid` (the one whose TCS is mapped at `tcs`), by address.
+fn executable_pages(engine: &Engine, eid: u64, tcs: u64) -> Vec<(u64, EpcIndex)> {
+    // The enclave's own resident pages, not a scan of the whole EPC: a program that creates
+    // many small enclaves sweeps each at its first entry.
+    let Some((encl, _)) = engine.space.vma_at(tcs) else { return Vec::new() };
+    let mut pages: Vec<(u64, EpcIndex)> = encl
+        .epc_pages()
+        .into_iter()
         .filter_map(|index| {
             let view = engine.processor.epcm_view(index);
             let code = view.valid
@@ -90,8 +94,8 @@ fn executable_pages(engine: &Engine, eid: u64) -> Vec<(u64, EpcIndex)> {
 
 /// Decodes each run of contiguous executable pages from its first byte and replaces each
 /// instruction `wanted` picks with [`TRAP`]; returns how many it patched.
-fn sweep(engine: &Engine, eid: u64, wanted: impl Fn(&Instruction) -> bool) -> usize {
-    let pages = executable_pages(engine, eid);
+fn sweep(engine: &Engine, eid: u64, tcs: u64, wanted: impl Fn(&Instruction) -> bool) -> usize {
+    let pages = executable_pages(engine, eid, tcs);
     let mut patched = 0;
     for run in pages.chunk_by(|a, b| b.0 == a.0 + PAGE) {
         let mut bytes = vec![0u8; run.len() * PAGE as usize];
