@@ -1012,8 +1012,16 @@ fn xrstor_past_image(
     }
     let regs = sgxemu_cpu::Regs { fsbase: bases.0, gsbase: bases.1, ..frame.regs() };
     let mut code = [0u8; 15];
-    // An instruction may end before a page its 15 bytes would cross: read what is there.
-    let readable = (1..=code.len()).rev().find(|&n| engine.read_mapped(regs.rip, &mut code[..n]))?;
+    // An instruction may end before a page its 15 bytes would cross: then read up to the
+    // page's end.
+    let to_page_end = (4096 - (regs.rip % 4096) as usize).min(code.len());
+    let readable = if engine.read_mapped(regs.rip, &mut code) {
+        code.len()
+    } else if engine.read_mapped(regs.rip, &mut code[..to_page_end]) {
+        to_page_end
+    } else {
+        return None;
+    };
     let insn = crate::xfeatures::xrstor_fault_past_image(&code[..readable], &regs, xfrm, addr)?;
     // A page of the enclave's that is merely not mapped yet: map it, and the next run of
     // the XRSTOR stays native.

@@ -24,6 +24,15 @@ use crate::sys;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// The protection an access of `kind` needs.
+fn prot_for(kind: AccessKind) -> Prot {
+    match kind {
+        AccessKind::Read => Prot::READ,
+        AccessKind::Write => Prot::WRITE,
+        AccessKind::Execute => Prot::EXEC,
+    }
+}
+
 fn page_of(addr: u64) -> u64 {
     addr & !(PAGE - 1)
 }
@@ -422,11 +431,7 @@ impl Space {
         let page = page_of(addr);
         let inner = self.inner.lock();
         let Some((_, vma)) = Self::find(&inner, page) else { return (Resolution::NotOurs, None) };
-        let needed = match kind {
-            AccessKind::Read => Prot::READ,
-            AccessKind::Write => Prot::WRITE,
-            AccessKind::Execute => Prot::EXEC,
-        };
+        let needed = prot_for(kind);
         if !vma.prot.contains(needed) {
             return (Resolution::AccessError, None);
         }
@@ -441,11 +446,7 @@ impl Space {
     /// page mapped already that the access checks refuse.
     pub fn maps_existing_page(&self, addr: u64, kind: AccessKind) -> bool {
         let (resolution, found) = self.classify(addr, kind);
-        let needed = match kind {
-            AccessKind::Read => Prot::READ,
-            AccessKind::Write => Prot::WRITE,
-            AccessKind::Execute => Prot::EXEC,
-        };
+        let needed = prot_for(kind);
         resolution == Resolution::Retry
             && found.is_some_and(|(encl, _)| {
                 encl.page_record(page_of(addr))
