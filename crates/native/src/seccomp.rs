@@ -50,13 +50,11 @@
 //!
 //! # The C library's `syscall()` function
 //!
-//! A program's `syscall(SYS_getdents64, …)` or `syscall(SYS_pread64, …)` makes its system
-//! call in the C library, exempt code, and no interposer sees it. The filter therefore also
-//! traps the one `syscall` instruction of that function ([`c_library_syscall_function`]),
-//! for [`TRAPPED_FROM_SYSCALL_FUNCTION`] only: numbers the emulator itself never passes to
-//! `libc::syscall` (were it to, its own call would be trapped, inside the handler too: the
-//! handler's real calls are this object's own instructions, `sys::raw_syscall`). Other
-//! numbers through `syscall()` stay the host's.
+//! A program's `syscall(SYS_openat, …)` makes its system call in the C library, exempt
+//! code. The preload library interposes `syscall()` itself: a call from the program's code
+//! (the ranges the filter traps) for a [`TRAPPED`] number, or one of
+//! [`CARRIED_OUT_FROM_SYSCALL_FUNCTION`], is carried out as the trapped call is
+//! ([`carry_out`]); every other call, the emulator's own included, reaches the C library.
 //!
 //! Installing a filter needs `PR_SET_NO_NEW_PRIVS` unless the process has CAP_SYS_ADMIN;
 //! it is tried without first. `SECCOMP_FILTER_FLAG_TSYNC` applies it to threads that other
@@ -125,23 +123,13 @@ pub const TRAPPED: [c_long; 32] = [
     libc::SYS_getcwd,
 ];
 
-/// The system calls the filter traps from the C library's `syscall()` function, whoever
-/// calls it: a program's `syscall(SYS_getdents64, …)` or `syscall(SYS_pread64, …)` runs
-/// its `syscall` instruction there, in exempt code, and no interposer sees it. Only numbers
-/// the emulator itself never passes to `libc::syscall` (its own calls would be trapped
-/// again; `sys::raw_syscall` makes them), and none whose C-library wrappers matter here go
-/// through `syscall()` (glibc's wrappers have their own instructions).
-pub const TRAPPED_FROM_SYSCALL_FUNCTION: [c_long; 9] = [
-    libc::SYS_getdents,
-    libc::SYS_getdents64,
-    libc::SYS_chdir,
-    libc::SYS_fchdir,
-    libc::SYS_getcwd,
-    libc::SYS_pread64,
-    libc::SYS_readv,
-    libc::SYS_preadv,
-    libc::SYS_preadv2,
-];
+/// The system calls carried out when a program makes them through the C library's
+/// `syscall()` function besides the [`TRAPPED`] ones: the reads, which the filter lets
+/// through from the program's own instructions (an emulated MSR file answers those with a
+/// plain file's rules), but whose C-library path keeps the msr driver's (the MSR at the
+/// offset, the position unmoved, EINVAL for a count that is no multiple of 8).
+pub const CARRIED_OUT_FROM_SYSCALL_FUNCTION: [c_long; 4] =
+    [libc::SYS_pread64, libc::SYS_readv, libc::SYS_preadv, libc::SYS_preadv2];
 
 // ---------------------------------------------------------------------------------------
 // The filter.
@@ -277,28 +265,18 @@ fn search(asm: &mut Asm, numbers: &[u32], check: usize, allow: usize, special: &
 }
 
 /// The filter: SECCOMP_RET_TRAP (tagged [`SECCOMP_RET_DATA`]) for the [`TRAPPED`] system
-/// calls made from code in `ranges` and the [`TRAPPED_FROM_SYSCALL_FUNCTION`] ones made
-/// from `syscall_function` (the C library's `syscall()`, if found); SECCOMP_RET_ALLOW for
-/// everything else.
-pub fn filter(ranges: &[Range], syscall_function: Option<Range>) -> Option<Vec<libc::sock_filter>> {
+/// calls made from code in `ranges`; SECCOMP_RET_ALLOW for everything else.
+pub fn filter(ranges: &[Range]) -> Option<Vec<libc::sock_filter>> {
     let mut asm = Asm::default();
     let (allow, check, mmap, fcntl) = (asm.label(), asm.label(), asm.label(), asm.label());
-    // Numbers trapped from both places check the ranges, then the function; numbers
-    // trapped from the function only, the function. (Reached through `ja` trampolines:
-    // the range checks between may be longer than a conditional jump reaches.)
-    let (to_both, to_function, check_both, check_function) = (asm.label(), asm.label(), asm.label(), asm.label());
     asm.load(ARCH);
     asm.jump(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, Target::Next, Target::Label(allow));
     asm.load(NR);
-    let from_function: &[c_long] = if syscall_function.is_some() { &TRAPPED_FROM_SYSCALL_FUNCTION } else { &[] };
-    let mut numbers: Vec<u32> =
-        TRAPPED.iter().chain(from_function.iter().filter(|n| !TRAPPED.contains(n))).map(|&n| n as u32).collect();
+    let mut numbers: Vec<u32> = TRAPPED.iter().map(|&n| n as u32).collect();
     numbers.sort_unstable();
     let special = |n: u32| match c_long::from(n) {
         libc::SYS_mmap => Some(mmap),
         libc::SYS_fcntl => Some(fcntl),
-        n if from_function.contains(&n) && TRAPPED.contains(&n) => Some(to_both),
-        n if from_function.contains(&n) => Some(to_function),
         _ => None,
     };
     search(&mut asm, &numbers, check, allow, &special);
@@ -315,18 +293,9 @@ pub fn filter(ranges: &[Range], syscall_function: Option<Range>) -> Option<Vec<l
     asm.jump(BPF_JMP_JEQ_K, libc::F_DUPFD_CLOEXEC as u32, Target::Label(check), Target::Label(allow));
     asm.place(allow);
     asm.ret(SECCOMP_RET_ALLOW);
-    asm.place(to_both);
-    asm.always(check_both);
-    asm.place(to_function);
-    asm.always(check_function);
     // The code address, against each range.
     asm.place(check);
     trap_in(&mut asm, ranges);
-    asm.ret(SECCOMP_RET_ALLOW);
-    asm.place(check_both);
-    trap_in(&mut asm, ranges);
-    asm.place(check_function);
-    trap_in(&mut asm, syscall_function.as_slice());
     asm.ret(SECCOMP_RET_ALLOW);
     asm.finish()
 }
@@ -349,22 +318,6 @@ fn trap_in(asm: &mut Asm, ranges: &[Range]) {
             lo = last + 1;
         }
     }
-}
-
-/// The `syscall` instruction of the C library's `syscall()` function, as a range holding
-/// both its address and the one after it (what the kernel reports as the call's
-/// instruction pointer). glibc's function moves its arguments and makes the call within
-/// its first few dozen bytes; `None` if no such instruction is there.
-pub fn c_library_syscall_function() -> Option<Range> {
-    // The C library's own: under the preload, `syscall` names the preload's interposer.
-    let start = crate::dl_symbols::real_syscall() as u64;
-    if start == 0 {
-        return None;
-    }
-    let mut code = [0u8; 64];
-    sys::read_own_memory(start, &mut code).ok()?;
-    let at = start + code.windows(2).position(|pair| pair == [0x0f, 0x05])? as u64;
-    Some((at, at + 3))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -465,8 +418,6 @@ pub fn trapped_ranges() -> Vec<Range> {
 /// The ranges the installed filter traps, for the handlers' stack choice (no locks).
 static RANGES: [(AtomicU64, AtomicU64); MAX_RANGES] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_RANGES];
 static RANGE_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// The trapped `syscall` instruction of the C library's `syscall()` ((0, 0): none).
-static SYSCALL_FUNCTION: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether this image installed its filter.
@@ -496,12 +447,7 @@ pub fn install_ranges(ranges: &[Range]) -> std::io::Result<()> {
         return Ok(());
     }
     let ranges = &ranges[..ranges.len().min(MAX_RANGES)];
-    let syscall_function = c_library_syscall_function();
-    let program = filter(ranges, syscall_function).ok_or_else(|| std::io::Error::other("the filter is too large"))?;
-    if let Some((start, end)) = syscall_function {
-        SYSCALL_FUNCTION.0.store(start, Ordering::Relaxed);
-        SYSCALL_FUNCTION.1.store(end, Ordering::Relaxed);
-    }
+    let program = filter(ranges).ok_or_else(|| std::io::Error::other("the filter is too large"))?;
     let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
     for (slot, &(start, end)) in RANGES.iter().zip(ranges) {
         slot.0.store(start, Ordering::Relaxed);
@@ -556,10 +502,7 @@ pub(crate) fn is_trap_context(sig: c_int, uc: *mut c_void) -> bool {
     // SAFETY: the kernel's ucontext for this signal.
     let gregs = unsafe { &(*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
     let (nr, rip) = (gregs[libc::REG_RAX as usize], gregs[libc::REG_RIP as usize] as u64);
-    let at = rip.wrapping_sub(2);
-    let in_syscall_function =
-        (SYSCALL_FUNCTION.0.load(Ordering::Relaxed)..SYSCALL_FUNCTION.1.load(Ordering::Relaxed)).contains(&at);
-    (TRAPPED.contains(&nr) && in_ranges(at)) || (TRAPPED_FROM_SYSCALL_FUNCTION.contains(&nr) && in_syscall_function)
+    TRAPPED.contains(&nr) && in_ranges(rip.wrapping_sub(2))
 }
 
 /// Whether a SIGSYS is our filter's trap (of this image's filter or an inherited one).
@@ -600,11 +543,12 @@ pub fn on_trap(frame: &mut Frame) -> Outcome {
 }
 
 /// Whether a call of the C library's `syscall()` function for `nr`, returning to `caller`,
-/// is one the emulator carries out ([`carry_out`]): a [`TRAPPED`] number called from the
+/// is one the emulator carries out ([`carry_out`]): a [`TRAPPED`] number, or one of
+/// [`CARRIED_OUT_FROM_SYSCALL_FUNCTION`], called from the
 /// program's code (the ranges whose own `syscall` instructions the filter traps), never
 /// from the emulator, the C library or the dynamic linker, whose calls go to the kernel.
 pub fn carries_out_syscall_function(nr: c_long, caller: u64) -> bool {
-    TRAPPED.contains(&nr) && in_ranges(caller)
+    (TRAPPED.contains(&nr) || CARRIED_OUT_FROM_SYSCALL_FUNCTION.contains(&nr)) && in_ranges(caller)
 }
 
 /// A system call a program makes through the C library's `syscall()` function (see
@@ -615,9 +559,8 @@ pub fn carry_out(nr: c_long, args: [u64; 6], rsp: u64) -> c_long {
     std::panic::catch_unwind(|| emulate(nr, args, rsp)).unwrap_or(-c_long::from(libc::EIO))
 }
 
-/// The real system call, made by this object's own instruction (exempt from the filter;
-/// the C library's `syscall()` is not, for [`TRAPPED_FROM_SYSCALL_FUNCTION`]): its result,
-/// or `-errno`.
+/// The real system call, made by this object's own instruction (exempt from the filter):
+/// its result, or `-errno`.
 fn real(nr: c_long, a: [u64; 6]) -> c_long {
     // SAFETY: the program's own system call with its own arguments, as it made it.
     unsafe { sys::raw_syscall(nr, a) }
@@ -1098,7 +1041,7 @@ mod tests {
     #[test]
     fn the_filter_traps_device_calls_from_covered_code_only() {
         let ranges = [(0x5555_0000_0000, 0x5555_0001_0000), (0xffff_f000, 0x1_0000_1000)];
-        let program = filter(&ranges, None).expect("assembles");
+        let program = filter(&ranges).expect("assembles");
         assert!(program.len() < 120, "{} instructions", program.len());
         let inside = 0x5555_0000_8000;
         for &nr in &TRAPPED {
@@ -1135,29 +1078,6 @@ mod tests {
         assert_eq!(run(&program, libc::SYS_close_range, inside, [3, u64::from(u32::MAX), 0, 0, 0, 0]), TRAP);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(&program, libc::SYS_fcntl, inside, [3, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0]), TRAP);
-    }
-
-    #[test]
-    fn the_c_library_s_syscall_function_traps_its_own_numbers_only() {
-        let ranges = [(0x5555_0000_0000, 0x5555_0001_0000)];
-        let function = (0x7f00_0000_1030, 0x7f00_0000_1033);
-        let program = filter(&ranges, Some(function)).expect("assembles");
-        let (after_instruction, program_code) = (0x7f00_0000_1032, 0x5555_0000_8000);
-        for &nr in &TRAPPED_FROM_SYSCALL_FUNCTION {
-            assert_eq!(run(&program, nr, after_instruction, [0; 6]), TRAP, "syscall {nr}");
-            assert_eq!(run(&program, nr, 0x7f00_0000_2000, [0; 6]), SECCOMP_RET_ALLOW, "syscall {nr} elsewhere");
-        }
-        // The emulator's own libc::syscall calls of other numbers pass.
-        for nr in [libc::SYS_openat, libc::SYS_close, libc::SYS_read, libc::SYS_lseek, libc::SYS_newfstatat] {
-            assert_eq!(run(&program, nr, after_instruction, [0; 6]), SECCOMP_RET_ALLOW, "syscall {nr}");
-        }
-        // Listing and directory calls are trapped from program code too; reads are not.
-        assert_eq!(run(&program, libc::SYS_getdents64, program_code, [0; 6]), TRAP);
-        assert_eq!(run(&program, libc::SYS_chdir, program_code, [0; 6]), TRAP);
-        assert_eq!(run(&program, libc::SYS_pread64, program_code, [0; 6]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(&program, libc::SYS_openat, program_code, [0; 6]), TRAP);
-        let (start, end) = c_library_syscall_function().expect("glibc's syscall() makes the call itself");
-        assert_eq!(end - start, 3);
     }
 
     #[test]

@@ -27,12 +27,8 @@ pub struct KernelSigaction {
 /// `SA_RESTORER` (asm/signal.h; not exported by the libc crate).
 pub const SA_RESTORER: u64 = 0x0400_0000;
 
-/// A system call made by this object's own `syscall` instruction: its result, or `-errno`.
-///
-/// For the calls the seccomp filter traps when they come from the C library's `syscall()`
-/// function (`seccomp::TRAPPED_FROM_SYSCALL_FUNCTION`): the emulator itself must never
-/// make those through `libc::syscall`, or its own call would be trapped again. This
-/// object's code is exempt from the filter.
+/// A system call made by this object's own `syscall` instruction, which the seccomp filter
+/// exempts: its result, or `-errno`.
 ///
 /// # Safety
 /// As the system call `nr` with arguments `args`: pointers among them are valid for it.
